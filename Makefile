@@ -1,0 +1,43 @@
+# Gatehouse: `make demo` and `make test` work from a fresh clone (see README.md).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+# Django 6.1 needs Python 3.12 or newer; take the first one this machine has.
+PYTHON ?= $(shell for p in python3.13 python3.12 $$HOME/.pyenv/versions/3.13*/bin/python3 \
+	$$HOME/.pyenv/versions/3.12*/bin/python3 /usr/local/bin/python3.1[23] python3; do \
+	"$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; break; }; done)
+# CI sets these; locally PostgreSQL is tried at its usual address and the pass is skipped if it is not there.
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/gatehouse
+REQUIRE_POSTGRES ?= 0
+
+.PHONY: install demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python manage.py demo
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	@echo "== test suite on SQLite (the embedded default) =="
+	env -u DATABASE_URL $(BIN)/python -m pytest
+	@if pg_isready -q -d "$(TEST_POSTGRES_URL)" 2>/dev/null; then \
+		echo "== test suite on PostgreSQL ($(TEST_POSTGRES_URL)) =="; \
+		DATABASE_URL="$(TEST_POSTGRES_URL)" $(BIN)/python -m pytest -m "not browser"; \
+	elif [ "$(REQUIRE_POSTGRES)" = 1 ]; then \
+		echo "PostgreSQL is not reachable at $(TEST_POSTGRES_URL)" >&2; exit 1; \
+	else \
+		echo "== PostgreSQL not reachable at $(TEST_POSTGRES_URL): PostgreSQL pass skipped =="; \
+	fi
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
