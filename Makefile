@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python manage.py demo
+	GATEHOUSE_ENV=local $(BIN)/python manage.py demo
 
 lint: install
 	$(BIN)/ruff check .

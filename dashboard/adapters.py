@@ -1,0 +1,84 @@
+"""The sign-in rule: only verified Google Workspace accounts of the allowed domains get in."""
+
+from allauth.core.exceptions import ImmediateHttpResponse
+from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from django.conf import settings
+from django.shortcuts import render
+
+from dashboard import services
+from dashboard.requestinfo import Origin
+
+
+def refusal_reason(claims: dict) -> str | None:
+    """Why these ID-token claims may not sign in, or None when they may.
+
+    Both the email's domain and the hosted-domain claim must be allowed: `hd` proves the account is
+    managed by that Workspace, and a personal Google account with a matching address carries no `hd`.
+    """
+    allowed = settings.GATEHOUSE_ALLOWED_DOMAINS
+    email = claims.get("email")
+    if not isinstance(email, str) or "@" not in email:
+        return "The identity provider sent no email address."
+    if claims.get("email_verified") is not True:
+        return "The email address is not verified."
+    domain = email.rsplit("@", 1)[1].lower()
+    if domain not in allowed:
+        return f"Accounts at {domain} are not allowed."
+    hd = claims.get("hd")
+    if not isinstance(hd, str) or hd.lower() not in allowed:
+        return "The account is not managed by an allowed Google Workspace."
+    if hd.lower() != domain:
+        return "The email address does not belong to the account's Workspace."
+    return None
+
+
+class GoogleWorkspaceAdapter(DefaultSocialAccountAdapter):
+    def pre_social_login(self, request, sociallogin):
+        claims = sociallogin.account.extra_data.get("id_token") or {}
+        reason = refusal_reason(claims)
+        if reason is None:
+            return
+        email = claims.get("email") if isinstance(claims.get("email"), str) else ""
+        services.audit_record(
+            action="auth.refused",
+            actor_email=email,
+            details={"reason": reason, "hd": str(claims.get("hd", ""))[:100]},
+            origin=Origin.from_request(request),
+        )
+        response = render(request, "account/not_allowed.html", {"reason": reason, "email": email}, status=403)
+        raise ImmediateHttpResponse(response)
+
+    def is_open_for_signup(self, request, sociallogin):
+        # pre_social_login has already refused anyone outside the allowed domains.
+        return True
+
+    def populate_user(self, request, sociallogin, data):
+        user = super().populate_user(request, sociallogin, data)
+        user.email = user.email.lower()
+        user.role = services.user_role_for_new_account(email=user.email)
+        return user
+
+    def save_user(self, request, sociallogin, form=None):
+        claimed = (sociallogin.account.extra_data.get("id_token") or {}).get("email", "")
+        chosen = form.cleaned_data.get("email", "") if form is not None else sociallogin.user.email
+        if str(chosen).lower() != str(claimed).lower():
+            # The sign-up form (shown only when an address is already taken) must not swap in another address.
+            raise ImmediateHttpResponse(
+                render(
+                    request,
+                    "account/not_allowed.html",
+                    {"reason": "The account's email must be the one Google verified.", "email": claimed},
+                    status=403,
+                )
+            )
+        user = super().save_user(request, sociallogin, form)
+        services.audit_record(
+            action="user.created",
+            actor=user,
+            target_type="user",
+            target_id=str(user.public_id),
+            target_label=user.email,
+            details={"role": user.role},
+            origin=Origin.from_request(request),
+        )
+        return user

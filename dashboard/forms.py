@@ -1,0 +1,46 @@
+from datetime import datetime
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from dashboard.models import User
+from dashboard.selectors import AuditFilters, audit_action_choices
+
+
+class AuditFilterForm(forms.Form):
+    actor = forms.CharField(required=False, max_length=254, label="Actor email")
+    action = forms.ChoiceField(required=False)
+    target = forms.CharField(required=False, max_length=200, help_text="An id or a name, exactly")
+    since = forms.DateTimeField(
+        required=False, label="From (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    until = forms.DateTimeField(
+        required=False, label="Until (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["action"].choices = [("", "Any action"), *audit_action_choices()]
+
+    def clean(self):
+        cleaned = super().clean()
+        since: datetime | None = cleaned.get("since")
+        until: datetime | None = cleaned.get("until")
+        if since and until and since >= until:
+            raise ValidationError("“From” must be earlier than “Until”.")
+        return cleaned
+
+    def filters(self) -> AuditFilters:
+        data = self.cleaned_data
+        return AuditFilters(
+            actor=data.get("actor", "").strip(),
+            action=data.get("action", ""),
+            target=data.get("target", "").strip(),
+            since=data.get("since"),
+            until=data.get("until"),
+        )
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=User.Role.choices)

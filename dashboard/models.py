@@ -1,0 +1,125 @@
+import uuid
+
+from django.contrib.auth.base_user import BaseUserManager
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils import timezone
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def create_user(self, email, password=None, **extra_fields):
+        user = self.model(email=self.normalize_email(email).lower(), **extra_fields)
+        user.set_unusable_password()
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email, password=None, **extra_fields):
+        return self.create_user(email, role=User.Role.ADMIN, **extra_fields)
+
+
+class User(AbstractUser):
+    """A person who signs in with Google. Gatehouse keeps no passwords."""
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "Viewer"
+        OPERATOR = "operator", "Operator"
+        ADMIN = "admin", "Admin"
+
+        @property
+        def rank(self) -> int:
+            return [self.VIEWER, self.OPERATOR, self.ADMIN].index(self)
+
+        @property
+        def colour(self) -> str:
+            return {"viewer": "grey", "operator": "blue", "admin": "purple"}[self.value]
+
+    username = None
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    email = models.EmailField("email address", unique=True)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+    objects = UserManager()
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self):
+        return self.email
+
+    def has_role(self, role: "User.Role") -> bool:
+        return User.Role(self.role).rank >= User.Role(role).rank
+
+    @property
+    def role_obj(self) -> "User.Role":
+        return User.Role(self.role)
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("The audit log is append-only")
+
+    def delete(self):
+        raise TypeError("The audit log is append-only")
+
+
+class AuditEntry(models.Model):
+    """One row per mutating action. Rows are never changed or removed (a database trigger agrees)."""
+
+    at = models.DateTimeField(default=timezone.now)
+    # The actor is kept as text, not a foreign key, so the entry outlives any change to the user.
+    actor_email = models.CharField(max_length=254, blank=True)
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=32, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=200, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["at"], name="audit_at"),
+            models.Index(fields=["actor_email", "id"], name="audit_actor_id"),
+            models.Index(fields=["action", "id"], name="audit_action_id"),
+            models.Index(fields=["target_id", "id"], name="audit_target_id"),
+            models.Index(fields=["target_label", "id"], name="audit_target_label"),
+        ]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_email or 'system'} {self.action}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("The audit log is append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("The audit log is append-only")
+
+    @property
+    def actor_display(self) -> str:
+        return self.actor_email or "system"
+
+    @property
+    def action_label(self) -> str:
+        from dashboard.audit_actions import AUDIT_ACTIONS
+
+        return AUDIT_ACTIONS.get(self.action, self.action)
+
+
+class Heartbeat(models.Model):
+    """When a background process last proved it was alive; the Settings page shows it."""
+
+    name = models.CharField(max_length=32, unique=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name} at {self.seen_at:%H:%M:%S}"

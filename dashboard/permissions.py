@@ -1,0 +1,21 @@
+from functools import wraps
+
+from django.core.exceptions import PermissionDenied
+
+from dashboard.models import User
+
+
+def role_required(role: User.Role):
+    """Refuse (403) users below `role`. Sign-in itself is enforced for every view by LoginRequiredMiddleware."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not request.user.is_authenticated or not request.user.has_role(role):
+                raise PermissionDenied(f"This needs the {role.label.lower()} role.")
+            return view(request, *args, **kwargs)
+
+        wrapped.required_role = role
+        return wrapped
+
+    return decorator

@@ -1,0 +1,91 @@
+"""Writes for the shell: the audit log, users and their roles."""
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard.audit_actions import AUDIT_ACTIONS
+from dashboard.models import AuditEntry, Heartbeat, User
+from dashboard.requestinfo import Origin
+
+# Audit details are shown on a page and exported; keep any one value readable and bounded.
+_MAX_DETAIL_CHARS = 2000
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= _MAX_DETAIL_CHARS else value[:_MAX_DETAIL_CHARS] + "…"
+    if isinstance(value, dict):
+        return {str(k)[:100]: _bounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bounded(v) for v in value[:100]]
+    return value
+
+
+def audit_record(
+    *,
+    action: str,
+    actor: User | None = None,
+    actor_email: str = "",
+    target_type: str = "",
+    target_id: str = "",
+    target_label: str = "",
+    details: dict[str, Any] | None = None,
+    origin: Origin | None = None,
+) -> AuditEntry:
+    if action not in AUDIT_ACTIONS:
+        raise ValueError(f"Unknown audit action {action!r}; add it to dashboard/audit_actions.py")
+    origin = origin or Origin()
+    return AuditEntry.objects.create(
+        action=action,
+        actor_email=(actor.email if actor else actor_email)[:254],
+        target_type=target_type[:32],
+        target_id=str(target_id)[:64],
+        target_label=str(target_label)[:200],
+        details=_bounded(details or {}),
+        source_ip=origin.source_ip,
+        request_id=origin.request_id[:64],
+    )
+
+
+def user_role_for_new_account(*, email: str) -> User.Role:
+    """GATEHOUSE_ADMIN_EMAILS names the first admins; everyone else starts as a viewer."""
+    if email.lower() in settings.GATEHOUSE_ADMIN_EMAILS:
+        return User.Role.ADMIN
+    return User.Role.VIEWER
+
+
+def user_set_role(*, actor: User, user: User, role: str, origin: Origin) -> User:
+    if not actor.has_role(User.Role.ADMIN):
+        raise PermissionDenied("Only admins change roles.")
+    if role not in User.Role.values:
+        raise ValidationError({"role": f"{role!r} is not a role."})
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        previous = user.role
+        if previous == role:
+            return user
+        if previous == User.Role.ADMIN:
+            other_admins = User.objects.filter(role=User.Role.ADMIN, is_active=True).exclude(pk=user.pk)
+            if not other_admins.exists():
+                raise ValidationError({"role": "Gatehouse needs at least one admin; promote another first."})
+        user.role = role
+        user.full_clean()
+        user.save(update_fields=["role"])
+        audit_record(
+            action="user.role_changed",
+            actor=actor,
+            target_type="user",
+            target_id=str(user.public_id),
+            target_label=user.email,
+            details={"from": previous, "to": role},
+            origin=origin,
+        )
+    return user
+
+
+def heartbeat_record(*, name: str) -> None:
+    Heartbeat.objects.update_or_create(name=name, defaults={"seen_at": timezone.now()})

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("audit/", views.audit_list, name="audit_list"),
+    path("audit/export.csv", views.audit_export, name="audit_export"),
+    path("settings/", views.settings_page, name="settings"),
+    path("settings/users/<uuid:public_id>/role", views.user_role_update, name="user_role_update"),
+]

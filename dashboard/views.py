@@ -1,0 +1,136 @@
+import csv
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard import selectors, services
+from dashboard.forms import AuditFilterForm, RoleForm
+from dashboard.models import User
+from dashboard.permissions import role_required
+from dashboard.requestinfo import Origin
+
+
+def _fragment(request: HttpRequest, template: str, partial: str) -> str:
+    """The partial alone for an HTMX request that targets it; the whole page otherwise."""
+    if request.htmx and not request.htmx.boosted:
+        return f"{template}#{partial}"
+    return template
+
+
+@require_GET
+def home(request):
+    context = {
+        "recent_entries": selectors.audit_page(filters=selectors.AuditFilters(), before=None, size=8).entries,
+        "heartbeats": selectors.heartbeats(),
+    }
+    return render(request, "dashboard/home.html", context)
+
+
+@require_GET
+def audit_list(request):
+    form = AuditFilterForm(request.GET or None)
+    page = None
+    if not request.GET or form.is_valid():
+        filters = form.filters() if form.is_bound else selectors.AuditFilters()
+        before = form.cleaned_data.get("before") if form.is_bound else None
+        page = selectors.audit_page(filters=filters, before=before, size=settings.GATEHOUSE_AUDIT_PAGE_SIZE)
+    query = request.GET.copy()
+    query.pop("before", None)
+    context = {"form": form, "page": page, "filter_query": query.urlencode()}
+    return render(request, _fragment(request, "dashboard/audit_list.html", "audit-table"), context)
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+@require_GET
+@role_required(User.Role.ADMIN)
+def audit_export(request):
+    form = AuditFilterForm(request.GET or None)
+    if form.is_bound and not form.is_valid():
+        messages.error(request, "Fix the filters before exporting.")
+        return redirect("dashboard:audit_list")
+    filters = form.filters() if form.is_bound else selectors.AuditFilters()
+    services.audit_record(
+        action="audit.exported",
+        actor=request.user,
+        details={k: str(v) for k, v in filters.__dict__.items() if v},
+        origin=Origin.from_request(request),
+    )
+    writer = csv.writer(_Echo())
+    header = ["id", "at", "actor", "action", "target_type", "target_id", "target", "details", "source_ip", "request_id"]
+
+    def rows():
+        yield writer.writerow(header)
+        for entry in selectors.audit_entries(filters=filters).iterator(chunk_size=2000):
+            yield writer.writerow(
+                [
+                    entry.id,
+                    entry.at.isoformat(),
+                    entry.actor_display,
+                    entry.action,
+                    entry.target_type,
+                    entry.target_id,
+                    _csv_safe(entry.target_label),
+                    _csv_safe(str(entry.details)),
+                    entry.source_ip or "",
+                    entry.request_id,
+                ]
+            )
+
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="gatehouse-audit-{stamp}.csv"'
+    return response
+
+
+def _csv_safe(value: str) -> str:
+    """Neutralise spreadsheet formulas: audit text can come from Cloudflare, logs or a hostile user."""
+    if value and value[0] in "=+-@\t\r":
+        return "'" + value
+    return value
+
+
+@require_GET
+def settings_page(request):
+    context = {
+        "users": selectors.users_for_admin() if request.user.has_role(User.Role.ADMIN) else None,
+        "roles": User.Role,
+        "heartbeats": selectors.heartbeats(),
+    }
+    return render(request, "dashboard/settings.html", context)
+
+
+@require_POST
+@role_required(User.Role.ADMIN)
+def user_role_update(request, public_id):
+    user = get_object_or_404(User, public_id=public_id)
+    form = RoleForm(request.POST)
+    error = None
+    if form.is_valid():
+        try:
+            user = services.user_set_role(
+                actor=request.user, user=user, role=form.cleaned_data["role"], origin=Origin.from_request(request)
+            )
+            messages.success(request, f"{user.email} is now {user.role_obj.label.lower()}.")
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+    else:
+        error = "Choose one of the roles."
+    if error:
+        messages.error(request, f"{user.email}: {error}")
+    if request.htmx:
+        user.refresh_from_db()
+        return render(request, "dashboard/settings.html#user-row", {"u": user, "roles": User.Role})
+    return redirect("dashboard:settings")
+
+
+def permission_denied(request, exception=None):
+    return render(request, "403.html", {"reason": str(exception or "")}, status=403)
