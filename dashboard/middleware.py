@@ -18,7 +18,7 @@ class RequestIdMiddleware:
 
 
 class HtmxMessagesMiddleware:
-    """Delivers pending messages as toasts on HTMX responses, which do not re-render the page's toast region."""
+    """Delivers pending messages as toasts on HTMX responses, which leave the page's toast region alone."""
 
     def __init__(self, get_response):
         self.get_response = get_response

@@ -6,7 +6,7 @@ from dashboard.models import User
 
 
 def role_required(role: User.Role):
-    """Refuse (403) users below `role`. Sign-in itself is enforced for every view by LoginRequiredMiddleware."""
+    """Refuse (403) users below `role`. LoginRequiredMiddleware already demands sign-in for every view."""
 
     def decorator(view):
         @wraps(view)

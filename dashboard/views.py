@@ -3,7 +3,7 @@ import csv
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -65,7 +65,18 @@ def audit_export(request):
         origin=Origin.from_request(request),
     )
     writer = csv.writer(_Echo())
-    header = ["id", "at", "actor", "action", "target_type", "target_id", "target", "details", "source_ip", "request_id"]
+    header = [
+        "id",
+        "at",
+        "actor",
+        "action",
+        "target_type",
+        "target_id",
+        "target",
+        "details",
+        "source_ip",
+        "request_id",
+    ]
 
     def rows():
         yield writer.writerow(header)
@@ -117,7 +128,10 @@ def user_role_update(request, public_id):
     if form.is_valid():
         try:
             user = services.user_set_role(
-                actor=request.user, user=user, role=form.cleaned_data["role"], origin=Origin.from_request(request)
+                actor=request.user,
+                user=user,
+                role=form.cleaned_data["role"],
+                origin=Origin.from_request(request),
             )
             messages.success(request, f"{user.email} is now {user.role_obj.label.lower()}.")
         except ValidationError as exc:

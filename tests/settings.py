@@ -8,7 +8,7 @@ os.environ.setdefault("GATEHOUSE_ADMIN_EMAILS", "root@example.com")
 os.environ.setdefault("GOOGLE_CLIENT_ID", "gatehouse-test")
 os.environ.setdefault("GOOGLE_CLIENT_SECRET", "gatehouse-test-secret")
 
-from dashboard.settings import *  # noqa: E402, F403
+from dashboard.settings import *  # noqa: F403
 
 CELERY_TASK_ALWAYS_EAGER = True
 

@@ -14,12 +14,21 @@ ORIGIN = Origin(source_ip="203.0.113.7", request_id="req-12345678")
 def test_audit_record_keeps_who_what_where():
     admin = make_user(role=User.Role.ADMIN)
     entry = services.audit_record(
-        action="user.role_changed", actor=admin, target_type="user", target_id="u-1", target_label="bob",
-        details={"from": "viewer"}, origin=ORIGIN,
+        action="user.role_changed",
+        actor=admin,
+        target_type="user",
+        target_id="u-1",
+        target_label="bob",
+        details={"from": "viewer"},
+        origin=ORIGIN,
     )
     entry.refresh_from_db()
     assert (entry.actor_email, entry.action, entry.target_label) == (admin.email, "user.role_changed", "bob")
-    assert (entry.source_ip, entry.request_id, entry.details) == ("203.0.113.7", "req-12345678", {"from": "viewer"})
+    assert (entry.source_ip, entry.request_id, entry.details) == (
+        "203.0.113.7",
+        "req-12345678",
+        {"from": "viewer"},
+    )
 
 
 @pytest.mark.django_db
@@ -31,7 +40,9 @@ def test_audit_record_refuses_an_unknown_action():
 
 @pytest.mark.django_db
 def test_audit_details_are_bounded():
-    entry = services.audit_record(action="auth.refused", details={"reason": "x" * 50_000, "list": list(range(500))})
+    entry = services.audit_record(
+        action="auth.refused", details={"reason": "x" * 50_000, "list": list(range(500))}
+    )
     assert len(entry.details["reason"]) <= 2001
     assert len(entry.details["list"]) == 100
 
@@ -78,7 +89,9 @@ def test_admin_changes_a_role_and_the_change_is_audited():
     assert bob.role == User.Role.OPERATOR
     entry = AuditEntry.objects.get(action="user.role_changed")
     assert (entry.actor_email, entry.target_label, entry.details) == (
-        admin.email, bob.email, {"from": "viewer", "to": "operator"},
+        admin.email,
+        bob.email,
+        {"from": "viewer", "to": "operator"},
     )
 
 

@@ -15,16 +15,40 @@ from django.core.management.base import BaseCommand
 # The local OpenID provider stands in for Google. Each demo identity shows one side of the sign-in rule.
 DEMO_DOMAIN = "example.com"
 DEMO_IDENTITIES = [
-    {"sub": "admin@example.com", "email": "admin@example.com", "email_verified": True, "hd": DEMO_DOMAIN,
-     "name": "Ada Admin"},
-    {"sub": "operator@example.com", "email": "operator@example.com", "email_verified": True, "hd": DEMO_DOMAIN,
-     "name": "Otto Operator"},
-    {"sub": "viewer@example.com", "email": "viewer@example.com", "email_verified": True, "hd": DEMO_DOMAIN,
-     "name": "Vera Viewer"},
+    {
+        "sub": "admin@example.com",
+        "email": "admin@example.com",
+        "email_verified": True,
+        "hd": DEMO_DOMAIN,
+        "name": "Ada Admin",
+    },
+    {
+        "sub": "operator@example.com",
+        "email": "operator@example.com",
+        "email_verified": True,
+        "hd": DEMO_DOMAIN,
+        "name": "Otto Operator",
+    },
+    {
+        "sub": "viewer@example.com",
+        "email": "viewer@example.com",
+        "email_verified": True,
+        "hd": DEMO_DOMAIN,
+        "name": "Vera Viewer",
+    },
     # A personal Google account that happens to use a company address: no hosted-domain claim.
-    {"sub": "personal@example.com", "email": "personal@example.com", "email_verified": True,
-     "name": "Personal Account"},
-    {"sub": "someone@gmail.com", "email": "someone@gmail.com", "email_verified": True, "name": "Someone Else"},
+    {
+        "sub": "personal@example.com",
+        "email": "personal@example.com",
+        "email_verified": True,
+        "name": "Personal Account",
+    },
+    {
+        "sub": "someone@gmail.com",
+        "email": "someone@gmail.com",
+        "email_verified": True,
+        "name": "Someone Else",
+    },
 ]
 OIDC_PORT = 9400
 WEB_PORT = 8000
@@ -41,15 +65,21 @@ class Command(BaseCommand):
         os.environ.update(env)
         call_command("migrate", interactive=False, verbosity=0)
         broker = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
-        for key in ("data_folder_in", "processed_folder"):
+        for key in ("data_folder_in", "processed_folder", "control_folder"):
             if key in broker:
                 Path(broker[key]).mkdir(parents=True, exist_ok=True)
 
         python = sys.executable
         celery = [python, "-m", "celery", "-A", "dashboard"]
         processes = {
-            "oidc": [python, "-m", "oidc_provider_mock", "--port", str(OIDC_PORT),
-                     *[arg for identity in DEMO_IDENTITIES for arg in ("--user-claims", json.dumps(identity))]],
+            "oidc": [
+                python,
+                "-m",
+                "oidc_provider_mock",
+                "--port",
+                str(OIDC_PORT),
+                *[arg for identity in DEMO_IDENTITIES for arg in ("--user-claims", json.dumps(identity))],
+            ],
             "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--without-gossip"],
             "beat": [*celery, "beat", "--loglevel", "INFO"],
             "web": [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -104,7 +134,9 @@ class Supervisor:
         while not stopping:
             for name, child in self.children.items():
                 if child.poll() is not None:
-                    print(f"\n{name} exited with status {child.returncode}; stopping the demo.", file=sys.stderr)
+                    print(
+                        f"\n{name} exited with status {child.returncode}; stopping the demo.", file=sys.stderr
+                    )
                     stopping = True
                     break
             time.sleep(0.5)
