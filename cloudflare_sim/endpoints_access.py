@@ -290,7 +290,9 @@ def _app_doc(req: Request, body: Doc, current: Doc | None = None) -> Doc:
                     f"/target_criteria/{i}",
                 )
         doc["target_criteria"] = criteria
+        # Infrastructure apps carry no domain or app-level session; policies set the session length.
         doc.pop("domain", None)
+        doc.pop("session_duration", None)
     elif app_type == "self_hosted":
         doc["destinations"] = _destinations(req, body)
         if not doc["destinations"] and doc.get("domain"):

@@ -401,7 +401,6 @@ def seed_demo(store: Store, now: float, seed: int = 0) -> dict[str, Any]:
             "aud": f"{rng.getrandbits(256):064x}",
             "type": "infrastructure",
             "name": "SSH bastions",
-            "session_duration": "8h",
             "target_criteria": [
                 {
                     "port": 22,
