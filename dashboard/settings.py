@@ -252,7 +252,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
-    "worker-heartbeat": {"task": "dashboard.tasks.record_heartbeat", "schedule": 30.0},
+    "worker-heartbeat": {
+        "task": "dashboard.tasks.record_heartbeat",
+        "schedule": float(os.environ.get("GATEHOUSE_HEARTBEAT_SECONDS", "30")),
+    },
 }
 
 LOGGING = {

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 # The local OpenID provider stands in for Google. Each demo identity shows one side of the sign-in rule.
 DEMO_DOMAIN = "example.com"
@@ -58,10 +59,13 @@ class Command(BaseCommand):
     help = "Run the demo: the local OpenID provider, a Celery worker and beat, and the web server."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=WEB_PORT)
+        parser.add_argument("--port", type=int, default=WEB_PORT, help="the web server's port")
+        parser.add_argument(
+            "--oidc-port", type=int, default=OIDC_PORT, help="the local OpenID provider's port"
+        )
 
-    def handle(self, *args, port, **options):
-        env = self._environment()
+    def handle(self, *args, port, oidc_port, **options):
+        env = self._environment(oidc_port)
         os.environ.update(env)
         call_command("migrate", interactive=False, verbosity=0)
         broker = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
@@ -77,7 +81,7 @@ class Command(BaseCommand):
                 "-m",
                 "oidc_provider_mock",
                 "--port",
-                str(OIDC_PORT),
+                str(oidc_port),
                 *[arg for identity in DEMO_IDENTITIES for arg in ("--user-claims", json.dumps(identity))],
             ],
             "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--without-gossip"],
@@ -86,6 +90,9 @@ class Command(BaseCommand):
         }
         supervisor = Supervisor(processes, env={**os.environ, **env})
         supervisor.start()
+        if not supervisor.wait_for_ports({"oidc": oidc_port, "web": port}, timeout=60):
+            supervisor.stop()
+            raise CommandError("The demo did not start; see the messages above.")
         self.stdout.write(self.style.SUCCESS(f"\nGatehouse demo: http://127.0.0.1:{port}\n"))
         self.stdout.write(
             "Sign in with Google (the local OpenID provider) and pick an identity:\n"
@@ -98,12 +105,12 @@ class Command(BaseCommand):
         )
         supervisor.wait()
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, oidc_port: int) -> dict[str, str]:
         return {
             "GATEHOUSE_ENV": "local",
             "GATEHOUSE_ALLOWED_DOMAINS": os.environ.get("GATEHOUSE_ALLOWED_DOMAINS", DEMO_DOMAIN),
             "GATEHOUSE_ADMIN_EMAILS": os.environ.get("GATEHOUSE_ADMIN_EMAILS", "admin@example.com"),
-            "GATEHOUSE_OIDC_SERVER_URL": f"http://127.0.0.1:{OIDC_PORT}",
+            "GATEHOUSE_OIDC_SERVER_URL": f"http://127.0.0.1:{oidc_port}",
             "GOOGLE_CLIENT_ID": "gatehouse-demo",
             "GOOGLE_CLIENT_SECRET": "gatehouse-demo-secret",
             "PYTHONUNBUFFERED": "1",
@@ -121,6 +128,20 @@ class Supervisor:
     def start(self):
         for name, argv in self.commands.items():
             self.children[name] = subprocess.Popen(argv, env=self.env, start_new_session=True)  # noqa: S603
+
+    def wait_for_ports(self, ports: dict[str, int], timeout: float) -> bool:
+        """True once every named process accepts connections on its port; False if one dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        waiting = dict(ports)
+        while waiting and time.monotonic() < deadline:
+            for name, port in list(waiting.items()):
+                if self.children[name].poll() is not None:
+                    return False
+                with socket.socket() as sock:
+                    if sock.connect_ex(("127.0.0.1", port)) == 0:
+                        del waiting[name]
+            time.sleep(0.2)
+        return not waiting
 
     def wait(self):
         stopping = False
