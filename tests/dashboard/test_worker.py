@@ -1,4 +1,4 @@
-"""The background machinery as it runs in the demo and in production: real Celery worker and beat processes."""
+"""Background work as it runs in the demo and in production: real Celery worker and beat processes."""
 
 import os
 import signal
