@@ -130,7 +130,7 @@ class Supervisor:
             self.children[name] = subprocess.Popen(argv, env=self.env, start_new_session=True)  # noqa: S603
 
     def wait_for_ports(self, ports: dict[str, int], timeout: float) -> bool:
-        """True once each named process accepts connections on its port; False if one dies or time runs out."""
+        """True once each named process accepts connections on its port; False if one dies or times out."""
         deadline = time.monotonic() + timeout
         waiting = dict(ports)
         while waiting and time.monotonic() < deadline:
