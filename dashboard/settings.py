@@ -258,6 +258,25 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Cloudflare ------------------------------------------------------------------------------------------
+CLOUDFLARE_API_TOKEN = os.environ.get("CLOUDFLARE_API_TOKEN", "")
+CLOUDFLARE_ACCOUNT_ID = os.environ.get("CLOUDFLARE_ACCOUNT_ID", "")
+CLOUDFLARE_BASE_URL = os.environ.get("CLOUDFLARE_BASE_URL", "https://api.cloudflare.com/client/v4")
+CLOUDFLARE_TIMEOUT = float(os.environ.get("CLOUDFLARE_TIMEOUT", "20"))
+# Cloudflare's limit per token, and the share of it Gatehouse may spend (the rest is for other tools).
+CLOUDFLARE_RATE_LIMIT = int(os.environ.get("CLOUDFLARE_RATE_LIMIT", "1200"))
+CLOUDFLARE_RATE_WINDOW = float(os.environ.get("CLOUDFLARE_RATE_WINDOW", "300"))
+GATEHOUSE_CLOUDFLARE_SHARE = float(os.environ.get("GATEHOUSE_CLOUDFLARE_SHARE", "0.25"))
+# Part of the share that background sync leaves for clicks (onboarding, revocation).
+GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE = float(os.environ.get("GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE", "0.2"))
+GATEHOUSE_CLOUDFLARE_BUDGET_NAME = os.environ.get("GATEHOUSE_CLOUDFLARE_BUDGET_NAME", "")
+
+# --- AWS -----------------------------------------------------------------------------------------------
+AWS_REGION = os.environ.get("AWS_REGION", "us-east-1")
+AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL", "")
+GATEHOUSE_LOGPUSH_URL = os.environ.get("GATEHOUSE_LOGPUSH_URL", "")
+GATEHOUSE_AWS_REGIONS = env_list("GATEHOUSE_AWS_REGIONS", AWS_REGION)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

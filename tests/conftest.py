@@ -44,3 +44,49 @@ def admin_client(admin):
 @pytest.fixture
 def htmx_headers():
     return {"HX-Request": "true"}
+
+
+class SimulatedCloudflare:
+    """The Cloudflare simulator on a loopback port, seeded with the demo account; Gatehouse points at it."""
+
+    def __init__(self, app, server, summary):
+        self.app, self.server, self.summary = app, server, summary
+        self.store = app.store
+        self.account_id = summary["account_id"]
+        self.url = f"http://127.0.0.1:{server.server_port}/client/v4"
+
+    def stats(self) -> dict:
+        return self.store.stats()
+
+    def calls(self) -> int:
+        return self.stats()["total"]
+
+
+@pytest.fixture
+def cloudflare_sim(tmp_path, settings):
+    import threading
+    import time
+    import uuid
+
+    from cloudflare_sim.app import make_app
+    from cloudflare_sim.seed import seed_demo
+    from cloudflare_sim.server import make_http_server
+    from integrations import cloudflare as cf
+
+    token = "gatehouse-test-token"
+    app = make_app(str(tmp_path / "cloudflare.sqlite3"), token, seed=7)
+    summary = seed_demo(app.store, time.time(), seed=1)
+    server = make_http_server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    sim = SimulatedCloudflare(app, server, summary)
+    settings.CLOUDFLARE_API_TOKEN = token
+    settings.CLOUDFLARE_ACCOUNT_ID = sim.account_id
+    settings.CLOUDFLARE_BASE_URL = sim.url
+    settings.VAR_DIR = tmp_path
+    settings.GATEHOUSE_CLOUDFLARE_BUDGET_NAME = f"test-{uuid.uuid4().hex}"
+    cf._client.cache_clear()
+    yield sim
+    server.shutdown()
+    server.server_close()
+    cf._client.cache_clear()

@@ -1,0 +1,144 @@
+"""Gatehouse's share of the Cloudflare API rate limit, shared by every process of one deployment.
+
+Cloudflare allows 1,200 requests per 5 minutes per token, across everything that uses the account. Gatehouse
+takes at most `share` of that, in a sliding window. Background work (sync) may use the share minus a reserve
+kept for people waiting on a click (onboarding, revocation), so a busy sync never delays a revoke. After a 429
+every process waits out Retry-After instead of retrying into the limit.
+
+The window lives in Redis when the deployment has one (several workers, several hosts), and otherwise in a
+SQLite file beside the embedded default's database (one host, several processes).
+"""
+
+import sqlite3
+import time
+import uuid
+from contextlib import closing
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import redis
+
+
+class Priority(IntEnum):
+    BACKGROUND = 0
+    INTERACTIVE = 1
+
+
+@dataclass(frozen=True)
+class Grant:
+    granted: bool
+    wait: float  # seconds until a call could be granted, when not granted now
+
+
+@dataclass(frozen=True)
+class Limits:
+    share: int  # calls per window Gatehouse may make
+    reserve: int  # of those, kept for interactive calls
+    window: float = 300.0
+
+    @classmethod
+    def from_share(
+        cls, *, account_limit: int, share: float, reserve_fraction: float, window: float
+    ) -> "Limits":
+        allowed = max(1, int(account_limit * share))
+        return cls(share=allowed, reserve=int(allowed * reserve_fraction), window=window)
+
+    def allowance(self, priority: Priority) -> int:
+        return self.share if priority == Priority.INTERACTIVE else max(1, self.share - self.reserve)
+
+
+_REDIS_TAKE = """
+local key, blocked_key = KEYS[1], KEYS[2]
+local now, window, allowance, member = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local blocked = tonumber(redis.call('GET', blocked_key) or '0')
+if blocked > now then return {0, tostring(blocked - now)} end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+if redis.call('ZCARD', key) < allowance then
+  redis.call('ZADD', key, now, member)
+  redis.call('EXPIRE', key, math.ceil(window) + 1)
+  return {1, '0'}
+end
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(oldest[2]) + window - now)}
+"""
+
+
+class RedisBudget:
+    def __init__(self, url: str, name: str, limits: Limits, clock=time.time):
+        self.redis = redis.Redis.from_url(url)
+        self.key, self.blocked_key = f"gatehouse:budget:{name}", f"gatehouse:budget:{name}:blocked"
+        self.limits, self.clock = limits, clock
+        self._take = self.redis.register_script(_REDIS_TAKE)
+
+    def take(self, priority: Priority) -> Grant:
+        granted, wait = self._take(
+            keys=[self.key, self.blocked_key],
+            args=[self.clock(), self.limits.window, self.limits.allowance(priority), uuid.uuid4().hex],
+        )
+        return Grant(bool(granted), max(0.0, float(wait)))
+
+    def block(self, seconds: float) -> None:
+        until = self.clock() + seconds
+        current = float(self.redis.get(self.blocked_key) or 0)
+        if until > current:
+            self.redis.set(self.blocked_key, until, ex=int(seconds) + 1)
+
+    def used(self) -> int:
+        now = self.clock()
+        return int(self.redis.zcount(self.key, now - self.limits.window, "+inf"))
+
+
+class SqliteBudget:
+    def __init__(self, path: Path, name: str, limits: Limits, clock=time.time):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.name, self.limits, self.clock = path, name, limits, clock
+        with closing(self._connect()) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS grants (name TEXT NOT NULL, at REAL NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS grants_name_at ON grants (name, at)")
+            db.execute("CREATE TABLE IF NOT EXISTS blocks (name TEXT PRIMARY KEY, until REAL NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def take(self, priority: Priority) -> Grant:
+        now = self.clock()
+        db = self._connect()
+        try:
+            # BEGIN IMMEDIATE serialises the read-count-insert across processes.
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT until FROM blocks WHERE name = ?", (self.name,)).fetchone()
+            if row and row[0] > now:
+                db.execute("COMMIT")
+                return Grant(False, row[0] - now)
+            db.execute("DELETE FROM grants WHERE name = ? AND at <= ?", (self.name, now - self.limits.window))
+            count, oldest = db.execute(
+                "SELECT COUNT(*), MIN(at) FROM grants WHERE name = ?", (self.name,)
+            ).fetchone()
+            if count < self.limits.allowance(priority):
+                db.execute("INSERT INTO grants (name, at) VALUES (?, ?)", (self.name, now))
+                db.execute("COMMIT")
+                return Grant(True, 0.0)
+            db.execute("COMMIT")
+            return Grant(False, max(0.0, oldest + self.limits.window - now))
+        finally:
+            db.close()
+
+    def block(self, seconds: float) -> None:
+        until = self.clock() + seconds
+        with closing(self._connect()) as db:
+            db.execute(
+                "INSERT INTO blocks (name, until) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET until = MAX(until, excluded.until)",
+                (self.name, until),
+            )
+
+    def used(self) -> int:
+        with closing(self._connect()) as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM grants WHERE name = ? AND at > ?",
+                (self.name, self.clock() - self.limits.window),
+            ).fetchone()
+        return count

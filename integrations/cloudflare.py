@@ -1,0 +1,163 @@
+"""The only module that imports the `cloudflare` SDK.
+
+Every call goes through `call()`, which turns the SDK's exceptions into ours and records a 429's Retry-After
+so that no process retries into the limit. Every HTTP request the SDK sends (a paginated list sends several)
+first takes a slot from the shared API budget. The SDK's own retries are off: a retry spends budget, so the caller
+(a Celery task with backoff) decides.
+"""
+
+import functools
+import logging
+from collections.abc import Callable
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cloudflare
+import httpx
+from django.conf import settings
+
+from integrations.budget import Limits, Priority, RedisBudget, SqliteBudget
+
+__all__ = [
+    "CloudflareError",
+    "CloudflareNotFound",
+    "CloudflareTransient",
+    "Priority",
+    "account_id",
+    "budget",
+    "call",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Cloudflare's error text is shown to admins; keep it short and plain.
+_MAX_MESSAGE = 300
+
+
+class CloudflareError(Exception):
+    """Cloudflare refused the call; retrying the same call will not help."""
+
+    def __init__(self, message: str, *, status: int | None = None, codes: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.message, self.status, self.codes = message, status, codes
+
+
+class CloudflareNotFound(CloudflareError):
+    """The object does not exist (any more) at Cloudflare."""
+
+
+class CloudflareTransient(CloudflareError):
+    """Rate limited, a 5xx, a timeout or no connection: the same call may succeed later."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class BudgetExhausted(CloudflareTransient):
+    """Gatehouse's own share of the rate limit is spent; nothing was sent."""
+
+
+def account_id() -> str:
+    return settings.CLOUDFLARE_ACCOUNT_ID
+
+
+_priority: ContextVar[Priority] = ContextVar("cloudflare_priority", default=Priority.BACKGROUND)
+
+
+def _take_budget(request: httpx.Request) -> None:
+    grant = budget().take(_priority.get())
+    if not grant.granted:
+        raise BudgetExhausted(f"API budget spent; retry in {grant.wait:.0f} s", retry_after=grant.wait)
+
+
+@functools.cache
+def _client(token: str, base_url: str, timeout: float) -> cloudflare.Cloudflare:
+    http = httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0), event_hooks={"request": [_take_budget]})
+    return cloudflare.Cloudflare(api_token=token, base_url=base_url, max_retries=0, http_client=http)
+
+
+def client() -> cloudflare.Cloudflare:
+    return _client(settings.CLOUDFLARE_API_TOKEN, settings.CLOUDFLARE_BASE_URL, settings.CLOUDFLARE_TIMEOUT)
+
+
+def budget() -> RedisBudget | SqliteBudget:
+    limits = Limits.from_share(
+        account_limit=settings.CLOUDFLARE_RATE_LIMIT,
+        share=settings.GATEHOUSE_CLOUDFLARE_SHARE,
+        reserve_fraction=settings.GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE,
+        window=settings.CLOUDFLARE_RATE_WINDOW,
+    )
+    name = settings.GATEHOUSE_CLOUDFLARE_BUDGET_NAME or settings.CLOUDFLARE_ACCOUNT_ID or "default"
+    return _budget(settings.REDIS_URL, str(settings.VAR_DIR), name, limits)
+
+
+@functools.cache
+def _budget(redis_url: str, var_dir: str, name: str, limits: Limits) -> RedisBudget | SqliteBudget:
+    if redis_url:
+        return RedisBudget(redis_url, name, limits)
+    return SqliteBudget(Path(var_dir) / "cloudflare-budget.sqlite3", name, limits)
+
+
+def _message(exc: cloudflare.APIStatusError) -> tuple[str, tuple[int, ...]]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    errors = body.get("errors") if isinstance(body.get("errors"), list) else []
+    parts, codes = [], []
+    for error in errors[:5]:
+        if isinstance(error, dict):
+            if isinstance(error.get("code"), int):
+                codes.append(error["code"])
+            parts.append(str(error.get("message", ""))[:_MAX_MESSAGE])
+    text = "; ".join(p for p in parts if p) or f"HTTP {exc.status_code}"
+    return text[:_MAX_MESSAGE], tuple(codes)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(1.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return 60.0
+
+
+def call[T](
+    operation: str, fn: Callable[[cloudflare.Cloudflare], T], *, priority: Priority = Priority.BACKGROUND
+) -> T:
+    """Run `fn(client)` within the budget, translating the SDK's errors into ours.
+
+    `operation` names the call in logs and errors (never its arguments, which may carry secrets).
+    """
+    token = _priority.set(priority)
+    try:
+        return fn(client())
+    except cloudflare.RateLimitError as exc:
+        wait = _retry_after(exc.response)
+        budget().block(wait)
+        log.warning("cloudflare %s: 429, waiting %.0f s", operation, wait)
+        raise CloudflareTransient(
+            f"{operation}: rate limited by Cloudflare", retry_after=wait, status=429
+        ) from exc
+    except cloudflare.NotFoundError as exc:
+        message, codes = _message(exc)
+        raise CloudflareNotFound(f"{operation}: {message}", status=404, codes=codes) from exc
+    except cloudflare.InternalServerError as exc:
+        message, codes = _message(exc)
+        raise CloudflareTransient(f"{operation}: {message}", status=exc.status_code, codes=codes) from exc
+    except (cloudflare.APITimeoutError, cloudflare.APIConnectionError) as exc:
+        # The SDK wraps whatever the transport raised, including our own budget refusal.
+        if isinstance(exc.__cause__, BudgetExhausted):
+            raise BudgetExhausted(
+                f"{operation}: {exc.__cause__.message}", retry_after=exc.__cause__.retry_after
+            ) from exc.__cause__
+        raise CloudflareTransient(f"{operation}: Cloudflare did not answer ({type(exc).__name__})") from exc
+    except cloudflare.APIStatusError as exc:
+        message, codes = _message(exc)
+        raise CloudflareError(f"{operation}: {message}", status=exc.status_code, codes=codes) from exc
+    finally:
+        _priority.reset(token)
+
+
+def as_dict(model: Any) -> dict[str, Any]:
+    """A response model as plain data; Access application unions are best read by field, not by class."""
+    return model.to_dict() if hasattr(model, "to_dict") else dict(model)
