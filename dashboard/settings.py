@@ -268,7 +268,9 @@ CLOUDFLARE_RATE_LIMIT = int(os.environ.get("CLOUDFLARE_RATE_LIMIT", "1200"))
 CLOUDFLARE_RATE_WINDOW = float(os.environ.get("CLOUDFLARE_RATE_WINDOW", "300"))
 GATEHOUSE_CLOUDFLARE_SHARE = float(os.environ.get("GATEHOUSE_CLOUDFLARE_SHARE", "0.25"))
 # Part of the share that background sync leaves for clicks (onboarding, revocation).
-GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE = float(os.environ.get("GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE", "0.2"))
+GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE = float(
+    os.environ.get("GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE", "0.2")
+)
 GATEHOUSE_CLOUDFLARE_BUDGET_NAME = os.environ.get("GATEHOUSE_CLOUDFLARE_BUDGET_NAME", "")
 
 # --- AWS -----------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Every call goes through `call()`, which turns the SDK's exceptions into ours and records a 429's Retry-After
 so that no process retries into the limit. Every HTTP request the SDK sends (a paginated list sends several)
-first takes a slot from the shared API budget. The SDK's own retries are off: a retry spends budget, so the caller
-(a Celery task with backoff) decides.
+first takes a slot from the shared API budget. The SDK's own retries are off: a retry spends budget, so the
+caller (a Celery task with backoff) decides.
 """
 
 import functools
