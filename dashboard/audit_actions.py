@@ -1,6 +1,7 @@
 """Every action the audit log records, with the words the audit page shows for it.
 
-audit_record() refuses a name missing here, so a typo cannot create an action nobody can filter on.
+Each app registers its own actions from its AppConfig.ready(); audit_record() refuses a name nobody registered,
+so a typo cannot create an action that no filter finds.
 """
 
 AUDIT_ACTIONS: dict[str, str] = {
@@ -11,3 +12,10 @@ AUDIT_ACTIONS: dict[str, str] = {
     "user.role_changed": "Role changed",
     "audit.exported": "Audit log exported",
 }
+
+
+def register(actions: dict[str, str]) -> None:
+    for name, label in actions.items():
+        if AUDIT_ACTIONS.get(name, label) != label:
+            raise ValueError(f"Audit action {name!r} is already registered with another label")
+        AUDIT_ACTIONS[name] = label
