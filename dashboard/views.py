@@ -3,7 +3,7 @@ import csv
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -12,14 +12,8 @@ from dashboard import selectors, services
 from dashboard.forms import AuditFilterForm, RoleForm
 from dashboard.models import User
 from dashboard.permissions import role_required
+from dashboard.rendering import template_for
 from dashboard.requestinfo import Origin
-
-
-def _fragment(request: HttpRequest, template: str, partial: str) -> str:
-    """The partial alone for an HTMX request that targets it; the whole page otherwise."""
-    if request.htmx and not request.htmx.boosted:
-        return f"{template}#{partial}"
-    return template
 
 
 @require_GET
@@ -42,7 +36,7 @@ def audit_list(request):
     query = request.GET.copy()
     query.pop("before", None)
     context = {"form": form, "page": page, "filter_query": query.urlencode()}
-    return render(request, _fragment(request, "dashboard/audit_list.html", "audit-table"), context)
+    return render(request, template_for(request, "dashboard/audit_list.html", "audit-table"), context)
 
 
 class _Echo:
