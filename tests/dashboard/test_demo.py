@@ -1,5 +1,6 @@
 """`make demo` as a person runs it: it starts, the sign-in page answers, Ctrl-C stops every process."""
 
+import json
 import os
 import signal
 import socket
@@ -36,13 +37,27 @@ def _processes_with_env(marker: str) -> list[int]:
 
 
 def test_demo_serves_sign_in_and_ctrl_c_stops_everything(tmp_path):
-    web, oidc = _free_port(), _free_port()
+    web, oidc, cloudflare, aws = _free_port(), _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
     env |= {"GATEHOUSE_ENV": "local", "GATEHOUSE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": ""}
     env.pop("DJANGO_SETTINGS_MODULE")
     marker = f"GATEHOUSE_VAR_DIR={tmp_path}"
     demo = subprocess.Popen(
-        [sys.executable, "manage.py", "demo", "--port", str(web), "--oidc-port", str(oidc)],
+        [
+            sys.executable,
+            "manage.py",
+            "demo",
+            "--port",
+            str(web),
+            "--oidc-port",
+            str(oidc),
+            "--cloudflare-port",
+            str(cloudflare),
+            "--aws-port",
+            str(aws),
+            "--logpush-records",
+            "500",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -63,7 +78,19 @@ def test_demo_serves_sign_in_and_ctrl_c_stops_everything(tmp_path):
         status, config = _get(f"http://127.0.0.1:{oidc}/.well-known/openid-configuration")
         assert status == 200 and "authorization_endpoint" in config
         assert (tmp_path / "gatehouse.sqlite3").exists()
-        assert len(_processes_with_env(marker)) >= 5  # demo, OpenID provider, worker, beat, web
+        # The simulated Cloudflare answers the demo's token, with the seeded account.
+        account = json.loads((tmp_path / "cloudflare_sim.json").read_text())["account_id"]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{cloudflare}/client/v4/accounts/{account}/cfd_tunnel",
+            headers={"Authorization": "Bearer gatehouse-demo-token"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.loads(response.read())["result_info"]["total_count"] > 0
+        # moto holds the Logpush files the demo wrote.
+        status, listing = _get(f"http://127.0.0.1:{aws}/gatehouse-logpush?list-type=2&prefix=gateway/")
+        assert status == 200 and ".log.gz" in listing
+        # demo, OpenID provider, simulator, moto, worker, beat, web
+        assert len(_processes_with_env(marker)) >= 7
     finally:
         demo.send_signal(signal.SIGINT)
         output = demo.communicate(timeout=30)[0]
@@ -71,6 +98,6 @@ def test_demo_serves_sign_in_and_ctrl_c_stops_everything(tmp_path):
     assert "Demo stopped." in output
     time.sleep(0.5)
     assert _processes_with_env(marker) == []
-    for port in (web, oidc):
+    for port in (web, oidc, cloudflare, aws):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0

@@ -52,20 +52,31 @@ DEMO_IDENTITIES = [
     },
 ]
 OIDC_PORT = 9400
+CLOUDFLARE_PORT = 8787
+AWS_PORT = 5000
 WEB_PORT = 8000
+DEMO_CLOUDFLARE_TOKEN = "gatehouse-demo-token"  # noqa: S105 (the simulator's, on loopback)
+DEMO_LOGPUSH_URL = "s3://gatehouse-logpush/gateway"
 
 
 class Command(BaseCommand):
-    help = "Run the demo: the local OpenID provider, a Celery worker and beat, and the web server."
+    help = (
+        "Run the demo: the local OpenID provider, the Cloudflare simulator, moto's AWS endpoint, "
+        "a Celery worker and beat, and the web server."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=WEB_PORT, help="the web server's port")
-        parser.add_argument(
-            "--oidc-port", type=int, default=OIDC_PORT, help="the local OpenID provider's port"
-        )
+        parser.add_argument("--oidc-port", type=int, default=OIDC_PORT, help="the local OpenID provider's port")
+        parser.add_argument("--cloudflare-port", type=int, default=CLOUDFLARE_PORT, help="the simulator's port")
+        parser.add_argument("--aws-port", type=int, default=AWS_PORT, help="moto's port")
+        parser.add_argument("--logpush-records", type=int, default=50_000, help="sessions written to the bucket")
 
-    def handle(self, *args, port, oidc_port, **options):
-        env = self._environment(oidc_port)
+    def handle(self, *args, port, oidc_port, cloudflare_port, aws_port, logpush_records, **options):
+        python = sys.executable
+        sim_state = settings.VAR_DIR / "cloudflare_sim.sqlite3"
+        account = self._seed_simulator(python, sim_state)
+        env = self._environment(oidc_port, cloudflare_port, aws_port, account["account_id"])
         os.environ.update(env)
         call_command("migrate", interactive=False, verbosity=0)
         broker = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
@@ -73,26 +84,57 @@ class Command(BaseCommand):
             if key in broker:
                 Path(broker[key]).mkdir(parents=True, exist_ok=True)
 
-        python = sys.executable
         celery = [python, "-m", "celery", "-A", "dashboard"]
+        identities = [arg for identity in DEMO_IDENTITIES for arg in ("--user-claims", json.dumps(identity))]
         processes = {
-            "oidc": [
+            "oidc": [python, "-m", "oidc_provider_mock", "--port", str(oidc_port), *identities],
+            "cloudflare": [
                 python,
                 "-m",
-                "oidc_provider_mock",
+                "cloudflare_sim",
+                "serve",
+                "--state",
+                str(sim_state),
                 "--port",
-                str(oidc_port),
-                *[arg for identity in DEMO_IDENTITIES for arg in ("--user-claims", json.dumps(identity))],
+                str(cloudflare_port),
+                "--token",
+                DEMO_CLOUDFLARE_TOKEN,
             ],
+            "aws": [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(aws_port)],
             "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--without-gossip"],
             "beat": [*celery, "beat", "--loglevel", "INFO"],
             "web": [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
         }
         supervisor = Supervisor(processes, env={**os.environ, **env})
         supervisor.start()
-        if not supervisor.wait_for_ports({"oidc": oidc_port, "web": port}, timeout=60):
+        ports = {"oidc": oidc_port, "cloudflare": cloudflare_port, "aws": aws_port, "web": port}
+        if not supervisor.wait_for_ports(ports, timeout=60):
             supervisor.stop()
             raise CommandError("The demo did not start; see the messages above.")
+        # moto keeps its buckets in memory, so every start writes a fresh day of Gateway sessions.
+        logpush = subprocess.run(  # noqa: S603
+            [
+                python,
+                "-m",
+                "cloudflare_sim",
+                "logpush",
+                "--to",
+                DEMO_LOGPUSH_URL,
+                "--records",
+                str(logpush_records),
+                "--hours",
+                "48",
+                "--state",
+                str(sim_state),
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if logpush.returncode != 0:
+            supervisor.stop()
+            raise CommandError(f"Writing the demo's Logpush files failed:\n{logpush.stderr[-2000:]}")
         self.stdout.write(self.style.SUCCESS(f"\nGatehouse demo: http://127.0.0.1:{port}\n"))
         self.stdout.write(
             "Sign in with Google (the local OpenID provider) and pick an identity:\n"
@@ -101,11 +143,29 @@ class Command(BaseCommand):
             "  viewer@example.com     viewer\n"
             "  personal@example.com   refused: no Workspace hosted-domain claim\n"
             "  someone@gmail.com      refused: domain not allowed\n"
+            f"Cloudflare is simulated at http://127.0.0.1:{cloudflare_port}/client/v4 "
+            f"(account {account['account_name']}); AWS is moto at http://127.0.0.1:{aws_port} "
+            f"with Gateway logs in {DEMO_LOGPUSH_URL}.\n"
             "Ctrl-C stops everything.\n"
         )
         supervisor.wait()
 
-    def _environment(self, oidc_port: int) -> dict[str, str]:
+    def _seed_simulator(self, python: str, state: Path) -> dict:
+        """Seed the simulated Cloudflare account once; later starts keep the world it has become."""
+        summary_file = state.with_suffix(".json")
+        if not (state.exists() and summary_file.exists()):
+            seeded = subprocess.run(  # noqa: S603
+                [python, "-m", "cloudflare_sim", "seed", "--state", str(state), "--scenario", "demo", "--json"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if seeded.returncode != 0:
+                raise CommandError(f"Seeding the Cloudflare simulator failed:\n{seeded.stderr[-2000:]}")
+            summary_file.write_text(seeded.stdout)
+        return json.loads(summary_file.read_text())
+
+    def _environment(self, oidc_port: int, cloudflare_port: int, aws_port: int, account_id: str) -> dict[str, str]:
         return {
             "GATEHOUSE_ENV": "local",
             "GATEHOUSE_ALLOWED_DOMAINS": os.environ.get("GATEHOUSE_ALLOWED_DOMAINS", DEMO_DOMAIN),
@@ -113,6 +173,15 @@ class Command(BaseCommand):
             "GATEHOUSE_OIDC_SERVER_URL": f"http://127.0.0.1:{oidc_port}",
             "GOOGLE_CLIENT_ID": "gatehouse-demo",
             "GOOGLE_CLIENT_SECRET": "gatehouse-demo-secret",
+            "CLOUDFLARE_API_TOKEN": DEMO_CLOUDFLARE_TOKEN,
+            "CLOUDFLARE_ACCOUNT_ID": account_id,
+            "CLOUDFLARE_BASE_URL": f"http://127.0.0.1:{cloudflare_port}/client/v4",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "GATEHOUSE_LOGPUSH_URL": DEMO_LOGPUSH_URL,
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -155,9 +224,7 @@ class Supervisor:
         while not stopping:
             for name, child in self.children.items():
                 if child.poll() is not None:
-                    print(
-                        f"\n{name} exited with status {child.returncode}; stopping the demo.", file=sys.stderr
-                    )
+                    print(f"\n{name} exited with status {child.returncode}; stopping the demo.", file=sys.stderr)
                     stopping = True
                     break
             time.sleep(0.5)
