@@ -787,7 +787,8 @@ class _LineMaker:
             f'"DetectedProtocol":"{origin.detected}","SNI":"",'
             '"DestinationIPCountryCode":"","DestinationIPContinentCode":"",'
             f'"VirtualNetworkID":"{self.population.vnet_ids[vnet]}",'
-            f'"VirtualNetworkName":"{self.population.vnet_names[vnet]}",'
+            # The name may come from the simulator's state, so it is escaped rather than trusted.
+            f'"VirtualNetworkName":{json.dumps(self.population.vnet_names[vnet])},'
             '"OverrideIP":"","OverridePort":0,"ProxyEndpoint":"",'
         )
 
@@ -987,8 +988,8 @@ def _iter_objects(
     )
     maker = _LineMaker(_build_population(seed, origins, users, state), dataset, timestamps)
     rng = _rng(seed, "records")
-    for plan in plans:
-        yield plan, maker.lines(plan, rng)
+    # Everything above runs at the call, so bad arguments fail before anything is written.
+    return ((plan, maker.lines(plan, rng)) for plan in plans)
 
 
 def generate_records(
@@ -1073,7 +1074,7 @@ def write_logpush(
     began = time.perf_counter()
     prefix = prefix.strip("/")
     if end is None:
-        window = max(1, 3600 // objects_per_hour)
+        window = max(1, 3600 // max(1, objects_per_hour))
         now = int(time.time())
         end = dt.datetime.fromtimestamp(now - now % window, dt.UTC)
     end = _utc(end)

@@ -31,12 +31,8 @@ from cloudflare_sim.logpush import (
 
 REPO = Path(__file__).resolve().parents[2]
 END = dt.datetime(2026, 11, 23, 1, 0, tzinfo=dt.UTC)
-PRIVATE = [
-    ipaddress.ip_network(cidr) for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8")
-]
-KEY = re.compile(
-    r"^(?P<prefix>.+)/(?P<day>\d{8})/(?P<start>\d{8}T\d{6}Z)_(?P<end>\d{8}T\d{6}Z)_[0-9a-f]{8}\.log\.gz$"
-)
+PRIVATE = [ipaddress.ip_network(cidr) for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8")]
+KEY = re.compile(r"^(?P<prefix>.+)/(?P<day>\d{8})/(?P<start>\d{8}T\d{6}Z)_(?P<end>\d{8}T\d{6}Z)_[0-9a-f]{8}\.log\.gz$")
 EMAIL = re.compile(r"^[a-z0-9.]+@[a-z0-9.-]+\.[a-z]+$")
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 
@@ -401,6 +397,13 @@ def test_the_cli_refuses_shares_that_add_up_to_more_than_everything(aws_env, buc
         )  # fmt: skip
     assert exit_info.value.code == 2
     assert "add up to at most 1" in capsys.readouterr().err
+
+
+def test_bad_arguments_fail_before_the_bucket_is_touched(s3, bucket):
+    with pytest.raises(ValueError, match="dataset"):
+        logpush.write_logpush(s3, bucket, "x", records=10, hours=1, end=END, dataset="http_requests")
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_bucket(Bucket=bucket)
 
 
 def test_writing_streams_so_memory_does_not_grow_with_the_data_written(aws_env, bucket):
