@@ -4,7 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from dashboard.models import User
-from dashboard.selectors import AuditFilters, audit_action_choices
+from dashboard.selectors import AuditCursor, AuditFilters, audit_action_choices
 
 
 class AuditFilterForm(forms.Form):
@@ -17,11 +17,20 @@ class AuditFilterForm(forms.Form):
     until = forms.DateTimeField(
         required=False, label="Until (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
     )
-    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    before = forms.CharField(required=False, max_length=40, widget=forms.HiddenInput)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["action"].choices = [("", "Any action"), *audit_action_choices()]
+
+    def clean_before(self) -> AuditCursor | None:
+        text = self.cleaned_data.get("before")
+        if not text:
+            return None
+        try:
+            return AuditCursor.parse(text)
+        except ValueError:
+            raise ValidationError("That page link is not valid; start from the newest entries.") from None
 
     def clean(self):
         cleaned = super().clean()

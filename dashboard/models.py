@@ -83,14 +83,16 @@ class AuditEntry(models.Model):
     objects = AuditEntryQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-id"]
+        ordering = ["-at", "-id"]
         verbose_name_plural = "audit entries"
+        # Pages are read newest first by (at, id); each filter has an index that ends in those two columns, so
+        # a page is an index seek whatever the filter, the time range or the depth.
         indexes = [
-            models.Index(fields=["at"], name="audit_at"),
-            models.Index(fields=["actor_email", "id"], name="audit_actor_id"),
-            models.Index(fields=["action", "id"], name="audit_action_id"),
-            models.Index(fields=["target_id", "id"], name="audit_target_id"),
-            models.Index(fields=["target_label", "id"], name="audit_target_label"),
+            models.Index(fields=["at", "id"], name="audit_at_id"),
+            models.Index(fields=["actor_email", "at", "id"], name="audit_actor_at_id"),
+            models.Index(fields=["action", "at", "id"], name="audit_action_at_id"),
+            models.Index(fields=["target_id", "at", "id"], name="audit_target_at_id"),
+            models.Index(fields=["target_label", "at", "id"], name="audit_label_at_id"),
         ]
 
     def __str__(self):

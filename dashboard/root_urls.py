@@ -20,6 +20,7 @@ urlpatterns = [
     path("tunnels/", include("tunnels.urls")),
     path("discovery/", include("discovery.urls")),
     path("vendors/", include("vendors.urls")),
+    path("alerts/", include("alerts.urls")),
     path("accounts/", include(accounts_urlpatterns)),
 ]
 

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "tunnels",
     "discovery",
     "vendors",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -214,9 +215,7 @@ MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 # --- Mail ------------------------------------------------------------------------------------------------
 _mail_backend = os.environ.get(
     "DJANGO_EMAIL_BACKEND",
-    "django.core.mail.backends.console.EmailBackend"
-    if LOCAL
-    else "django.core.mail.backends.smtp.EmailBackend",
+    "django.core.mail.backends.console.EmailBackend" if LOCAL else "django.core.mail.backends.smtp.EmailBackend",
 )
 MAILERS = {"default": {"BACKEND": _mail_backend}}
 if _mail_backend.endswith("smtp.EmailBackend"):
@@ -256,6 +255,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.tasks.record_heartbeat",
         "schedule": float(os.environ.get("GATEHOUSE_HEARTBEAT_SECONDS", "30")),
     },
+    "tunnels-sync-cloudflare": {
+        "task": "tunnels.tasks.sync_cloudflare",
+        "schedule": float(os.environ.get("GATEHOUSE_TUNNEL_SYNC_SECONDS", "30")),
+    },
 }
 
 # --- Cloudflare ------------------------------------------------------------------------------------------
@@ -268,10 +271,14 @@ CLOUDFLARE_RATE_LIMIT = int(os.environ.get("CLOUDFLARE_RATE_LIMIT", "1200"))
 CLOUDFLARE_RATE_WINDOW = float(os.environ.get("CLOUDFLARE_RATE_WINDOW", "300"))
 GATEHOUSE_CLOUDFLARE_SHARE = float(os.environ.get("GATEHOUSE_CLOUDFLARE_SHARE", "0.25"))
 # Part of the share that background sync leaves for clicks (onboarding, revocation).
-GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE = float(
-    os.environ.get("GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE", "0.2")
-)
+GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE = float(os.environ.get("GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE", "0.2"))
 GATEHOUSE_CLOUDFLARE_BUDGET_NAME = os.environ.get("GATEHOUSE_CLOUDFLARE_BUDGET_NAME", "")
+# Tunnels: seconds between sync passes (status freshness), between refreshes of virtual networks, routes and
+# DNS, and of each remote configuration; how long a tunnel stays degraded, or recovered, before alerts change.
+GATEHOUSE_TUNNEL_SYNC_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_SYNC_SECONDS", "30"))
+GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS", "600"))
+GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS", "3600"))
+GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS", "120"))
 
 # --- AWS -----------------------------------------------------------------------------------------------
 AWS_REGION = os.environ.get("AWS_REGION", "us-east-1")

@@ -40,9 +40,7 @@ def test_audit_record_refuses_an_unknown_action():
 
 @pytest.mark.django_db
 def test_audit_details_are_bounded():
-    entry = services.audit_record(
-        action="auth.refused", details={"reason": "x" * 50_000, "list": list(range(500))}
-    )
+    entry = services.audit_record(action="auth.refused", details={"reason": "x" * 50_000, "list": list(range(500))})
     assert len(entry.details["reason"]) <= 2001
     assert len(entry.details["list"]) == 100
 

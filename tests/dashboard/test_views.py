@@ -38,7 +38,7 @@ def test_audit_page_paginates_by_cursor_until_the_end(viewer_client, settings):
         pages += 1
         page = response.context["page"]
         seen += [e.actor_email for e in page.entries]
-        url = f"{AUDIT}?before={page.next_before}" if page.next_before else None
+        url = f"{AUDIT}?before={page.next_cursor}" if page.next_cursor else None
     # The viewer's own sign-in is not an entry: force_login sends the signal, which records one.
     actors = [e for e in seen if e.startswith("user")]
     assert actors == [f"user{i}@example.com" for i in (4, 3, 2, 1, 0)]
@@ -47,12 +47,10 @@ def test_audit_page_paginates_by_cursor_until_the_end(viewer_client, settings):
 
 def test_audit_filters_by_actor_action_target_and_time(viewer_client):
     _entries(3)
-    services.audit_record(
-        action="user.role_changed", actor_email="boss@example.com", target_label="bob@example.com"
-    )
-    assert [
-        e.actor_email for e in viewer_client.get(AUDIT, {"actor": "Boss@Example.com"}).context["page"].entries
-    ] == ["boss@example.com"]
+    services.audit_record(action="user.role_changed", actor_email="boss@example.com", target_label="bob@example.com")
+    assert [e.actor_email for e in viewer_client.get(AUDIT, {"actor": "Boss@Example.com"}).context["page"].entries] == [
+        "boss@example.com"
+    ]
     entries = viewer_client.get(AUDIT, {"action": "user.role_changed"}).context["page"].entries
     assert [e.action for e in entries] == ["user.role_changed"]
     entries = viewer_client.get(AUDIT, {"target": "target-1"}).context["page"].entries
@@ -90,9 +88,7 @@ def test_audit_text_from_outside_is_escaped(viewer_client):
 
 def test_admin_exports_the_filtered_log_as_csv_and_the_export_is_audited(admin_client, admin):
     _entries(3)
-    services.audit_record(
-        action="user.role_changed", actor_email="boss@example.com", target_label="=HYPERLINK(1)"
-    )
+    services.audit_record(action="user.role_changed", actor_email="boss@example.com", target_label="=HYPERLINK(1)")
     response = admin_client.get(EXPORT, {"action": "user.role_changed"})
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
@@ -161,3 +157,22 @@ def test_sign_in_and_role_change_are_the_first_entries(client, admin):
         "auth.signed_in",
         "auth.signed_out",
     ]
+
+
+def test_pages_do_not_skip_or_repeat_entries_recorded_in_the_same_instant(viewer_client, settings):
+    settings.GATEHOUSE_AUDIT_PAGE_SIZE = 3
+    same_moment = timezone.now()
+    for i in range(7):
+        AuditEntry.objects.create(action="auth.signed_in", actor_email=f"tied{i}@example.com", at=same_moment)
+    seen, url = [], AUDIT
+    while url:
+        page = viewer_client.get(url).context["page"]
+        seen += [e.actor_email for e in page.entries if e.actor_email.startswith("tied")]
+        url = f"{AUDIT}?before={page.next_cursor}" if page.next_cursor else None
+    assert seen == [f"tied{i}@example.com" for i in reversed(range(7))]
+
+
+def test_a_forged_page_link_is_refused_politely(viewer_client):
+    response = viewer_client.get(AUDIT, {"before": "12345.x"})
+    assert response.status_code == 200
+    assert "page link is not valid" in response.content.decode()
