@@ -161,3 +161,187 @@ def call[T](
 def as_dict(model: Any) -> dict[str, Any]:
     """A response model as plain data; Access application unions are best read by field, not by class."""
     return model.to_dict() if hasattr(model, "to_dict") else dict(model)
+
+
+# --- Access: applications, reusable policies, service tokens, users and revocation (vendors app) ---------------
+# Lists are read one page per call and stop on result_info.total_count, so no request is spent on an empty page.
+
+ACCESS_PAGE_SIZE = 1000
+
+
+def _access_list(operation: str, fetch: Callable[[cloudflare.Cloudflare, int], Any], priority: Priority) -> list[dict]:
+    items: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        result = call(operation, lambda c, p=page: fetch(c, p), priority=priority)
+        chunk = [item.to_dict(mode="json") for item in (result.result or [])]
+        items.extend(chunk)
+        total = getattr(result.result_info, "total_count", None) if result.result_info is not None else None
+        if len(chunk) < ACCESS_PAGE_SIZE or (isinstance(total, int | float) and len(items) >= total):
+            return items
+        page += 1
+
+
+def access_apps_all(*, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
+    """Every Access application with its policies (reusable ones resolved) as Cloudflare reports them."""
+    return _access_list(
+        "access.apps.list",
+        lambda c, p: c.zero_trust.access.applications.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
+        priority,
+    )
+
+
+def access_app_get(app_id: str, *, priority: Priority = Priority.BACKGROUND) -> dict[str, Any]:
+    app = call(
+        "access.apps.get",
+        lambda c: c.zero_trust.access.applications.get(app_id, account_id=account_id()),
+        priority=priority,
+    )
+    return app.to_dict(mode="json")
+
+
+# Fields Cloudflare computes; everything else an application carries is sent back unchanged on a PUT.
+_APP_READ_ONLY = {"id", "aud", "created_at", "updated_at", "policies"}
+
+
+def access_app_set_policies(
+    app: dict[str, Any], policies: list[dict[str, Any]], *, priority: Priority = Priority.BACKGROUND
+) -> dict[str, Any]:
+    """Replace an application's policy list, keeping the rest of the application exactly as read.
+
+    `policies` holds references to reusable policies (`{"id", "precedence"}`) and inline policies as read.
+    """
+    body = {k: v for k, v in app.items() if k not in _APP_READ_ONLY and v is not None}
+    body["policies"] = policies
+    path = f"/accounts/{account_id()}/access/apps/{app['id']}"
+    answer = call("access.apps.update", lambda c: c.put(path, body=body, cast_to=object), priority=priority)
+    return (answer.get("result") or {}) if isinstance(answer, dict) else {}
+
+
+def access_app_revoke_tokens(app_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
+    call(
+        "access.apps.revoke_tokens",
+        lambda c: c.zero_trust.access.applications.revoke_tokens(app_id, account_id=account_id()),
+        priority=priority,
+    )
+
+
+def access_policies_all(*, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
+    return _access_list(
+        "access.policies.list",
+        lambda c, p: c.zero_trust.access.policies.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
+        priority,
+    )
+
+
+def access_policy_create(
+    *, name: str, include: list[dict[str, Any]], session_duration: str, priority: Priority = Priority.BACKGROUND
+) -> dict[str, Any]:
+    policy = call(
+        "access.policies.create",
+        lambda c: c.zero_trust.access.policies.create(
+            account_id=account_id(), name=name, decision="allow", include=include, session_duration=session_duration
+        ),
+        priority=priority,
+    )
+    return policy.to_dict(mode="json")
+
+
+def access_policy_update(
+    policy_id: str,
+    *,
+    name: str,
+    include: list[dict[str, Any]],
+    session_duration: str,
+    priority: Priority = Priority.BACKGROUND,
+) -> dict[str, Any]:
+    policy = call(
+        "access.policies.update",
+        lambda c: c.zero_trust.access.policies.update(
+            policy_id,
+            account_id=account_id(),
+            name=name,
+            decision="allow",
+            include=include,
+            session_duration=session_duration,
+        ),
+        priority=priority,
+    )
+    return policy.to_dict(mode="json")
+
+
+def access_policy_delete(policy_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
+    call(
+        "access.policies.delete",
+        lambda c: c.zero_trust.access.policies.delete(policy_id, account_id=account_id()),
+        priority=priority,
+    )
+
+
+def access_groups_all(*, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
+    return _access_list(
+        "access.groups.list",
+        lambda c, p: c.zero_trust.access.groups.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
+        priority,
+    )
+
+
+def service_tokens_all(*, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
+    return _access_list(
+        "access.service_tokens.list",
+        lambda c, p: c.zero_trust.access.service_tokens.list(
+            account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE
+        ),
+        priority,
+    )
+
+
+def service_token_create(*, name: str, duration: str, priority: Priority = Priority.BACKGROUND) -> dict[str, Any]:
+    """The answer includes `client_secret`, which Cloudflare never shows again: the caller must not log it."""
+    token = call(
+        "access.service_tokens.create",
+        lambda c: c.zero_trust.access.service_tokens.create(account_id=account_id(), name=name, duration=duration),
+        priority=priority,
+    )
+    return token.to_dict(mode="json")
+
+
+def service_token_delete(token_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
+    call(
+        "access.service_tokens.delete",
+        lambda c: c.zero_trust.access.service_tokens.delete(token_id, account_id=account_id()),
+        priority=priority,
+    )
+
+
+def access_users(*, email: str = "", search: str = "", priority: Priority = Priority.BACKGROUND) -> list[dict]:
+    """Access users with exactly this email, or whose email or name contains `search`."""
+    filters = {"email": email} if email else {"search": search}
+    return _access_list(
+        "access.users.list",
+        lambda c, p: c.zero_trust.access.users.list(
+            account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE, **filters
+        ),
+        priority,
+    )
+
+
+def access_user_sessions(user_id: str, *, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
+    page = call(
+        "access.users.active_sessions",
+        lambda c: c.zero_trust.access.users.active_sessions.list(user_id, account_id=account_id()),
+        priority=priority,
+    )
+    return [item.to_dict(mode="json") for item in (page.result or [])]
+
+
+def access_revoke_user(email: str, *, priority: Priority = Priority.BACKGROUND) -> bool:
+    """End the user's sessions on every application, and on their devices."""
+    answer = call(
+        "access.organizations.revoke_user",
+        lambda c: c.zero_trust.organizations.revoke_users(
+            account_id=account_id(), email=email, query_devices=True, body_devices=True
+        ),
+        priority=priority,
+    )
+    return bool(answer)

@@ -3,3 +3,25 @@ from django.apps import AppConfig
 
 class VendorsConfig(AppConfig):
     name = "vendors"
+
+    def ready(self):
+        from dashboard.audit_actions import register
+
+        register(
+            {
+                "vendor.created": "Vendor created",
+                "vendor.revoke_requested": "Vendor revocation requested",
+                "vendor.suspended": "Vendor suspended",
+                "vendor.grant_extended": "Vendor grant extended",
+                "vendor.grants_expired": "Vendor grants expired",
+                "vendor.review_overdue": "Vendor review overdue",
+                "vendor.token_secret_shown": "Service-token secret shown",
+                "vendor.settings_changed": "Vendor settings changed",
+                "vendor.workflow_started": "Vendor workflow started",
+                "vendor.workflow_step_done": "Vendor workflow step done",
+                "vendor.workflow_succeeded": "Vendor workflow succeeded",
+                "vendor.workflow_failed": "Vendor workflow stopped",
+                "vendor.workflow_needs_attention": "Vendor workflow needs attention",
+                "vendor.workflow_retried": "Vendor workflow retried",
+            }
+        )

@@ -1,0 +1,400 @@
+"""Vendors, what they are granted, and the workflows that give and take their access at Cloudflare."""
+
+import re
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# Objects Gatehouse creates at Cloudflare carry this prefix and the vendor's id: the deterministic name is how a
+# restarted step finds what an interrupted one created, and the prefix is how Gatehouse knows it owns the object.
+MANAGED_PREFIX = "gatehouse-vendor-"
+
+DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+DURATION_RE = re.compile(r"^(?:\d+h)?(?:\d+m)?$")
+# Consumer mail providers: a domain rule for one of these admits anyone who opens a free account.
+CONSUMER_DOMAINS = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "outlook.com",
+        "hotmail.com",
+        "live.com",
+        "msn.com",
+        "icloud.com",
+        "me.com",
+        "aol.com",
+        "proton.me",
+        "protonmail.com",
+        "gmx.com",
+        "gmx.de",
+        "mail.com",
+        "yandex.com",
+        "qq.com",
+        "163.com",
+    }
+)
+# Cloudflare Access offers session lengths from 15 minutes up to a month.
+MIN_SESSION = timedelta(minutes=15)
+MAX_SESSION = timedelta(hours=730)
+
+
+def parse_session(value: str) -> timedelta:
+    """'8h', '30m', '1h30m' as a timedelta; ValidationError for anything else or outside Cloudflare's range."""
+    value = (value or "").strip()
+    if not value or not DURATION_RE.match(value):
+        raise ValidationError("Write a session length like 8h, 30m or 1h30m.")
+    hours = re.search(r"(\d+)h", value)
+    minutes = re.search(r"(\d+)m", value)
+    length = timedelta(hours=int(hours.group(1)) if hours else 0, minutes=int(minutes.group(1)) if minutes else 0)
+    if not MIN_SESSION <= length <= MAX_SESSION:
+        raise ValidationError("Cloudflare allows sessions from 15m to 730h (a month).")
+    return length
+
+
+def validate_domain(value: str) -> None:
+    if not DOMAIN_RE.match(value):
+        raise ValidationError(f"{value!r} is not a domain name like example.com.", code="domain")
+
+
+class VendorQuerySet(models.QuerySet):
+    def past_review(self, today):
+        return self.filter(review_due__lt=today, status__in=[Vendor.Status.ACTIVE, Vendor.Status.ONBOARDING])
+
+
+class Vendor(models.Model):
+    class Status(models.TextChoices):
+        ONBOARDING = "onboarding", "Onboarding"
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        REVOKING = "revoking", "Revoking"
+        REVOKED = "revoked", "Revoked"
+        NEEDS_ATTENTION = "needs_attention", "Needs attention"
+
+        @property
+        def colour(self) -> str:
+            return {
+                "onboarding": "blue",
+                "active": "green",
+                "suspended": "grey",
+                "revoking": "amber",
+                "revoked": "grey",
+                "needs_attention": "red",
+            }[self.value]
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=120, unique=True)
+    sponsor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="sponsored_vendors")
+    contacts = models.JSONField(default=list, blank=True, help_text="Contact email addresses.")
+    domains = models.JSONField(default=list, blank=True, help_text="Email domains admitted as a whole.")
+    review_due = models.DateField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ONBOARDING)
+    status_reason = models.CharField(max_length=500, blank=True)
+    cf_policy_id = models.CharField(max_length=64, blank=True)
+    # The review-due date the sponsor was last told about, so each overdue review is flagged once.
+    review_flagged_for = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = VendorQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        errors = {}
+        contacts = [str(e).strip().lower() for e in self.contacts or []]
+        for email in contacts:
+            try:
+                validate_email(email)
+            except ValidationError:
+                errors.setdefault("contacts", []).append(f"{email!r} is not an email address.")
+        domains = [str(d).strip().lower() for d in self.domains or []]
+        for domain in domains:
+            try:
+                validate_domain(domain)
+            except ValidationError as error:
+                errors.setdefault("domains", []).extend(error.messages)
+        if not contacts and not domains:
+            errors.setdefault("contacts", []).append("Give at least one contact email or email domain.")
+        if errors:
+            raise ValidationError(errors)
+        self.contacts = sorted(set(contacts))
+        self.domains = sorted(set(domains))
+
+    @property
+    def status_obj(self) -> "Vendor.Status":
+        return Vendor.Status(self.status)
+
+    @property
+    def policy_name(self) -> str:
+        return f"{MANAGED_PREFIX}{self.public_id}"
+
+    @property
+    def token_prefix(self) -> str:
+        return f"{MANAGED_PREFIX}{self.public_id}-token-"
+
+    def include_rules(self) -> list[dict]:
+        return [{"email": {"email": e}} for e in self.contacts] + [
+            {"email_domain": {"domain": d}} for d in self.domains
+        ]
+
+    def is_overdue(self, today=None) -> bool:
+        return self.review_due < (today or timezone.localdate())
+
+
+class AccessApplication(models.Model):
+    """Gatehouse's copy of an Access application at Cloudflare, so forms can offer applications to grant."""
+
+    cf_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=32)
+    domain = models.CharField(max_length=300, blank=True)
+    destinations = models.JSONField(default=list, blank=True)
+    present = models.BooleanField(default=True)
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def instructions(self) -> list[str]:
+        """How a vendor's person reaches this application: a browser URL, or a cloudflared command for TCP."""
+        lines = []
+        for dest in self.destinations or []:
+            if dest.get("type") == "public" and dest.get("uri"):
+                lines.append(f"Open https://{dest['uri']} in a browser.")
+            elif dest.get("type") == "private":
+                port = str(dest.get("port_range") or "").split("-")[0]
+                host = dest.get("hostname") or str(dest.get("cidr") or "").removesuffix("/32")
+                if dest.get("hostname") and port:
+                    lines.append(f"cloudflared access tcp --hostname {dest['hostname']} --url localhost:{port}")
+                elif host:
+                    lines.append(f"Connect with the Cloudflare WARP client to {host}{':' + port if port else ''}.")
+        if not lines and self.domain:
+            lines.append(f"Open https://{self.domain} in a browser.")
+        return lines
+
+
+class Grant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+
+        @property
+        def colour(self) -> str:
+            return {"active": "green", "expired": "grey", "revoked": "grey"}[self.value]
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="grants")
+    application = models.ForeignKey(AccessApplication, on_delete=models.PROTECT, related_name="grants")
+    starts_at = models.DateTimeField(default=timezone.now)
+    ends_at = models.DateTimeField()
+    session_duration = models.CharField(max_length=16, default="8h")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    expiry_notice_sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["ends_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vendor", "application"],
+                condition=Q(status="active"),
+                name="vendors_one_active_grant_per_application",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.vendor} → {self.application}"
+
+    def clean(self):
+        try:
+            parse_session(self.session_duration)
+        except ValidationError as error:
+            raise ValidationError({"session_duration": error.messages}) from None
+        if self.ends_at and self.starts_at and self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": "The grant must end after it starts."})
+
+    @property
+    def status_obj(self) -> "Grant.Status":
+        return Grant.Status(self.status)
+
+
+class ServiceToken(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Being created"
+        ACTIVE = "active", "Active"
+        DELETED = "deleted", "Deleted"
+
+        @property
+        def colour(self) -> str:
+            return {"pending": "blue", "active": "green", "deleted": "grey"}[self.value]
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="service_tokens")
+    label = models.CharField(max_length=80)
+    duration = models.CharField(max_length=16, default="8760h")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    cf_id = models.CharField(max_length=64, blank=True)
+    client_id = models.CharField(max_length=200, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # The client secret, encrypted, between its creation and the one time someone reveals it; then emptied.
+    secret_sealed = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return self.label
+
+    @property
+    def cf_name(self) -> str:
+        return f"{self.vendor.token_prefix}{self.public_id}"
+
+    @property
+    def status_obj(self) -> "ServiceToken.Status":
+        return ServiceToken.Status(self.status)
+
+
+class WorkflowRun(models.Model):
+    class Kind(models.TextChoices):
+        ONBOARD = "onboard", "Onboard"
+        CHANGE = "change", "Apply changes"
+        EXPIRE = "expire", "Expire grants"
+        SUSPEND = "suspend", "Suspend"
+        REVOKE = "revoke", "Revoke"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Stopped"
+        NEEDS_ATTENTION = "needs_attention", "Needs attention"
+        CANCELLED = "cancelled", "Cancelled"
+
+        @property
+        def colour(self) -> str:
+            return {
+                "pending": "blue",
+                "running": "blue",
+                "succeeded": "green",
+                "failed": "red",
+                "needs_attention": "red",
+                "cancelled": "grey",
+            }[self.value]
+
+    ACTIVE = (Status.PENDING, Status.RUNNING)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="runs")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=1000, blank=True)
+    actor_email = models.CharField(max_length=254, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    # What one step learns at Cloudflare and a later step needs (ids found, applications touched).
+    data = models.JSONField(default=dict, blank=True)
+    # While a worker runs a step it holds the lease; a replacement worker waits it out before taking over.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vendor"],
+                condition=Q(status__in=["pending", "running"]),
+                name="vendors_one_active_run_per_vendor",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.vendor}"
+
+    @property
+    def status_obj(self) -> "WorkflowRun.Status":
+        return WorkflowRun.Status(self.status)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.created_at
+        return None
+
+
+class WorkflowStep(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+        @property
+        def colour(self) -> str:
+            return {"pending": "grey", "running": "blue", "done": "green", "failed": "red"}[self.value]
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()
+    key = models.CharField(max_length=32)
+    label = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Every Cloudflare call the step made and what Cloudflare answered: the receipt.
+    answers = models.JSONField(default=list, blank=True)
+    error = models.CharField(max_length=1000, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="vendors_step_position")]
+
+    def __str__(self):
+        return f"{self.position}. {self.label}"
+
+    @property
+    def status_obj(self) -> "WorkflowStep.Status":
+        return WorkflowStep.Status(self.status)
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class VendorSettings(models.Model):
+    """Account-wide choices for vendors, changed by admins."""
+
+    auto_suspend_overdue = models.BooleanField(
+        default=False, help_text="Suspend vendors automatically once their review is overdue."
+    )
+
+    def __str__(self):
+        return "Vendor settings"
+
+    @classmethod
+    def load(cls) -> "VendorSettings":
+        return cls.objects.get_or_create(pk=1)[0]

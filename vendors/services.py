@@ -1,0 +1,392 @@
+"""Writes for vendors: creating them, their grants and tokens, and starting, retrying and finishing workflows."""
+
+from datetime import date, datetime, timedelta
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from dashboard.models import User
+from dashboard.requestinfo import Origin
+from dashboard.services import audit_record
+from integrations import cloudflare as cf
+from vendors import workflows
+from vendors.models import (
+    AccessApplication,
+    Grant,
+    ServiceToken,
+    Vendor,
+    VendorSettings,
+    WorkflowRun,
+    WorkflowStep,
+)
+
+EXPIRY_NOTICE = timedelta(days=3)
+
+
+class RunConflict(ValidationError):
+    """Another workflow is already running for this vendor."""
+
+
+def _audit(*, action: str, actor: User | None, vendor: Vendor, origin: Origin | None, details: dict | None = None):
+    audit_record(
+        action=action,
+        actor=actor,
+        target_type="vendor",
+        target_id=str(vendor.public_id),
+        target_label=vendor.name,
+        details=details or {},
+        origin=origin,
+    )
+
+
+def run_start(
+    *, vendor: Vendor, kind: WorkflowRun.Kind, actor: User | None, origin: Origin | None, data: dict | None = None
+) -> WorkflowRun:
+    """Start a workflow; RunConflict if one is already active for the vendor (revoke uses vendor_revoke)."""
+    from vendors.tasks import workflow_advance
+
+    origin = origin or Origin()
+    try:
+        with transaction.atomic():
+            run = WorkflowRun.objects.create(
+                vendor=vendor,
+                kind=kind,
+                actor_email=actor.email if actor else "",
+                source_ip=origin.source_ip,
+                request_id=origin.request_id,
+                data=data or {},
+            )
+    except IntegrityError:
+        raise RunConflict("Another workflow is running for this vendor; wait for it to finish.") from None
+    workflows.create_steps(run)
+    workflow_advance.delay_on_commit(run.pk)
+    return run
+
+
+def vendor_create(
+    *,
+    actor: User,
+    name: str,
+    sponsor: User,
+    contacts: list[str],
+    domains: list[str],
+    review_due: date,
+    applications: list[AccessApplication],
+    ends_at: datetime,
+    session_duration: str,
+    service_tokens: int,
+    origin: Origin,
+) -> Vendor:
+    """A new vendor with its grants and service tokens; onboarding starts once this commits."""
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators add vendors.")
+    if not sponsor.has_role(User.Role.OPERATOR):
+        raise ValidationError({"sponsor": "The sponsor must be an operator or an admin."})
+    if ends_at <= timezone.now():
+        raise ValidationError({"ends_at": "The end of the grant is in the past."})
+    if not applications:
+        raise ValidationError({"applications": "Grant at least one application."})
+    with transaction.atomic():
+        vendor = Vendor(name=name.strip(), sponsor=sponsor, contacts=contacts, domains=domains, review_due=review_due)
+        vendor.full_clean()
+        vendor.save()
+        for app in applications:
+            grant = Grant(vendor=vendor, application=app, ends_at=ends_at, session_duration=session_duration)
+            grant.full_clean(exclude=["vendor", "application"])
+            grant.save()
+        for i in range(service_tokens):
+            ServiceToken.objects.create(vendor=vendor, label=f"{vendor.name} token {i + 1}"[:80])
+        _audit(
+            action="vendor.created",
+            actor=actor,
+            vendor=vendor,
+            origin=origin,
+            details={
+                "contacts": vendor.contacts,
+                "domains": vendor.domains,
+                "applications": [a.name for a in applications],
+                "until": ends_at.isoformat(),
+                "session": session_duration,
+                "service_tokens": service_tokens,
+            },
+        )
+        run_start(vendor=vendor, kind=WorkflowRun.Kind.ONBOARD, actor=actor, origin=origin)
+    return vendor
+
+
+def vendor_revoke(*, actor: User | None, vendor: Vendor, origin: Origin | None) -> WorkflowRun:
+    """Revoke wins: any other active run of the vendor is cancelled, and the revocation starts."""
+    if actor is not None and not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators revoke vendors.")
+    return _take_over(actor=actor, vendor=vendor, origin=origin, kind=WorkflowRun.Kind.REVOKE)
+
+
+def _take_over(*, actor: User | None, vendor: Vendor, origin: Origin | None, kind: WorkflowRun.Kind) -> WorkflowRun:
+    with transaction.atomic():
+        vendor = Vendor.objects.select_for_update().get(pk=vendor.pk)
+        active = WorkflowRun.objects.select_for_update().filter(vendor=vendor, status__in=WorkflowRun.ACTIVE).first()
+        if active is not None and active.kind == kind:
+            return active
+        if active is not None:
+            active.status = WorkflowRun.Status.CANCELLED
+            active.reason = f"{WorkflowRun.Kind(kind).label} took over."
+            active.finished_at = timezone.now()
+            active.save(update_fields=["status", "reason", "finished_at", "updated_at"])
+        vendor.status = Vendor.Status.REVOKING
+        vendor.status_reason = ""
+        vendor.save(update_fields=["status", "status_reason", "updated_at"])
+        _audit(
+            action="vendor.revoke_requested" if kind == WorkflowRun.Kind.REVOKE else "vendor.suspended",
+            actor=actor,
+            vendor=vendor,
+            origin=origin,
+            details={"cancelled_run": str(active.public_id) if active else ""},
+        )
+        return run_start(vendor=vendor, kind=kind, actor=actor, origin=origin)
+
+
+def grant_extend(*, actor: User, grant: Grant, days: int, origin: Origin) -> WorkflowRun:
+    """Push the grant's end out by `days` and apply the change at Cloudflare."""
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators extend grants.")
+    if not 1 <= days <= 365:
+        raise ValidationError({"days": "Extend by 1 to 365 days."})
+    vendor = grant.vendor
+    if vendor.status in (Vendor.Status.REVOKED, Vendor.Status.REVOKING, Vendor.Status.SUSPENDED):
+        raise ValidationError(f"{vendor.name} is {vendor.get_status_display().lower()}; its grants cannot be extended.")
+    with transaction.atomic():
+        grant = Grant.objects.select_for_update().get(pk=grant.pk)
+        start = max(grant.ends_at, timezone.now())
+        previous = grant.ends_at
+        grant.ends_at = start + timedelta(days=days)
+        grant.status = Grant.Status.ACTIVE
+        grant.expiry_notice_sent_at = None
+        grant.full_clean(exclude=["vendor", "application"])
+        grant.save()
+        _audit(
+            action="vendor.grant_extended",
+            actor=actor,
+            vendor=vendor,
+            origin=origin,
+            details={
+                "application": grant.application.name,
+                "from": previous.isoformat(),
+                "to": grant.ends_at.isoformat(),
+            },
+        )
+        return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, origin=origin)
+
+
+def run_retry(*, actor: User, run: WorkflowRun, origin: Origin) -> WorkflowRun:
+    """Resume a stopped run from the step that failed."""
+    from vendors.tasks import workflow_advance
+
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators retry workflows.")
+    if run.status not in (WorkflowRun.Status.FAILED, WorkflowRun.Status.NEEDS_ATTENTION):
+        raise ValidationError("Only a stopped workflow can be retried.")
+    try:
+        with transaction.atomic():
+            run = WorkflowRun.objects.select_for_update().get(pk=run.pk)
+            run.steps.filter(status=WorkflowStep.Status.FAILED).update(
+                status=WorkflowStep.Status.PENDING, finished_at=None
+            )
+            run.status = WorkflowRun.Status.RUNNING
+            run.reason = ""
+            run.finished_at = None
+            run.save(update_fields=["status", "reason", "finished_at", "updated_at"])
+            vendor = run.vendor
+            vendor.status = Vendor.Status.REVOKING if run.kind == WorkflowRun.Kind.REVOKE else Vendor.Status.ONBOARDING
+            vendor.status_reason = ""
+            vendor.save(update_fields=["status", "status_reason", "updated_at"])
+            _audit(
+                action="vendor.workflow_retried",
+                actor=actor,
+                vendor=vendor,
+                origin=origin,
+                details={"run": str(run.public_id)},
+            )
+    except IntegrityError:
+        raise RunConflict("Another workflow is running for this vendor; wait for it to finish.") from None
+    workflow_advance.delay_on_commit(run.pk)
+    return run
+
+
+def token_secret_reveal(*, actor: User, token: ServiceToken, origin: Origin) -> str:
+    """The token's client secret, exactly once: the sealed copy is emptied in the same transaction."""
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators see service-token secrets.")
+    with transaction.atomic():
+        token = ServiceToken.objects.select_for_update().select_related("vendor").get(pk=token.pk)
+        if not token.secret_sealed:
+            raise ValidationError("This secret has already been shown; rotate the token to get a new one.")
+        secret = workflows.unseal(token.secret_sealed)
+        token.secret_sealed = ""
+        token.save(update_fields=["secret_sealed"])
+        _audit(
+            action="vendor.token_secret_shown",
+            actor=actor,
+            vendor=token.vendor,
+            origin=origin,
+            details={"token": token.label, "client_id": token.client_id},
+        )
+    return secret
+
+
+def access_apps_refresh() -> int:
+    """Bring Gatehouse's list of Access applications up to date; returns how many Cloudflare reports."""
+    apps = cf.access_apps_all()
+    now = timezone.now()
+    seen = set()
+    with transaction.atomic():
+        for app in apps:
+            seen.add(app["id"])
+            AccessApplication.objects.update_or_create(
+                cf_id=app["id"],
+                defaults={
+                    "name": str(app.get("name") or app["id"])[:200],
+                    "kind": str(app.get("type") or "")[:32],
+                    "domain": str(app.get("domain") or "")[:300],
+                    "destinations": app.get("destinations") or [],
+                    "present": True,
+                    "synced_at": now,
+                },
+            )
+        AccessApplication.objects.exclude(cf_id__in=seen).update(present=False, synced_at=now)
+    return len(apps)
+
+
+def grants_expire(*, now: datetime | None = None) -> list[int]:
+    """Grants past their end: mark them expired and start, per vendor, the run that removes them at Cloudflare.
+
+    A vendor busy with another run is left for the next pass; its grants stay active until then.
+    """
+    now = now or timezone.now()
+    started = []
+    vendor_ids = set(
+        Grant.objects.filter(status=Grant.Status.ACTIVE, ends_at__lte=now)
+        .exclude(vendor__status__in=[Vendor.Status.REVOKED, Vendor.Status.REVOKING])
+        .values_list("vendor_id", flat=True)
+    )
+    for vendor in Vendor.objects.filter(pk__in=vendor_ids):
+        if WorkflowRun.objects.filter(vendor=vendor, status__in=WorkflowRun.ACTIVE).exists():
+            continue
+        try:
+            with transaction.atomic():
+                expired = list(
+                    vendor.grants.filter(status=Grant.Status.ACTIVE, ends_at__lte=now).select_related("application")
+                )
+                vendor.grants.filter(pk__in=[g.pk for g in expired]).update(status=Grant.Status.EXPIRED)
+                _audit(
+                    action="vendor.grants_expired",
+                    actor=None,
+                    vendor=vendor,
+                    origin=None,
+                    details={"applications": [g.application.name for g in expired]},
+                )
+                run = run_start(vendor=vendor, kind=WorkflowRun.Kind.EXPIRE, actor=None, origin=None)
+        except RunConflict:
+            continue
+        started.append(run.pk)
+    return started
+
+
+def grants_notify_expiring(*, now: datetime | None = None) -> int:
+    """Tell each sponsor, once per grant, that a grant ends within EXPIRY_NOTICE."""
+    now = now or timezone.now()
+    soon = (
+        Grant.objects.filter(
+            status=Grant.Status.ACTIVE, ends_at__gt=now, ends_at__lte=now + EXPIRY_NOTICE, expiry_notice_sent_at=None
+        )
+        .select_related("vendor__sponsor", "application")
+        .order_by("vendor_id", "ends_at")
+    )
+    sent = 0
+    for grant in soon:
+        # Claim the notice first so that two beat passes never mail the same grant twice.
+        if not Grant.objects.filter(pk=grant.pk, expiry_notice_sent_at=None).update(expiry_notice_sent_at=now):
+            continue
+        vendor = grant.vendor
+        send_mail(
+            f"Gatehouse: {vendor.name}'s access to {grant.application.name} ends soon",
+            f"{vendor.name}'s access to {grant.application.name} ends on {grant.ends_at:%Y-%m-%d %H:%M} UTC.\n"
+            "Extend the grant in Gatehouse if the vendor still needs it; otherwise nothing needs doing.",
+            None,
+            [vendor.sponsor.email],
+        )
+        sent += 1
+    return sent
+
+
+def vendors_recertify(*, today: date | None = None) -> dict[str, int]:
+    """Flag vendors past their review date to their sponsor; suspend them too when the admin setting says so."""
+    today = today or timezone.localdate()
+    auto_suspend = VendorSettings.load().auto_suspend_overdue
+    flagged = suspended = 0
+    for vendor in Vendor.objects.past_review(today).select_related("sponsor"):
+        if vendor.review_flagged_for != vendor.review_due and (
+            Vendor.objects.filter(pk=vendor.pk)
+            .exclude(review_flagged_for=vendor.review_due)
+            .update(review_flagged_for=vendor.review_due)
+        ):
+            send_mail(
+                f"Gatehouse: review {vendor.name}'s access",
+                f"{vendor.name}'s access was due for review on {vendor.review_due:%Y-%m-%d}.\n"
+                + (
+                    "Gatehouse is suspending it until someone reviews it."
+                    if auto_suspend
+                    else "Review it in Gatehouse: extend the review date, or revoke the vendor."
+                ),
+                None,
+                [vendor.sponsor.email],
+            )
+            _audit(
+                action="vendor.review_overdue",
+                actor=None,
+                vendor=vendor,
+                origin=None,
+                details={"due": str(vendor.review_due)},
+            )
+            flagged += 1
+        if auto_suspend:
+            _take_over(actor=None, vendor=vendor, origin=None, kind=WorkflowRun.Kind.SUSPEND)
+            suspended += 1
+    return {"flagged": flagged, "suspended": suspended}
+
+
+def vendor_settings_update(*, actor: User, auto_suspend_overdue: bool, origin: Origin) -> VendorSettings:
+    if not actor.has_role(User.Role.ADMIN):
+        raise PermissionDenied("Only admins change vendor settings.")
+    with transaction.atomic():
+        current = VendorSettings.load()
+        if current.auto_suspend_overdue != auto_suspend_overdue:
+            current.auto_suspend_overdue = auto_suspend_overdue
+            current.save()
+            audit_record(
+                action="vendor.settings_changed",
+                actor=actor,
+                target_type="settings",
+                target_label="Vendor settings",
+                details={"auto_suspend_overdue": auto_suspend_overdue},
+                origin=origin,
+            )
+    return current
+
+
+def tokens_forget_unshown_secrets(*, older_than: timedelta = timedelta(days=1)) -> int:
+    """A secret nobody revealed within a day is dropped: Gatehouse keeps no secret longer than it must."""
+    cutoff = timezone.now() - older_than
+    return ServiceToken.objects.exclude(secret_sealed="").filter(created_at__lt=cutoff).update(secret_sealed="")
+
+
+def workflows_resume() -> int:
+    """Re-enqueue active runs no worker is on (a worker died, or the message was lost)."""
+    from vendors.tasks import workflow_advance
+
+    idle = timedelta(seconds=min(30.0, workflows.lease_seconds()))
+    runs = workflows.active_runs_to_resume(idle_for=idle)
+    for run_id in runs:
+        workflow_advance.delay(run_id)
+    return len(runs)

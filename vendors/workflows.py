@@ -1,0 +1,851 @@
+"""Vendor workflows as rows: a WorkflowRun with ordered WorkflowSteps, advanced one step per Celery task.
+
+Each step reads Cloudflare's current state before changing it, so a step run twice (a worker killed mid-step, a
+message delivered again) leaves the world as after once. A worker holds a lease on the run while it executes a
+step; a replacement waits out the lease instead of racing the first. Independent Cloudflare calls within a step
+run concurrently in threads; the threads only talk to Cloudflare, and all database work stays in the task's
+own thread.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from cryptography.fernet import Fernet
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard.requestinfo import Origin
+from dashboard.services import audit_record
+from integrations import cloudflare as cf
+from integrations.cloudflare import CloudflareError, CloudflareNotFound, CloudflareTransient, Priority
+from vendors.models import MANAGED_PREFIX, AccessApplication, Grant, ServiceToken, Vendor, WorkflowRun, WorkflowStep
+
+log = logging.getLogger(__name__)
+
+Kind = WorkflowRun.Kind
+
+# Short, quick retries inside a step for a single failed call among many; longer waits are the task's business.
+_CALL_RETRIES = (0.25, 0.75)
+_MAX_THREADS = 16
+_MAX_ANSWER = 300
+
+
+class StepFailed(Exception):
+    """The step cannot succeed as things stand; the run stops with this reason until someone retries it."""
+
+
+class VerificationFailed(Exception):
+    """Cloudflare, read back, does not show what the run was meant to achieve."""
+
+    def __init__(self, findings: list[str]):
+        super().__init__("; ".join(findings))
+        self.findings = findings
+
+
+class StepWait(Exception):
+    """Not yet: try the same step again after `seconds`."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"waiting {seconds:.1f} s")
+        self.seconds = seconds
+
+
+@dataclass
+class Context:
+    run: WorkflowRun
+    vendor: Vendor
+    priority: Priority
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+    def note(self, call: str, target: str, answer: str) -> None:
+        self.answers.append(
+            {"at": timezone.now().isoformat(), "call": call, "target": target[:200], "answer": answer[:_MAX_ANSWER]}
+        )
+
+
+@dataclass
+class Call:
+    """One Cloudflare call to make in a worker thread, with what the receipt says about it."""
+
+    name: str
+    target: str
+    fn: Callable[[], Any]
+    missing_ok: bool = False
+
+
+def _attempt(call: Call) -> tuple[str, Any]:
+    for delay in (*_CALL_RETRIES, None):
+        try:
+            return "ok", call.fn()
+        except CloudflareNotFound:
+            if call.missing_ok:
+                return "already gone", None
+            raise
+        except cf.BudgetExhausted:
+            raise
+        except CloudflareTransient as exc:
+            if delay is None or (exc.retry_after or 0) > 2:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def run_concurrently(ctx: Context, calls: list[Call]) -> list[Any]:
+    """Make independent calls at once; note each answer; re-raise the first error once all have finished."""
+    if not calls:
+        return []
+    with ThreadPoolExecutor(max_workers=min(_MAX_THREADS, len(calls))) as pool:
+        futures = [pool.submit(_attempt, call) for call in calls]
+    results, first_error = [], None
+    for call, future in zip(calls, futures, strict=True):
+        try:
+            answer, value = future.result()
+        except CloudflareError as exc:
+            ctx.note(call.name, call.target, f"error: {exc.message}")
+            first_error = first_error or exc
+            results.append(None)
+            continue
+        if call.name.endswith((".list", ".get", ".active_sessions")):
+            summary = f"{len(value)} item(s)" if isinstance(value, list) else answer
+        else:
+            summary = answer
+        ctx.note(call.name, call.target, summary)
+        results.append(value)
+    if first_error is not None:
+        raise first_error
+    return results
+
+
+# --- secrets shown once ---------------------------------------------------------------------------------------
+
+
+def _fernet() -> Fernet:
+    import base64
+    import hashlib
+
+    key = hashlib.sha256(f"gatehouse.vendors.service-token:{settings.SECRET_KEY}".encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def unseal(sealed: str) -> str:
+    return _fernet().decrypt(sealed.encode()).decode()
+
+
+# --- reading Cloudflare ---------------------------------------------------------------------------------------
+
+
+def _policy_refs(app: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in app.get("policies") or [] if isinstance(p, dict)]
+
+
+def _is_ours(vendor: Vendor, policy: dict[str, Any]) -> bool:
+    return policy.get("name") == vendor.policy_name or (
+        bool(vendor.cf_policy_id) and policy.get("id") == vendor.cf_policy_id
+    )
+
+
+def _app_policies_without(app: dict[str, Any], reusable_ids: set[str], drop: Callable[[dict], bool]) -> list[dict]:
+    """The app's policy list as a PUT body: references for reusable policies, inline ones as read."""
+    kept = []
+    for policy in _policy_refs(app):
+        if drop(policy):
+            continue
+        if policy.get("id") in reusable_ids:
+            kept.append({"id": policy["id"], "precedence": policy.get("precedence") or len(kept) + 1})
+        else:
+            kept.append({k: v for k, v in policy.items() if k not in ("created_at", "updated_at")})
+    return kept
+
+
+def _rule_admits(rule: dict[str, Any], emails: set[str], domains: set[str], groups: dict[str, dict]) -> str | None:
+    """Why this include rule admits the vendor's people, or None."""
+    if "email" in rule and str(rule["email"].get("email", "")).lower() in emails:
+        return f"email {rule['email']['email']}"
+    if "email_domain" in rule:
+        domain = str(rule["email_domain"].get("domain", "")).lower().lstrip("@")
+        if domain in domains or any(e.endswith("@" + domain) for e in emails):
+            return f"email domain {domain}"
+    if "everyone" in rule:
+        return "everyone"
+    if "group" in rule:
+        group = groups.get(str(rule["group"].get("id", "")))
+        for inner in (group or {}).get("include") or []:
+            if reason := _rule_admits(inner, emails, domains, {}):
+                return f"group {group.get('name', '')} ({reason})"
+    return None
+
+
+# --- steps ------------------------------------------------------------------------------------------------------
+
+
+def _active_grants(vendor: Vendor) -> list[Grant]:
+    return list(vendor.grants.filter(status=Grant.Status.ACTIVE).select_related("application"))
+
+
+def _session(grants: list[Grant]) -> str:
+    from vendors.models import parse_session
+
+    # One policy serves every granted application, so it carries the shortest session any grant asks for.
+    return min((g.session_duration for g in grants), key=parse_session) if grants else "8h"
+
+
+def step_validate(ctx: Context) -> None:
+    vendor = ctx.vendor
+    grants = _active_grants(vendor)
+    if not grants:
+        raise StepFailed("The vendor has no active grant.")
+    if not vendor.contacts and not vendor.domains:
+        raise StepFailed("The vendor has no contact and no email domain.")
+    if late := [g for g in grants if g.ends_at <= timezone.now()]:
+        raise StepFailed(f"The grant for {late[0].application.name} has already ended.")
+    (apps,) = run_concurrently(
+        ctx, [Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority))]
+    )
+    by_id = {a["id"]: a for a in apps}
+    missing = [g.application.name for g in grants if g.application.cf_id not in by_id]
+    if missing:
+        raise StepFailed(f"No longer at Cloudflare: {', '.join(missing)}.")
+    for grant in grants:
+        app = by_id[grant.application.cf_id]
+        AccessApplication.objects.filter(pk=grant.application.pk).update(
+            name=str(app.get("name") or "")[:200],
+            domain=str(app.get("domain") or "")[:300],
+            destinations=app.get("destinations") or [],
+            synced_at=timezone.now(),
+        )
+
+
+def step_policy(ctx: Context) -> None:
+    vendor = ctx.vendor
+    include, session = vendor.include_rules(), _session(_active_grants(vendor))
+    (policies,) = run_concurrently(
+        ctx, [Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority))]
+    )
+    ours = [p for p in policies if _is_ours(vendor, p)]
+    # An interrupted create can leave a twin with our name; keep one, delete the others (they are ours).
+    keep = next((p for p in ours if p["id"] == vendor.cf_policy_id), ours[0] if ours else None)
+    extra = [p for p in ours if keep is not None and p["id"] != keep["id"] and not p.get("app_count")]
+    calls = [
+        Call(
+            "access.policies.delete",
+            p["id"],
+            lambda pid=p["id"]: cf.access_policy_delete(pid, priority=ctx.priority),
+            missing_ok=True,
+        )
+        for p in extra
+    ]
+    if keep is None:
+        calls.append(
+            Call(
+                "access.policies.create",
+                vendor.policy_name,
+                lambda: cf.access_policy_create(
+                    name=vendor.policy_name, include=include, session_duration=session, priority=ctx.priority
+                ),
+            )
+        )
+    elif (
+        keep.get("include") != include or keep.get("session_duration") != session or keep["name"] != vendor.policy_name
+    ):
+        calls.append(
+            Call(
+                "access.policies.update",
+                vendor.policy_name,
+                lambda: cf.access_policy_update(
+                    keep["id"],
+                    name=vendor.policy_name,
+                    include=include,
+                    session_duration=session,
+                    priority=ctx.priority,
+                ),
+            )
+        )
+    else:
+        ctx.note("access.policies.get", vendor.policy_name, "already as wanted")
+    results = run_concurrently(ctx, calls)
+    policy_id = keep["id"] if keep else results[-1]["id"]
+    Vendor.objects.filter(pk=vendor.pk).update(cf_policy_id=policy_id)
+    vendor.cf_policy_id = policy_id
+
+
+def step_attach(ctx: Context) -> None:
+    """Attach the policy to every granted application and detach it from every other one."""
+    vendor = ctx.vendor
+    if not vendor.cf_policy_id:
+        raise StepFailed("The vendor's policy does not exist yet.")
+    wanted = {g.application.cf_id for g in _active_grants(vendor)}
+    apps, policies = run_concurrently(
+        ctx,
+        [
+            Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority)),
+            Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority)),
+        ],
+    )
+    reusable = {p["id"] for p in policies}
+    calls = []
+    for app in apps:
+        attached = any(_is_ours(vendor, p) for p in _policy_refs(app))
+        if app["id"] in wanted and not attached:
+            refs = _app_policies_without(app, reusable, lambda p: False)
+            precedence = max((r.get("precedence") or 0 for r in refs), default=0) + 1
+            refs.append({"id": vendor.cf_policy_id, "precedence": precedence})
+            verb = "attach"
+        elif app["id"] not in wanted and attached:
+            refs = _app_policies_without(app, reusable, lambda p: _is_ours(vendor, p))
+            verb = "detach"
+        else:
+            continue
+        calls.append(
+            Call(
+                "access.apps.update",
+                f"{verb} {app.get('name', app['id'])}",
+                lambda app=app, refs=refs: cf.access_app_set_policies(app, refs, priority=ctx.priority),
+            )
+        )
+    if not calls:
+        ctx.note("access.apps.update", "all applications", "already as wanted")
+    run_concurrently(ctx, calls)
+    ctx.run.data["detached_apps"] = sorted(
+        {a["id"] for a in apps if a["id"] not in wanted and any(_is_ours(vendor, p) for p in _policy_refs(a))}
+        | set(ctx.run.data.get("detached_apps", []))
+    )
+
+
+def step_tokens(ctx: Context) -> None:
+    vendor = ctx.vendor
+    pending = list(vendor.service_tokens.filter(status=ServiceToken.Status.PENDING))
+    if not pending:
+        ctx.note("access.service_tokens.create", "none to create", "nothing to do")
+        return
+    (existing,) = run_concurrently(
+        ctx, [Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority))]
+    )
+    # A token with our name but no row pointing at it was created by an interrupted step; its secret is lost,
+    # so it is replaced rather than kept.
+    orphans = [t for t in existing if t.get("name") in {p.cf_name for p in pending}]
+    run_concurrently(
+        ctx,
+        [
+            Call(
+                "access.service_tokens.delete",
+                t["name"],
+                lambda tid=t["id"]: cf.service_token_delete(tid, priority=ctx.priority),
+                missing_ok=True,
+            )
+            for t in orphans
+        ],
+    )
+    for token in pending:
+        created = cf.service_token_create(name=token.cf_name, duration=token.duration, priority=ctx.priority)
+        ctx.note("access.service_tokens.create", token.label, f"created client id {created.get('client_id', '')}")
+        ServiceToken.objects.filter(pk=token.pk).update(
+            cf_id=created["id"],
+            client_id=str(created.get("client_id") or "")[:200],
+            expires_at=created.get("expires_at"),
+            secret_sealed=seal(created["client_secret"]),
+            status=ServiceToken.Status.ACTIVE,
+        )
+
+
+def step_notify(ctx: Context) -> None:
+    vendor = ctx.vendor
+    grants = _active_grants(vendor)
+    lines = [f"{vendor.name} has been given access to the following, through Cloudflare Access:", ""]
+    for grant in grants:
+        lines.append(f"{grant.application.name} (until {grant.ends_at:%Y-%m-%d %H:%M} UTC)")
+        lines.extend(f"  {line}" for line in grant.application.instructions())
+        lines.append("")
+    lines.append("Sign in with your company email address when Cloudflare asks.")
+    body = "\n".join(lines)
+    for email in vendor.contacts:
+        send_mail(f"Your access for {vendor.name}", body, None, [email])
+        ctx.note("email", email, "sent")
+    if not vendor.contacts:
+        ctx.note("email", "contacts", "no contact addresses; domain-only vendor")
+
+
+def step_verify_granted(ctx: Context) -> None:
+    vendor = ctx.vendor
+    wanted = {g.application.cf_id for g in _active_grants(vendor)}
+    apps, policies, tokens = run_concurrently(
+        ctx,
+        [
+            Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority)),
+            Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority)),
+            Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority)),
+        ],
+    )
+    findings = []
+    policy = next((p for p in policies if p["id"] == vendor.cf_policy_id), None)
+    if policy is None:
+        findings.append("The vendor's policy is missing.")
+    elif policy.get("include") != vendor.include_rules():
+        findings.append("The vendor's policy admits other people than the vendor's contacts and domains.")
+    for app in apps:
+        attached = any(_is_ours(vendor, p) for p in _policy_refs(app))
+        if app["id"] in wanted and not attached:
+            findings.append(f"{app.get('name')} does not carry the vendor's policy.")
+        if app["id"] not in wanted and attached:
+            findings.append(f"{app.get('name')} carries the vendor's policy without a grant.")
+    missing_apps = wanted - {a["id"] for a in apps}
+    findings += [f"Application {app_id} is gone." for app_id in sorted(missing_apps)]
+    token_ids = {t["id"] for t in tokens}
+    for token in vendor.service_tokens.filter(status=ServiceToken.Status.ACTIVE):
+        if token.cf_id not in token_ids:
+            findings.append(f"Service token {token.label} is missing.")
+    if findings:
+        raise VerificationFailed(findings)
+    ctx.note("verify", vendor.name, "policy, attachments and service tokens are as granted")
+
+
+def step_end_grant_sessions(ctx: Context) -> None:
+    """After grants expire, end the contacts' sessions so none outlives the grant."""
+    vendor = ctx.vendor
+    run_concurrently(
+        ctx,
+        [
+            Call(
+                "access.organizations.revoke_user",
+                email,
+                lambda e=email: cf.access_revoke_user(e, priority=ctx.priority),
+            )
+            for email in vendor.contacts
+        ],
+    )
+
+
+def step_quiesce(ctx: Context) -> None:
+    """Revocation waits for a step another run of this vendor is in the middle of, so the two never interleave."""
+    busy = (
+        WorkflowRun.objects.filter(vendor=ctx.vendor, lease_until__gt=timezone.now())
+        .exclude(pk=ctx.run.pk)
+        .order_by("-lease_until")
+        .first()
+    )
+    if busy is not None:
+        raise StepWait(max(0.5, (busy.lease_until - timezone.now()).total_seconds()))
+    ctx.note("gatehouse", "other work on this vendor", "none in progress")
+
+
+def step_cut_off(ctx: Context) -> None:
+    """Detach the vendor's policy from every application and delete its service tokens, at once."""
+    vendor = ctx.vendor
+    reads = [
+        Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority)),
+        Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority)),
+        Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority)),
+    ]
+    reads += [
+        Call("access.users.list", domain, lambda d=domain: cf.access_users(search=f"@{d}", priority=ctx.priority))
+        for domain in vendor.domains
+    ]
+    apps, policies, tokens, *domain_users = run_concurrently(ctx, reads)
+    reusable = {p["id"] for p in policies}
+    our_policies = [p for p in policies if _is_ours(vendor, p)]
+    recorded = set(vendor.service_tokens.exclude(cf_id="").values_list("cf_id", flat=True))
+    our_tokens = [t for t in tokens if t["id"] in recorded or str(t.get("name", "")).startswith(vendor.token_prefix)]
+    touched = [a for a in apps if any(_is_ours(vendor, p) for p in _policy_refs(a))]
+    writes = [
+        Call(
+            "access.apps.update",
+            f"detach from {app.get('name', app['id'])}",
+            lambda app=app: cf.access_app_set_policies(
+                app, _app_policies_without(app, reusable, lambda p: _is_ours(vendor, p)), priority=ctx.priority
+            ),
+        )
+        for app in touched
+    ]
+    writes += [
+        Call(
+            "access.service_tokens.delete",
+            t.get("name", t["id"]),
+            lambda tid=t["id"]: cf.service_token_delete(tid, priority=ctx.priority),
+            missing_ok=True,
+        )
+        for t in our_tokens
+    ]
+    if not writes:
+        ctx.note("gatehouse", vendor.name, "no policy attached and no service token left")
+    run_concurrently(ctx, writes)
+    granted = set(vendor.grants.values_list("application__cf_id", flat=True))
+    data = ctx.run.data
+    data["policy_ids"] = sorted({p["id"] for p in our_policies} | set(data.get("policy_ids", [])))
+    data["app_ids"] = sorted(
+        {a["id"] for a in touched} | (granted & {a["id"] for a in apps}) | set(data.get("app_ids", []))
+    )
+    users = {u["email"].lower() for group in domain_users for u in group if u.get("email")}
+    data["emails"] = sorted(users | set(vendor.contacts) | set(data.get("emails", [])))
+    vendor.service_tokens.exclude(status=ServiceToken.Status.DELETED).update(
+        status=ServiceToken.Status.DELETED, secret_sealed=""
+    )
+
+
+def step_end_access(ctx: Context) -> None:
+    """Delete the policy, end every session of the vendor's people and every token of the applications they used."""
+    data = ctx.run.data
+    calls = [
+        Call(
+            "access.policies.delete",
+            policy_id,
+            lambda pid=policy_id: cf.access_policy_delete(pid, priority=ctx.priority),
+            missing_ok=True,
+        )
+        for policy_id in data.get("policy_ids", [])
+    ]
+    calls += [
+        Call("access.organizations.revoke_user", email, lambda e=email: cf.access_revoke_user(e, priority=ctx.priority))
+        for email in data.get("emails", [])
+    ]
+    calls += [
+        Call(
+            "access.apps.revoke_tokens",
+            app_id,
+            lambda a=app_id: cf.access_app_revoke_tokens(a, priority=ctx.priority),
+            missing_ok=True,
+        )
+        for app_id in data.get("app_ids", [])
+    ]
+    run_concurrently(ctx, calls)
+    Vendor.objects.filter(pk=ctx.vendor.pk).update(cf_policy_id="")
+
+
+def step_verify_revoked(ctx: Context) -> None:
+    """Read Cloudflare back: nothing of ours remains and nothing else admits the vendor's people."""
+    vendor = ctx.vendor
+    emails = set(ctx.run.data.get("emails", [])) | set(vendor.contacts)
+    domains = set(vendor.domains)
+    reads = [
+        Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority)),
+        Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority)),
+        Call("access.groups.list", "account", lambda: cf.access_groups_all(priority=ctx.priority)),
+        Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority)),
+    ]
+    reads += [
+        Call("access.users.list", e, lambda e=e: cf.access_users(email=e, priority=ctx.priority))
+        for e in sorted(emails)
+    ]
+    reads += [
+        Call("access.users.list", d, lambda d=d: cf.access_users(search=f"@{d}", priority=ctx.priority))
+        for d in sorted(domains)
+    ]
+    apps, policies, groups, tokens, *user_lists = run_concurrently(ctx, reads)
+    findings = []
+    findings += [f"Policy {p.get('name')} still exists." for p in policies if _is_ours(vendor, p)]
+    group_by_id = {g["id"]: g for g in groups}
+    for app in apps:
+        for policy in _policy_refs(app):
+            if _is_ours(vendor, policy):
+                findings.append(f"{app.get('name')} still carries the vendor's policy.")
+                continue
+            if policy.get("decision") != "allow":
+                continue
+            for rule in policy.get("include") or []:
+                if reason := _rule_admits(rule, emails, domains, group_by_id):
+                    findings.append(f"{app.get('name')}: policy {policy.get('name')!r} admits by {reason}.")
+                    break
+    recorded = set(vendor.service_tokens.exclude(cf_id="").values_list("cf_id", flat=True))
+    findings += [
+        f"Service token {t.get('name')} still exists."
+        for t in tokens
+        if t["id"] in recorded or str(t.get("name", "")).startswith(vendor.token_prefix)
+    ]
+    users = {u["id"]: u for group in user_lists for u in group}
+    sessions = run_concurrently(
+        ctx,
+        [
+            Call(
+                "access.users.active_sessions",
+                u["email"],
+                lambda uid=uid: cf.access_user_sessions(uid, priority=ctx.priority),
+            )
+            for uid, u in users.items()
+        ],
+    )
+    for user, live in zip(users.values(), sessions, strict=True):
+        if live:
+            findings.append(f"{user['email']} still has {len(live)} active session(s).")
+    if findings:
+        raise VerificationFailed(findings)
+    ctx.note("verify", vendor.name, "no policy, reference, service token or session admits the vendor")
+
+
+# --- definitions --------------------------------------------------------------------------------------------
+
+STEP_FUNCTIONS: dict[str, Callable[[Context], None]] = {
+    "validate": step_validate,
+    "policy": step_policy,
+    "attach": step_attach,
+    "tokens": step_tokens,
+    "notify": step_notify,
+    "verify_granted": step_verify_granted,
+    "end_grant_sessions": step_end_grant_sessions,
+    "quiesce": step_quiesce,
+    "cut_off": step_cut_off,
+    "end_access": step_end_access,
+    "verify_revoked": step_verify_revoked,
+}
+
+_REVOKE_STEPS = [
+    ("quiesce", "Stop other work on this vendor"),
+    ("cut_off", "Detach the vendor's policy from every application; delete its service tokens"),
+    ("end_access", "Delete the policy; end the contacts' sessions (devices too) and the applications' tokens"),
+    ("verify_revoked", "Read Cloudflare back: no policy, token or session admits the vendor"),
+]
+
+STEPS: dict[str, list[tuple[str, str]]] = {
+    Kind.ONBOARD: [
+        ("validate", "Check the vendor, its grants and the applications at Cloudflare"),
+        ("policy", "Create or update the vendor's policy"),
+        ("attach", "Attach the policy to the granted applications"),
+        ("tokens", "Create service tokens"),
+        ("notify", "Email each contact their instructions"),
+        ("verify_granted", "Read Cloudflare back to verify"),
+    ],
+    Kind.CHANGE: [
+        ("validate", "Check the vendor, its grants and the applications at Cloudflare"),
+        ("policy", "Update the vendor's policy"),
+        ("attach", "Attach the policy to granted applications; detach it from the others"),
+        ("tokens", "Create new service tokens"),
+        ("verify_granted", "Read Cloudflare back to verify"),
+    ],
+    Kind.EXPIRE: [
+        ("attach", "Detach the policy from applications whose grant ended"),
+        ("end_grant_sessions", "End the contacts' sessions"),
+        ("verify_granted", "Read Cloudflare back to verify"),
+    ],
+    Kind.SUSPEND: _REVOKE_STEPS,
+    Kind.REVOKE: _REVOKE_STEPS,
+}
+
+PRIORITY = {
+    Kind.ONBOARD: Priority.INTERACTIVE,
+    Kind.CHANGE: Priority.INTERACTIVE,
+    Kind.REVOKE: Priority.INTERACTIVE,
+    Kind.SUSPEND: Priority.INTERACTIVE,
+    Kind.EXPIRE: Priority.BACKGROUND,
+}
+
+# What the vendor becomes when a run of each kind succeeds.
+FINAL_STATUS = {
+    Kind.ONBOARD: Vendor.Status.ACTIVE,
+    Kind.CHANGE: Vendor.Status.ACTIVE,
+    Kind.EXPIRE: Vendor.Status.ACTIVE,
+    Kind.SUSPEND: Vendor.Status.SUSPENDED,
+    Kind.REVOKE: Vendor.Status.REVOKED,
+}
+
+
+# --- the engine -------------------------------------------------------------------------------------------------
+
+
+def lease_seconds() -> float:
+    return float(getattr(settings, "GATEHOUSE_WORKFLOW_LEASE_SECONDS", settings.CELERY_TASK_TIME_LIMIT))
+
+
+def _origin(run: WorkflowRun) -> Origin:
+    return Origin(source_ip=run.source_ip, request_id=run.request_id)
+
+
+def _audit(run: WorkflowRun, action: str, details: dict[str, Any]) -> None:
+    audit_record(
+        action=action,
+        actor_email=run.actor_email,
+        target_type="vendor",
+        target_id=str(run.vendor.public_id),
+        target_label=run.vendor.name,
+        details={"run": str(run.public_id), "kind": run.kind, **details},
+        origin=_origin(run),
+    )
+
+
+def create_steps(run: WorkflowRun) -> None:
+    WorkflowStep.objects.bulk_create(
+        WorkflowStep(run=run, position=i, key=key, label=label) for i, (key, label) in enumerate(STEPS[run.kind], 1)
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the task should do next: nothing (`done`), or the same run again after `wait` seconds."""
+
+    done: bool = True
+    wait: float = 0.0
+
+
+def advance(*, run_id: int) -> Outcome:
+    """Run the next step of the run, if it is still active and no other worker holds it."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().select_related("vendor").filter(pk=run_id).first()
+        if run is None or not run.is_active:
+            return Outcome()
+        if run.lease_until and run.lease_until > now:
+            return Outcome(done=False, wait=(run.lease_until - now).total_seconds() + 0.1)
+        step = run.steps.filter(status__in=[WorkflowStep.Status.PENDING, WorkflowStep.Status.RUNNING]).first()
+        if step is None:
+            _finish(run)
+            return Outcome()
+        if run.status == WorkflowRun.Status.PENDING:
+            run.started_at = now
+            _audit(run, "vendor.workflow_started", {})
+        run.status = WorkflowRun.Status.RUNNING
+        run.lease_until = now + timedelta(seconds=lease_seconds())
+        run.save(update_fields=["status", "started_at", "lease_until", "updated_at"])
+        step.status = WorkflowStep.Status.RUNNING
+        step.attempts += 1
+        step.started_at = step.started_at or now
+        step.save(update_fields=["status", "attempts", "started_at"])
+    ctx = Context(run=run, vendor=run.vendor, priority=PRIORITY[run.kind])
+    try:
+        STEP_FUNCTIONS[step.key](ctx)
+    except StepWait as wait:
+        _release(run, step, ctx, error="")
+        return Outcome(done=False, wait=wait.seconds)
+    except CloudflareTransient as exc:
+        _release(run, step, ctx, error=exc.message)
+        raise
+    except VerificationFailed as exc:
+        _stop(run, step, ctx, status=WorkflowRun.Status.NEEDS_ATTENTION, reason=str(exc), findings=exc.findings)
+        return Outcome()
+    except (CloudflareError, StepFailed) as exc:
+        _stop(run, step, ctx, status=WorkflowRun.Status.FAILED, reason=str(exc))
+        return Outcome()
+    _complete(run, step, ctx)
+    return Outcome()
+
+
+def _release(run: WorkflowRun, step: WorkflowStep, ctx: Context, *, error: str) -> None:
+    with transaction.atomic():
+        WorkflowStep.objects.filter(pk=step.pk).update(answers=step.answers + ctx.answers, error=error[:1000])
+        WorkflowRun.objects.filter(pk=run.pk).update(lease_until=None, data=run.data, updated_at=timezone.now())
+
+
+def _complete(run: WorkflowRun, step: WorkflowStep, ctx: Context) -> None:
+    from vendors.tasks import workflow_advance
+
+    with transaction.atomic():
+        current = WorkflowRun.objects.select_for_update().get(pk=run.pk)
+        step.status = WorkflowStep.Status.DONE
+        step.finished_at = timezone.now()
+        step.answers = step.answers + ctx.answers
+        step.error = ""
+        step.save(update_fields=["status", "finished_at", "answers", "error"])
+        current.lease_until = None
+        current.data = run.data
+        current.save(update_fields=["lease_until", "data", "updated_at"])
+        _audit(
+            current,
+            "vendor.workflow_step_done",
+            {"step": step.label, "calls": len(ctx.answers), "attempts": step.attempts},
+        )
+        if current.is_active:
+            workflow_advance.delay_on_commit(run.pk)
+
+
+def _finish(run: WorkflowRun) -> None:
+    """Every step is done: the run succeeded and the vendor takes the status the run was for."""
+    now = timezone.now()
+    run.status = WorkflowRun.Status.SUCCEEDED
+    run.finished_at = now
+    run.lease_until = None
+    run.save(update_fields=["status", "finished_at", "lease_until", "updated_at"])
+    vendor = run.vendor
+    vendor.status = FINAL_STATUS[run.kind]
+    vendor.status_reason = ""
+    vendor.save(update_fields=["status", "status_reason", "updated_at"])
+    if run.kind in (Kind.REVOKE, Kind.SUSPEND):
+        vendor.grants.filter(status=Grant.Status.ACTIVE).update(status=Grant.Status.REVOKED)
+    _audit(run, "vendor.workflow_succeeded", {"vendor_status": vendor.status})
+
+
+def _stop(
+    run: WorkflowRun,
+    step: WorkflowStep,
+    ctx: Context,
+    *,
+    status: WorkflowRun.Status,
+    reason: str,
+    findings: list[str] | None = None,
+) -> None:
+    with transaction.atomic():
+        current = WorkflowRun.objects.select_for_update().select_related("vendor").get(pk=run.pk)
+        step.status = WorkflowStep.Status.FAILED
+        step.finished_at = timezone.now()
+        step.answers = step.answers + ctx.answers
+        step.error = reason[:1000]
+        step.save(update_fields=["status", "finished_at", "answers", "error"])
+        current.lease_until = None
+        current.data = run.data
+        if not current.is_active:
+            current.save(update_fields=["lease_until", "data", "updated_at"])
+            return
+        current.status = status
+        current.reason = reason[:1000]
+        current.finished_at = timezone.now()
+        current.save(update_fields=["status", "reason", "lease_until", "data", "finished_at", "updated_at"])
+        vendor = current.vendor
+        vendor.status = Vendor.Status.NEEDS_ATTENTION
+        vendor.status_reason = f"{current.get_kind_display()} stopped at “{step.label}”: {reason}"[:500]
+        vendor.save(update_fields=["status", "status_reason", "updated_at"])
+        _audit(
+            current,
+            "vendor.workflow_needs_attention"
+            if status == WorkflowRun.Status.NEEDS_ATTENTION
+            else "vendor.workflow_failed",
+            {"step": step.label, "reason": reason, "findings": findings or []},
+        )
+        transaction.on_commit(lambda: alert_sponsor(current, reason=reason, findings=findings or []))
+
+
+def give_up(*, run_id: int, reason: str) -> None:
+    """Cloudflare kept answering with temporary errors past every retry: stop the run where it is."""
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().select_related("vendor").filter(pk=run_id).first()
+        if run is None or not run.is_active:
+            return
+        step = run.steps.filter(status__in=[WorkflowStep.Status.PENDING, WorkflowStep.Status.RUNNING]).first()
+    if step is not None:
+        _stop(
+            run,
+            step,
+            Context(run=run, vendor=run.vendor, priority=PRIORITY[run.kind]),
+            status=WorkflowRun.Status.FAILED,
+            reason=reason,
+        )
+
+
+def alert_sponsor(run: WorkflowRun, *, reason: str, findings: list[str]) -> None:
+    vendor = run.vendor
+    subject = f"Gatehouse: {run.get_kind_display().lower()} of {vendor.name} needs attention"
+    lines = [
+        f"The {run.get_kind_display().lower()} workflow for {vendor.name} stopped: {reason}",
+        "",
+        *[f"- {finding}" for finding in findings],
+        "",
+        "Open the vendor in Gatehouse to see every step and retry.",
+    ]
+    send_mail(subject, "\n".join(lines), None, [vendor.sponsor.email])
+
+
+def active_runs_to_resume(*, idle_for: timedelta) -> list[int]:
+    """Active runs nobody is working on: no lease (or an expired one) and no progress for a while."""
+    now = timezone.now()
+    return list(
+        WorkflowRun.objects.filter(status__in=WorkflowRun.ACTIVE, updated_at__lt=now - idle_for)
+        .exclude(lease_until__gt=now)
+        .values_list("pk", flat=True)
+    )
+
+
+__all__ = ["MANAGED_PREFIX", "STEPS", "Outcome", "advance", "create_steps", "give_up", "seal", "unseal"]
