@@ -1,0 +1,258 @@
+"""Origins on the private network, where Gatehouse learnt of them, and what people decided about them."""
+
+import ipaddress
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+# Bounds on what one origin row keeps from untrusted logs and inventories.
+MAX_HOSTNAMES = 10
+MAX_TOP_USERS = 10
+MAX_CLOSE_REASONS = 16
+
+
+def ip_key(address: str) -> str:
+    """A fixed-width hex form of an IP that sorts like the address, so a CIDR filter is a range on an index.
+
+    IPv4 is kept IPv4-mapped in IPv6 space; a hostname has no key.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    if ip.version == 4:
+        ip = ipaddress.IPv6Address(f"::ffff:{ip}")
+    return f"{int(ip):032x}"
+
+
+class Protocol(models.TextChoices):
+    TCP = "TCP", "TCP"
+    UDP = "UDP", "UDP"
+    ICMP = "ICMP", "ICMP"
+    ICMPV6 = "ICMPV6", "ICMPv6"
+    # An inventory entry that names a host but no service on it (an EC2 instance without a rule to a port).
+    ANY = "ANY", "any"
+
+
+class ReviewState(models.TextChoices):
+    UNREVIEWED = "unreviewed", "Unreviewed"
+    IN_REVIEW = "in_review", "In review"
+    APPROVED = "approved", "Approved"
+    UNAPPROVED = "unapproved", "Unapproved"
+
+    @property
+    def colour(self) -> str:
+        return {"unreviewed": "grey", "in_review": "blue", "approved": "green", "unapproved": "red"}[self.value]
+
+
+class Application(models.Model):
+    """Origins that together make one service people use (a video service on tcp:443 and udp:10000)."""
+
+    class Protection(models.TextChoices):
+        NONE = "none", "Not protected"
+        PENDING = "pending", "Creating Access application"
+        PROTECTED = "protected", "Protected by Access"
+        FAILED = "failed", "Protection failed"
+
+        @property
+        def colour(self) -> str:
+            return {"none": "grey", "pending": "amber", "protected": "green", "failed": "red"}[self.value]
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    owner = models.CharField(max_length=254, blank=True, help_text="Who answers for it: a person or a team.")
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=254, blank=True)
+    protection = models.CharField(max_length=16, choices=Protection.choices, default=Protection.NONE)
+    policy_id = models.CharField(max_length=64, blank=True)
+    policy_name = models.CharField(max_length=200, blank=True)
+    access_app_id = models.CharField(max_length=64, blank=True)
+    protection_error = models.CharField(max_length=300, blank=True)
+    protected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def protection_obj(self) -> "Application.Protection":
+        return Application.Protection(self.protection)
+
+    def access_name(self) -> str:
+        """The name Gatehouse gives the Access application: deterministic, so a retry finds its own work."""
+        return f"{self.name} (gatehouse {self.public_id.hex[:8]})"
+
+
+class Origin(models.Model):
+    """A service on the private network: (virtual network, address, port, protocol)."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # "" when the virtual network is not known (an inventory entry nobody has reached yet).
+    vnet_id = models.CharField(max_length=36, blank=True)
+    # A normalised IP, or a hostname for inventory entries that only have one (RDS, load balancers).
+    address = models.CharField(max_length=253)
+    ip_key = models.CharField(max_length=32, blank=True)
+    port = models.PositiveIntegerField()
+    protocol = models.CharField(max_length=8, choices=Protocol.choices)
+
+    seen_in_traffic = models.BooleanField(default=False)
+    seen_in_inventory = models.BooleanField(default=False)
+    sessions = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    unreachable_sessions = models.BigIntegerField(default=0)
+    # Distinct users: exact below the sketch size, estimated above it (see discovery.sketch).
+    users = models.IntegerField(default=0)
+    user_sketch = models.JSONField(default=list, blank=True)
+    top_users = models.JSONField(default=dict, blank=True)
+    hostnames = models.JSONField(default=list, blank=True)
+    close_reasons = models.JSONField(default=dict, blank=True)
+    tunnel_id = models.CharField(max_length=36, blank=True)
+    first_seen = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    inventory = models.JSONField(default=dict, blank=True)
+    inventory_seen_at = models.DateTimeField(null=True, blank=True)
+
+    review_state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.UNREVIEWED)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    application = models.ForeignKey(
+        Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="origins"
+    )
+    # Set when traffic reaches an origin after it was unapproved; cleared when its review changes.
+    traffic_while_unapproved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["vnet_id", "address", "port", "protocol"], name="origin_identity"),
+        ]
+        indexes = [
+            # Keyset pagination: every sort column paired with the id that breaks ties.
+            models.Index(fields=["users", "id"], name="origin_users_id"),
+            models.Index(fields=["sessions", "id"], name="origin_sessions_id"),
+            models.Index(fields=["bytes_total", "id"], name="origin_bytes_id"),
+            models.Index(fields=["last_seen", "id"], name="origin_last_seen_id"),
+            models.Index(fields=["review_state", "id"], name="origin_review_id"),
+            models.Index(fields=["ip_key"], name="origin_ip_key"),
+            models.Index(fields=["address"], name="origin_address"),
+            models.Index(fields=["port", "protocol"], name="origin_port_protocol"),
+        ]
+
+    def __str__(self):
+        return self.label
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        if self.protocol in (Protocol.ICMP, Protocol.ICMPV6, Protocol.ANY):
+            return f"{host} {self.get_protocol_display()}"
+        return f"{host}:{self.port}/{self.protocol.lower()}"
+
+    @property
+    def review_obj(self) -> ReviewState:
+        return ReviewState(self.review_state)
+
+    @property
+    def source(self) -> str:
+        if self.seen_in_traffic and self.seen_in_inventory:
+            return "both"
+        return "traffic" if self.seen_in_traffic else "inventory"
+
+    @property
+    def is_ip(self) -> bool:
+        return bool(self.ip_key)
+
+
+class OriginDaily(models.Model):
+    """One origin's traffic on one UTC day, for its charts."""
+
+    origin = models.ForeignKey(Origin, on_delete=models.CASCADE, related_name="days")
+    day = models.DateField()
+    sessions = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    users = models.IntegerField(default=0)
+    user_sketch = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["origin", "day"], name="origin_daily_unique")]
+
+    def __str__(self):
+        return f"{self.origin_id} {self.day}"
+
+
+class ReviewEvent(models.Model):
+    """A change of an origin's review state: who, why, from and to. The origin page shows them."""
+
+    origin = models.ForeignKey(Origin, on_delete=models.CASCADE, related_name="review_events")
+    at = models.DateTimeField(default=timezone.now)
+    actor_email = models.CharField(max_length=254, blank=True)
+    from_state = models.CharField(max_length=16, choices=ReviewState.choices)
+    to_state = models.CharField(max_length=16, choices=ReviewState.choices)
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.origin_id} {self.from_state} → {self.to_state}"
+
+
+class IngestRun(models.Model):
+    """One pass over the Logpush bucket, with what it accepted and what it refused, and why."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    source = models.CharField(max_length=500)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    listed = models.IntegerField(default=0)
+    objects_done = models.IntegerField(default=0)
+    records = models.BigIntegerField(default=0)
+    accepted = models.BigIntegerField(default=0)
+    malformed = models.BigIntegerField(default=0)
+    wrong_type = models.BigIntegerField(default=0)
+    absurd = models.BigIntegerField(default=0)
+    public = models.BigIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return f"{self.source} at {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def rejected(self) -> int:
+        return self.malformed + self.wrong_type + self.absurd + self.public
+
+
+class LogObject(models.Model):
+    """One S3 object of Logpush output. Its counts apply to origins exactly once: in the transaction that marks
+    it done, by the worker whose claim (a lease) is still the current one."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CLAIMED = "claimed", "Being read"
+        DONE = "done", "Done"
+
+    bucket = models.CharField(max_length=63)
+    key = models.CharField(max_length=1024)
+    etag = models.CharField(max_length=200)
+    size = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    claim_token = models.UUIDField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.IntegerField(default=0)
+    run = models.ForeignKey(IngestRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="log_objects")
+    records = models.BigIntegerField(default=0)
+    accepted = models.BigIntegerField(default=0)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["bucket", "key", "etag"], name="log_object_identity")]
+        indexes = [models.Index(fields=["state", "lease_until"], name="log_object_state")]
+
+    def __str__(self):
+        return f"s3://{self.bucket}/{self.key}"

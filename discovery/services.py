@@ -1,0 +1,616 @@
+"""Writes for discovery: Logpush ingest, the AWS inventory, review decisions, applications and their protection."""
+
+import datetime as dt
+import logging
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connections, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from dashboard.models import User
+from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.services import audit_record
+from discovery import ingest, sketch
+from discovery.models import (
+    MAX_HOSTNAMES,
+    MAX_TOP_USERS,
+    Application,
+    IngestRun,
+    LogObject,
+    Origin,
+    OriginDaily,
+    Protocol,
+    ReviewEvent,
+    ReviewState,
+    ip_key,
+)
+from integrations import aws
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 300
+
+# ---------------------------------------------------------------------------------------------------------
+# Logpush ingest
+
+
+@dataclass(frozen=True)
+class Claim:
+    log_object_id: int
+    token: uuid.UUID
+
+
+class ClaimLost(Exception):
+    """Another worker took the object over after our lease ran out; our reading is thrown away."""
+
+
+def log_object_claim(*, bucket: str, obj: aws.S3Object, lease_seconds: int = LEASE_SECONDS) -> Claim | None:
+    """Claim an object for reading, or None when it is done or another worker's lease on it is still running."""
+    row, _ = LogObject.objects.get_or_create(bucket=bucket, key=obj.key, etag=obj.etag, defaults={"size": obj.size})
+    if row.state == LogObject.State.DONE:
+        return None
+    now = timezone.now()
+    token = uuid.uuid4()
+    # A conditional update that must change exactly one row: of two workers racing, only one gets it.
+    claimed = (
+        LogObject.objects.filter(pk=row.pk)
+        .filter(Q(state=LogObject.State.PENDING) | Q(state=LogObject.State.CLAIMED, lease_until__lt=now))
+        .update(
+            state=LogObject.State.CLAIMED,
+            claim_token=token,
+            lease_until=now + dt.timedelta(seconds=lease_seconds),
+            attempts=F("attempts") + 1,
+        )
+    )
+    return Claim(row.pk, token) if claimed == 1 else None
+
+
+def log_object_ingest(
+    *, run_id: int, bucket: str, obj: aws.S3Object, lease_seconds: int = LEASE_SECONDS
+) -> ingest.ObjectTotals | None:
+    """Read one object and apply it, exactly once. None when there was nothing for this worker to do.
+
+    Everything the object adds is applied in the same transaction that marks it done, and only while this
+    worker's claim is the current one: a worker that dies half-way leaves nothing behind, and the next one to
+    claim the object (after the lease) reads it again from the start.
+    """
+    claim = log_object_claim(bucket=bucket, obj=obj, lease_seconds=lease_seconds)
+    if claim is None:
+        return None
+    body = aws.open_object(bucket, obj.key, obj.etag)
+    try:
+        totals = ingest.read_lines(ingest.gzip_lines(body))
+    except (OSError, EOFError) as exc:
+        # A broken gzip stream is the object's fault; count it whole as malformed rather than retry forever.
+        log.warning("logpush object s3://%s/%s is not readable gzip: %s", bucket, obj.key, exc)
+        totals = ingest.ObjectTotals(records=1, malformed=1)
+    finally:
+        body.close()
+    try:
+        _apply(claim=claim, run_id=run_id, totals=totals)
+    except ClaimLost:
+        log.warning("logpush object s3://%s/%s was taken over by another worker", bucket, obj.key)
+        return None
+    return totals
+
+
+def _apply(*, claim: Claim, run_id: int, totals: ingest.ObjectTotals) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        marked = LogObject.objects.filter(
+            pk=claim.log_object_id, state=LogObject.State.CLAIMED, claim_token=claim.token
+        ).update(
+            state=LogObject.State.DONE,
+            done_at=now,
+            run_id=run_id,
+            records=totals.records,
+            accepted=totals.accepted,
+            claim_token=None,
+            lease_until=None,
+        )
+        if marked != 1:
+            raise ClaimLost
+        if totals.origins:
+            _apply_origins(totals, now)
+        IngestRun.objects.filter(pk=run_id).update(
+            objects_done=F("objects_done") + 1,
+            records=F("records") + totals.records,
+            accepted=F("accepted") + totals.accepted,
+            malformed=F("malformed") + totals.malformed,
+            wrong_type=F("wrong_type") + totals.wrong_type,
+            absurd=F("absurd") + totals.absurd,
+            public=F("public") + totals.public,
+        )
+
+
+def _when(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def _top(current: dict[str, int], new: dict[str, int]) -> dict[str, int]:
+    """The busiest users so far. Users who never made the top of any one object are not counted back in, so
+    counts are exact for the clear leaders and a lower bound for the rest."""
+    merged = dict(current)
+    for email, count in new.items():
+        merged[email] = merged.get(email, 0) + count
+    best = sorted(merged.items(), key=lambda item: (-item[1], item[0]))[:MAX_TOP_USERS]
+    return dict(best)
+
+
+def _locked_origins(keys) -> dict[tuple, Origin]:
+    addresses = sorted({key[1] for key in keys})
+    rows = Origin.objects.select_for_update().filter(address__in=addresses).order_by("id")
+    return {(o.vnet_id, o.address, o.port, o.protocol): o for o in rows}
+
+
+def _apply_origins(totals: ingest.ObjectTotals, now: dt.datetime) -> None:
+    keys = list(totals.origins)
+    existing = _locked_origins(keys)
+    # An inventory entry of unknown virtual network becomes the traffic's origin instead of a twin of it.
+    for vnet, address, port, protocol in keys:
+        if (vnet, address, port, protocol) in existing:
+            continue
+        unplaced = existing.get(("", address, port, protocol))
+        if unplaced is not None and vnet:
+            Origin.objects.filter(pk=unplaced.pk).update(vnet_id=vnet)
+            del existing[("", address, port, protocol)]
+            unplaced.vnet_id = vnet
+            existing[(vnet, address, port, protocol)] = unplaced
+    missing = [key for key in keys if key not in existing]
+    if missing:
+        Origin.objects.bulk_create(
+            [
+                Origin(vnet_id=v, address=a, ip_key=ip_key(a), port=p, protocol=pr, first_seen=now, last_seen=now)
+                for v, a, p, pr in missing
+            ],
+            ignore_conflicts=True,
+        )
+        existing = _locked_origins(keys)
+
+    changed = []
+    for key, agg in totals.origins.items():
+        origin = existing[key]
+        origin.seen_in_traffic = True
+        origin.sessions += agg.sessions
+        origin.bytes_total += agg.bytes_total
+        origin.unreachable_sessions += agg.unreachable
+        origin.user_sketch = sketch.merge(origin.user_sketch, agg.user_sketch)
+        origin.users = sketch.estimate(origin.user_sketch)
+        origin.top_users = _top(origin.top_users, agg.users)
+        if agg.hostnames:
+            origin.hostnames = sorted(set(origin.hostnames) | agg.hostnames)[:MAX_HOSTNAMES]
+        for reason, count in agg.close_reasons.items():
+            if reason in origin.close_reasons or len(origin.close_reasons) < 16:
+                origin.close_reasons[reason] = origin.close_reasons.get(reason, 0) + count
+        if agg.tunnel_id:
+            origin.tunnel_id = agg.tunnel_id
+        first, last = _when(agg.first), _when(agg.last)
+        is_new = origin.sessions == agg.sessions
+        if is_new or origin.first_seen is None or first < origin.first_seen:
+            origin.first_seen = first
+        if is_new or origin.last_seen is None or last > origin.last_seen:
+            origin.last_seen = last
+        if (
+            origin.review_state == ReviewState.UNAPPROVED
+            and origin.traffic_while_unapproved_at is None
+            and origin.reviewed_at is not None
+            and last > origin.reviewed_at
+        ):
+            origin.traffic_while_unapproved_at = now
+            _alert_unapproved_traffic(origin)
+        changed.append(origin)
+    Origin.objects.bulk_update(
+        changed,
+        [
+            "vnet_id",
+            "seen_in_traffic",
+            "sessions",
+            "bytes_total",
+            "unreachable_sessions",
+            "user_sketch",
+            "users",
+            "top_users",
+            "hostnames",
+            "close_reasons",
+            "tunnel_id",
+            "first_seen",
+            "last_seen",
+            "traffic_while_unapproved_at",
+        ],
+        batch_size=500,
+    )
+    _apply_days(totals, existing)
+
+
+def _apply_days(totals: ingest.ObjectTotals, origins: dict[tuple, Origin]) -> None:
+    wanted: dict[tuple[int, dt.date], list] = {}
+    for key, agg in totals.origins.items():
+        origin_id = origins[key].pk
+        for day_number, bucket in agg.days.items():
+            wanted[(origin_id, dt.date(1970, 1, 1) + dt.timedelta(days=day_number))] = bucket
+    OriginDaily.objects.bulk_create(
+        [OriginDaily(origin_id=o, day=d) for o, d in wanted], ignore_conflicts=True, batch_size=500
+    )
+    rows = (
+        OriginDaily.objects.select_for_update()
+        .filter(origin_id__in={o for o, _ in wanted}, day__in={d for _, d in wanted})
+        .order_by("id")
+    )
+    changed = []
+    for row in rows:
+        bucket = wanted.get((row.origin_id, row.day))
+        if bucket is None:
+            continue
+        sessions, size, users = bucket
+        row.sessions += sessions
+        row.bytes_total += size
+        row.user_sketch = sketch.merge(row.user_sketch, [sketch.user_hash(u) for u in users])
+        row.users = sketch.estimate(row.user_sketch)
+        changed.append(row)
+    OriginDaily.objects.bulk_update(changed, ["sessions", "bytes_total", "user_sketch", "users"], batch_size=500)
+
+
+def _alert_unapproved_traffic(origin: Origin) -> None:
+    """Raise an alert through the alerts app when it is installed; the flag on the origin shows it anyway."""
+    try:
+        from alerts.services import alert_raise
+    except ImportError:
+        return
+    alert_raise(
+        kind="discovery.unapproved_traffic",
+        subject=f"Unapproved origin {origin.label} still receives traffic",
+        body="Sessions reached an origin after it was unapproved. Block it or review it again.",
+        target_type="origin",
+        target_id=str(origin.public_id),
+        target_label=origin.label,
+        dedupe_key=f"unapproved-traffic:{origin.public_id}",
+    )
+
+
+def pending_objects(*, bucket: str, page: list[aws.S3Object]) -> list[aws.S3Object]:
+    """The objects of one listing page that are not done yet (one query per page)."""
+    done = set(
+        LogObject.objects.filter(bucket=bucket, key__in=[o.key for o in page], state=LogObject.State.DONE).values_list(
+            "key", "etag"
+        )
+    )
+    return [o for o in page if (o.key, o.etag) not in done]
+
+
+def ingest_run_listed(*, run_id: int, count: int) -> None:
+    IngestRun.objects.filter(pk=run_id).update(listed=F("listed") + count)
+
+
+def ingest_run_skipped(*, run_id: int) -> None:
+    """An object the run listed was done by someone else meanwhile: the run no longer waits for it."""
+    IngestRun.objects.filter(pk=run_id).update(listed=F("listed") - 1)
+
+
+def ingest_run_finish_if_done(*, run_id: int) -> None:
+    now = timezone.now()
+    run = IngestRun.objects.filter(pk=run_id, finished_at__isnull=True).first()
+    if run is not None and run.objects_done >= run.listed:
+        IngestRun.objects.filter(pk=run_id, finished_at__isnull=True).update(
+            finished_at=now, seconds=(now - run.started_at).total_seconds()
+        )
+
+
+def _ingest_in_child(run_id: int, bucket: str, obj: aws.S3Object) -> bool:
+    return log_object_ingest(run_id=run_id, bucket=bucket, obj=obj) is not None
+
+
+def _child_start() -> None:
+    # Connections inherited through fork belong to the parent; each worker process opens its own.
+    for conn in connections.all(initialized_only=True):
+        conn.connection = None
+    aws.forget_clients()
+
+
+def logpush_ingest(*, url: str, processes: int = 1) -> IngestRun:
+    """One pass over the bucket: every object not yet done is read and applied.
+
+    With processes > 1 objects are read in parallel by forked worker processes; each still claims its object,
+    so this pass can run beside Celery workers or another pass without counting anything twice.
+    """
+    bucket, prefix = aws.parse_s3_url(url)
+    run = IngestRun.objects.create(source=url[:500])
+    began = time.monotonic()
+    pool = None
+    try:
+        for page in aws.list_objects(bucket, prefix):
+            todo = pending_objects(bucket=bucket, page=page)
+            ingest_run_listed(run_id=run.pk, count=len(todo))
+            if processes <= 1 or len(todo) <= 1:
+                for obj in todo:
+                    log_object_ingest(run_id=run.pk, bucket=bucket, obj=obj)
+                continue
+            if pool is None:
+                import multiprocessing
+
+                connections.close_all()
+                pool = ProcessPoolExecutor(
+                    max_workers=processes, mp_context=multiprocessing.get_context("fork"), initializer=_child_start
+                )
+            list(pool.map(_ingest_in_child, [run.pk] * len(todo), [bucket] * len(todo), todo))
+    except aws.AwsError as exc:
+        IngestRun.objects.filter(pk=run.pk).update(error=str(exc)[:300])
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    IngestRun.objects.filter(pk=run.pk).update(finished_at=timezone.now(), seconds=round(time.monotonic() - began, 3))
+    run.refresh_from_db()
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------------
+# AWS inventory
+
+
+def inventory_record(*, items: list[aws.InventoryItem]) -> int:
+    """Record what the inventory found as origins; the origins it no longer lists lose the inventory mark."""
+    now = timezone.now()
+    seen: set[int] = set()
+    with transaction.atomic():
+        for item in items:
+            address = item.address.lower()[:253]
+            if not address or not 0 <= item.port <= 65535 or item.protocol not in Protocol.values:
+                continue
+            details = {
+                "kind": item.kind,
+                "id": item.resource_id[:300],
+                "region": item.region[:32],
+                "name": item.name[:200],
+                "tags": dict(list(item.tags.items())[:50]),
+                "vpc_id": item.vpc_id[:64],
+            }
+            matches = list(
+                Origin.objects.select_for_update().filter(address=address, port=item.port, protocol=item.protocol)
+            )
+            if not matches:
+                matches = [
+                    Origin.objects.create(
+                        vnet_id="", address=address, ip_key=ip_key(address), port=item.port, protocol=item.protocol
+                    )
+                ]
+            for origin in matches:
+                origin.seen_in_inventory = True
+                origin.inventory = details
+                origin.inventory_seen_at = now
+                origin.save(update_fields=["seen_in_inventory", "inventory", "inventory_seen_at"])
+                seen.add(origin.pk)
+        Origin.objects.filter(seen_in_inventory=True).exclude(pk__in=seen).update(seen_in_inventory=False)
+    return len(seen)
+
+
+def inventory_discover(*, regions: list[str]) -> int:
+    items: list[aws.InventoryItem] = []
+    for region in regions:
+        items.extend(aws.inventory(region))
+    return inventory_record(items=items)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Review
+
+
+_DECISIONS = {
+    # decision -> (states it may be taken from, state it leads to)
+    "approve": ({ReviewState.IN_REVIEW}, ReviewState.APPROVED),
+    "unapprove": ({ReviewState.IN_REVIEW, ReviewState.APPROVED}, ReviewState.UNAPPROVED),
+    "reopen": ({ReviewState.APPROVED, ReviewState.UNAPPROVED}, ReviewState.IN_REVIEW),
+}
+DECISIONS = tuple(_DECISIONS)
+
+
+def _transition(
+    *, origin: Origin, to: ReviewState, actor: User | None, reason: str, request: RequestOrigin, now: dt.datetime
+) -> None:
+    previous = origin.review_state
+    origin.review_state = to
+    origin.reviewed_at = now
+    origin.traffic_while_unapproved_at = None
+    ReviewEvent.objects.create(
+        origin=origin, at=now, actor_email=actor.email if actor else "", from_state=previous, to_state=to,
+        reason=reason,
+    )  # fmt: skip
+    audit_record(
+        action="origin.reviewed",
+        actor=actor,
+        target_type="origin",
+        target_id=str(origin.public_id),
+        target_label=origin.label,
+        details={"from": previous, "to": to.value, "reason": reason},
+        origin=request,
+    )
+
+
+def origin_review(
+    *, actor: User, origins: list[Origin], decision: str, reason: str, request: RequestOrigin
+) -> list[Origin]:
+    """Approve, unapprove or reopen origins. Unapproving needs a reason; origins must be in an application."""
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators review origins.")
+    if decision not in _DECISIONS:
+        raise ValidationError({"decision": f"{decision!r} is not a review decision."})
+    reason = reason.strip()
+    if len(reason) > 500:
+        raise ValidationError({"reason": "Keep the reason under 500 characters."})
+    if decision == "unapprove" and not reason:
+        raise ValidationError({"reason": "Say why the origin is unapproved."})
+    allowed, to = _DECISIONS[decision]
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(Origin.objects.select_for_update().filter(pk__in=[o.pk for o in origins]).order_by("id"))
+        wrong = [o for o in rows if o.review_state not in allowed]
+        if wrong:
+            names = ", ".join(o.label for o in wrong[:5])
+            states = " or ".join(ReviewState(s).label.lower() for s in allowed)
+            raise ValidationError(f"Only {states} origins can be {to.label.lower()}: {names}.")
+        for origin in rows:
+            _transition(origin=origin, to=to, actor=actor, reason=reason, request=request, now=now)
+        Origin.objects.bulk_update(rows, ["review_state", "reviewed_at", "traffic_while_unapproved_at"])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Applications
+
+
+def application_create(*, actor: User, name: str, owner: str, request: RequestOrigin) -> Application:
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators create applications.")
+    application = Application(name=name.strip(), owner=owner.strip(), created_by=actor.email)
+    application.full_clean()
+    with transaction.atomic():
+        application.save()
+        audit_record(
+            action="application.created",
+            actor=actor,
+            target_type="application",
+            target_id=str(application.public_id),
+            target_label=application.name,
+            details={"owner": application.owner},
+            origin=request,
+        )
+    return application
+
+
+def application_add_origins(
+    *, actor: User, application: Application, origins: list[Origin], request: RequestOrigin
+) -> int:
+    """Put origins into an application; unreviewed ones go into review. Returns how many joined."""
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators change applications.")
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(Origin.objects.select_for_update().filter(pk__in=[o.pk for o in origins]).order_by("id"))
+        joined = [o for o in rows if o.application_id != application.pk]
+        for origin in joined:
+            origin.application = application
+            if origin.review_state == ReviewState.UNREVIEWED:
+                _transition(
+                    origin=origin,
+                    to=ReviewState.IN_REVIEW,
+                    actor=actor,
+                    reason=f"joined application {application.name}",
+                    request=request,
+                    now=now,
+                )
+        Origin.objects.bulk_update(
+            joined, ["application", "review_state", "reviewed_at", "traffic_while_unapproved_at"]
+        )
+        if joined:
+            audit_record(
+                action="application.origins_added",
+                actor=actor,
+                target_type="application",
+                target_id=str(application.public_id),
+                target_label=application.name,
+                details={"origins": [o.label for o in joined[:100]], "count": len(joined)},
+                origin=request,
+            )
+    return len(joined)
+
+
+def access_destinations(origins: list[Origin]) -> list[dict]:
+    """The application's origins as Access private destinations: address, port, protocol, virtual network."""
+    destinations = []
+    for origin in origins:
+        dest: dict = {"type": "private"}
+        if origin.ip_key:
+            dest["cidr"] = f"{origin.address}/{128 if ':' in origin.address else 32}"
+        else:
+            dest["hostname"] = origin.address
+        if origin.protocol in (Protocol.TCP, Protocol.UDP) and origin.port:
+            dest["port_range"] = str(origin.port)
+            dest["l4_protocol"] = origin.protocol.lower()
+        if origin.vnet_id:
+            dest["vnet_id"] = origin.vnet_id
+        destinations.append(dest)
+    return destinations
+
+
+def application_protect(
+    *, actor: User, application: Application, policy_id: str, policy_name: str, request: RequestOrigin
+) -> Application:
+    """Ask for an Access application in front of the application's origins; a task creates it."""
+    from discovery import tasks
+
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators protect applications.")
+    with transaction.atomic():
+        application = Application.objects.select_for_update().get(pk=application.pk)
+        if application.protection in (Application.Protection.PENDING, Application.Protection.PROTECTED):
+            raise ValidationError("This application is already protected or being protected.")
+        if not application.origins.exists():
+            raise ValidationError("Add origins to the application first.")
+        application.protection = Application.Protection.PENDING
+        application.policy_id = policy_id
+        application.policy_name = policy_name[:200]
+        application.protection_error = ""
+        application.full_clean()
+        application.save()
+        audit_record(
+            action="application.protect_requested",
+            actor=actor,
+            target_type="application",
+            target_id=str(application.public_id),
+            target_label=application.name,
+            details={"policy": policy_name or policy_id},
+            origin=request,
+        )
+        tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
+    return application
+
+
+def application_protect_apply(*, application: Application, request: RequestOrigin) -> Application:
+    """Create (or find, after a retry) the Access application, then record what Cloudflare holds."""
+    from integrations import cloudflare as cf
+
+    if application.protection != Application.Protection.PENDING:
+        return application
+    origins = list(application.origins.order_by("id"))
+    try:
+        result = cf.access_private_app_ensure(
+            name=application.access_name(),
+            destinations=access_destinations(origins),
+            policy_id=application.policy_id,
+        )
+    except cf.CloudflareTransient:
+        raise
+    except cf.CloudflareError as exc:
+        Application.objects.filter(pk=application.pk, protection=Application.Protection.PENDING).update(
+            protection=Application.Protection.FAILED, protection_error=exc.message[:300]
+        )
+        audit_record(
+            action="application.protect_failed",
+            target_type="application",
+            target_id=str(application.public_id),
+            target_label=application.name,
+            details={"error": exc.message[:300]},
+            origin=request,
+        )
+        application.refresh_from_db()
+        return application
+    with transaction.atomic():
+        updated = Application.objects.filter(pk=application.pk, protection=Application.Protection.PENDING).update(
+            protection=Application.Protection.PROTECTED,
+            access_app_id=str(result["id"])[:64],
+            protected_at=timezone.now(),
+        )
+        if updated == 1:
+            audit_record(
+                action="application.protected",
+                target_type="application",
+                target_id=str(application.public_id),
+                target_label=application.name,
+                details={"access_app_id": str(result["id"]), "destinations": len(result.get("destinations") or [])},
+                origin=request,
+            )
+    application.refresh_from_db()
+    return application

@@ -1,0 +1,49 @@
+from celery import shared_task
+from django.conf import settings
+
+from dashboard.requestinfo import Origin as RequestOrigin
+from discovery import services
+from discovery.models import Application, IngestRun
+from integrations import aws
+from integrations.cloudflare import CloudflareTransient
+
+
+@shared_task(ignore_result=True, autoretry_for=(aws.AwsTransient,), retry_backoff=30, max_retries=5)
+def logpush_poll():
+    """List the bucket and hand each new object to its own task, so that workers read them in parallel."""
+    if not settings.GATEHOUSE_LOGPUSH_URL:
+        return
+    bucket, prefix = aws.parse_s3_url(settings.GATEHOUSE_LOGPUSH_URL)
+    run = IngestRun.objects.create(source=settings.GATEHOUSE_LOGPUSH_URL[:500])
+    for page in aws.list_objects(bucket, prefix):
+        todo = services.pending_objects(bucket=bucket, page=page)
+        services.ingest_run_listed(run_id=run.pk, count=len(todo))
+        for obj in todo:
+            log_object_ingest_task.delay(run.pk, bucket, obj.key, obj.etag, obj.size)
+    services.ingest_run_finish_if_done(run_id=run.pk)
+
+
+@shared_task(ignore_result=True, autoretry_for=(aws.AwsTransient,), retry_backoff=10, max_retries=8)
+def log_object_ingest_task(run_id: int, bucket: str, key: str, etag: str, size: int):
+    # Claims make this idempotent: a done object or one another worker is reading is left alone.
+    obj = aws.S3Object(key=key, etag=etag, size=size)
+    if services.log_object_ingest(run_id=run_id, bucket=bucket, obj=obj) is None:
+        services.ingest_run_skipped(run_id=run_id)
+    services.ingest_run_finish_if_done(run_id=run_id)
+
+
+@shared_task(ignore_result=True, autoretry_for=(aws.AwsTransient,), retry_backoff=60, max_retries=3)
+def inventory_discover_task():
+    services.inventory_discover(regions=settings.GATEHOUSE_AWS_REGIONS)
+
+
+@shared_task(
+    ignore_result=True, autoretry_for=(CloudflareTransient,), retry_backoff=5, retry_backoff_max=300, max_retries=10
+)
+def application_protect_task(application_id: int, source_ip: str | None, request_id: str):
+    application = Application.objects.filter(pk=application_id).first()
+    if application is None:
+        return
+    services.application_protect_apply(
+        application=application, request=RequestOrigin(source_ip=source_ip, request_id=request_id)
+    )

@@ -1,0 +1,260 @@
+"""Logpush ingest against moto's S3, with objects the simulator's writer produces."""
+
+import collections
+import datetime as dt
+import gzip
+import json
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from cloudflare_sim.logpush import VALID, generate_records
+from discovery import services
+from discovery.ingest import read_lines
+from discovery.models import IngestRun, LogObject, Origin, OriginDaily
+from integrations import aws
+from tests.discovery.conftest import BUCKET, END, PREFIX
+
+URL = f"s3://{BUCKET}/{PREFIX}"
+
+
+def expected_sessions(**options) -> collections.Counter:
+    options.setdefault("hours", 2)
+    options.setdefault("end", END)
+    options.setdefault("seed", 5)
+    options.setdefault("origins", 40)
+    options.setdefault("users", 30)
+    counts: collections.Counter = collections.Counter()
+    for line in generate_records(**options):
+        if line.kind == VALID:
+            r = json.loads(line.data)
+            counts[(r["VirtualNetworkID"], r["OriginIP"], r["OriginPort"], r["Protocol"])] += 1
+    return counts
+
+
+def ingested_sessions() -> collections.Counter:
+    return collections.Counter(
+        {(o.vnet_id, o.address, o.port, o.protocol): o.sessions for o in Origin.objects.filter(sessions__gt=0)}
+    )
+
+
+def put_lines(s3, key: str, lines: list[bytes]) -> None:
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=gzip.compress(b"\n".join(lines) + b"\n"))
+
+
+def test_every_valid_session_counts_once_and_every_refusal_is_counted_by_kind(db, logpush):
+    summary = logpush(records=6000, malformed_share=0.02, public_share=0.03)
+
+    run = services.logpush_ingest(url=URL)
+
+    assert run.objects_done == summary.objects > 1
+    assert run.records == summary.records
+    assert run.accepted == summary.valid
+    assert run.public == summary.public
+    assert run.malformed + run.wrong_type + run.absurd == summary.malformed
+    assert run.malformed > 0 and run.wrong_type > 0 and run.absurd > 0
+    assert ingested_sessions() == expected_sessions(records=6000, malformed_share=0.02, public_share=0.03)
+    assert run.finished_at is not None
+
+
+def test_origins_carry_users_bytes_times_tunnel_close_reasons_and_daily_buckets(db, logpush):
+    logpush(records=3000)
+    services.logpush_ingest(url=URL)
+
+    busiest = Origin.objects.order_by("-sessions").first()
+    assert busiest.seen_in_traffic and not busiest.seen_in_inventory
+    assert 0 < busiest.users <= 30
+    assert sum(busiest.top_users.values()) <= busiest.sessions
+    assert busiest.bytes_total > 0
+    assert END - dt.timedelta(hours=3) < busiest.first_seen <= busiest.last_seen <= END
+    assert len(busiest.tunnel_id) == 36
+    assert sum(busiest.close_reasons.values()) == busiest.sessions
+    days = OriginDaily.objects.filter(origin=busiest)
+    assert sum(d.sessions for d in days) == busiest.sessions
+    assert Origin.objects.filter(unreachable_sessions__gt=0).exists()
+
+
+def test_a_second_pass_reads_nothing_and_changes_nothing(db, logpush):
+    logpush(records=2000)
+    services.logpush_ingest(url=URL)
+    before = ingested_sessions()
+
+    again = services.logpush_ingest(url=URL)
+
+    assert again.objects_done == 0 and again.records == 0
+    assert ingested_sessions() == before
+
+
+def test_new_objects_are_added_to_what_earlier_passes_counted(db, logpush):
+    logpush(records=1500, end=END - dt.timedelta(hours=2))
+    services.logpush_ingest(url=URL)
+    logpush(records=1500)
+    services.logpush_ingest(url=URL)
+
+    expected = expected_sessions(records=1500, end=END - dt.timedelta(hours=2)) + expected_sessions(records=1500)
+    assert ingested_sessions() == expected
+
+
+def test_gateway_network_records_are_read_with_their_own_field_names(db, logpush):
+    summary = logpush(records=1500, dataset="gateway_network")
+    run = services.logpush_ingest(url=URL)
+    assert run.accepted == summary.valid > 0
+    assert Origin.objects.filter(protocol="UDP").exists() or Origin.objects.filter(protocol="TCP").exists()
+
+
+def _base_record(**changes) -> bytes:
+    record = {
+        "SessionStartTime": 1763640000000000000,
+        "SessionEndTime": 1763640001000000000,
+        "OriginIP": "10.1.2.3",
+        "OriginPort": 5432,
+        "Protocol": "TCP",
+        "VirtualNetworkID": "3b1bd4e6-2a5e-4d53-9d3c-0e3e1d6b7a10",
+        "DestinationTunnelID": "8f0cb2b4-6a2e-4b7a-9a57-4a4f4cb0c1de",
+        "Email": "alice@example.com",
+        "BytesSent": 100,
+        "BytesReceived": 200,
+        "ConnectionCloseReason": "CLIENT_CLOSED",
+    }
+    record.update(changes)
+    return json.dumps(record).encode()
+
+
+def test_hostile_and_broken_lines_are_refused_by_kind_and_the_good_one_counts():
+    lines = [
+        _base_record(),
+        _base_record(Email="<script>alert(1)</script>"),
+        _base_record(Email="a" * 300 + "@example.com"),
+        _base_record(DeviceName="A" * 100_000),
+        _base_record(OriginPort="5432"),
+        _base_record(OriginPort=True),
+        _base_record(OriginPort=70000),
+        _base_record(OriginIP=167772161),
+        _base_record(OriginIP="10.0.0.300"),
+        _base_record(OriginIP="8.8.8.8"),
+        _base_record(OriginIP="2606:4700::1111"),
+        _base_record(BytesSent=10**20),
+        _base_record(BytesSent=-1),
+        _base_record(SessionEndTime="yesterday afternoon"),
+        _base_record(SessionEndTime=[1]),
+        _base_record(VirtualNetworkID="<img src=x onerror=alert(1)>"),
+        _base_record(ConnectionCloseReason="<b>"),
+        _base_record(Protocol="SCTP"),
+        b'{"OriginIP": "10.1.2.3", "OriginPort": 5',
+        b"\xff\xfe not json",
+        b"[1, 2, 3]",
+        b"null",
+    ]
+    totals = read_lines(lines)
+    assert totals.records == len(lines)
+    assert totals.accepted == 1
+    assert (totals.malformed, totals.public) == (4, 2)
+    assert totals.wrong_type == 4
+    assert totals.absurd == 11
+    [(key, origin)] = totals.origins.items()
+    assert key == ("3b1bd4e6-2a5e-4d53-9d3c-0e3e1d6b7a10", "10.1.2.3", 5432, "TCP")
+    assert origin.users == {"alice@example.com": 1}
+
+
+def test_a_gzip_object_that_is_not_gzip_is_counted_malformed_and_not_retried_for_ever(db, s3, logpush):
+    logpush(records=200)
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/20261120/broken.log.gz", Body=b"this is not gzip")
+    run = services.logpush_ingest(url=URL)
+    assert run.malformed >= 1
+    assert not LogObject.objects.exclude(state=LogObject.State.DONE).exists()
+
+
+def test_ipv6_unique_local_and_rfc1918_are_private_and_other_space_is_public():
+    totals = read_lines(
+        [
+            _base_record(OriginIP="fd10::5"),
+            _base_record(OriginIP="172.31.255.1"),
+            _base_record(OriginIP="172.32.0.1"),
+            _base_record(OriginIP="100.64.0.1"),
+            _base_record(OriginIP="127.0.0.1"),
+        ]
+    )
+    assert totals.accepted == 2 and totals.public == 3
+
+
+def test_only_one_of_two_claims_on_an_object_wins(db, s3, logpush):
+    logpush(records=300)
+    [obj] = next(aws.list_objects(BUCKET, PREFIX))[:1]
+    first = services.log_object_claim(bucket=BUCKET, obj=obj)
+    second = services.log_object_claim(bucket=BUCKET, obj=obj)
+    assert first is not None and second is None
+
+
+def test_a_claim_whose_lease_ran_out_is_taken_over_and_the_late_worker_applies_nothing(db, s3, logpush):
+    logpush(records=300, hours=0.5)
+    objects = [o for page in aws.list_objects(BUCKET, PREFIX) for o in page]
+    obj = objects[0]
+    stale = services.log_object_claim(bucket=BUCKET, obj=obj, lease_seconds=60)
+    LogObject.objects.filter(pk=stale.log_object_id).update(lease_until=timezone.now() - dt.timedelta(seconds=1))
+    run = IngestRun.objects.create(source=URL)
+
+    taken_over = services.log_object_ingest(run_id=run.pk, bucket=BUCKET, obj=obj)
+    sessions = ingested_sessions()
+    with pytest.raises(services.ClaimLost):
+        services._apply(claim=stale, run_id=run.pk, totals=taken_over)
+
+    assert taken_over is not None and taken_over.accepted > 0
+    assert ingested_sessions() == sessions
+    assert LogObject.objects.get(pk=stale.log_object_id).attempts == 2
+
+
+def _ingest_in_child(url: str) -> None:
+    aws.forget_clients()
+    for conn in connections.all(initialized_only=True):
+        conn.connection = None
+    services.logpush_ingest(url=url)
+    os._exit(0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_ingesters_racing_over_the_same_bucket_count_every_object_once(logpush):
+    logpush(records=8000, hours=3)
+    connections.close_all()
+    context = multiprocessing.get_context("fork")
+    racers = [context.Process(target=_ingest_in_child, args=(URL,)) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(60)
+
+    assert [r.exitcode for r in racers] == [0, 0]
+    done = LogObject.objects.filter(state=LogObject.State.DONE)
+    assert done.count() == LogObject.objects.count() > 1
+    assert sum(r.objects_done for r in IngestRun.objects.all()) == done.count()
+    assert ingested_sessions() == expected_sessions(records=8000, hours=3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_half_way_through_a_file_leaves_nothing_and_the_next_reads_it_whole(logpush):
+    # One window of 200,000 records: two objects that each take a worker a good while to read.
+    logpush(records=200_000, hours=1 / 12, origins=40, users=30)
+    connections.close_all()
+    worker = multiprocessing.get_context("fork").Process(target=_ingest_in_child, args=(URL,))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not LogObject.objects.filter(state=LogObject.State.CLAIMED).exists():
+        assert time.monotonic() < deadline, "the worker never claimed an object"
+        time.sleep(0.005)
+    time.sleep(0.1)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join()
+
+    assert worker.exitcode == -signal.SIGKILL
+    assert not LogObject.objects.filter(state=LogObject.State.DONE).exists()
+    assert not Origin.objects.exists()
+
+    # Before the lease runs out nobody else may read the object; after it, the next pass reads it whole.
+    assert services.logpush_ingest(url=URL).objects_done == 1
+    LogObject.objects.filter(state=LogObject.State.CLAIMED).update(lease_until=timezone.now())
+    services.logpush_ingest(url=URL)
+    assert ingested_sessions() == expected_sessions(records=200_000, hours=1 / 12, origins=40, users=30)
