@@ -9,6 +9,7 @@ Target (DESIGN.md): <= 100 ms server time, a number of queries that does not gro
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -74,7 +75,7 @@ def fill(rows: int) -> None:
                 INSERT INTO dashboard_auditentry
                     (at, actor_email, action, target_type, target_id, target_label, details, source_ip, request_id)
                 SELECT datetime('now', '-' || (%s - n) || ' seconds'), 'person' || (n %% 200) || '@example.com',
-                       json_extract('[{actions}]', '$[' || (n %% {len(ACTIONS)}) || ']'), 'user',
+                       json_extract('{json.dumps(ACTIONS)}', '$[' || (n %% {len(ACTIONS)}) || ']'), 'user',
                        'u-' || (n %% 20000), 'target-' || (n %% 20000), '{{"n": 1}}', '203.0.113.7', hex(n)
                 FROM g
                 """,  # noqa: S608 (constants only)
