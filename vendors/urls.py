@@ -6,4 +6,14 @@ app_name = "vendors"
 
 urlpatterns = [
     path("", views.vendor_list, name="vendor_list"),
+    path("new/", views.vendor_new, name="vendor_new"),
+    path("create/", views.vendor_create, name="vendor_create"),
+    path("applications/refresh/", views.apps_refresh, name="apps_refresh"),
+    path("settings/", views.settings_update, name="settings_update"),
+    path("<uuid:public_id>/", views.vendor_detail, name="vendor_detail"),
+    path("<uuid:public_id>/revoke/", views.vendor_revoke, name="vendor_revoke"),
+    path("runs/<uuid:public_id>/", views.run_detail, name="run_detail"),
+    path("runs/<uuid:public_id>/retry/", views.run_retry, name="run_retry"),
+    path("grants/<uuid:public_id>/extend/", views.grant_extend, name="grant_extend"),
+    path("tokens/<uuid:public_id>/secret/", views.token_reveal, name="token_reveal"),
 ]

@@ -1,7 +1,158 @@
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.models import User
+from dashboard.permissions import role_required
+from dashboard.rendering import template_for
+from dashboard.requestinfo import Origin
+from vendors import selectors, services, tasks
+from vendors.forms import ExtendForm, VendorForm, VendorSettingsForm
+
+
+def _errors(error: ValidationError) -> str:
+    return " ".join(error.messages)
 
 
 @require_GET
 def vendor_list(request):
-    return render(request, "vendors/vendor_list.html")
+    context = {
+        "vendors": selectors.vendor_list(),
+        "settings_form": VendorSettingsForm(
+            initial={"auto_suspend_overdue": selectors.vendor_settings().auto_suspend_overdue}
+        ),
+    }
+    return render(request, template_for(request, "vendors/vendor_list.html", "vendor-table"), context)
+
+
+@require_GET
+@role_required(User.Role.OPERATOR)
+def vendor_new(request):
+    return render(request, "vendors/vendor_form.html", {"form": VendorForm()})
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def vendor_create(request):
+    form = VendorForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            vendor = services.vendor_create(
+                actor=request.user,
+                name=data["name"],
+                sponsor=data["sponsor"],
+                contacts=data["contacts"],
+                domains=data["domains"],
+                review_due=data["review_due"],
+                applications=list(data["applications"]),
+                ends_at=form.ends_at,
+                session_duration=data["session_duration"],
+                service_tokens=data["service_tokens"],
+                origin=Origin.from_request(request),
+            )
+        except ValidationError as error:
+            if hasattr(error, "error_dict"):
+                for field, problems in error.message_dict.items():
+                    form.add_error(field if field in form.fields else None, problems)
+            else:
+                form.add_error(None, error)
+        else:
+            messages.success(request, f"Onboarding {vendor.name}.")
+            return redirect("vendors:run_detail", public_id=vendor.runs.get().public_id)
+    return render(request, "vendors/vendor_form.html", {"form": form}, status=400)
+
+
+@require_GET
+def vendor_detail(request, public_id):
+    vendor = selectors.vendor_get(public_id=public_id)
+    context = {
+        "vendor": vendor,
+        "grants": selectors.vendor_grants(vendor=vendor),
+        "tokens": selectors.vendor_tokens(vendor=vendor),
+        "runs": selectors.vendor_runs(vendor=vendor),
+        "extend_form": ExtendForm(),
+    }
+    return render(request, "vendors/vendor_detail.html", context)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def vendor_revoke(request, public_id):
+    vendor = selectors.vendor_get(public_id=public_id)
+    run = services.vendor_revoke(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+    messages.warning(request, f"Revoking {vendor.name}.")
+    return redirect("vendors:run_detail", public_id=run.public_id)
+
+
+@require_GET
+def run_detail(request, public_id):
+    run = selectors.run_get(public_id=public_id)
+    return render(request, template_for(request, "vendors/run_detail.html", "run-progress"), {"run": run})
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def run_retry(request, public_id):
+    run = selectors.run_get(public_id=public_id)
+    try:
+        services.run_retry(actor=request.user, run=run, origin=Origin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+    return redirect("vendors:run_detail", public_id=run.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def grant_extend(request, public_id):
+    grant = selectors.grant_get(public_id=public_id)
+    form = ExtendForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose how long to extend the grant by.")
+        return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
+    try:
+        run = services.grant_extend(
+            actor=request.user, grant=grant, days=form.cleaned_data["days"], origin=Origin.from_request(request)
+        )
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+        return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
+    messages.success(request, f"Extending {grant.application.name} for {grant.vendor.name}.")
+    return redirect("vendors:run_detail", public_id=run.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def token_reveal(request, public_id):
+    token = selectors.token_get(public_id=public_id)
+    try:
+        secret = services.token_secret_reveal(actor=request.user, token=token, origin=Origin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+        return redirect("vendors:vendor_detail", public_id=token.vendor.public_id)
+    response = render(request, "vendors/token_secret.html", {"token": token, "secret": secret})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def apps_refresh(request):
+    tasks.access_apps_refresh.delay_on_commit()
+    messages.info(request, "Refreshing the list of Access applications from Cloudflare.")
+    return redirect("vendors:vendor_new")
+
+
+@require_POST
+@role_required(User.Role.ADMIN)
+def settings_update(request):
+    form = VendorSettingsForm(request.POST)
+    if form.is_valid():
+        services.vendor_settings_update(
+            actor=request.user,
+            auto_suspend_overdue=form.cleaned_data["auto_suspend_overdue"],
+            origin=Origin.from_request(request),
+        )
+        messages.success(request, "Vendor settings saved.")
+    return redirect("vendors:vendor_list")

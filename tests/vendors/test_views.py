@@ -1,0 +1,128 @@
+from datetime import date, timedelta
+
+from django.urls import reverse
+from django.utils.html import escape
+
+from dashboard.models import AuditEntry
+from vendors.models import Vendor, WorkflowRun
+
+
+def _form(access_apps, operator, **overrides):
+    data = {
+        "name": "Umbrella Consulting",
+        "sponsor": operator.pk,
+        "contacts": "ada@umbrella.example.net\nbob@umbrella.example.net",
+        "domains": "",
+        "review_due": (date.today() + timedelta(days=60)).isoformat(),
+        "applications": [access_apps["Redis cache"].pk],
+        "ends_on": (date.today() + timedelta(days=14)).isoformat(),
+        "session_duration": "8h",
+        "service_tokens": "1",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_adding_a_vendor_onboards_it_and_shows_the_progress(
+    operator_client, operator, access_apps, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(reverse("vendors:vendor_create"), _form(access_apps, operator))
+    vendor = Vendor.objects.get(name="Umbrella Consulting")
+    run = vendor.runs.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("vendors:run_detail", kwargs={"public_id": run.public_id})
+    page = operator_client.get(response["Location"])
+    assert page.status_code == 200
+    assert b"Create service tokens" in page.content
+    assert run.steps.filter(status="done").count() == run.steps.count()
+
+
+def test_invalid_input_is_explained_next_to_each_field(operator_client, operator, access_apps):
+    data = _form(
+        access_apps,
+        operator,
+        contacts="not-an-email",
+        domains="gmail.com",
+        ends_on=(date.today() - timedelta(days=1)).isoformat(),
+        session_duration="900h",
+    )
+    response = operator_client.post(reverse("vendors:vendor_create"), data)
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "Not an email address: not-an-email" in text
+    assert "gmail.com is a consumer email provider" in text
+    assert "today or in the past" in text
+    assert "15m to 730h" in text
+    assert not Vendor.objects.exists()
+
+
+def test_consumer_domain_is_accepted_once_confirmed(operator_client, operator, access_apps):
+    data = _form(access_apps, operator, domains="gmail.com", confirm_consumer_domains="on")
+    response = operator_client.post(reverse("vendors:vendor_create"), data)
+    assert response.status_code == 302
+    assert Vendor.objects.get().domains == ["gmail.com"]
+
+
+def test_progress_partial_polls_while_running_and_stops_when_done(
+    viewer_client, make_vendor, htmx_headers, django_capture_on_commit_callbacks
+):
+    vendor = make_vendor()  # on-commit callbacks not run: the run waits
+    run = vendor.runs.get()
+    url = reverse("vendors:run_detail", kwargs={"public_id": run.public_id})
+    waiting = viewer_client.get(url, headers=htmx_headers)
+    assert b"<html" not in waiting.content
+    assert b'hx-trigger="every 2s"' in waiting.content
+    assert b"data-poll-visible" in waiting.content
+    from vendors.tasks import workflow_advance
+
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow_advance.delay(run.pk)
+    finished = viewer_client.get(url, headers=htmx_headers)
+    assert b"hx-trigger" not in finished.content
+
+
+def test_revoke_from_the_list_runs_and_the_receipt_lists_every_step(
+    operator_client, make_vendor, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor()
+    listing = operator_client.get(reverse("vendors:vendor_list"))
+    revoke_url = reverse("vendors:vendor_revoke", kwargs={"public_id": vendor.public_id})
+    assert revoke_url.encode() in listing.content
+    assert b"data-confirm" in listing.content
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(revoke_url)
+    run = vendor.runs.get(kind=WorkflowRun.Kind.REVOKE)
+    receipt = operator_client.get(response["Location"]).content.decode()
+    assert "Revocation receipt" in receipt
+    for step in run.steps.all():
+        assert escape(step.label) in receipt
+    assert "access.policies.delete" in receipt
+    assert "access.organizations.revoke_user" in receipt
+    assert AuditEntry.objects.filter(action="vendor.workflow_succeeded", target_id=str(vendor.public_id)).exists()
+
+
+def test_a_service_token_secret_is_shown_once(operator_client, make_vendor, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(tokens=1)
+    token = vendor.service_tokens.get()
+    url = reverse("vendors:token_reveal", kwargs={"public_id": token.public_id})
+    first = operator_client.post(url)
+    assert first.status_code == 200
+    assert first["Cache-Control"] == "no-store"
+    second = operator_client.post(url)
+    assert second.status_code == 302
+    token.refresh_from_db()
+    assert token.secret_sealed == ""
+    entry = AuditEntry.objects.get(action="vendor.token_secret_shown")
+    secret = first.content.decode().split("CF-Access-Client-Secret</dt><dd><code>")[1].split("<")[0]
+    assert len(secret) >= 32
+    assert secret not in str(entry.details)
+
+
+def test_viewers_cannot_revoke(viewer_client, make_vendor):
+    vendor = make_vendor()
+    response = viewer_client.post(reverse("vendors:vendor_revoke", kwargs={"public_id": vendor.public_id}))
+    assert response.status_code == 403
+    assert not vendor.runs.filter(kind=WorkflowRun.Kind.REVOKE).exists()

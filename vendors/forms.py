@@ -1,0 +1,115 @@
+from datetime import date, datetime, time, timedelta
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+
+from dashboard.models import User
+from vendors.models import CONSUMER_DOMAINS, AccessApplication, parse_session, validate_domain
+
+_MAX_LINES = 200
+
+
+def _lines(value: str) -> list[str]:
+    items = [part.strip().lower() for part in value.replace(",", "\n").splitlines() if part.strip()]
+    if len(items) > _MAX_LINES:
+        raise ValidationError(f"At most {_MAX_LINES} entries.")
+    return sorted(set(items))
+
+
+class VendorForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    sponsor = forms.ModelChoiceField(queryset=User.objects.none(), help_text="An operator or admin who answers for it.")
+    contacts = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}), required=False, help_text="Email addresses, one per line."
+    )
+    domains = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        help_text="Email domains admitted as a whole (everyone @domain), one per line.",
+    )
+    confirm_consumer_domains = forms.BooleanField(
+        required=False, label="Yes, admit everyone with an address at the consumer domain(s) above"
+    )
+    review_due = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    applications = forms.ModelMultipleChoiceField(
+        queryset=AccessApplication.objects.filter(present=True), widget=forms.CheckboxSelectMultiple
+    )
+    ends_on = forms.DateField(label="Access until", widget=forms.DateInput(attrs={"type": "date"}))
+    session_duration = forms.CharField(max_length=16, initial="8h", help_text="15m to 730h, e.g. 8h or 1h30m.")
+    service_tokens = forms.IntegerField(min_value=0, max_value=5, initial=0, help_text="For machine access.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["sponsor"].queryset = User.objects.filter(
+            role__in=[User.Role.OPERATOR, User.Role.ADMIN], is_active=True
+        )
+        self.fields["review_due"].initial = date.today() + timedelta(days=90)
+        self.fields["ends_on"].initial = date.today() + timedelta(days=30)
+
+    def clean_contacts(self) -> list[str]:
+        emails = _lines(self.cleaned_data["contacts"])
+        bad = []
+        for email in emails:
+            try:
+                validate_email(email)
+            except ValidationError:
+                bad.append(email)
+        if bad:
+            raise ValidationError(f"Not an email address: {', '.join(bad[:5])}.")
+        return emails
+
+    def clean_domains(self) -> list[str]:
+        domains = [d.lstrip("@") for d in _lines(self.cleaned_data["domains"])]
+        bad = []
+        for domain in domains:
+            try:
+                validate_domain(domain)
+            except ValidationError:
+                bad.append(domain)
+        if bad:
+            raise ValidationError(f"Not a domain name: {', '.join(bad[:5])}.")
+        return domains
+
+    def clean_session_duration(self) -> str:
+        value = self.cleaned_data["session_duration"].strip()
+        parse_session(value)
+        return value
+
+    def clean_ends_on(self) -> date:
+        value = self.cleaned_data["ends_on"]
+        if value <= timezone.localdate():
+            raise ValidationError("Access must last at least until tomorrow; this date is today or in the past.")
+        return value
+
+    def clean_review_due(self) -> date:
+        value = self.cleaned_data["review_due"]
+        if value <= timezone.localdate():
+            raise ValidationError("The review date must be in the future.")
+        return value
+
+    def clean(self):
+        data = super().clean()
+        consumer = sorted(set(data.get("domains") or []) & CONSUMER_DOMAINS)
+        if consumer and not data.get("confirm_consumer_domains"):
+            self.add_error(
+                "domains",
+                f"{', '.join(consumer)} is a consumer email provider: a domain rule would admit anyone with a free "
+                "account there. Tick the confirmation below if you mean it.",
+            )
+        if "contacts" in data and "domains" in data and not data["contacts"] and not data["domains"]:
+            self.add_error("contacts", "Give at least one contact email or email domain.")
+        return data
+
+    @property
+    def ends_at(self) -> datetime:
+        return datetime.combine(self.cleaned_data["ends_on"], time(23, 59), tzinfo=timezone.get_current_timezone())
+
+
+class ExtendForm(forms.Form):
+    days = forms.TypedChoiceField(choices=[(7, "7 days"), (30, "30 days"), (90, "90 days")], coerce=int, initial=30)
+
+
+class VendorSettingsForm(forms.Form):
+    auto_suspend_overdue = forms.BooleanField(required=False, label="Suspend vendors whose review is overdue")

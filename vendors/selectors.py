@@ -1,0 +1,47 @@
+"""Reads for vendors. Every signed-in person may read vendors; changes are checked in services."""
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from vendors.models import Grant, ServiceToken, Vendor, VendorSettings, WorkflowRun, WorkflowStep
+
+
+def vendor_list() -> QuerySet[Vendor]:
+    return (
+        Vendor.objects.select_related("sponsor")
+        .annotate(active_grants=Count("grants", filter=Q(grants__status=Grant.Status.ACTIVE)))
+        .order_by("name")
+    )
+
+
+def vendor_get(*, public_id) -> Vendor:
+    return get_object_or_404(Vendor.objects.select_related("sponsor"), public_id=public_id)
+
+
+def vendor_grants(*, vendor: Vendor) -> QuerySet[Grant]:
+    return vendor.grants.select_related("application").order_by("-status", "ends_at")
+
+
+def vendor_tokens(*, vendor: Vendor) -> QuerySet[ServiceToken]:
+    return vendor.service_tokens.order_by("created_at", "id")
+
+
+def vendor_runs(*, vendor: Vendor, limit: int = 20) -> list[WorkflowRun]:
+    return list(vendor.runs.order_by("-created_at", "-id")[:limit])
+
+
+def run_get(*, public_id) -> WorkflowRun:
+    steps = Prefetch("steps", queryset=WorkflowStep.objects.order_by("position"))
+    return get_object_or_404(WorkflowRun.objects.select_related("vendor").prefetch_related(steps), public_id=public_id)
+
+
+def grant_get(*, public_id) -> Grant:
+    return get_object_or_404(Grant.objects.select_related("vendor", "application"), public_id=public_id)
+
+
+def token_get(*, public_id) -> ServiceToken:
+    return get_object_or_404(ServiceToken.objects.select_related("vendor"), public_id=public_id)
+
+
+def vendor_settings() -> VendorSettings:
+    return VendorSettings.load()
