@@ -163,6 +163,239 @@ def as_dict(model: Any) -> dict[str, Any]:
     return model.to_dict() if hasattr(model, "to_dict") else dict(model)
 
 
+# --- Tunnels, routes, virtual networks, zones and DNS (tunnels app) -------------------------------------------
+# Lists are fetched one page per call so that every request is counted and a page shorter than asked for (or
+# result_info.total_count) ends the listing without the SDK's extra request for an empty page.
+
+TUNNEL_PAGE_SIZE = 1000
+
+
+def _page_items(page: Any) -> tuple[list[dict[str, Any]], int | None]:
+    items = [as_dict(item) for item in (page.result or [])]
+    info = page.result_info
+    total = getattr(info, "total_count", None) if info is not None else None
+    return items, (int(total) if isinstance(total, int | float) else None)
+
+
+def _all_pages(operation: str, fetch: Callable[[cloudflare.Cloudflare, int], Any], per_page: int) -> list[dict]:
+    items: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        chunk, total = _page_items(call(operation, lambda c, p=page: fetch(c, p)))
+        items.extend(chunk)
+        if len(chunk) < per_page or (total is not None and len(items) >= total):
+            return items
+        page += 1
+
+
+def tunnels_page(page: int, *, per_page: int = TUNNEL_PAGE_SIZE) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of live tunnels (deleted ones are left out) and the total count Cloudflare reports."""
+    return _page_items(
+        call(
+            "tunnels.list",
+            lambda c: c.zero_trust.tunnels.cloudflared.list(
+                account_id=account_id(), is_deleted=False, page=page, per_page=per_page
+            ),
+        )
+    )
+
+
+def tunnel_connectors(tunnel_id: str) -> list[dict[str, Any]]:
+    page = call(
+        "tunnels.connections",
+        lambda c: c.zero_trust.tunnels.cloudflared.connections.get(tunnel_id, account_id=account_id()),
+    )
+    return [as_dict(item) for item in (page.result or [])]
+
+
+def tunnel_configuration(tunnel_id: str, *, priority: Priority = Priority.BACKGROUND) -> dict[str, Any]:
+    result = call(
+        "tunnels.configuration_get",
+        lambda c: c.zero_trust.tunnels.cloudflared.configurations.get(tunnel_id, account_id=account_id()),
+        priority=priority,
+    )
+    return as_dict(result) if result is not None else {}
+
+
+def tunnel_configuration_put(tunnel_id: str, config: dict[str, Any]) -> dict[str, Any]:
+    result = call(
+        "tunnels.configuration_put",
+        lambda c: c.zero_trust.tunnels.cloudflared.configurations.update(
+            tunnel_id, account_id=account_id(), config=config
+        ),
+        priority=Priority.INTERACTIVE,
+    )
+    return as_dict(result) if result is not None else {}
+
+
+def tunnel_create(name: str) -> dict[str, Any]:
+    """A remotely managed tunnel (its configuration lives at Cloudflare)."""
+    result = call(
+        "tunnels.create",
+        lambda c: c.zero_trust.tunnels.cloudflared.create(
+            account_id=account_id(), name=name, config_src="cloudflare"
+        ),
+        priority=Priority.INTERACTIVE,
+    )
+    return as_dict(result)
+
+
+def tunnels_named(name: str) -> list[dict[str, Any]]:
+    items, _total = _page_items(
+        call(
+            "tunnels.list_by_name",
+            lambda c: c.zero_trust.tunnels.cloudflared.list(account_id=account_id(), is_deleted=False, name=name),
+            priority=Priority.INTERACTIVE,
+        )
+    )
+    return items
+
+
+def tunnel_token(tunnel_id: str) -> str:
+    """The secret a connector runs with. Callers must never log or store it in plain text."""
+    return call(
+        "tunnels.token",
+        lambda c: c.zero_trust.tunnels.cloudflared.token.get(tunnel_id, account_id=account_id()),
+        priority=Priority.INTERACTIVE,
+    )
+
+
+def routes_all() -> list[dict[str, Any]]:
+    return _all_pages(
+        "routes.list",
+        lambda c, page: c.zero_trust.networks.routes.list(
+            account_id=account_id(), is_deleted=False, page=page, per_page=1000
+        ),
+        1000,
+    )
+
+
+def route_create(*, network: str, tunnel_id: str, virtual_network_id: str, comment: str) -> dict[str, Any]:
+    return as_dict(
+        call(
+            "routes.create",
+            lambda c: c.zero_trust.networks.routes.create(
+                account_id=account_id(),
+                network=network,
+                tunnel_id=tunnel_id,
+                virtual_network_id=virtual_network_id,
+                comment=comment,
+            ),
+            priority=Priority.INTERACTIVE,
+        )
+    )
+
+
+def route_delete(route_id: str) -> None:
+    call(
+        "routes.delete",
+        lambda c: c.zero_trust.networks.routes.delete(route_id, account_id=account_id()),
+        priority=Priority.INTERACTIVE,
+    )
+
+
+def virtual_networks() -> list[dict[str, Any]]:
+    page = call(
+        "virtual_networks.list",
+        lambda c: c.zero_trust.networks.virtual_networks.list(account_id=account_id(), is_deleted=False),
+    )
+    return [as_dict(item) for item in (page.result or [])]
+
+
+def zones() -> list[dict[str, Any]]:
+    return _all_pages(
+        "zones.list",
+        lambda c, page: c.zones.list(account={"id": account_id()}, page=page, per_page=50),
+        50,
+    )
+
+
+def tunnel_dns_records(zone_id: str) -> list[dict[str, Any]]:
+    """CNAME records of a zone that point at some tunnel (`<id>.cfargotunnel.com`)."""
+    return _all_pages(
+        "dns.list",
+        lambda c, page: c.dns.records.list(
+            zone_id=zone_id,
+            type="CNAME",
+            content={"endswith": ".cfargotunnel.com"},
+            page=page,
+            per_page=5000,
+        ),
+        5000,
+    )
+
+
+def dns_cname_create(*, zone_id: str, name: str, target: str, comment: str) -> dict[str, Any]:
+    return as_dict(
+        call(
+            "dns.create",
+            lambda c: c.dns.records.create(
+                zone_id=zone_id, name=name, type="CNAME", content=target, proxied=True, ttl=1, comment=comment
+            ),
+            priority=Priority.INTERACTIVE,
+        )
+    )
+
+
+def dns_records_named(zone_id: str, name: str) -> list[dict[str, Any]]:
+    page = call(
+        "dns.list_by_name",
+        lambda c: c.dns.records.list(zone_id=zone_id, name={"exact": name}, per_page=100),
+        priority=Priority.INTERACTIVE,
+    )
+    return [as_dict(item) for item in (page.result or [])]
+
+
+def dns_record_delete(zone_id: str, record_id: str) -> None:
+    call(
+        "dns.delete",
+        lambda c: c.dns.records.delete(record_id, zone_id=zone_id),
+        priority=Priority.INTERACTIVE,
+    )
+
+
+# --- Access applications for discovered origins (discovery app) --------------------------------------------
+
+
+def access_reusable_policies() -> list[dict[str, Any]]:
+    """The account's reusable Access policies: id, name, decision."""
+    policies = _all_pages(
+        "access.policies.list",
+        lambda c, page: c.zero_trust.access.policies.list(account_id=account_id(), page=page, per_page=100),
+        100,
+    )
+    return [{"id": p["id"], "name": p.get("name") or "", "decision": p.get("decision") or ""} for p in policies]
+
+
+def access_private_app_ensure(*, name: str, destinations: list[dict[str, Any]], policy_id: str) -> dict[str, Any]:
+    """A self-hosted Access application with private destinations and one reusable policy, created once.
+
+    The name is the caller's deterministic one: an application of that exact name is taken as ours from an
+    earlier attempt (Cloudflare answered but the reply was lost), and is read back instead of created again.
+    """
+    found = call(
+        "access.applications.list",
+        lambda c: c.zero_trust.access.applications.list(account_id=account_id(), name=name, exact=True),
+        priority=Priority.INTERACTIVE,
+    )
+    existing = [as_dict(app) for app in found.result or [] if getattr(app, "name", None) == name]
+    if existing:
+        return existing[0]
+    created = call(
+        "access.applications.create",
+        lambda c: c.zero_trust.access.applications.create(
+            account_id=account_id(),
+            type="self_hosted",
+            name=name,
+            destinations=destinations,
+            policies=[{"id": policy_id, "precedence": 1}],
+            session_duration="8h",
+        ),
+        priority=Priority.INTERACTIVE,
+    )
+    return as_dict(created)
+
+
 # --- Access: applications, reusable policies, service tokens, users and revocation (vendors app) ---------------
 # Lists are read one page per call and stop on result_info.total_count, so no request is spent on an empty page.
 

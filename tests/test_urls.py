@@ -48,7 +48,7 @@ EXPECTED = {
 
 
 # Each domain app keeps its own table beside its tests.
-for _app in ("tunnels", "discovery", "vendors"):
+for _app in ("tunnels", "discovery", "vendors", "alerts"):
     EXPECTED.update(importlib.import_module(f"tests.{_app}.url_expectations").EXPECTED)
 
 
@@ -103,7 +103,7 @@ def test_each_url_answers_each_visitor_as_expected(client, db, name, visitor):
     [
         n
         for n, (m, _, a) in EXPECTED.items()
-        if n.split(":")[0] in {"dashboard", "tunnels", "discovery", "vendors"}
+        if n.split(":")[0] in {"dashboard", "tunnels", "discovery", "vendors", "alerts"}
     ],
 )
 def test_gatehouse_views_refuse_the_wrong_method(admin_client, name):

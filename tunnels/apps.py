@@ -3,3 +3,17 @@ from django.apps import AppConfig
 
 class TunnelsConfig(AppConfig):
     name = "tunnels"
+
+    def ready(self):
+        from dashboard import audit_actions
+
+        audit_actions.register(
+            {
+                "tunnel.created": "Tunnel created",
+                "tunnel.hostname_added": "Public hostname added",
+                "tunnel.hostname_removed": "Public hostname removed",
+                "tunnel.route_added": "Private route added",
+                "tunnel.route_removed": "Private route removed",
+                "tunnel.change_failed": "Tunnel change failed",
+            }
+        )

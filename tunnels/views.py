@@ -1,7 +1,218 @@
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.models import User
+from dashboard.permissions import role_required
+from dashboard.rendering import template_for
+from dashboard.requestinfo import Origin
+from tunnels import selectors, services
+from tunnels.forms import (
+    HostnameAddForm,
+    HostnameRemoveForm,
+    RouteAddForm,
+    RouteLookupForm,
+    TunnelCreateForm,
+    TunnelFilterForm,
+)
+from tunnels.models import Route, Tunnel
+
+PAGE_SIZE = 50
 
 
 @require_GET
 def tunnel_list(request):
-    return render(request, "tunnels/tunnel_list.html")
+    form = TunnelFilterForm(
+        request.GET or None, versions=selectors.versions_known(), vnets=selectors.virtual_networks()
+    )
+    filters, page = selectors.TunnelFilters(), 1
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        filters = selectors.TunnelFilters(
+            q=data["q"],
+            status=data["status"],
+            version=data["version"],
+            vnet=data["vnet"],
+            sort=data["sort"] or "status",
+        )
+        page = data["page"] or 1
+    current, rows = selectors.tunnel_page(filters, page=page, size=PAGE_SIZE)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": current,
+        "rows": rows,
+        "counts": selectors.status_counts(),
+        "statuses": Tunnel.Status,
+        "freshness": selectors.freshness(),
+        "filter_query": query.urlencode(),
+        "now": timezone.now(),
+    }
+    return render(request, template_for(request, "tunnels/tunnel_list.html", "tunnel-table"), context)
+
+
+def _tunnel(tunnel_id) -> Tunnel:
+    tunnel = selectors.tunnel_get(tunnel_id)
+    if tunnel is None:
+        raise Http404("No such tunnel.")
+    return tunnel
+
+
+@require_GET
+def tunnel_detail(request, tunnel_id):
+    tunnel = _tunnel(tunnel_id)
+    return _render_detail(request, tunnel)
+
+
+def _render_detail(request, tunnel, *, status=200, **forms):
+    detail = selectors.tunnel_detail(tunnel)
+    context = {
+        "d": detail,
+        "t": tunnel,
+        "explained": services.connectors_explained(tunnel, detail.connectors),
+        "hostname_form": forms.get("hostname_form") or HostnameAddForm(),
+        "route_form": forms.get("route_form") or RouteAddForm(),
+        "can_change": request.user.has_role(User.Role.OPERATOR),
+        "now": timezone.now(),
+    }
+    return render(
+        request, template_for(request, "tunnels/tunnel_detail.html", "tunnel-overview"), context, status=status
+    )
+
+
+@require_GET
+@role_required(User.Role.OPERATOR)
+def tunnel_new(request):
+    return render(request, "tunnels/tunnel_new.html", {"form": TunnelCreateForm()})
+
+
+def _apply_errors(form, exc: ValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            for error in errors:
+                form.add_error(field if field in form.fields else None, error)
+    else:
+        for error in exc.messages:
+            form.add_error(None, error)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def tunnel_create(request):
+    form = TunnelCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            change = services.tunnel_create(
+                actor=request.user, name=form.cleaned_data["name"], origin=Origin.from_request(request)
+            )
+            return redirect("tunnels:change_detail", change_id=change.public_id)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+    return render(request, "tunnels/tunnel_new.html", {"form": form}, status=400)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def hostname_add(request, tunnel_id):
+    tunnel = _tunnel(tunnel_id)
+    form = HostnameAddForm(request.POST)
+    if form.is_valid():
+        try:
+            change = services.hostname_add(
+                actor=request.user,
+                tunnel=tunnel,
+                hostname=form.cleaned_data["hostname"],
+                service=form.cleaned_data["service"],
+                origin=Origin.from_request(request),
+            )
+            return redirect("tunnels:change_detail", change_id=change.public_id)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+    return _render_detail(request, tunnel, status=400, hostname_form=form)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def hostname_remove(request, tunnel_id):
+    tunnel = _tunnel(tunnel_id)
+    form = HostnameRemoveForm(request.POST)
+    if form.is_valid():
+        try:
+            change = services.hostname_remove(
+                actor=request.user,
+                tunnel=tunnel,
+                hostname=form.cleaned_data["hostname"],
+                origin=Origin.from_request(request),
+            )
+            return redirect("tunnels:change_detail", change_id=change.public_id)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+    else:
+        messages.error(request, "Choose a host name to remove.")
+    return redirect("tunnels:tunnel_detail", tunnel_id=tunnel.cf_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def route_add(request, tunnel_id):
+    tunnel = _tunnel(tunnel_id)
+    form = RouteAddForm(request.POST)
+    if form.is_valid():
+        try:
+            change = services.route_add(
+                actor=request.user,
+                tunnel=tunnel,
+                network=form.cleaned_data["network"],
+                virtual_network=form.cleaned_data["virtual_network"],
+                comment=form.cleaned_data["comment"],
+                origin=Origin.from_request(request),
+            )
+            return redirect("tunnels:change_detail", change_id=change.public_id)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+    return _render_detail(request, tunnel, status=400, route_form=form)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def route_remove(request, route_id):
+    route = get_object_or_404(Route.objects.select_related("tunnel"), cf_id=route_id)
+    change = services.route_remove(actor=request.user, route=route, origin=Origin.from_request(request))
+    return redirect("tunnels:change_detail", change_id=change.public_id)
+
+
+@require_GET
+def change_detail(request, change_id):
+    change = selectors.change_get(change_id)
+    if change is None:
+        raise Http404("No such change.")
+    token = services.tunnel_token_take(change=change, user=request.user)
+    context = {"change": change, "token": token}
+    return render(request, template_for(request, "tunnels/change_detail.html", "change-status"), context)
+
+
+@require_GET
+def route_list(request):
+    vnets = selectors.virtual_networks()
+    lookup = RouteLookupForm(request.GET if "ip" in request.GET else None)
+    match, searched = None, False
+    if lookup.is_bound and lookup.is_valid():
+        searched = True
+        match = selectors.route_lookup(address=lookup.cleaned_data["ip"], vnet=lookup.cleaned_data["vnet"])
+    vnet = request.GET.get("in", "")
+    rows = selectors.routes_all(vnet=vnet if vnet in {str(v.cf_id) for v in vnets} else "")
+    context = {
+        "lookup": lookup,
+        "match": match,
+        "searched": searched,
+        "rows": rows,
+        "vnets": vnets,
+        "vnet": vnet,
+        "overlapping": sum(1 for r in rows if r.overlaps),
+        "dangling": selectors.dangling_dns_records(),
+    }
+    return render(request, template_for(request, "tunnels/route_list.html", "route-lookup"), context)

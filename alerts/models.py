@@ -1,0 +1,115 @@
+"""Alerts Gatehouse raised, the channels it tells people through, and every delivery attempt."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Channel(models.Model):
+    class Kind(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "JSON webhook"
+        SLACK = "slack", "Slack incoming webhook"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    # Email addresses (comma-separated) or a URL. A webhook URL is a secret of sorts: shown only to admins.
+    target = models.CharField(max_length=1000)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        from alerts.services import validate_channel
+
+        validate_channel(self.kind, self.target.strip())
+
+
+class Alert(models.Model):
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+        @property
+        def colour(self) -> str:
+            return {"open": "red", "resolved": "green"}[self.value]
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=50, db_index=True)
+    subject = models.CharField(max_length=200)
+    body = models.TextField(max_length=4000, blank=True)
+    target_type = models.CharField(max_length=32, blank=True)
+    target_id = models.CharField(max_length=64, blank=True, db_index=True)
+    target_label = models.CharField(max_length=200, blank=True)
+    dedupe_key = models.CharField(max_length=200, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    raised_at = models.DateTimeField(default=timezone.now, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.TextField(max_length=4000, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        constraints = [
+            # At most one open alert per dedupe key: raising again while open is the same alert.
+            models.UniqueConstraint(
+                fields=["dedupe_key"],
+                condition=Q(state="open") & ~Q(dedupe_key=""),
+                name="alert_one_open_per_dedupe_key",
+            )
+        ]
+
+    def __str__(self):
+        return self.subject
+
+    @property
+    def state_obj(self) -> "Alert.State":
+        return Alert.State(self.state)
+
+
+class Delivery(models.Model):
+    """One message about one alert event to one channel; retried with backoff until sent or given up."""
+
+    class Event(models.TextChoices):
+        RAISED = "raised", "Raised"
+        RESOLVED = "resolved", "Resolved"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RETRYING = "retrying", "Retrying"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+        @property
+        def colour(self) -> str:
+            return {"pending": "blue", "retrying": "amber", "sent": "green", "failed": "red"}[self.value]
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=10, choices=Event.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["alert", "channel", "event"], name="delivery_once_per_event")]
+
+    def __str__(self):
+        return f"{self.alert} → {self.channel} ({self.event})"
+
+    @property
+    def state_obj(self) -> "Delivery.State":
+        return Delivery.State(self.state)

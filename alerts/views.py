@@ -1,0 +1,79 @@
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from alerts import selectors, services
+from alerts.forms import AlertFilterForm, ChannelForm
+from alerts.models import Channel, Delivery
+from dashboard.models import User
+from dashboard.permissions import role_required
+from dashboard.rendering import template_for
+from dashboard.requestinfo import Origin
+
+
+@require_GET
+def alert_list(request):
+    form = AlertFilterForm(request.GET or None)
+    state, page = "", 1
+    if form.is_bound and form.is_valid():
+        state, page = form.cleaned_data["state"], form.cleaned_data["page"] or 1
+    alerts, has_next = selectors.alert_page(state=state, page=page)
+    context = {
+        "form": form,
+        "alerts": alerts,
+        "page": page,
+        "has_next": has_next,
+        "state": state,
+        "failing": selectors.deliveries_failing(),
+        "can_retry": request.user.has_role(User.Role.OPERATOR),
+    }
+    return render(request, template_for(request, "alerts/alert_list.html", "alert-table"), context)
+
+
+@require_GET
+def channel_list(request):
+    return _render_channels(request, ChannelForm())
+
+
+def _render_channels(request, form, status=200):
+    context = {"channels": selectors.channels(), "form": form, "is_admin": request.user.has_role(User.Role.ADMIN)}
+    return render(request, "alerts/channel_list.html", context, status=status)
+
+
+@require_POST
+@role_required(User.Role.ADMIN)
+def channel_create(request):
+    form = ChannelForm(request.POST)
+    if form.is_valid():
+        try:
+            channel = services.channel_create(
+                actor=request.user,
+                name=form.cleaned_data["name"],
+                kind=form.cleaned_data["kind"],
+                target=form.cleaned_data["target"],
+                origin=Origin.from_request(request),
+            )
+            messages.success(request, f"Channel {channel.name} added.")
+            return redirect("alerts:channel_list")
+        except ValidationError as exc:
+            form.add_error(None, exc)
+    return _render_channels(request, form, status=400)
+
+
+@require_POST
+@role_required(User.Role.ADMIN)
+def channel_delete(request, channel_id):
+    channel = get_object_or_404(Channel, public_id=channel_id)
+    services.channel_delete(actor=request.user, channel=channel, origin=Origin.from_request(request))
+    messages.success(request, f"Channel {channel.name} removed.")
+    return redirect("alerts:channel_list")
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def delivery_retry(request, delivery_id):
+    delivery = get_object_or_404(Delivery.objects.select_related("alert", "channel"), public_id=delivery_id)
+    delivery = services.delivery_retry(actor=request.user, delivery=delivery, origin=Origin.from_request(request))
+    messages.info(request, f"Delivery to {delivery.channel.name}: {delivery.get_state_display().lower()}.")
+    return redirect("alerts:alert_list")

@@ -1,0 +1,133 @@
+import time
+
+from django.core.management import call_command
+
+from alerts.models import Alert
+from cloudflare_sim import control, faults
+from tunnels import sync
+from tunnels.models import Connector, PublicHostname, Route, StatusChange, SyncPass, Tunnel, VirtualNetwork
+
+
+def _sim_tunnels(sim):
+    return [t for t in sim.store.list("tunnel", sim.account_id) if t["deleted_at"] is None]
+
+
+def test_first_pass_stores_every_tunnel_with_cloudflares_status(cloudflare_sim, db):
+    record = sync.sync_pass()
+    expected = {t["id"]: t["status"] for t in _sim_tunnels(cloudflare_sim)}
+    stored = {str(t.cf_id): t.status for t in Tunnel.objects.all()}
+    assert stored == expected
+    assert record.complete and record.tunnels_seen == len(expected)
+    # One history row per tunnel: where it started.
+    assert StatusChange.objects.filter(old_status="").count() == len(expected)
+
+
+def test_first_pass_fetches_connectors_routes_vnets_and_hostnames(cloudflare_sim, db, settings):
+    # One pass per budget window: the whole background allowance is this pass's to spend.
+    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 300
+    sync.sync_pass()
+    running = Tunnel.objects.exclude(status=Tunnel.Status.INACTIVE)
+    assert running.filter(connectors_synced_at__isnull=True).count() == 0
+    assert Connector.objects.count() == cloudflare_sim.summary["connectors"]
+    assert Route.objects.count() == cloudflare_sim.summary["routes"]
+    assert VirtualNetwork.objects.count() == 3
+    assert PublicHostname.objects.count() == cloudflare_sim.summary["public_hostnames"]
+    healthy = Tunnel.objects.filter(status=Tunnel.Status.HEALTHY).first()
+    assert healthy.up_since is not None and healthy.versions
+
+
+def test_pass_records_the_api_calls_it_made(cloudflare_sim, db):
+    before = cloudflare_sim.calls()
+    record = sync.sync_pass()
+    assert record.api_calls == cloudflare_sim.calls() - before
+    assert record.api_calls > 0
+
+
+def test_unchanged_tunnels_add_no_history(synced, db):
+    rows = StatusChange.objects.count()
+    record = sync.sync_pass()
+    assert record.status_changes == 0
+    assert StatusChange.objects.count() == rows
+
+
+def test_tunnel_going_down_is_recorded_and_its_connectors_fetched_in_the_same_pass(synced, db, settings):
+    tunnel = Tunnel.objects.filter(status=Tunnel.Status.HEALTHY).first()
+    # A slice too thin for any rotation, so only the change can explain the fetch.
+    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 3
+    control.run_event(synced.store, "tunnel-down", time.time(), tunnel=tunnel.name)
+    record = sync.sync_pass()
+    tunnel.refresh_from_db()
+    assert tunnel.status == Tunnel.Status.DOWN
+    assert record.status_changes == 1 and record.connectors_fetched == 1
+    change = tunnel.status_changes.first()
+    assert (change.old_status, change.new_status) == ("healthy", "down")
+    connectors = list(tunnel.connectors.all())
+    assert connectors and all(c.conns_pending == c.conns_total for c in connectors)
+
+
+def test_tunnel_going_down_raises_an_alert_and_recovery_resolves_it(synced, db, settings):
+    settings.GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS = 0
+    tunnel = Tunnel.objects.filter(status=Tunnel.Status.HEALTHY).first()
+    control.run_event(synced.store, "tunnel-down", time.time(), tunnel=tunnel.name)
+    sync.sync_pass()
+    alert = Alert.objects.get(target_id=str(tunnel.cf_id))
+    assert alert.state == Alert.State.OPEN and "down" in alert.subject
+    control.run_event(synced.store, "recover", time.time(), tunnel=tunnel.name)
+    sync.sync_pass()
+    alert.refresh_from_db()
+    assert alert.state == Alert.State.RESOLVED
+
+
+def test_degraded_waits_for_the_grace_before_alerting(synced, db, settings):
+    settings.GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS = 3600
+    tunnel = Tunnel.objects.filter(status=Tunnel.Status.HEALTHY).first()
+    control.run_event(synced.store, "degrade", time.time(), tunnel=tunnel.name)
+    sync.sync_pass()
+    tunnel.refresh_from_db()
+    assert tunnel.status == Tunnel.Status.DEGRADED
+    assert not Alert.objects.filter(target_id=str(tunnel.cf_id)).exists()
+
+
+def test_deleted_tunnel_leaves_the_live_list_but_keeps_history(synced, db):
+    tunnel = Tunnel.objects.filter(status=Tunnel.Status.INACTIVE).first()
+    doc = synced.store.get("tunnel", str(tunnel.cf_id), synced.account_id)
+    doc["deleted_at"] = "2026-11-23T10:00:00Z"
+    synced.store.put("tunnel", doc, synced.account_id)
+    sync.sync_pass()
+    tunnel.refresh_from_db()
+    assert tunnel.deleted_at is not None
+    assert tunnel.status_changes.exists()
+    assert not Tunnel.objects.filter(deleted_at__isnull=True, pk=tunnel.pk).exists()
+
+
+def test_a_429_mid_pass_stops_the_pass_and_the_next_pass_sends_nothing_until_retry_after(synced, db):
+    faults.clear(synced.store)
+    faults.save(synced.store, {"rules": [], "rate_limit": {"limit": 3, "window": 300}})
+    for name in [t.name for t in Tunnel.objects.filter(status=Tunnel.Status.HEALTHY)[:4]]:
+        control.run_event(synced.store, "tunnel-down", time.time(), tunnel=name)
+    record = sync.sync_pass()
+    assert not record.complete
+    assert "rate limited" in record.error
+    # The list went through: statuses are fresh even though connectors were cut short.
+    assert Tunnel.objects.filter(status=Tunnel.Status.DOWN).count() >= 4
+    assert Tunnel.objects.filter(connectors_due=True).exists()
+    calls = synced.calls()
+    again = sync.sync_pass()
+    assert synced.calls() == calls
+    assert not again.complete and again.api_calls == 0
+
+
+def test_sync_command_prints_the_calls_used(cloudflare_sim, db, capsys):
+    call_command("sync_cloudflare", "--once")
+    out = capsys.readouterr().out
+    record = SyncPass.objects.get()
+    assert f"API calls used: {record.api_calls}" in out
+
+
+def test_rotation_refreshes_the_connectors_checked_longest_ago(synced, db, settings):
+    oldest = Tunnel.objects.filter(status=Tunnel.Status.HEALTHY).order_by("name").first()
+    Tunnel.objects.filter(pk=oldest.pk).update(connectors_synced_at="2020-01-01T00:00:00Z")
+    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 30
+    sync.sync_pass()
+    oldest.refresh_from_db()
+    assert oldest.connectors_synced_at.year > 2020

@@ -1,0 +1,62 @@
+import pytest
+from django.urls import reverse
+
+from tunnels.models import Tunnel
+
+
+@pytest.fixture
+def tunnel(synced):
+    return Tunnel.objects.filter(status=Tunnel.Status.DEGRADED).first()
+
+
+def test_list_shows_counts_and_every_tunnel(viewer_client, synced):
+    response = viewer_client.get(reverse("tunnels:tunnel_list"))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert f"Degraded: <strong>{Tunnel.objects.filter(status='degraded').count()}</strong>" in body
+    for tunnel in Tunnel.objects.all():
+        assert tunnel.name in body
+
+
+def test_list_htmx_request_gets_only_the_table(viewer_client, synced, htmx_headers):
+    response = viewer_client.get(reverse("tunnels:tunnel_list"), {"status": "down"}, headers=htmx_headers)
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="tunnel-table"')
+    assert "<html" not in body
+    down = Tunnel.objects.filter(status="down").values_list("name", flat=True)
+    healthy = Tunnel.objects.filter(status="healthy").values_list("name", flat=True)
+    assert all(name in body for name in down)
+    assert not any(name in body for name in healthy)
+
+
+def test_list_polls_only_while_visible(viewer_client, synced):
+    body = viewer_client.get(reverse("tunnels:tunnel_list")).content.decode()
+    assert 'hx-trigger="every 10s"' in body and "data-poll-visible" in body
+
+
+def test_list_flags_outdated_versions(viewer_client, synced):
+    assert "outdated" in viewer_client.get(reverse("tunnels:tunnel_list")).content.decode()
+
+
+def test_detail_explains_degraded_in_plain_words(viewer_client, tunnel):
+    body = viewer_client.get(reverse("tunnels:tunnel_detail", args=[tunnel.cf_id])).content.decode()
+    assert "Why degraded" in body
+    assert "waiting to reconnect" in body
+    assert "90 days" in body
+
+
+def test_detail_htmx_request_gets_the_overview_fragment(viewer_client, tunnel, htmx_headers):
+    response = viewer_client.get(reverse("tunnels:tunnel_detail", args=[tunnel.cf_id]), headers=htmx_headers)
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="tunnel-overview"') and "<html" not in body
+
+
+def test_route_lookup_finds_the_longest_prefix(viewer_client, synced):
+    from tunnels.models import Route
+
+    route = Route.objects.select_related("virtual_network", "tunnel").first()
+    address = route.network.split("/")[0].rsplit(".", 1)[0] + ".7"
+    response = viewer_client.get(
+        reverse("tunnels:route_list"), {"ip": address, "vnet": str(route.virtual_network.cf_id)}
+    )
+    assert route.tunnel.name in response.content.decode()

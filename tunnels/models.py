@@ -1,0 +1,299 @@
+"""Tunnels as Gatehouse last saw them at Cloudflare, their status history, routes, and the changes people asked for.
+
+Cloudflare ids (UUIDs) are the public identifiers: they are what admins see in Cloudflare's own dashboard.
+"""
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Tunnel(models.Model):
+    class Status(models.TextChoices):
+        HEALTHY = "healthy", "Healthy"
+        DEGRADED = "degraded", "Degraded"
+        DOWN = "down", "Down"
+        INACTIVE = "inactive", "Inactive"
+
+        @property
+        def colour(self) -> str:
+            return {"healthy": "green", "degraded": "amber", "down": "red", "inactive": "grey"}[self.value]
+
+        @property
+        def rank(self) -> int:
+            """Worst first, for sorting by status."""
+            return {"down": 0, "degraded": 1, "inactive": 2, "healthy": 3}[self.value]
+
+    cf_id = models.UUIDField(unique=True)
+    name = models.CharField(max_length=255, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.INACTIVE)
+    status_rank = models.PositiveSmallIntegerField(default=2)
+    status_since = models.DateTimeField(default=timezone.now)
+    remote_config = models.BooleanField(default=False)
+    cf_created_at = models.DateTimeField(null=True)
+    conns_active_at = models.DateTimeField(null=True)
+    conns_inactive_at = models.DateTimeField(null=True)
+    deleted_at = models.DateTimeField(null=True, db_index=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    # Connector facts, refreshed one call per tunnel within the budget; kept on the row so the list page
+    # needs no join per tunnel.
+    connectors_due = models.BooleanField(default=True)
+    connectors_synced_at = models.DateTimeField(null=True, db_index=True)
+    connector_count = models.PositiveIntegerField(default=0)
+    up_since = models.DateTimeField(null=True)
+    # Distinct cloudflared versions of the connectors, oldest first, comma-separated.
+    versions = models.CharField(max_length=200, blank=True)
+    config_synced_at = models.DateTimeField(null=True)
+    config_version = models.IntegerField(null=True)
+    route_count = models.PositiveIntegerField(default=0)
+    hostname_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["deleted_at", "status_rank", "name"], name="tunnel_live_status")]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def status_obj(self) -> "Tunnel.Status":
+        return Tunnel.Status(self.status)
+
+    @property
+    def is_serving(self) -> bool:
+        return self.status in (Tunnel.Status.HEALTHY, Tunnel.Status.DEGRADED)
+
+    @property
+    def version_list(self) -> list[str]:
+        return [v for v in self.versions.split(",") if v]
+
+
+class Connector(models.Model):
+    """A cloudflared replica, with its connections to Cloudflare's data centres."""
+
+    tunnel = models.ForeignKey(Tunnel, on_delete=models.CASCADE, related_name="connectors")
+    cf_id = models.UUIDField()
+    version = models.CharField(max_length=40, blank=True, db_index=True)
+    arch = models.CharField(max_length=40, blank=True)
+    run_at = models.DateTimeField(null=True)
+    config_version = models.IntegerField(null=True)
+    origin_ip = models.CharField(max_length=45, blank=True)
+    colos = models.CharField(max_length=100, blank=True)
+    conns_total = models.PositiveIntegerField(default=0)
+    conns_pending = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True)
+    # Each connection as [colo, opened_at ISO, pending]; at most a handful per connector.
+    conns = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["run_at", "cf_id"]
+        constraints = [models.UniqueConstraint(fields=["tunnel", "cf_id"], name="connector_unique_per_tunnel")]
+
+    def __str__(self):
+        return str(self.cf_id)
+
+    @property
+    def conns_active(self) -> int:
+        return self.conns_total - self.conns_pending
+
+    @property
+    def colo_list(self) -> list[str]:
+        return [c for c in self.colos.split(",") if c]
+
+
+class StatusChange(models.Model):
+    """One row each time a tunnel's status changes (never per pass): uptime and history come from these."""
+
+    tunnel = models.ForeignKey(Tunnel, on_delete=models.CASCADE, related_name="status_changes")
+    at = models.DateTimeField()
+    old_status = models.CharField(max_length=16, choices=Tunnel.Status.choices, blank=True)
+    new_status = models.CharField(max_length=16, choices=Tunnel.Status.choices)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["tunnel", "at"], name="statuschange_tunnel_at")]
+        get_latest_by = "at"
+
+    def __str__(self):
+        return f"{self.old_status or '—'} → {self.new_status}"
+
+    @property
+    def new_status_obj(self) -> Tunnel.Status:
+        return Tunnel.Status(self.new_status)
+
+
+class VirtualNetwork(models.Model):
+    cf_id = models.UUIDField(unique=True)
+    name = models.CharField(max_length=255)
+    comment = models.CharField(max_length=500, blank=True)
+    is_default = models.BooleanField(default=False)
+    deleted_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Route(models.Model):
+    """A private CIDR route: traffic for `network` in a virtual network goes through a tunnel."""
+
+    cf_id = models.UUIDField(unique=True)
+    network = models.CharField(max_length=50)
+    tunnel_cf_id = models.UUIDField(db_index=True)
+    tunnel = models.ForeignKey(Tunnel, null=True, on_delete=models.SET_NULL, related_name="routes")
+    virtual_network = models.ForeignKey(VirtualNetwork, null=True, on_delete=models.SET_NULL, related_name="routes")
+    comment = models.CharField(max_length=500, blank=True)
+    cf_created_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["network"]
+
+    def __str__(self):
+        return self.network
+
+
+class PublicHostname(models.Model):
+    """An ingress rule of a tunnel's remote configuration (the catch-all rule is not listed)."""
+
+    tunnel = models.ForeignKey(Tunnel, on_delete=models.CASCADE, related_name="hostnames")
+    position = models.PositiveIntegerField()
+    hostname = models.CharField(max_length=253)
+    path = models.CharField(max_length=255, blank=True)
+    service = models.CharField(max_length=500)
+
+    class Meta:
+        ordering = ["tunnel", "position"]
+
+    def __str__(self):
+        return self.hostname
+
+
+class Zone(models.Model):
+    cf_id = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=253, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class DnsRecord(models.Model):
+    """A CNAME to `<tunnel-id>.cfargotunnel.com`; the tunnel may no longer exist (a dangling record)."""
+
+    cf_id = models.CharField(max_length=32, unique=True)
+    zone = models.ForeignKey(Zone, on_delete=models.CASCADE, related_name="records")
+    name = models.CharField(max_length=253)
+    content = models.CharField(max_length=253)
+    proxied = models.BooleanField(default=False)
+    tunnel_cf_id = models.UUIDField(null=True, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class SyncPass(models.Model):
+    """One sync pass: what it did and what it cost in API calls."""
+
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True)
+    api_calls = models.PositiveIntegerField(default=0)
+    tunnels_seen = models.PositiveIntegerField(default=0)
+    status_changes = models.PositiveIntegerField(default=0)
+    connectors_fetched = models.PositiveIntegerField(default=0)
+    configs_fetched = models.PositiveIntegerField(default=0)
+    slow_parts = models.CharField(max_length=100, blank=True)
+    complete = models.BooleanField(default=False)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+
+    def __str__(self):
+        return f"sync pass {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SyncCursor(models.Model):
+    """When a slower part of the sync last ran, and the lease that keeps two passes from overlapping."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    synced_at = models.DateTimeField(null=True)
+    leased_until = models.DateTimeField(null=True)
+
+    def __str__(self):
+        return self.name
+
+
+class TunnelChange(models.Model):
+    """A change someone asked Gatehouse to make at Cloudflare; a Celery task carries it out."""
+
+    class Kind(models.TextChoices):
+        TUNNEL_CREATE = "tunnel_create", "Create tunnel"
+        HOSTNAME_ADD = "hostname_add", "Add public hostname"
+        HOSTNAME_REMOVE = "hostname_remove", "Remove public hostname"
+        ROUTE_ADD = "route_add", "Add private route"
+        ROUTE_REMOVE = "route_remove", "Remove private route"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+        @property
+        def colour(self) -> str:
+            return {"pending": "blue", "succeeded": "green", "failed": "red"}[self.value]
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    tunnel = models.ForeignKey(Tunnel, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes")
+    params = models.JSONField(default=dict)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    source_ip = models.GenericIPAddressField(null=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True)
+    # A new tunnel's token, encrypted with a key derived from SECRET_KEY, until its creator has seen it once
+    # or it expires; the page that shows it wipes it in the same statement.
+    token_ciphertext = models.TextField(blank=True)
+    token_expires_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} ({self.state})"
+
+    @property
+    def state_obj(self) -> "TunnelChange.State":
+        return TunnelChange.State(self.state)
+
+    @property
+    def summary(self) -> str:
+        p = self.params
+        return {
+            "tunnel_create": lambda: p.get("name", ""),
+            "hostname_add": lambda: f"{p.get('hostname', '')} → {p.get('service', '')}",
+            "hostname_remove": lambda: p.get("hostname", ""),
+            "route_add": lambda: p.get("network", ""),
+            "route_remove": lambda: p.get("network", ""),
+        }[self.kind]()
+
+    def token_available(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return bool(self.token_ciphertext) and self.token_expires_at is not None and self.token_expires_at > now
+
+
+TOKEN_SHOW_WINDOW = timedelta(minutes=15)

@@ -1,0 +1,527 @@
+"""Writes for tunnels: alerts from status, and the changes operators ask for (each run by a Celery task).
+
+A new tunnel's token is the one secret here. Gatehouse shows it once, to the person who created the tunnel:
+the task keeps it encrypted (Fernet, key derived from SECRET_KEY) on the change row for at most 15 minutes, and
+the page that shows it clears it in the same conditional update, so a second view (or anyone else) never sees it.
+It never enters logs, audit entries or task arguments.
+"""
+
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from alerts import selectors as alert_selectors
+from alerts.services import alert_raise, alert_resolve
+from dashboard.models import User
+from dashboard.requestinfo import Origin
+from dashboard.services import audit_record
+from integrations import cloudflare as cf
+from tunnels.models import (
+    TOKEN_SHOW_WINDOW,
+    Connector,
+    DnsRecord,
+    PublicHostname,
+    Route,
+    StatusChange,
+    Tunnel,
+    TunnelChange,
+    VirtualNetwork,
+    Zone,
+)
+
+CATCH_ALL = {"hostname": "*", "service": "http_status:404"}
+MANAGED_COMMENT = "managed by Gatehouse"
+
+# --- Alerts ------------------------------------------------------------------------------------------------
+
+
+def _alert_key(tunnel: Tunnel) -> str:
+    return f"tunnel:{tunnel.cf_id}:unhealthy"
+
+
+def tunnel_alerts_evaluate(*, now: datetime, deleted: list[Tunnel] | None = None) -> None:
+    """Alert on tunnels that went down (at once) or degraded (after the grace), and resolve recovered ones.
+
+    A recovery must also last the grace before the alert closes, so a tunnel flapping between states keeps one
+    open alert instead of a stream of them. Idempotent: open alerts are keyed by tunnel.
+    """
+    grace = timedelta(seconds=settings.GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS)
+    unhealthy = Tunnel.objects.filter(deleted_at__isnull=True).filter(
+        Q(status=Tunnel.Status.DOWN) | Q(status=Tunnel.Status.DEGRADED, status_since__lte=now - grace)
+    )
+    open_ids = set(alert_selectors.open_alert_target_ids(target_type="tunnel"))
+    for tunnel in unhealthy:
+        if str(tunnel.cf_id) in open_ids:
+            continue
+        alert_raise(
+            kind=f"tunnel.{tunnel.status}",
+            subject=f"Tunnel {tunnel.name} is {tunnel.status_obj.label.lower()}",
+            body=_alert_body(tunnel, now),
+            target_type="tunnel",
+            target_id=str(tunnel.cf_id),
+            target_label=tunnel.name,
+            dedupe_key=_alert_key(tunnel),
+        )
+    if not open_ids:
+        return
+    for tunnel in Tunnel.objects.filter(cf_id__in=list(open_ids)):
+        if tunnel.deleted_at:
+            alert_resolve(dedupe_key=_alert_key(tunnel), body=f"Tunnel {tunnel.name} was deleted.")
+        elif tunnel.status not in (Tunnel.Status.DOWN, Tunnel.Status.DEGRADED) and tunnel.status_since <= now - grace:
+            alert_resolve(
+                dedupe_key=_alert_key(tunnel),
+                body=f"Tunnel {tunnel.name} is {tunnel.status_obj.label.lower()} again "
+                f"since {tunnel.status_since:%Y-%m-%d %H:%M} UTC.",
+            )
+    for tunnel in deleted or []:
+        alert_resolve(dedupe_key=_alert_key(tunnel), body=f"Tunnel {tunnel.name} was deleted.")
+
+
+def _alert_body(tunnel: Tunnel, now: datetime) -> str:
+    minutes = max(0, round((now - tunnel.status_since).total_seconds() / 60))
+    return (
+        f"Cloudflare reports tunnel {tunnel.name} ({tunnel.cf_id}) as {tunnel.status} "
+        f"since {tunnel.status_since:%Y-%m-%d %H:%M} UTC ({minutes} min)."
+    )
+
+
+# --- Validation shared by forms and services --------------------------------------------------------------
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_NAME_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = rf"(?:\[[0-9a-fA-F:.]+\]|{_NAME_LABEL}(?:\.{_NAME_LABEL})*)"
+_SERVICE = {
+    "http": re.compile(rf"^https?://{_HOST}(?::(?P<port>\d{{1,5}}))?(?:/[^\s]*)?$"),
+    "tcp": re.compile(rf"^(?:tcp|ssh|rdp|smb)://{_HOST}(?::(?P<port>\d{{1,5}}))?$"),
+    "unix": re.compile(r"^unix(?:\+tls)?:/[^\s]+$"),
+    "status": re.compile(r"^http_status:(?P<code>[1-5]\d\d)$"),
+}
+
+
+def validate_hostname(value: str) -> str:
+    """RFC 1123 host name, lower-cased; raises ValidationError with a sentence for the field."""
+    name = value.strip().lower().rstrip(".")
+    if not name or len(name) > 253:
+        raise ValidationError("A host name has 1 to 253 characters.")
+    labels = name.split(".")
+    if len(labels) < 2:
+        raise ValidationError("Give a full host name, such as app.example.com.")
+    for label in labels:
+        if not _LABEL.match(label):
+            raise ValidationError(
+                f"“{label[:63]}” is not a valid label: letters, digits and hyphens, 1 to 63 characters, "
+                "not starting or ending with a hyphen."
+            )
+    return name
+
+
+def zone_for(hostname: str) -> Zone | None:
+    """The longest known zone that contains the host name."""
+    candidates = [hostname.split(".", i)[-1] for i in range(hostname.count(".") + 1)]
+    zones = {z.name: z for z in Zone.objects.filter(name__in=candidates)}
+    for candidate in candidates:
+        if candidate in zones:
+            return zones[candidate]
+    return None
+
+
+def validate_service(value: str) -> str:
+    service = value.strip()
+    if len(service) > 500:
+        raise ValidationError("The service is too long.")
+    for kind, pattern in _SERVICE.items():
+        match = pattern.match(service)
+        if match:
+            port = match.groupdict().get("port")
+            if port is not None and not 1 <= int(port) <= 65535:
+                raise ValidationError("Ports run from 1 to 65535.")
+            if kind == "status" and not 100 <= int(match["code"]) <= 599:
+                raise ValidationError("An HTTP status is between 100 and 599.")
+            return service
+    raise ValidationError(
+        "Use http://host:port, https://host:port, tcp://host:port, ssh://host:port, rdp://host:port, "
+        "unix:/path/to/socket or http_status:NNN."
+    )
+
+
+def validate_network(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            loose = ipaddress.ip_network(value.strip(), strict=False)
+            raise ValidationError(f"{value.strip()[:50]} has host bits set; did you mean {loose}?") from None
+        raise ValidationError("Give a network in CIDR notation, such as 10.2.0.0/16.") from None
+    return str(network)
+
+
+# --- Changes -------------------------------------------------------------------------------------------------
+
+
+def _request(*, actor: User, kind: str, tunnel: Tunnel | None, params: dict[str, Any], origin: Origin) -> TunnelChange:
+    from tunnels.tasks import tunnel_change_run
+
+    change = TunnelChange(
+        kind=kind,
+        tunnel=tunnel,
+        params=params,
+        actor=actor,
+        source_ip=origin.source_ip,
+        request_id=origin.request_id[:64],
+    )
+    change.full_clean()
+    with transaction.atomic():
+        change.save()
+        tunnel_change_run.delay_on_commit(change.pk)
+    return change
+
+
+def tunnel_create(*, actor: User, name: str, origin: Origin) -> TunnelChange:
+    name = name.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise ValidationError({"name": "Use 1 to 100 letters, digits, dots, hyphens or underscores."})
+    if Tunnel.objects.filter(name=name, deleted_at__isnull=True).exists():
+        raise ValidationError({"name": "A tunnel with this name already exists."})
+    return _request(
+        actor=actor, kind=TunnelChange.Kind.TUNNEL_CREATE, tunnel=None, params={"name": name}, origin=origin
+    )
+
+
+def hostname_add(*, actor: User, tunnel: Tunnel, hostname: str, service: str, origin: Origin) -> TunnelChange:
+    errors = {}
+    try:
+        hostname = validate_hostname(hostname)
+        zone = zone_for(hostname)
+        if zone is None:
+            errors["hostname"] = "This host name is in none of the zones Gatehouse knows."
+        elif PublicHostname.objects.filter(hostname=hostname, tunnel__deleted_at__isnull=True).exists():
+            errors["hostname"] = "This host name is already published through a tunnel."
+    except ValidationError as exc:
+        errors["hostname"] = exc.messages[0]
+    try:
+        service = validate_service(service)
+    except ValidationError as exc:
+        errors["service"] = exc.messages[0]
+    if not tunnel.remote_config and not errors:
+        errors["hostname"] = "This tunnel is locally managed: its hostnames live in its own config file."
+    if errors:
+        raise ValidationError(errors)
+    params = {"hostname": hostname, "service": service, "zone": zone.cf_id}
+    return _request(actor=actor, kind=TunnelChange.Kind.HOSTNAME_ADD, tunnel=tunnel, params=params, origin=origin)
+
+
+def hostname_remove(*, actor: User, tunnel: Tunnel, hostname: str, origin: Origin) -> TunnelChange:
+    if not tunnel.hostnames.filter(hostname=hostname).exists():
+        raise ValidationError({"hostname": "This tunnel does not publish that host name."})
+    zone = zone_for(hostname)
+    params = {"hostname": hostname, "zone": zone.cf_id if zone else ""}
+    return _request(actor=actor, kind=TunnelChange.Kind.HOSTNAME_REMOVE, tunnel=tunnel, params=params, origin=origin)
+
+
+def route_add(
+    *, actor: User, tunnel: Tunnel, network: str, virtual_network: VirtualNetwork, comment: str, origin: Origin
+) -> TunnelChange:
+    try:
+        network = validate_network(network)
+    except ValidationError as exc:
+        raise ValidationError({"network": exc.messages[0]}) from None
+    if Route.objects.filter(network=network, virtual_network=virtual_network).exists():
+        raise ValidationError({"network": f"{network} is already routed in {virtual_network.name}."})
+    params = {
+        "network": network,
+        "virtual_network": str(virtual_network.cf_id),
+        "virtual_network_name": virtual_network.name,
+        "comment": comment.strip()[:100],
+    }
+    return _request(actor=actor, kind=TunnelChange.Kind.ROUTE_ADD, tunnel=tunnel, params=params, origin=origin)
+
+
+def route_remove(*, actor: User, route: Route, origin: Origin) -> TunnelChange:
+    params = {"route": str(route.cf_id), "network": route.network}
+    return _request(actor=actor, kind=TunnelChange.Kind.ROUTE_REMOVE, tunnel=route.tunnel, params=params, origin=origin)
+
+
+# --- Carrying changes out (called by the task) -----------------------------------------------------------
+
+
+class ChangeRefused(Exception):
+    """Cloudflare's state makes the change impossible; the reason is shown to the operator."""
+
+
+_AUDIT = {
+    "tunnel_create": "tunnel.created",
+    "hostname_add": "tunnel.hostname_added",
+    "hostname_remove": "tunnel.hostname_removed",
+    "route_add": "tunnel.route_added",
+    "route_remove": "tunnel.route_removed",
+}
+
+
+def tunnel_change_execute(*, change: TunnelChange) -> TunnelChange:
+    """Carry out a pending change; transient Cloudflare errors propagate so the task retries."""
+    if change.state != TunnelChange.State.PENDING:
+        return change
+    try:
+        result, token = _EXECUTORS[change.kind](change)
+    except (ChangeRefused, cf.CloudflareError) as exc:
+        if isinstance(exc, cf.CloudflareTransient):
+            raise
+        return tunnel_change_fail(change=change, reason=str(getattr(exc, "message", exc)))
+    with transaction.atomic():
+        updates = {"state": TunnelChange.State.SUCCEEDED, "result": result, "finished_at": timezone.now()}
+        if token:
+            updates["token_ciphertext"] = _fernet().encrypt(token.encode()).decode()
+            updates["token_expires_at"] = timezone.now() + TOKEN_SHOW_WINDOW
+        if change.tunnel_id is None and result.get("tunnel_pk"):
+            updates["tunnel_id"] = result["tunnel_pk"]
+        if not TunnelChange.objects.filter(pk=change.pk, state=TunnelChange.State.PENDING).update(**updates):
+            return change
+        change.refresh_from_db()
+        _audit(change, _AUDIT[change.kind], {k: v for k, v in change.params.items()})
+    return change
+
+
+def tunnel_change_fail(*, change: TunnelChange, reason: str) -> TunnelChange:
+    with transaction.atomic():
+        if TunnelChange.objects.filter(pk=change.pk, state=TunnelChange.State.PENDING).update(
+            state=TunnelChange.State.FAILED, error=reason[:500], finished_at=timezone.now()
+        ):
+            change.refresh_from_db()
+            _audit(change, "tunnel.change_failed", {"change": change.kind, "reason": reason[:500], **change.params})
+    return change
+
+
+def _audit(change: TunnelChange, action: str, details: dict) -> None:
+    tunnel = change.tunnel
+    audit_record(
+        action=action,
+        actor=change.actor,
+        target_type="tunnel",
+        target_id=str(tunnel.cf_id) if tunnel else "",
+        target_label=tunnel.name if tunnel else change.params.get("name", ""),
+        details=details,
+        origin=Origin(source_ip=change.source_ip, request_id=change.request_id),
+    )
+
+
+def _fernet() -> Fernet:
+    key = hashlib.sha256(b"gatehouse tunnel token\0" + settings.SECRET_KEY.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def tunnel_token_take(*, change: TunnelChange, user: User) -> str | None:
+    """The new tunnel's token, once, for the person who created it; the stored copy is wiped as it is read."""
+    if change.actor_id != user.pk or not change.token_available():
+        return None
+    ciphertext = change.token_ciphertext
+    taken = TunnelChange.objects.filter(
+        pk=change.pk, token_ciphertext=ciphertext, token_expires_at__gt=timezone.now()
+    ).update(token_ciphertext="", token_expires_at=None)
+    if not taken:
+        return None
+    try:
+        return _fernet().decrypt(ciphertext.encode()).decode()
+    except InvalidToken:
+        return None
+
+
+def tunnel_tokens_expire() -> int:
+    """Wipe tokens nobody came back for."""
+    return (
+        TunnelChange.objects.exclude(token_ciphertext="")
+        .filter(token_expires_at__lte=timezone.now())
+        .update(token_ciphertext="", token_expires_at=None)
+    )
+
+
+@dataclass
+class _Config:
+    version: int | None
+    ingress: list[dict[str, Any]]
+
+
+def _read_config(tunnel: Tunnel) -> _Config:
+    result = cf.tunnel_configuration(str(tunnel.cf_id), priority=cf.Priority.INTERACTIVE)
+    config = result.get("config") or {}
+    return _Config(result.get("version"), [dict(rule) for rule in (config.get("ingress") or [])])
+
+
+def _is_catch_all(rule: dict) -> bool:
+    return str(rule.get("hostname") or "") in ("", "*") and not rule.get("path")
+
+
+def _write_config(tunnel: Tunnel, current: _Config, ingress: list[dict]) -> None:
+    rules = [r for r in ingress if not _is_catch_all(r)]
+    # Cloudflare requires the catch-all rule last; keep the existing one, or add the usual 404.
+    catch_all = next((r for r in ingress if _is_catch_all(r)), None) or dict(CATCH_ALL)
+    if not catch_all.get("hostname"):
+        catch_all = {**catch_all, "hostname": "*"}
+    config = {"ingress": [*rules, catch_all]}
+    result = cf.tunnel_configuration_put(str(tunnel.cf_id), config)
+    rows = [
+        PublicHostname(
+            tunnel=tunnel,
+            position=i,
+            hostname=str(r.get("hostname"))[:253],
+            path=str(r.get("path") or "")[:255],
+            service=str(r.get("service"))[:500],
+        )
+        for i, r in enumerate(rules)
+    ]
+    with transaction.atomic():
+        PublicHostname.objects.filter(tunnel=tunnel).delete()
+        PublicHostname.objects.bulk_create(rows)
+        Tunnel.objects.filter(pk=tunnel.pk).update(
+            hostname_count=len(rows), config_version=result.get("version"), config_synced_at=timezone.now()
+        )
+
+
+def _execute_tunnel_create(change: TunnelChange) -> tuple[dict, str | None]:
+    name = change.params["name"]
+    # A retry after a lost answer must not create a second tunnel: look for the one the first try made.
+    existing = cf.tunnels_named(name)
+    created = existing[0] if existing else cf.tunnel_create(name)
+    cf_id = uuid.UUID(str(created["id"]))
+    token = cf.tunnel_token(str(cf_id))
+    tunnel, _ = Tunnel.objects.update_or_create(
+        cf_id=cf_id,
+        defaults={
+            "name": name,
+            "remote_config": True,
+            "cf_created_at": created.get("created_at"),
+            "status": Tunnel.Status.INACTIVE,
+            "status_rank": Tunnel.Status.INACTIVE.rank,
+        },
+    )
+    if not tunnel.status_changes.exists():
+        StatusChange.objects.create(tunnel=tunnel, at=timezone.now(), old_status="", new_status=tunnel.status)
+    change.tunnel = tunnel
+    return {"tunnel": str(cf_id), "tunnel_pk": tunnel.pk}, token
+
+
+def _execute_hostname_add(change: TunnelChange) -> tuple[dict, None]:
+    tunnel, hostname, service = change.tunnel, change.params["hostname"], change.params["service"]
+    target = f"{tunnel.cf_id}.cfargotunnel.com"
+    records = cf.dns_records_named(change.params["zone"], hostname)
+    clash = [r for r in records if not (r.get("type") == "CNAME" and str(r.get("content")).lower() == target)]
+    if clash:
+        raise ChangeRefused(
+            f"{hostname} already has a {clash[0].get('type')} record pointing to {str(clash[0].get('content'))[:100]}."
+        )
+    current = _read_config(tunnel)
+    same = [r for r in current.ingress if str(r.get("hostname")) == hostname and not r.get("path")]
+    if same and same[0].get("service") != service:
+        raise ChangeRefused(f"{hostname} is already routed to {str(same[0].get('service'))[:100]} on this tunnel.")
+    if not same:
+        _write_config(tunnel, current, [*current.ingress, {"hostname": hostname, "service": service}])
+    if not records:
+        record = cf.dns_cname_create(
+            zone_id=change.params["zone"], name=hostname, target=target, comment=MANAGED_COMMENT
+        )
+        zone = Zone.objects.filter(cf_id=change.params["zone"]).first()
+        if zone:
+            DnsRecord.objects.update_or_create(
+                cf_id=str(record["id"])[:32],
+                defaults={
+                    "zone": zone,
+                    "name": hostname,
+                    "content": target,
+                    "proxied": True,
+                    "tunnel_cf_id": tunnel.cf_id,
+                },
+            )
+    return {"config_version": current.version}, None
+
+
+def _execute_hostname_remove(change: TunnelChange) -> tuple[dict, None]:
+    tunnel, hostname = change.tunnel, change.params["hostname"]
+    current = _read_config(tunnel)
+    kept = [r for r in current.ingress if str(r.get("hostname")) != hostname]
+    if len(kept) != len(current.ingress):
+        _write_config(tunnel, current, kept)
+    else:
+        PublicHostname.objects.filter(tunnel=tunnel, hostname=hostname).delete()
+    if change.params.get("zone"):
+        target = f"{tunnel.cf_id}.cfargotunnel.com"
+        for record in cf.dns_records_named(change.params["zone"], hostname):
+            # Only the record that points at this tunnel; anything else is not ours to remove.
+            if record.get("type") == "CNAME" and str(record.get("content")).lower() == target:
+                cf.dns_record_delete(change.params["zone"], str(record["id"]))
+                DnsRecord.objects.filter(cf_id=str(record["id"])[:32]).delete()
+    return {"config_version": current.version}, None
+
+
+def _execute_route_add(change: TunnelChange) -> tuple[dict, None]:
+    tunnel = change.tunnel
+    route = cf.route_create(
+        network=change.params["network"],
+        tunnel_id=str(tunnel.cf_id),
+        virtual_network_id=change.params["virtual_network"],
+        comment=change.params.get("comment") or MANAGED_COMMENT,
+    )
+    vnet = VirtualNetwork.objects.filter(cf_id=change.params["virtual_network"]).first()
+    Route.objects.update_or_create(
+        cf_id=uuid.UUID(str(route["id"])),
+        defaults={
+            "network": str(route.get("network") or change.params["network"])[:50],
+            "tunnel_cf_id": tunnel.cf_id,
+            "tunnel": tunnel,
+            "virtual_network": vnet,
+            "comment": str(route.get("comment") or "")[:500],
+        },
+    )
+    Tunnel.objects.filter(pk=tunnel.pk).update(route_count=tunnel.routes.count())
+    return {"route": str(route["id"])}, None
+
+
+def _execute_route_remove(change: TunnelChange) -> tuple[dict, None]:
+    # Already gone is fine: the change's goal holds.
+    with contextlib.suppress(cf.CloudflareNotFound):
+        cf.route_delete(change.params["route"])
+    Route.objects.filter(cf_id=change.params["route"]).delete()
+    if change.tunnel:
+        Tunnel.objects.filter(pk=change.tunnel.pk).update(route_count=change.tunnel.routes.count())
+    return {}, None
+
+
+_EXECUTORS = {
+    "tunnel_create": _execute_tunnel_create,
+    "hostname_add": _execute_hostname_add,
+    "hostname_remove": _execute_hostname_remove,
+    "route_add": _execute_route_add,
+    "route_remove": _execute_route_remove,
+}
+
+
+def connectors_explained(tunnel: Tunnel, connectors: list[Connector]) -> list[str]:
+    """Plain words for "Degraded": which connector lost how many connections, where, and since when."""
+    if tunnel.status != Tunnel.Status.DEGRADED:
+        return []
+    lines = []
+    for connector in connectors:
+        lost = [conn for conn in connector.conns if conn[2]]
+        if not lost and connector.conns_total >= 4:
+            continue
+        colos = sorted({conn[0] for conn in lost if conn[0]})
+        text = (
+            f"Connector {str(connector.cf_id)[:8]} (origin {connector.origin_ip or 'unknown'}, cloudflared "
+            f"{connector.version or 'unknown'}) has {connector.conns_active} of {connector.conns_total} "
+            "connections open"
+        )
+        if colos:
+            text += f"; the ones to {', '.join(colos)} are waiting to reconnect"
+        lines.append(text + f", since about {tunnel.status_since:%Y-%m-%d %H:%M} UTC.")
+    return lines or [f"Cloudflare reports the tunnel degraded since {tunnel.status_since:%Y-%m-%d %H:%M} UTC."]

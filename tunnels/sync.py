@@ -1,0 +1,445 @@
+"""One sync pass: tunnel status for the whole account, connectors within the API budget, slower parts in rotation.
+
+Cost per pass: ceil(tunnels / 1000) calls for status. Connectors cost one call per tunnel, so they are fetched for
+tunnels whose status or connection timestamps changed, then for the tunnels refreshed longest ago, with what is left
+of this pass's slice of the background budget (the allowance spread evenly over the passes of one window). Virtual
+networks, private routes, zones with their tunnel CNAMEs, and remote configurations refresh more slowly.
+
+A refused call (our budget spent, or a 429 from Cloudflare) ends the pass early; the next pass starts where this
+one left off, so nothing retries into the limit.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from integrations import cloudflare as cf
+from tunnels.models import (
+    Connector,
+    DnsRecord,
+    PublicHostname,
+    Route,
+    StatusChange,
+    SyncCursor,
+    SyncPass,
+    Tunnel,
+    VirtualNetwork,
+    Zone,
+)
+
+log = logging.getLogger(__name__)
+
+_MAX_CONNS_KEPT = 16
+SLOW_PARTS = ("virtual_networks", "routes", "dns")
+
+
+@dataclass
+class Plan:
+    """What this pass may spend.
+
+    Rotations get an even slice of the background allowance per pass. Changed tunnels may use whatever the
+    window has left, except what the status list needs for every remaining pass of the window: fresh status
+    for the whole fleet comes first.
+    """
+
+    allowance: int
+    passes_per_window: float
+    per_pass: int
+    spent_at_start: int
+
+    @classmethod
+    def now(cls) -> "Plan":
+        budget = cf.budget()
+        limits = budget.limits
+        allowance = limits.allowance(cf.Priority.BACKGROUND)
+        passes = max(1.0, limits.window / settings.GATEHOUSE_TUNNEL_SYNC_SECONDS)
+        return cls(
+            allowance=allowance,
+            passes_per_window=passes,
+            per_pass=max(1, int(allowance / passes)),
+            spent_at_start=budget.used(),
+        )
+
+    def spent(self) -> int:
+        return max(0, cf.budget().used() - self.spent_at_start)
+
+    def left(self) -> int:
+        return max(0, self.per_pass - self.spent())
+
+    def for_changes(self, list_calls: int) -> int:
+        reserve = int(list_calls * self.passes_per_window)
+        return max(0, self.allowance - self.spent_at_start - self.spent() - reserve)
+
+
+@dataclass
+class Outcome:
+    changed: list[Tunnel] = field(default_factory=list)
+    deleted: list[Tunnel] = field(default_factory=list)
+    list_calls: int = 0
+
+
+def _ts(value) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return parse_datetime(str(value))
+
+
+def _lease(now: datetime) -> bool:
+    """Only one pass at a time: a conditional update that must change exactly one row."""
+    SyncCursor.objects.get_or_create(name="pass")
+    until = now + timedelta(seconds=max(settings.GATEHOUSE_TUNNEL_SYNC_SECONDS * 4, 120))
+    return bool(
+        SyncCursor.objects.filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now), name="pass").update(
+            leased_until=until
+        )
+    )
+
+
+def _release() -> None:
+    SyncCursor.objects.filter(name="pass").update(leased_until=None)
+
+
+def _cursor_due(name: str, every: float, now: datetime) -> bool:
+    cursor = SyncCursor.objects.filter(name=name).first()
+    return cursor is None or cursor.synced_at is None or cursor.synced_at <= now - timedelta(seconds=every)
+
+
+def _cursor_mark(name: str, now: datetime) -> None:
+    SyncCursor.objects.update_or_create(name=name, defaults={"synced_at": now})
+
+
+def sync_pass() -> SyncPass | None:
+    """Run one pass; None when another pass holds the lease."""
+    now = timezone.now()
+    if not _lease(now):
+        return None
+    record = SyncPass.objects.create(started_at=now)
+    plan = Plan.now()
+    slow: list[str] = []
+    try:
+        outcome = _sync_status(record, now)
+        _cursor_mark("status", now)
+        due = sorted(Tunnel.objects.filter(connectors_due=True, deleted_at__isnull=True), key=_worst)
+        for tunnel in due[: plan.for_changes(outcome.list_calls)]:
+            _sync_connectors(tunnel, now)
+            record.connectors_fetched += 1
+        for part in SLOW_PARTS:
+            if _cursor_due(part, settings.GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS, now):
+                {"virtual_networks": _sync_vnets, "routes": _sync_routes, "dns": _sync_dns}[part]()
+                _cursor_mark(part, now)
+                slow.append(part)
+        configs_due = Tunnel.objects.filter(
+            Q(config_synced_at__isnull=True)
+            | Q(config_synced_at__lte=now - timedelta(seconds=settings.GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS)),
+            deleted_at__isnull=True,
+            remote_config=True,
+        ).order_by("config_synced_at", "pk")
+        for tunnel in configs_due[: plan.left() // 4]:
+            _sync_config(tunnel, now)
+            record.configs_fetched += 1
+        rotation = (
+            Tunnel.objects.filter(deleted_at__isnull=True)
+            .exclude(status=Tunnel.Status.INACTIVE, connectors_synced_at__isnull=False)
+            .order_by("connectors_synced_at", "pk")
+        )
+        for tunnel in rotation[: plan.left()]:
+            _sync_connectors(tunnel, now)
+            record.connectors_fetched += 1
+        record.complete = True
+    except cf.CloudflareError as exc:
+        record.error = exc.message[:500]
+        log.warning("sync pass stopped early: %s", exc.message)
+        outcome = locals().get("outcome") or Outcome()
+    finally:
+        record.api_calls = plan.spent()
+        record.slow_parts = ",".join(slow)
+        record.finished_at = timezone.now()
+        record.save()
+        _release()
+    from tunnels.services import tunnel_alerts_evaluate
+
+    tunnel_alerts_evaluate(now=record.finished_at, deleted=outcome.deleted)
+    return record
+
+
+def _worst(tunnel: Tunnel) -> tuple[int, str]:
+    return tunnel.status_rank, tunnel.name
+
+
+def _sync_status(record: SyncPass, now: datetime) -> Outcome:
+    listed: dict[uuid.UUID, dict] = {}
+    page = 1
+    calls = 0
+    while True:
+        items, total = cf.tunnels_page(page)
+        calls += 1
+        for item in items:
+            listed[uuid.UUID(str(item["id"]))] = item
+        if len(items) < cf.TUNNEL_PAGE_SIZE or (total is not None and len(listed) >= total):
+            break
+        page += 1
+    record.tunnels_seen = len(listed)
+    known = {t.cf_id: t for t in Tunnel.objects.filter(cf_id__in=list(listed)).order_by()}
+    outcome = Outcome(list_calls=calls)
+    new, updated, changes = [], [], []
+    for cf_id, item in listed.items():
+        status = item.get("status") or Tunnel.Status.INACTIVE
+        if status not in Tunnel.Status.values:
+            status = Tunnel.Status.INACTIVE
+        active_at, inactive_at = _ts(item.get("conns_active_at")), _ts(item.get("conns_inactive_at"))
+        tunnel = known.get(cf_id)
+        if tunnel is None:
+            tunnel = Tunnel(
+                cf_id=cf_id,
+                name=str(item.get("name") or "")[:255],
+                status=status,
+                status_rank=Tunnel.Status(status).rank,
+                status_since=_since("", status, active_at, inactive_at, now),
+                remote_config=bool(item.get("remote_config")),
+                cf_created_at=_ts(item.get("created_at")),
+                conns_active_at=active_at,
+                conns_inactive_at=inactive_at,
+                first_seen_at=now,
+                connectors_due=status != Tunnel.Status.INACTIVE,
+            )
+            new.append(tunnel)
+            changes.append(StatusChange(tunnel=tunnel, at=tunnel.status_since, old_status="", new_status=status))
+            continue
+        dirty = False
+        name = str(item.get("name") or "")[:255]
+        if tunnel.name != name or tunnel.remote_config != bool(item.get("remote_config")) or tunnel.deleted_at:
+            tunnel.name, tunnel.remote_config, tunnel.deleted_at = name, bool(item.get("remote_config")), None
+            dirty = True
+        if (tunnel.status, tunnel.conns_active_at, tunnel.conns_inactive_at) != (status, active_at, inactive_at):
+            if tunnel.status != status:
+                since = max(_since(tunnel.status, status, active_at, inactive_at, now), tunnel.status_since)
+                changes.append(StatusChange(tunnel=tunnel, at=since, old_status=tunnel.status, new_status=status))
+                tunnel.status, tunnel.status_rank, tunnel.status_since = status, Tunnel.Status(status).rank, since
+                outcome.changed.append(tunnel)
+            tunnel.conns_active_at, tunnel.conns_inactive_at = active_at, inactive_at
+            tunnel.connectors_due = True
+            dirty = True
+        if dirty:
+            updated.append(tunnel)
+    with transaction.atomic():
+        Tunnel.objects.bulk_create(new, batch_size=500)
+        Tunnel.objects.bulk_update(
+            updated,
+            [
+                "name",
+                "remote_config",
+                "deleted_at",
+                "status",
+                "status_rank",
+                "status_since",
+                "conns_active_at",
+                "conns_inactive_at",
+                "connectors_due",
+            ],
+            batch_size=500,
+        )
+        StatusChange.objects.bulk_create(changes, batch_size=500)
+        # The list leaves deleted tunnels out: a live tunnel it no longer names has been deleted. Its history stays.
+        gone = Tunnel.objects.filter(deleted_at__isnull=True).exclude(cf_id__in=list(listed))
+        outcome.deleted = list(gone)
+        gone.update(deleted_at=now, connectors_due=False)
+    record.status_changes = len(changes) - len(new)
+    return outcome
+
+
+def _since(old: str, status: str, active_at: datetime | None, inactive_at: datetime | None, now: datetime) -> datetime:
+    """When the new status began: Cloudflare's own timestamp when it marks this change, else the time of this pass.
+
+    conns_active_at marks the start of serving and conns_inactive_at its end; a move between healthy and degraded
+    has no timestamp of its own.
+    """
+    candidate = None
+    if status in ("healthy", "degraded") and old not in ("healthy", "degraded") and inactive_at is None:
+        candidate = active_at
+    elif status == "down":
+        candidate = inactive_at
+    if candidate and candidate <= now:
+        return candidate
+    return now
+
+
+def _sync_connectors(tunnel: Tunnel, now: datetime) -> None:
+    try:
+        items = cf.tunnel_connectors(str(tunnel.cf_id))
+    except cf.CloudflareNotFound:
+        items = []
+    rows = []
+    for item in items:
+        conns = [c if isinstance(c, dict) else dict(c) for c in (item.get("conns") or [])]
+        opened = [_ts(c.get("opened_at")) for c in conns if not c.get("is_pending_reconnect")]
+        opened = [o for o in opened if o]
+        rows.append(
+            Connector(
+                tunnel=tunnel,
+                cf_id=uuid.UUID(str(item["id"])),
+                version=str(item.get("version") or "")[:40],
+                arch=str(item.get("arch") or "")[:40],
+                run_at=_ts(item.get("run_at")),
+                config_version=item.get("config_version"),
+                origin_ip=str(next((c.get("origin_ip") for c in conns if c.get("origin_ip")), ""))[:45],
+                colos=",".join(sorted({str(c.get("colo_name") or "")[:10] for c in conns} - {""}))[:100],
+                conns_total=len(conns),
+                conns_pending=sum(1 for c in conns if c.get("is_pending_reconnect")),
+                opened_at=min(opened) if opened else None,
+                conns=[
+                    [
+                        str(c.get("colo_name") or "")[:10],
+                        str(c.get("opened_at") or "")[:40],
+                        bool(c.get("is_pending_reconnect")),
+                    ]
+                    for c in conns[:_MAX_CONNS_KEPT]
+                ],
+            )
+        )
+    opened_all = [r.opened_at for r in rows if r.opened_at]
+    versions = sorted({r.version for r in rows if r.version}, key=version_key)
+    with transaction.atomic():
+        Connector.objects.filter(tunnel=tunnel).delete()
+        Connector.objects.bulk_create(rows)
+        Tunnel.objects.filter(pk=tunnel.pk).update(
+            connectors_due=False,
+            connectors_synced_at=now,
+            connector_count=len(rows),
+            # Cloudflare's definition of uptime: since the first of the current connections opened.
+            up_since=min(opened_all) if opened_all else None,
+            versions=",".join(versions)[:200],
+        )
+
+
+def version_key(version: str) -> tuple:
+    parts = []
+    for piece in version.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _sync_config(tunnel: Tunnel, now: datetime) -> None:
+    try:
+        result = cf.tunnel_configuration(str(tunnel.cf_id))
+    except cf.CloudflareNotFound:
+        result = {}
+    ingress = ((result.get("config") or {}).get("ingress")) or []
+    rows = []
+    for position, rule in enumerate(ingress):
+        hostname = str(rule.get("hostname") or "")
+        if hostname in ("", "*") and not rule.get("path"):
+            continue
+        rows.append(
+            PublicHostname(
+                tunnel=tunnel,
+                position=position,
+                hostname=hostname[:253],
+                path=str(rule.get("path") or "")[:255],
+                service=str(rule.get("service") or "")[:500],
+            )
+        )
+    with transaction.atomic():
+        PublicHostname.objects.filter(tunnel=tunnel).delete()
+        PublicHostname.objects.bulk_create(rows)
+        Tunnel.objects.filter(pk=tunnel.pk).update(
+            config_synced_at=now, config_version=result.get("version"), hostname_count=len(rows)
+        )
+
+
+def _sync_vnets() -> None:
+    items = cf.virtual_networks()
+    seen = set()
+    for item in items:
+        cf_id = uuid.UUID(str(item["id"]))
+        seen.add(cf_id)
+        VirtualNetwork.objects.update_or_create(
+            cf_id=cf_id,
+            defaults={
+                "name": str(item.get("name") or "")[:255],
+                "comment": str(item.get("comment") or "")[:500],
+                "is_default": bool(item.get("is_default_network")),
+                "deleted_at": None,
+            },
+        )
+    VirtualNetwork.objects.filter(deleted_at__isnull=True).exclude(cf_id__in=seen).update(deleted_at=timezone.now())
+
+
+def _sync_routes() -> None:
+    items = cf.routes_all()
+    tunnels = dict(Tunnel.objects.values_list("cf_id", "pk"))
+    vnets = dict(VirtualNetwork.objects.values_list("cf_id", "pk"))
+    existing = {r.cf_id: r for r in Route.objects.all()}
+    new, updated, seen = [], [], set()
+    for item in items:
+        cf_id = uuid.UUID(str(item["id"]))
+        seen.add(cf_id)
+        tunnel_cf_id = uuid.UUID(str(item.get("tunnel_id")))
+        vnet_cf_id = uuid.UUID(str(item["virtual_network_id"])) if item.get("virtual_network_id") else None
+        values = {
+            "network": str(item.get("network") or "")[:50],
+            "tunnel_cf_id": tunnel_cf_id,
+            "tunnel_id": tunnels.get(tunnel_cf_id),
+            "virtual_network_id": vnets.get(vnet_cf_id),
+            "comment": str(item.get("comment") or "")[:500],
+            "cf_created_at": _ts(item.get("created_at")),
+        }
+        route = existing.get(cf_id)
+        if route is None:
+            new.append(Route(cf_id=cf_id, **values))
+        elif any(getattr(route, k) != v for k, v in values.items()):
+            for k, v in values.items():
+                setattr(route, k, v)
+            updated.append(route)
+    with transaction.atomic():
+        Route.objects.bulk_create(new, batch_size=500)
+        Route.objects.bulk_update(updated, list(values) if updated else ["network"], batch_size=500)
+        Route.objects.exclude(cf_id__in=seen).delete()
+        _recount_routes()
+
+
+def _recount_routes() -> None:
+    counts = dict(Tunnel.objects.annotate(n=Count("routes")).filter(~Q(n=0) | ~Q(route_count=0)).values_list("pk", "n"))
+    for pk, n in counts.items():
+        Tunnel.objects.filter(pk=pk).exclude(route_count=n).update(route_count=n)
+
+
+def _sync_dns() -> None:
+    zones = cf.zones()
+    seen_zones = set()
+    for item in zones:
+        zone, _ = Zone.objects.update_or_create(cf_id=str(item["id"])[:32], defaults={"name": str(item["name"])[:253]})
+        seen_zones.add(zone.pk)
+        records = cf.tunnel_dns_records(zone.cf_id)
+        rows = [
+            DnsRecord(
+                cf_id=str(r["id"])[:32],
+                zone=zone,
+                name=str(r.get("name") or "")[:253],
+                content=str(r.get("content") or "")[:253],
+                proxied=bool(r.get("proxied")),
+                tunnel_cf_id=tunnel_of_cname(str(r.get("content") or "")),
+            )
+            for r in records
+        ]
+        with transaction.atomic():
+            DnsRecord.objects.filter(zone=zone).delete()
+            DnsRecord.objects.bulk_create(rows)
+    Zone.objects.exclude(pk__in=seen_zones).delete()
+
+
+def tunnel_of_cname(content: str) -> uuid.UUID | None:
+    suffix = ".cfargotunnel.com"
+    if not content.lower().endswith(suffix):
+        return None
+    try:
+        return uuid.UUID(content[: -len(suffix)])
+    except ValueError:
+        return None
