@@ -261,14 +261,14 @@ class TunnelChange(models.Model):
     result = models.JSONField(default=dict, blank=True)
     error = models.CharField(max_length=500, blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    source_ip = models.GenericIPAddressField(null=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
     # A new tunnel's token, encrypted with a key derived from SECRET_KEY, until its creator has seen it once
     # or it expires; the page that shows it wipes it in the same statement.
     token_ciphertext = models.TextField(blank=True)
-    token_expires_at = models.DateTimeField(null=True)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
