@@ -12,6 +12,9 @@ from dashboard.settings import *  # noqa: F403
 
 CELERY_TASK_ALWAYS_EAGER = True
 
+# One test database per test run, so that runs side by side on one machine never share one.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not memory, so that real worker processes started by the tests see the same database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-gatehouse.sqlite3")}  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-gatehouse-{os.getpid()}.sqlite3")}  # noqa: F405
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_gatehouse_{os.getpid()}"}  # noqa: F405
