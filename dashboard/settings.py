@@ -259,6 +259,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "tunnels.tasks.sync_cloudflare",
         "schedule": float(os.environ.get("GATEHOUSE_TUNNEL_SYNC_SECONDS", "30")),
     },
+    "discovery-logpush-poll": {
+        "task": "discovery.tasks.logpush_poll",
+        "schedule": float(os.environ.get("GATEHOUSE_LOGPUSH_SECONDS", "300")),
+    },
+    "discovery-aws-inventory": {"task": "discovery.tasks.inventory_discover_task", "schedule": 3600.0},
+    "discovery-access-policies": {"task": "discovery.tasks.access_policies_refresh_task", "schedule": 900.0},
 }
 
 # --- Cloudflare ------------------------------------------------------------------------------------------

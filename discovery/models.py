@@ -121,6 +121,8 @@ class Origin(models.Model):
     application = models.ForeignKey(
         Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="origins"
     )
+    # Lower-case words the catalogue's free-text filter looks in: hostnames and inventory name, id and tags.
+    search_text = models.CharField(max_length=1000, blank=True)
     # Set when traffic reaches an origin after it was unapproved; cleared when its review changes.
     traffic_while_unapproved_at = models.DateTimeField(null=True, blank=True)
 
@@ -149,6 +151,12 @@ class Origin(models.Model):
         if self.protocol in (Protocol.ICMP, Protocol.ICMPV6, Protocol.ANY):
             return f"{host} {self.get_protocol_display()}"
         return f"{host}:{self.port}/{self.protocol.lower()}"
+
+    def compute_search_text(self) -> str:
+        inventory = self.inventory or {}
+        words = [*self.hostnames, inventory.get("name", ""), inventory.get("id", "")]
+        words += [f"{k}={v}" for k, v in (inventory.get("tags") or {}).items()]
+        return " ".join(str(w).lower() for w in words if w)[:1000]
 
     @property
     def review_obj(self) -> ReviewState:
@@ -256,3 +264,19 @@ class LogObject(models.Model):
 
     def __str__(self):
         return f"s3://{self.bucket}/{self.key}"
+
+
+class AccessPolicy(models.Model):
+    """A reusable Access policy as Cloudflare last listed it: what "Protect with Access" offers to attach."""
+
+    cf_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    decision = models.CharField(max_length=32, blank=True)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "access policies"
+
+    def __str__(self):
+        return self.name

@@ -12,6 +12,7 @@ from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from alerts.services import alert_raise, alert_resolve
 from dashboard.models import User
 from dashboard.requestinfo import Origin as RequestOrigin
 from dashboard.services import audit_record
@@ -19,6 +20,7 @@ from discovery import ingest, sketch
 from discovery.models import (
     MAX_HOSTNAMES,
     MAX_TOP_USERS,
+    AccessPolicy,
     Application,
     IngestRun,
     LogObject,
@@ -184,6 +186,7 @@ def _apply_origins(totals: ingest.ObjectTotals, now: dt.datetime) -> None:
         origin.top_users = _top(origin.top_users, agg.users)
         if agg.hostnames:
             origin.hostnames = sorted(set(origin.hostnames) | agg.hostnames)[:MAX_HOSTNAMES]
+            origin.search_text = origin.compute_search_text()
         for reason, count in agg.close_reasons.items():
             if reason in origin.close_reasons or len(origin.close_reasons) < 16:
                 origin.close_reasons[reason] = origin.close_reasons.get(reason, 0) + count
@@ -221,6 +224,7 @@ def _apply_origins(totals: ingest.ObjectTotals, now: dt.datetime) -> None:
             "first_seen",
             "last_seen",
             "traffic_while_unapproved_at",
+            "search_text",
         ],
         batch_size=500,
     )
@@ -255,20 +259,19 @@ def _apply_days(totals: ingest.ObjectTotals, origins: dict[tuple, Origin]) -> No
     OriginDaily.objects.bulk_update(changed, ["sessions", "bytes_total", "user_sketch", "users"], batch_size=500)
 
 
+def _alert_key(origin: Origin) -> str:
+    return f"discovery-unapproved-traffic:{origin.public_id}"
+
+
 def _alert_unapproved_traffic(origin: Origin) -> None:
-    """Raise an alert through the alerts app when it is installed; the flag on the origin shows it anyway."""
-    try:
-        from alerts.services import alert_raise
-    except ImportError:
-        return
     alert_raise(
         kind="discovery.unapproved_traffic",
         subject=f"Unapproved origin {origin.label} still receives traffic",
-        body="Sessions reached an origin after it was unapproved. Block it or review it again.",
+        body="Sessions reached this origin after it was unapproved. Block it at its route, or review it again.",
         target_type="origin",
         target_id=str(origin.public_id),
         target_label=origin.label,
-        dedupe_key=f"unapproved-traffic:{origin.public_id}",
+        dedupe_key=_alert_key(origin),
     )
 
 
@@ -381,7 +384,8 @@ def inventory_record(*, items: list[aws.InventoryItem]) -> int:
                 origin.seen_in_inventory = True
                 origin.inventory = details
                 origin.inventory_seen_at = now
-                origin.save(update_fields=["seen_in_inventory", "inventory", "inventory_seen_at"])
+                origin.search_text = origin.compute_search_text()
+                origin.save(update_fields=["seen_in_inventory", "inventory", "inventory_seen_at", "search_text"])
                 seen.add(origin.pk)
         Origin.objects.filter(seen_in_inventory=True).exclude(pk__in=seen).update(seen_in_inventory=False)
     return len(seen)
@@ -413,7 +417,9 @@ def _transition(
     previous = origin.review_state
     origin.review_state = to
     origin.reviewed_at = now
-    origin.traffic_while_unapproved_at = None
+    if origin.traffic_while_unapproved_at is not None:
+        origin.traffic_while_unapproved_at = None
+        alert_resolve(dedupe_key=_alert_key(origin), body=f"The origin is now {to.label.lower()}.")
     ReviewEvent.objects.create(
         origin=origin, at=now, actor_email=actor.email if actor else "", from_state=previous, to_state=to,
         reason=reason,
@@ -614,3 +620,25 @@ def application_protect_apply(*, application: Application, request: RequestOrigi
             )
     application.refresh_from_db()
     return application
+
+
+def access_policies_refresh_request() -> None:
+    from discovery import tasks
+
+    transaction.on_commit(tasks.access_policies_refresh_task.delay)
+
+
+def access_policies_refresh() -> int:
+    """Replace the cached list of reusable Access policies with Cloudflare's."""
+    from integrations import cloudflare as cf
+
+    policies = cf.access_reusable_policies()
+    now = timezone.now()
+    with transaction.atomic():
+        for policy in policies:
+            AccessPolicy.objects.update_or_create(
+                cf_id=str(policy["id"])[:64],
+                defaults={"name": str(policy["name"])[:200], "decision": str(policy["decision"])[:32], "seen_at": now},
+            )
+        AccessPolicy.objects.exclude(cf_id__in=[str(p["id"])[:64] for p in policies]).delete()
+    return len(policies)

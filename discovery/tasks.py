@@ -47,3 +47,8 @@ def application_protect_task(application_id: int, source_ip: str | None, request
     services.application_protect_apply(
         application=application, request=RequestOrigin(source_ip=source_ip, request_id=request_id)
     )
+
+
+@shared_task(ignore_result=True, autoretry_for=(CloudflareTransient,), retry_backoff=10, max_retries=5)
+def access_policies_refresh_task():
+    services.access_policies_refresh()

@@ -6,4 +6,13 @@ app_name = "discovery"
 
 urlpatterns = [
     path("", views.origin_list, name="origin_list"),
+    path("origins/bulk/", views.origin_bulk, name="origin_bulk"),
+    path("origins/<uuid:public_id>/", views.origin_detail, name="origin_detail"),
+    path("origins/<uuid:public_id>/review/", views.origin_review, name="origin_review"),
+    path("applications/", views.application_list, name="application_list"),
+    path("applications/new/", views.application_create, name="application_create"),
+    path("applications/<uuid:public_id>/", views.application_detail, name="application_detail"),
+    path("applications/<uuid:public_id>/protect/", views.application_protect, name="application_protect"),
+    path("policies/refresh/", views.access_policies_refresh, name="access_policies_refresh"),
+    path("ingest/", views.ingest_list, name="ingest_list"),
 ]

@@ -1,7 +1,214 @@
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.models import User
+from dashboard.permissions import role_required
+from dashboard.rendering import template_for
+from dashboard.requestinfo import Origin as RequestOrigin
+from discovery import selectors, services
+from discovery.forms import ApplicationForm, BulkForm, OriginFilterForm, ProtectForm, ReviewForm
+from discovery.models import AccessPolicy, Application, ReviewState
+
+PAGE_SIZE = 50
+
+
+def _errors(exc: ValidationError) -> str:
+    return " ".join(exc.messages)
 
 
 @require_GET
 def origin_list(request):
-    return render(request, "discovery/origin_list.html")
+    form = OriginFilterForm(request.GET or None)
+    page = None
+    if not request.GET or form.is_valid():
+        filters = form.filters() if form.is_bound else selectors.OriginFilters()
+        sort = (form.cleaned_data.get("sort") if form.is_bound else "") or "users"
+        after = form.cleaned_data.get("after") if form.is_bound else None
+        page = selectors.origin_page(filters=filters, sort=sort, after=after, size=PAGE_SIZE)
+    query = request.GET.copy()
+    query.pop("after", None)
+    context = {
+        "form": form,
+        "page": page,
+        "filter_query": query.urlencode(),
+        "applications": selectors.applications() if request.user.has_role(User.Role.OPERATOR) else [],
+        "last_run": selectors.last_ingest_run(),
+        "bulk_actions": BulkForm.ACTIONS,
+    }
+    return render(request, template_for(request, "discovery/origin_list.html", "origin-table"), context)
+
+
+def _origin_or_404(public_id):
+    origin = selectors.origin_get(public_id)
+    if origin is None:
+        raise Http404("No such origin.")
+    return origin
+
+
+@require_GET
+def origin_detail(request, public_id):
+    origin = _origin_or_404(public_id)
+    context = {
+        "detail": selectors.origin_detail(origin),
+        "o": origin,
+        "review_form": ReviewForm(),
+        "states": ReviewState,
+    }
+    return render(request, template_for(request, "discovery/origin_detail.html", "origin-review"), context)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def origin_review(request, public_id):
+    origin = _origin_or_404(public_id)
+    form = ReviewForm(request.POST)
+    if form.is_valid():
+        try:
+            services.origin_review(
+                actor=request.user,
+                origins=[origin],
+                decision=form.cleaned_data["decision"],
+                reason=form.cleaned_data["reason"],
+                request=RequestOrigin.from_request(request),
+            )
+            origin.refresh_from_db()
+            messages.success(request, f"{origin.label} is now {origin.review_obj.label.lower()}.")
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+    else:
+        messages.error(request, "Choose a decision (and say why, under 500 characters).")
+    if request.htmx:
+        origin.refresh_from_db()
+        context = {
+            "detail": selectors.origin_detail(origin),
+            "o": origin,
+            "review_form": ReviewForm(),
+            "states": ReviewState,
+        }
+        return render(request, "discovery/origin_detail.html#origin-review", context)
+    return redirect("discovery:origin_detail", public_id=origin.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def origin_bulk(request):
+    form = BulkForm(request.POST)
+    back = request.POST.get("back", "")[:1000]
+    target = back if back.startswith("?") else ""
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(f"{reverse('discovery:origin_list')}{target}")
+    origins = selectors.origins_by_public_ids(form.cleaned_data["origin"])
+    action = form.cleaned_data["action"]
+    try:
+        if action == "add":
+            application = form.cleaned_data["application"]
+            count = services.application_add_origins(
+                actor=request.user,
+                application=application,
+                origins=origins,
+                request=RequestOrigin.from_request(request),
+            )
+            messages.success(request, f"{count} origin(s) added to {application.name}.")
+        else:
+            rows = services.origin_review(
+                actor=request.user,
+                origins=origins,
+                decision=action,
+                reason=form.cleaned_data["reason"],
+                request=RequestOrigin.from_request(request),
+            )
+            messages.success(request, f"{len(rows)} origin(s) updated.")
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+    return redirect(f"{reverse('discovery:origin_list')}{target}")
+
+
+@require_GET
+def application_list(request):
+    context = {"applications": selectors.applications(), "form": ApplicationForm()}
+    return render(request, "discovery/application_list.html", context)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def application_create(request):
+    form = ApplicationForm(request.POST)
+    if form.is_valid():
+        try:
+            application = services.application_create(
+                actor=request.user,
+                name=form.cleaned_data["name"],
+                owner=form.cleaned_data["owner"],
+                request=RequestOrigin.from_request(request),
+            )
+            messages.success(request, f"Application {application.name} created.")
+            return redirect("discovery:application_detail", public_id=application.public_id)
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+    else:
+        messages.error(request, "Give the application a name (up to 100 characters).")
+    return redirect("discovery:application_list")
+
+
+def _application_or_404(public_id) -> Application:
+    application = selectors.application_get(public_id)
+    if application is None:
+        raise Http404("No such application.")
+    return application
+
+
+@require_GET
+def application_detail(request, public_id):
+    application = _application_or_404(public_id)
+    context = {
+        "application": application,
+        "origins": selectors.application_origins(application),
+        "protect_form": ProtectForm(),
+        "policies": AccessPolicy.objects.all(),
+    }
+    return render(request, template_for(request, "discovery/application_detail.html", "protection"), context)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def application_protect(request, public_id):
+    application = _application_or_404(public_id)
+    form = ProtectForm(request.POST)
+    if form.is_valid():
+        policy = form.cleaned_data["policy"]
+        try:
+            services.application_protect(
+                actor=request.user,
+                application=application,
+                policy_id=policy.cf_id,
+                policy_name=policy.name,
+                request=RequestOrigin.from_request(request),
+            )
+            messages.success(request, f"Creating the Access application for {application.name}.")
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+    else:
+        messages.error(request, "Choose one of the reusable policies.")
+    return redirect("discovery:application_detail", public_id=application.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def access_policies_refresh(request):
+    services.access_policies_refresh_request()
+    messages.success(request, "Reading the reusable Access policies from Cloudflare.")
+    back = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        return redirect(back)
+    return redirect("discovery:application_list")
+
+
+@require_GET
+def ingest_list(request):
+    return render(request, "discovery/ingest_list.html", {"runs": selectors.ingest_runs()})

@@ -63,3 +63,27 @@ def logpush(s3):
         return write_logpush(s3, BUCKET, PREFIX, **options)
 
     return write
+
+
+@pytest.fixture
+def make_origin(db):
+    import itertools
+
+    from discovery.models import Origin, ip_key
+
+    counter = itertools.count(1)
+
+    def make(**fields):
+        n = next(counter)
+        fields.setdefault("vnet_id", "3b1bd4e6-2a5e-4d53-9d3c-0e3e1d6b7a10")
+        fields.setdefault("address", f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}")
+        fields.setdefault("port", 443)
+        fields.setdefault("protocol", "TCP")
+        fields.setdefault("seen_in_traffic", True)
+        fields.setdefault("sessions", n)
+        fields.setdefault("users", n % 50)
+        fields.setdefault("bytes_total", n * 1000)
+        fields["ip_key"] = ip_key(fields["address"])
+        return Origin.objects.create(**fields)
+
+    return make

@@ -258,3 +258,27 @@ def test_a_worker_killed_half_way_through_a_file_leaves_nothing_and_the_next_rea
     LogObject.objects.filter(state=LogObject.State.CLAIMED).update(lease_until=timezone.now())
     services.logpush_ingest(url=URL)
     assert ingested_sessions() == expected_sessions(records=200_000, hours=1 / 12, origins=40, users=30)
+
+
+def test_the_beat_task_hands_each_object_to_its_own_task_and_the_run_finishes(db, logpush):
+    from discovery import tasks
+
+    summary = logpush(records=2000)
+    tasks.logpush_poll()
+    tasks.logpush_poll()
+
+    first, second = IngestRun.objects.order_by("id")
+    assert (first.listed, first.objects_done, first.accepted) == (summary.objects, summary.objects, summary.valid)
+    assert first.finished_at is not None
+    assert (second.listed, second.objects_done) == (0, 0) and second.finished_at is not None
+
+
+def test_the_command_prints_records_per_second(db, logpush):
+    import io
+
+    from django.core.management import call_command
+
+    logpush(records=1000)
+    out = io.StringIO()
+    call_command("ingest_logpush", URL, "--processes", "1", stdout=out)
+    assert "1,000 lines" in out.getvalue() and "records/s" in out.getvalue()

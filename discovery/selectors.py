@@ -1,0 +1,205 @@
+"""Reads for discovery. The catalogue pages by keyset on indexed (sort column, id) pairs, so a page costs the
+same few queries at a hundred origins and at a hundred thousand."""
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+
+from django.db.models import F, Q, QuerySet
+
+from discovery.models import Application, IngestRun, Origin, OriginDaily, ReviewEvent, ip_key
+
+SORTS = {"users": "users", "sessions": "sessions", "bytes": "bytes_total", "last_seen": "last_seen"}
+SOURCES = ("traffic", "inventory", "both")
+
+
+@dataclass(frozen=True)
+class OriginFilters:
+    review_state: str = ""
+    vnet_id: str = ""
+    protocol: str = ""
+    port: int | None = None
+    cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    source: str = ""
+    covered: bool | None = None
+    application: Application | None = None
+    text: str = ""
+
+
+def origins_filtered(filters: OriginFilters) -> QuerySet[Origin]:
+    qs = Origin.objects.all()
+    if filters.review_state:
+        qs = qs.filter(review_state=filters.review_state)
+    if filters.vnet_id:
+        qs = qs.filter(vnet_id=filters.vnet_id)
+    if filters.protocol:
+        qs = qs.filter(protocol=filters.protocol)
+    if filters.port is not None:
+        qs = qs.filter(port=filters.port)
+    if filters.cidr is not None:
+        low, high = filters.cidr.network_address, filters.cidr.broadcast_address
+        qs = qs.filter(ip_key__gte=ip_key(str(low)), ip_key__lte=ip_key(str(high)))
+    if filters.source == "traffic":
+        qs = qs.filter(seen_in_traffic=True, seen_in_inventory=False)
+    elif filters.source == "inventory":
+        qs = qs.filter(seen_in_traffic=False, seen_in_inventory=True)
+    elif filters.source == "both":
+        qs = qs.filter(seen_in_traffic=True, seen_in_inventory=True)
+    if filters.covered is True:
+        qs = qs.filter(application__protection=Application.Protection.PROTECTED)
+    elif filters.covered is False:
+        qs = qs.exclude(application__protection=Application.Protection.PROTECTED)
+    if filters.application is not None:
+        qs = qs.filter(application=filters.application)
+    if filters.text:
+        text = filters.text.lower()
+        qs = qs.filter(
+            Q(address__startswith=text) | Q(search_text__contains=text) | Q(tunnel_id=text) | Q(vnet_id=text)
+        )
+    return qs
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the previous page ended: the sort value of its last row (None for no value) and that row's id."""
+
+    value: int | dt.datetime | None
+    id: int
+
+    def encode(self) -> str:
+        if isinstance(self.value, dt.datetime):
+            value = f"t{self.value.timestamp():.6f}"
+        elif self.value is None:
+            value = "n"
+        else:
+            value = f"i{self.value}"
+        return f"{value}_{self.id}"
+
+    @classmethod
+    def decode(cls, text: str) -> "Cursor | None":
+        try:
+            value, row_id = text.rsplit("_", 1)
+            if value == "n":
+                parsed = None
+            elif value.startswith("t"):
+                parsed = dt.datetime.fromtimestamp(float(value[1:]), dt.UTC)
+            elif value.startswith("i"):
+                parsed = int(value[1:])
+            else:
+                return None
+            return cls(parsed, int(row_id))
+        except (ValueError, OverflowError, OSError):
+            return None
+
+
+@dataclass(frozen=True)
+class OriginPage:
+    origins: list[Origin]
+    next_cursor: str | None
+    is_first: bool
+
+
+def origin_page(*, filters: OriginFilters, sort: str, after: Cursor | None, size: int) -> OriginPage:
+    column = SORTS.get(sort, "users")
+    qs = origins_filtered(filters).select_related("application")
+    if after is not None:
+        if after.value is None:
+            qs = qs.filter(**{f"{column}__isnull": True, "id__lt": after.id})
+        else:
+            later = Q(**{f"{column}__lt": after.value}) | Q(**{column: after.value, "id__lt": after.id})
+            if column == "last_seen":
+                later |= Q(last_seen__isnull=True)
+            qs = qs.filter(later)
+    qs = qs.order_by(F(column).desc(nulls_last=True), "-id")
+    rows = list(qs[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    cursor = Cursor(getattr(rows[-1], column), rows[-1].id).encode() if more else None
+    return OriginPage(origins=rows, next_cursor=cursor, is_first=after is None)
+
+
+def origins_by_public_ids(public_ids: list) -> list[Origin]:
+    return list(Origin.objects.filter(public_id__in=public_ids).order_by("id"))
+
+
+def origin_get(public_id) -> Origin | None:
+    return Origin.objects.select_related("application").filter(public_id=public_id).first()
+
+
+@dataclass(frozen=True)
+class Bar:
+    day: dt.date
+    value: int
+    height: int  # in chart units, 1..100
+    x: int
+
+    @property
+    def y(self) -> int:
+        return 100 - self.height
+
+
+def _bars(days: list[OriginDaily], attr: str) -> list[Bar]:
+    peak = max((getattr(d, attr) for d in days), default=0) or 1
+    return [
+        Bar(day=d.day, value=getattr(d, attr), height=max(1, round(100 * getattr(d, attr) / peak)), x=i * 10)
+        for i, d in enumerate(days)
+    ]
+
+
+@dataclass
+class OriginDetail:
+    origin: Origin
+    session_bars: list[Bar]
+    user_bars: list[Bar]
+    history: list[ReviewEvent]
+    route: object | None
+    route_known: bool
+    vnet_name: str
+
+
+CHART_DAYS = 30
+
+
+def origin_detail(origin: Origin) -> OriginDetail:
+    days = list(reversed(OriginDaily.objects.filter(origin=origin).order_by("-day")[:CHART_DAYS]))
+    history = list(ReviewEvent.objects.filter(origin=origin)[:50])
+    return OriginDetail(
+        origin=origin,
+        session_bars=_bars(days, "sessions"),
+        user_bars=_bars(days, "users"),
+        history=history,
+        route=None,
+        route_known=False,
+        vnet_name=vnet_names().get(origin.vnet_id, ""),
+    )
+
+
+def applications() -> QuerySet[Application]:
+    from django.db.models import Count
+
+    return Application.objects.annotate(origin_count=Count("origins")).order_by("name")
+
+
+def application_get(public_id) -> Application | None:
+    return Application.objects.filter(public_id=public_id).first()
+
+
+def application_origins(application: Application) -> list[Origin]:
+    return list(application.origins.order_by("address", "port", "protocol")[:500])
+
+
+def ingest_runs(limit: int = 20) -> list[IngestRun]:
+    return list(IngestRun.objects.all()[:limit])
+
+
+def last_ingest_run() -> IngestRun | None:
+    return IngestRun.objects.first()
+
+
+def vnet_names() -> dict[str, str]:
+    """Virtual network names by id, when the tunnels app has synchronised them; ids are shown otherwise."""
+    try:
+        from tunnels.models import VirtualNetwork
+    except ImportError:
+        return {}
+    return {str(v.cf_id): v.name for v in VirtualNetwork.objects.all()[:1000]}

@@ -1,0 +1,120 @@
+"""The AWS inventory against moto: what it finds becomes origins, matched with what traffic showed."""
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+from discovery import services
+from discovery.models import Origin
+from integrations import aws
+
+
+@pytest.fixture
+def estate(moto):
+    """A small AWS estate in moto: two instances behind security groups, a database, a cache, load balancers."""
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    subnet_b = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.2.0/24", AvailabilityZone="us-east-1b")["Subnet"][
+        "SubnetId"
+    ]
+    web = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=web,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
+            {"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8100, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
+        ],
+    )
+    bare = ec2.create_security_group(GroupName="bare", Description="bare", VpcId=vpc)["GroupId"]
+    ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        PrivateIpAddress="10.40.1.10",
+        SecurityGroupIds=[web],
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "<script>alert(1)</script>"}]}
+        ],
+    )
+    ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=subnet, PrivateIpAddress="10.40.1.11",
+        SecurityGroupIds=[bare],
+    )  # fmt: skip
+    rds = aws.client("rds")
+    rds.create_db_instance(
+        DBInstanceIdentifier="orders-db",
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        MasterUsername="admin",
+        MasterUserPassword="not-a-secret-123",
+        AllocatedStorage=20,
+        PubliclyAccessible=False,
+    )
+    aws.client("elasticache").create_cache_cluster(
+        CacheClusterId="sessions", Engine="redis", CacheNodeType="cache.t3.micro", NumCacheNodes=1
+    )
+    elb = aws.client("elbv2")
+    internal = elb.create_load_balancer(Name="internal-api", Subnets=[subnet, subnet_b], Scheme="internal")
+    elb.create_load_balancer(Name="public-site", Subnets=[subnet, subnet_b], Scheme="internet-facing")
+    group = elb.create_target_group(Name="api", Protocol="HTTP", Port=8080, VpcId=vpc)["TargetGroups"][0]
+    elb.create_listener(
+        LoadBalancerArn=internal["LoadBalancers"][0]["LoadBalancerArn"],
+        Protocol="HTTP",
+        Port=8080,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": group["TargetGroupArn"]}],
+    )
+    return vpc
+
+
+def test_discover_aws_records_instances_databases_caches_and_internal_load_balancers(db, estate):
+    out = io.StringIO()
+    call_command("discover_aws", stdout=out)
+    kinds = {o.inventory["kind"]: o for o in Origin.objects.all()}
+    # moto lists the cache cluster but not its nodes' endpoints, so there is no address to record for it.
+    assert set(kinds) == {"ec2", "rds", "elb"}
+    web = Origin.objects.get(address="10.40.1.10")
+    assert (web.port, web.protocol, web.inventory["name"]) == (443, "TCP", "<script>alert(1)</script>")
+    assert Origin.objects.get(address="10.40.1.11").protocol == "ANY"  # no single-port rule: the host itself
+    assert kinds["rds"].port == 5432 and "orders-db" in kinds["rds"].address
+    assert kinds["elb"].port == 8080 and "internal-api" in kinds["elb"].address
+    assert not Origin.objects.filter(address__contains="public-site").exists()
+    assert all(o.seen_in_inventory and not o.seen_in_traffic and o.vnet_id == "" for o in Origin.objects.all())
+    assert "discover_aws:" in out.getvalue()
+
+
+def test_running_the_inventory_twice_leaves_the_same_origins(db, estate):
+    services.inventory_discover(regions=["us-east-1"])
+    first = sorted(Origin.objects.values_list("address", "port", "protocol"))
+    services.inventory_discover(regions=["us-east-1"])
+    assert sorted(Origin.objects.values_list("address", "port", "protocol")) == first
+
+
+def test_traffic_to_an_inventoried_host_makes_one_origin_seen_in_both(db, estate, s3):
+    import gzip
+    import json
+
+    from tests.discovery.conftest import BUCKET, PREFIX
+
+    services.inventory_discover(regions=["us-east-1"])
+    vnet = "3b1bd4e6-2a5e-4d53-9d3c-0e3e1d6b7a10"
+    record = {
+        "SessionStartTime": 1763640000000000000, "SessionEndTime": 1763640001000000000, "OriginIP": "10.40.1.10",
+        "OriginPort": 443, "Protocol": "TCP", "VirtualNetworkID": vnet, "Email": "bob@example.com",
+        "BytesSent": 10, "BytesReceived": 20,
+    }  # fmt: skip
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/20251120/a.log.gz", Body=gzip.compress(json.dumps(record).encode()))
+    services.logpush_ingest(url=f"s3://{BUCKET}/{PREFIX}")
+
+    [web] = Origin.objects.filter(address="10.40.1.10")
+    assert (web.source, web.vnet_id, web.sessions, web.users) == ("both", vnet, 1, 1)
+
+
+def test_a_resource_gone_from_aws_loses_its_inventory_mark(db, estate):
+    services.inventory_discover(regions=["us-east-1"])
+    aws.client("rds").delete_db_instance(DBInstanceIdentifier="orders-db", SkipFinalSnapshot=True)
+    services.inventory_discover(regions=["us-east-1"])
+    assert not Origin.objects.get(inventory__kind="rds").seen_in_inventory

@@ -1,0 +1,231 @@
+"""The catalogue, the origin page, applications and the ingest page, as each role sees them."""
+
+import ipaddress
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from dashboard.requestinfo import Origin as RequestOrigin
+from discovery import services
+from discovery.models import Application, IngestRun, OriginDaily, ReviewState
+
+LIST = reverse("discovery:origin_list")
+
+
+def test_the_catalogue_lists_origins_busiest_first_for_a_viewer(viewer_client, make_origin):
+    quiet = make_origin(users=1)
+    busy = make_origin(users=40)
+    body = viewer_client.get(LIST).content.decode()
+    assert body.index(busy.label) < body.index(quiet.label)
+    assert "<html" in body
+    assert 'form="bulk-form"' not in body  # viewers get no bulk actions
+
+
+def test_an_htmx_request_gets_only_the_table(viewer_client, make_origin, htmx_headers):
+    make_origin()
+    body = viewer_client.get(LIST, headers=htmx_headers).content.decode()
+    assert body.lstrip().startswith('<div id="origin-table">')
+    assert "<html" not in body
+
+
+def test_operators_get_bulk_actions_on_a_selection(operator_client, make_origin):
+    o = make_origin()
+    body = operator_client.get(LIST).content.decode()
+    assert f'value="{o.public_id}" form="bulk-form"' in body
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"state": "approved"}, {"approved"}),
+        ({"cidr": "10.9.0.0/16"}, {"in-cidr"}),
+        ({"port": "5432"}, {"postgres"}),
+        ({"protocol": "UDP"}, {"udp"}),
+        ({"source": "inventory"}, {"inventory-only"}),
+        ({"source": "both"}, {"both"}),
+        ({"covered": "yes"}, {"covered"}),
+        ({"q": "billing"}, {"inventory-only"}),
+        ({"vnet": "0e6a1b22-7e0f-4a4a-8a5e-9d2b8c1f3a44"}, {"other-vnet"}),
+    ],
+)
+def test_each_filter_narrows_the_catalogue(viewer_client, make_origin, query, expected):
+    protected = Application.objects.create(name="covered-app", protection=Application.Protection.PROTECTED)
+    named = {
+        "approved": make_origin(review_state=ReviewState.APPROVED),
+        "in-cidr": make_origin(address="10.9.3.4"),
+        "postgres": make_origin(port=5432),
+        "udp": make_origin(protocol="UDP", port=10000),
+        "inventory-only": make_origin(
+            seen_in_traffic=False, seen_in_inventory=True, search_text="billing-db", sessions=0
+        ),
+        "both": make_origin(seen_in_inventory=True),
+        "covered": make_origin(application=protected),
+        "other-vnet": make_origin(vnet_id="0e6a1b22-7e0f-4a4a-8a5e-9d2b8c1f3a44"),
+    }
+    body = viewer_client.get(LIST, query).content.decode()
+    shown = {name for name, o in named.items() if str(o.public_id) in body}
+    assert shown == expected
+
+
+def test_a_bad_cidr_is_explained_not_a_crash(viewer_client):
+    response = viewer_client.get(LIST, {"cidr": "10.0.0.0/99"})
+    assert response.status_code == 200
+    assert "Not a CIDR" in response.content.decode()
+
+
+@pytest.mark.parametrize("sort", ["users", "sessions", "bytes", "last_seen"])
+def test_paging_by_cursor_shows_every_origin_once_in_order(viewer_client, make_origin, sort, settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from discovery import selectors
+
+    now = timezone.now()
+    for i in range(23):
+        # Ties on purpose: equal sort values must not lose or repeat rows across pages.
+        make_origin(
+            users=i % 4,
+            sessions=i % 5,
+            bytes_total=i % 3,
+            last_seen=None if i % 6 == 0 else now - dt.timedelta(hours=i % 7),
+        )
+    seen, after = [], None
+    while True:
+        page = selectors.origin_page(filters=selectors.OriginFilters(), sort=sort, after=after, size=5)
+        seen.extend(page.origins)
+        if not page.next_cursor:
+            break
+        after = selectors.Cursor.decode(page.next_cursor)
+    assert len(seen) == 23 == len({o.pk for o in seen})
+    column = selectors.SORTS[sort]
+    values = [getattr(o, column) for o in seen]
+    present = [v for v in values if v is not None]
+    assert present == sorted(present, reverse=True)
+    assert values[len(present) :] == [None] * (len(values) - len(present))
+
+
+def test_the_catalogue_costs_the_same_queries_at_ten_and_at_two_hundred_origins(viewer_client, make_origin):
+    for _ in range(10):
+        make_origin()
+    with CaptureQueriesContext(connection) as small:
+        viewer_client.get(LIST)
+    for _ in range(190):
+        make_origin(application=Application.objects.get_or_create(name="x")[0])
+    with CaptureQueriesContext(connection) as large:
+        viewer_client.get(LIST, {"sort": "sessions"})
+    assert len(large) == len(small)
+
+
+def test_text_from_aws_and_logs_is_escaped(viewer_client, make_origin):
+    o = make_origin(
+        inventory={"name": "<script>alert(1)</script>", "tags": {"x": "<img src=x onerror=alert(2)>"}},
+        top_users={"<b>eve</b>@example.com": 3},
+    )
+    for url in (LIST, reverse("discovery:origin_detail", args=[o.public_id])):
+        body = viewer_client.get(url).content.decode()
+        assert "<script>alert(1)" not in body and "&lt;script&gt;alert(1)" in body
+    assert "<img src=x" not in body and "<b>eve</b>" not in body
+
+
+def test_the_origin_page_shows_counts_charts_users_inventory_and_history(viewer_client, make_origin, operator):
+    import datetime as dt
+
+    o = make_origin(
+        top_users={"alice@example.com": 7},
+        hostnames=["db.internal.example"],
+        inventory={"kind": "rds", "id": "orders-db", "name": "orders-db (postgres)", "region": "eu-west-1", "tags": {}},
+        seen_in_inventory=True,
+    )
+    OriginDaily.objects.create(origin=o, day=dt.date(2026, 11, 19), sessions=5, users=2)
+    OriginDaily.objects.create(origin=o, day=dt.date(2026, 11, 20), sessions=9, users=3)
+    app = services.application_create(actor=operator, name="Orders", owner="team-orders", request=RequestOrigin())
+    services.application_add_origins(actor=operator, application=app, origins=[o], request=RequestOrigin())
+    body = viewer_client.get(reverse("discovery:origin_detail", args=[o.public_id])).content.decode()
+    assert "alice@example.com" in body and "db.internal.example" in body and "orders-db (postgres)" in body
+    assert body.count("<rect ") == 4
+    assert "2026-11-20: 9 sessions" in body
+    assert "joined application Orders" in body
+    assert "no route data" in body
+    assert "Approve" not in body  # viewers read; they do not decide
+
+
+def test_an_operator_reviews_from_the_origin_page_and_htmx_gets_the_review_card(
+    operator_client, operator, make_origin, htmx_headers
+):
+    o = make_origin()
+    app = services.application_create(actor=operator, name="Video", owner="", request=RequestOrigin())
+    services.application_add_origins(actor=operator, application=app, origins=[o], request=RequestOrigin())
+    url = reverse("discovery:origin_review", args=[o.public_id])
+    response = operator_client.post(url, {"decision": "approve", "reason": "owned by video team"}, headers=htmx_headers)
+    assert response.status_code == 200
+    assert response.content.decode().lstrip().startswith('<section class="card" id="origin-review">')
+    o.refresh_from_db()
+    assert o.review_state == ReviewState.APPROVED
+
+
+def test_unapproving_without_a_reason_is_refused_with_a_message(operator_client, operator, make_origin):
+    o = make_origin()
+    app = services.application_create(actor=operator, name="Video", owner="", request=RequestOrigin())
+    services.application_add_origins(actor=operator, application=app, origins=[o], request=RequestOrigin())
+    response = operator_client.post(
+        reverse("discovery:origin_review", args=[o.public_id]), {"decision": "unapprove"}, follow=True
+    )
+    assert "Say why" in response.content.decode()
+    o.refresh_from_db()
+    assert o.review_state == ReviewState.IN_REVIEW
+
+
+def test_viewers_cannot_review(viewer_client, make_origin):
+    o = make_origin()
+    response = viewer_client.post(reverse("discovery:origin_review", args=[o.public_id]), {"decision": "approve"})
+    assert response.status_code == 403
+
+
+def test_bulk_add_to_an_application_then_bulk_approve(operator_client, operator, make_origin):
+    picked = [make_origin(), make_origin()]
+    left = make_origin()
+    app = services.application_create(actor=operator, name="Video", owner="", request=RequestOrigin())
+    ids = [str(o.public_id) for o in picked]
+    url = reverse("discovery:origin_bulk")
+    operator_client.post(url, {"action": "add", "application": str(app.public_id), "origin": ids})
+    operator_client.post(url, {"action": "approve", "origin": ids, "reason": "reviewed with owner"})
+    for o in picked:
+        o.refresh_from_db()
+        assert (o.application_id, o.review_state) == (app.pk, ReviewState.APPROVED)
+    left.refresh_from_db()
+    assert (left.application_id, left.review_state) == (None, ReviewState.UNREVIEWED)
+
+
+def test_bulk_approving_unreviewed_origins_is_refused_and_changes_nothing(operator_client, make_origin):
+    o = make_origin()
+    response = operator_client.post(
+        reverse("discovery:origin_bulk"), {"action": "approve", "origin": [str(o.public_id)]}, follow=True
+    )
+    assert "Only in review origins can be approved" in response.content.decode()
+    o.refresh_from_db()
+    assert o.review_state == ReviewState.UNREVIEWED
+
+
+def test_creating_an_application_and_seeing_it_listed(operator_client):
+    response = operator_client.post(
+        reverse("discovery:application_create"), {"name": "Video calls", "owner": "av-team"}, follow=True
+    )
+    assert response.status_code == 200
+    app = Application.objects.get(name="Video calls")
+    assert app.owner == "av-team"
+    assert "Video calls" in operator_client.get(reverse("discovery:application_list")).content.decode()
+
+
+def test_the_ingest_page_shows_each_run_and_what_it_refused(viewer_client):
+    IngestRun.objects.create(source="s3://b/p", records=100, accepted=90, malformed=4, wrong_type=3, absurd=2, public=1)
+    body = viewer_client.get(reverse("discovery:ingest_list")).content.decode()
+    assert "s3://b/p" in body and ">90<" in body and ">4<" in body
+
+
+def test_origin_ids_in_urls_are_uuids(make_origin):
+    o = make_origin()
+    url = reverse("discovery:origin_detail", args=[o.public_id])
+    assert str(o.public_id) in url and ipaddress.ip_address(o.address)
