@@ -14,6 +14,7 @@ from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
 from dashboard.requestinfo import Origin
+from tunnels import selectors as tunnel_selectors
 
 
 @require_GET
@@ -21,6 +22,7 @@ def home(request):
     context = {
         "recent_entries": selectors.audit_page(filters=selectors.AuditFilters(), before=None, size=8).entries,
         "heartbeats": selectors.heartbeats(),
+        **tunnel_selectors.overview(),
     }
     return render(request, "dashboard/home.html", context)
 

@@ -60,3 +60,37 @@ def test_route_lookup_finds_the_longest_prefix(viewer_client, synced):
         reverse("tunnels:route_list"), {"ip": address, "vnet": str(route.virtual_network.cf_id)}
     )
     assert route.tunnel.name in response.content.decode()
+
+
+def test_overview_shows_tunnels_by_status_changes_and_open_alerts(viewer_client, synced, settings):
+    import time
+
+    from cloudflare_sim import control
+    from tunnels import sync
+
+    settings.GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS = 0
+    tunnel = Tunnel.objects.filter(status="healthy").first()
+    control.run_event(synced.store, "tunnel-down", time.time(), tunnel=tunnel.name)
+    sync.sync_pass()
+    body = viewer_client.get(reverse("dashboard:home")).content.decode()
+    assert f"Tunnel {tunnel.name} is down" in body
+    assert "healthy → " in body
+    assert f"?status=down\">Down</a></dt><dd>{Tunnel.objects.filter(status='down').count()}</dd>" in body
+
+
+def test_list_query_count_does_not_grow_with_the_fleet(viewer_client, synced):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = reverse("tunnels:tunnel_list")
+    with CaptureQueriesContext(connection) as small:
+        viewer_client.get(url)
+    Tunnel.objects.bulk_create(
+        [
+            Tunnel(cf_id=f"00000000-0000-4000-8000-{i:012d}", name=f"extra-{i:04d}", versions="2025.8.0,2026.10.0")
+            for i in range(200)
+        ]
+    )
+    with CaptureQueriesContext(connection) as large:
+        viewer_client.get(url)
+    assert len(large.captured_queries) == len(small.captured_queries)
