@@ -247,6 +247,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
+# A worker running a workflow step holds the run this long; a replacement for a killed worker waits it out.
+GATEHOUSE_WORKFLOW_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_WORKFLOW_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
@@ -255,6 +257,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.tasks.record_heartbeat",
         "schedule": float(os.environ.get("GATEHOUSE_HEARTBEAT_SECONDS", "30")),
     },
+    "vendors-resume-workflows": {"task": "vendors.tasks.workflows_resume", "schedule": 30.0},
+    "vendors-expire-grants": {"task": "vendors.tasks.grants_expire", "schedule": 300.0},
+    "vendors-recertify": {"task": "vendors.tasks.vendors_recertify", "schedule": 3600.0},
+    "vendors-refresh-access-applications": {"task": "vendors.tasks.access_apps_refresh", "schedule": 900.0},
     "tunnels-sync-cloudflare": {
         "task": "tunnels.tasks.sync_cloudflare",
         "schedule": float(os.environ.get("GATEHOUSE_TUNNEL_SYNC_SECONDS", "30")),

@@ -381,12 +381,17 @@ def tokens_forget_unshown_secrets(*, older_than: timedelta = timedelta(days=1)) 
     return ServiceToken.objects.exclude(secret_sealed="").filter(created_at__lt=cutoff).update(secret_sealed="")
 
 
-def workflows_resume() -> int:
-    """Re-enqueue active runs no worker is on (a worker died, or the message was lost)."""
+def workflows_resume(*, on_start: bool = False) -> int:
+    """Re-enqueue active runs no worker is on (a worker died, or the message was lost).
+
+    A starting worker takes every active run, leased or not: the task waits out a dead worker's lease itself.
+    """
     from vendors.tasks import workflow_advance
 
-    idle = timedelta(seconds=min(30.0, workflows.lease_seconds()))
-    runs = workflows.active_runs_to_resume(idle_for=idle)
+    if on_start:
+        runs = list(WorkflowRun.objects.filter(status__in=WorkflowRun.ACTIVE).values_list("pk", flat=True))
+    else:
+        runs = workflows.active_runs_to_resume(idle_for=timedelta(seconds=min(30.0, workflows.lease_seconds())))
     for run_id in runs:
         workflow_advance.delay(run_id)
     return len(runs)

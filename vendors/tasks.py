@@ -10,8 +10,9 @@ from vendors import services, workflows
 
 log = logging.getLogger(__name__)
 
-# Backoff for temporary Cloudflare errors: 2, 4, 8 ... 60 s, or longer when Cloudflare or the budget says so.
-_MAX_RETRIES = 8
+# Backoff for temporary Cloudflare errors: 1, 2, 4, 8, then every 10 s (someone is waiting on the click), or
+# longer when Cloudflare or the budget says so; about two minutes in all before the run stops with the reason.
+_MAX_RETRIES = 14
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=_MAX_RETRIES)
@@ -23,7 +24,7 @@ def workflow_advance(self, run_id: int) -> None:
         if self.request.retries >= _MAX_RETRIES:
             workflows.give_up(run_id=run_id, reason=f"Cloudflare kept failing: {exc.message}")
             return
-        countdown = max(exc.retry_after or 0.0, min(60.0, 2.0 ** (self.request.retries + 1)))
+        countdown = max(exc.retry_after or 0.0, min(10.0, 2.0**self.request.retries))
         log.warning("workflow run %s: %s; retrying in %.0f s", run_id, exc.message, countdown)
         raise self.retry(exc=exc, countdown=countdown) from None
     if not outcome.done:
@@ -31,14 +32,14 @@ def workflow_advance(self, run_id: int) -> None:
 
 
 @shared_task(acks_late=True, ignore_result=True)
-def workflows_resume() -> None:
-    services.workflows_resume()
+def workflows_resume(on_start: bool = False) -> None:
+    services.workflows_resume(on_start=on_start)
 
 
 @worker_ready.connect
 def _resume_on_start(**_kwargs) -> None:
     # A worker that starts (perhaps replacing one that was killed) picks up runs nobody is working on.
-    workflows_resume.delay()
+    workflows_resume.delay(on_start=True)
 
 
 @shared_task(

@@ -33,7 +33,8 @@ Kind = WorkflowRun.Kind
 
 # Short, quick retries inside a step for a single failed call among many; longer waits are the task's business.
 _CALL_RETRIES = (0.25, 0.75)
-_MAX_THREADS = 16
+_MAX_INLINE_WAIT = 2.0
+_MAX_THREADS = 32
 _MAX_ANSWER = 300
 
 
@@ -88,12 +89,10 @@ def _attempt(call: Call) -> tuple[str, Any]:
             if call.missing_ok:
                 return "already gone", None
             raise
-        except cf.BudgetExhausted:
-            raise
         except CloudflareTransient as exc:
-            if delay is None or (exc.retry_after or 0) > 2:
+            if delay is None or (exc.retry_after or 0) > _MAX_INLINE_WAIT:
                 raise
-            time.sleep(delay)
+            time.sleep(max(delay, exc.retry_after or 0))
     raise AssertionError("unreachable")
 
 

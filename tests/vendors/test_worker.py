@@ -1,0 +1,282 @@
+"""Vendor workflows on real Celery workers (Redis broker) against the simulator, including workers killed mid-run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from django.db import connection
+from django.utils import timezone
+
+from cloudflare_sim import faults
+from dashboard.celery import app as celery_app
+from dashboard.models import AuditEntry
+from vendors import services
+from vendors.models import Grant, Vendor, WorkflowRun, WorkflowStep
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _redis_url() -> str:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        if os.environ.get("GATEHOUSE_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"Redis is required but not reachable at {url}")
+        pytest.skip(f"Redis is not reachable at {url}")
+    return url
+
+
+class Workers:
+    """Start, kill and replace Celery worker processes that share the test database and the simulator."""
+
+    def __init__(self, env):
+        self.env, self.processes = env, []
+
+    def start(self) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dashboard",
+                "worker",
+                "-P",
+                "solo",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def kill(self, process: subprocess.Popen) -> None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def workers(cloudflare_sim, transactional_db, settings, tmp_path):
+    url = _redis_url()
+    client = redis.Redis.from_url(url)
+    client.delete("celery")  # messages a previous run left behind would only be stale work
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        "GATEHOUSE_ENV": "local",
+        "GATEHOUSE_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": url,
+        "CLOUDFLARE_BASE_URL": cloudflare_sim.url,
+        "CLOUDFLARE_API_TOKEN": settings.CLOUDFLARE_API_TOKEN,
+        "CLOUDFLARE_ACCOUNT_ID": cloudflare_sim.account_id,
+        "GATEHOUSE_CLOUDFLARE_BUDGET_NAME": settings.GATEHOUSE_CLOUDFLARE_BUDGET_NAME,
+        "GATEHOUSE_WORKFLOW_LEASE_SECONDS": "3",
+        "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+    }
+    env.pop("CLOUDFLARE_EMAIL", None)
+    # This process enqueues onto the same broker instead of running tasks in place.
+    saved = (celery_app.conf.task_always_eager, celery_app.conf.broker_url)
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.broker_url = url
+    celery_app.amqp._producer_pool = None
+    celery_app._pool = None
+    pool = Workers(env)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+        faults.clear(cloudflare_sim.store)
+        celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
+        celery_app.amqp._producer_pool = None
+        celery_app._pool = None
+
+
+def _wait_for(predicate, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        if value := predicate():
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _finished(run: WorkflowRun, timeout: float = 60) -> WorkflowRun:
+    def done():
+        run.refresh_from_db()
+        return run if not run.is_active else None
+
+    try:
+        return _wait_for(done, f"{run.get_kind_display()} to finish", timeout)
+    except AssertionError:
+        raise AssertionError(f"{run.get_kind_display()} still {run.status}: {_steps(run)}") from None
+
+
+def _steps(run):
+    return list(run.steps.values_list("key", "status", "attempts", "error"))
+
+
+def _admitted_anywhere(sim, vendor) -> list[str]:
+    """What the simulator itself says: policies of ours, tokens of ours, sessions of the vendor's contacts."""
+    left = [p["name"] for p in sim.store.list("access_policy", sim.account_id) if p["name"] == vendor.policy_name]
+    left += [
+        t["name"] for t in sim.store.list("service_token", sim.account_id) if t["name"].startswith(vendor.token_prefix)
+    ]
+    for user in sim.store.list("access_user", sim.account_id):
+        if user["email"] in vendor.contacts and sim.store.list("access_session", sim.account_id, parent=user["id"]):
+            left.append(user["email"])
+    return left
+
+
+def _sign_in(sim, vendor):
+    """Give each contact a live session on their granted applications, as if they had signed in."""
+    import random
+
+    from cloudflare_sim import world
+
+    apps = {a["id"]: a for a in sim.store.list("access_app", sim.account_id)}
+    rng = random.Random(1)
+    for email in vendor.contacts:
+        user = world.user_for_email(sim.store, sim.account_id, email, time.time(), rng)
+        for grant in vendor.grants.select_related("application"):
+            world.open_session(sim.store, sim.account_id, user, apps[grant.application.cf_id], time.time(), rng)
+
+
+def test_onboarding_expiry_and_revocation_on_a_real_worker(workers, make_vendor, cloudflare_sim):
+    workers.start()
+    vendor = make_vendor(apps=("PostgreSQL orders", "Redis cache", "Internal API"), tokens=1)
+    onboarding = _finished(vendor.runs.get())
+    assert onboarding.status == WorkflowRun.Status.SUCCEEDED, _steps(onboarding)
+
+    grant = vendor.grants.get(application__name="Redis cache")
+    Grant.objects.filter(pk=grant.pk).update(ends_at=timezone.now() - timedelta(minutes=1))
+    assert services.grants_expire()
+    expiry = _finished(vendor.runs.get(kind=WorkflowRun.Kind.EXPIRE))
+    assert expiry.status == WorkflowRun.Status.SUCCEEDED, _steps(expiry)
+    redis_app = next(
+        a for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id) if a["name"] == "Redis cache"
+    )
+    vendor.refresh_from_db()
+    assert vendor.cf_policy_id not in [r["id"] for r in redis_app["_policy_refs"]]
+
+    _sign_in(cloudflare_sim, vendor)
+    revoke = _finished(services.vendor_revoke(actor=None, vendor=vendor, origin=None))
+    vendor.refresh_from_db()
+    assert revoke.status == WorkflowRun.Status.SUCCEEDED, _steps(revoke)
+    assert vendor.status == Vendor.Status.REVOKED
+    assert _admitted_anywhere(cloudflare_sim, vendor) == []
+
+
+def test_revoke_finishes_through_5xx_429_and_latency(workers, make_vendor, cloudflare_sim):
+    workers.start()
+    vendor = make_vendor(tokens=3)
+    assert _finished(vendor.runs.get()).status == WorkflowRun.Status.SUCCEEDED
+    _sign_in(cloudflare_sim, vendor)
+    faults.save(
+        cloudflare_sim.store,
+        {
+            "rules": [{"endpoint": "*", "latency_ms": 150, "error_rate": 0.2, "error_status": 503}],
+            "rate_limit": {"limit": 10, "window": 2},
+        },
+    )
+    revoke = _finished(
+        services.vendor_revoke(actor=None, vendor=vendor, origin=None),
+    )
+    faults.clear(cloudflare_sim.store)
+    stats = cloudflare_sim.stats()
+    assert revoke.status == WorkflowRun.Status.SUCCEEDED, (revoke.reason, _steps(revoke))
+    assert _admitted_anywhere(cloudflare_sim, vendor) == []
+    # The faults really bit: some calls were refused and retried.
+    assert stats["by_status"].get("503", 0) > 0
+    assert stats["by_status"].get("429", 0) > 0
+
+
+def test_revoke_completes_and_verifies_after_workers_are_killed_at_several_steps(workers, make_vendor, cloudflare_sim):
+    first = workers.start()
+    vendor = make_vendor(apps=("PostgreSQL orders", "Redis cache", "Internal API", "Kibana"), tokens=3)
+    assert _finished(vendor.runs.get()).status == WorkflowRun.Status.SUCCEEDED
+    _sign_in(cloudflare_sim, vendor)
+    # Slow calls keep each step in flight long enough to kill the worker inside it.
+    faults.save(cloudflare_sim.store, {"rules": [{"endpoint": "*", "latency_ms": 700}]})
+    run = services.vendor_revoke(actor=None, vendor=vendor, origin=None)
+    worker = first
+    for position in (2, 3, 4):
+        _wait_for(
+            lambda p=position: run.steps.filter(position=p, status=WorkflowStep.Status.RUNNING).exists(),
+            f"step {position} to start",
+        )
+        time.sleep(0.3)
+        workers.kill(worker)
+        worker = workers.start()
+    run = _finished(run)
+    vendor.refresh_from_db()
+    assert run.status == WorkflowRun.Status.SUCCEEDED, (run.reason, _steps(run))
+    assert vendor.status == Vendor.Status.REVOKED
+    assert [attempts > 1 for _key, _status, attempts, _error in _steps(run)][1:] == [True, True, True]
+    faults.clear(cloudflare_sim.store)
+    assert _admitted_anywhere(cloudflare_sim, vendor) == []
+
+
+def test_a_vendor_is_never_marked_revoked_while_another_policy_admits_a_contact(workers, make_vendor, cloudflare_sim):
+    from cloudflare_sim import world
+
+    workers.start()
+    vendor = make_vendor()
+    assert _finished(vendor.runs.get()).status == WorkflowRun.Status.SUCCEEDED
+    # Someone else's policy, not Gatehouse's, also lets the contact into Grafana.
+    policy = {
+        "id": world.new_uuid(),
+        "name": "Hand-made exception",
+        "decision": "allow",
+        "include": [{"email": {"email": vendor.contacts[0]}}],
+        "exclude": [],
+        "require": [],
+        "session_duration": "8h",
+        "created_at": world.iso(time.time()),
+        "updated_at": world.iso(time.time()),
+    }
+    cloudflare_sim.store.put("access_policy", policy, cloudflare_sim.account_id)
+    grafana = next(
+        a for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id) if a["name"] == "Grafana"
+    )
+    grafana["_policy_refs"].append({"id": policy["id"], "precedence": 9})
+    cloudflare_sim.store.put("access_app", grafana, cloudflare_sim.account_id)
+
+    revoke = _finished(services.vendor_revoke(actor=None, vendor=vendor, origin=None))
+    vendor.refresh_from_db()
+    assert revoke.status == WorkflowRun.Status.NEEDS_ATTENTION
+    assert vendor.status == Vendor.Status.NEEDS_ATTENTION
+    assert "Hand-made exception" in revoke.reason
+    assert AuditEntry.objects.filter(action="vendor.workflow_needs_attention", target_id=str(vendor.public_id)).exists()
+    # Gatehouse did not touch what it does not own.
+    assert cloudflare_sim.store.get("access_policy", policy["id"], cloudflare_sim.account_id) is not None
