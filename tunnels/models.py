@@ -53,7 +53,10 @@ class Tunnel(models.Model):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(fields=["deleted_at", "status_rank", "name"], name="tunnel_live_status")]
+        indexes = [
+            models.Index(fields=["deleted_at", "status_rank", "name"], name="tunnel_live_status"),
+            models.Index(fields=["deleted_at", "status"], name="tunnel_live_status_count"),
+        ]
 
     def __str__(self):
         return self.name

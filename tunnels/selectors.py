@@ -49,12 +49,18 @@ def status_counts() -> dict[str, int]:
 
 
 def newest_version() -> str:
-    versions = Connector.objects.filter(tunnel__deleted_at__isnull=True).values_list("version", flat=True).distinct()
+    versions = (
+        Connector.objects.filter(tunnel__deleted_at__isnull=True)
+        .values_list("version", flat=True)
+        .order_by()
+        .distinct()
+    )
     return max((v for v in versions if v), key=version_key, default="")
 
 
 def versions_known() -> list[str]:
-    return sorted({v for v in Connector.objects.values_list("version", flat=True).distinct() if v}, key=version_key)
+    known = Connector.objects.values_list("version", flat=True).order_by().distinct()
+    return sorted({v for v in known if v}, key=version_key)
 
 
 def tunnels_filtered(filters: TunnelFilters) -> QuerySet[Tunnel]:

@@ -141,11 +141,12 @@ def sync_pass() -> SyncPass | None:
             deleted_at__isnull=True,
             remote_config=True,
         ).order_by("config_synced_at", "pk")
-        for tunnel in configs_due[: plan.left() // 4]:
+        for tunnel in configs_due[: plan.left() // 6]:
             _sync_config(tunnel, now)
             record.configs_fetched += 1
         rotation = (
-            Tunnel.objects.filter(deleted_at__isnull=True)
+            Tunnel.objects.filter(Q(connectors_synced_at__isnull=True) | Q(connectors_synced_at__lt=now))
+            .filter(deleted_at__isnull=True)
             .exclude(status=Tunnel.Status.INACTIVE, connectors_synced_at__isnull=False)
             .order_by("connectors_synced_at", "pk")
         )
