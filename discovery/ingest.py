@@ -41,6 +41,8 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[
 _REASON = re.compile(r"^[A-Z_0-9]{0,40}$")
 _PROTOCOLS = {"TCP": "TCP", "UDP": "UDP", "ICMP": "ICMP", "ICMPV6": "ICMPV6"}
 _TRANSPORTS = {"tcp": "TCP", "udp": "UDP", "quic": "UDP"}
+# Lines are decoded as UTF-8 and parsed in one step, skipping json.loads's encoding sniffing.
+_raw_decode = json.JSONDecoder().raw_decode
 
 
 class Rejected(Exception):
@@ -66,6 +68,7 @@ class OriginTotals:
 
 @dataclass
 class ObjectTotals:
+    objects: int = 0
     records: int = 0
     accepted: int = 0
     malformed: int = 0
@@ -73,6 +76,38 @@ class ObjectTotals:
     absurd: int = 0
     public: int = 0
     origins: dict[tuple[str, str, int, str], OriginTotals] = field(default_factory=dict)
+
+    def merge(self, other: "ObjectTotals") -> None:
+        """Add another object's totals to these (a batch of objects is applied at once)."""
+        for name in ("objects", "records", "accepted", "malformed", "wrong_type", "absurd", "public"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for key, theirs in other.origins.items():
+            mine = self.origins.get(key)
+            if mine is None:
+                self.origins[key] = theirs
+                continue
+            mine.sessions += theirs.sessions
+            mine.bytes_total += theirs.bytes_total
+            mine.unreachable += theirs.unreachable
+            mine.first = min(mine.first, theirs.first)
+            mine.last = max(mine.last, theirs.last)
+            mine.tunnel_id = theirs.tunnel_id or mine.tunnel_id
+            for email, count in theirs.users.items():
+                if email in mine.users or len(mine.users) < MAX_USERS_PER_ORIGIN:
+                    mine.users[email] = mine.users.get(email, 0) + count
+                else:
+                    mine.user_sketch = sketch.merge(mine.user_sketch, [sketch.user_hash(email)])
+            mine.user_sketch = sketch.merge(mine.user_sketch, theirs.user_sketch)
+            mine.hostnames = set(sorted(mine.hostnames | theirs.hostnames)[:MAX_HOSTNAMES])
+            for reason, count in theirs.close_reasons.items():
+                if reason in mine.close_reasons or len(mine.close_reasons) < MAX_CLOSE_REASONS:
+                    mine.close_reasons[reason] = mine.close_reasons.get(reason, 0) + count
+            for day, (sessions, size, users) in theirs.days.items():
+                bucket = mine.days.setdefault(day, [0, 0, set()])
+                bucket[0] += sessions
+                bucket[1] += size
+                if len(bucket[2]) < MAX_USERS_PER_ORIGIN:
+                    bucket[2] |= users
 
     def finish(self) -> None:
         """Turn each origin's users into a sketch; the per-user counts stay for top users."""
@@ -109,13 +144,30 @@ def _seconds(value) -> float:
     return seconds
 
 
-class Reader:
-    """Adds up the lines of one object. Addresses and identities repeat a lot, so their checks are cached."""
+class Verdicts:
+    """Checks already made on values that repeat from line to line and object to object (addresses, identities,
+    destinations), shared by the objects of one batch. Each table stops growing at CACHE_LIMIT entries."""
 
     def __init__(self) -> None:
+        self.ips: dict[str, tuple[str, str] | None] = {}
+        self.emails: dict[str, bool] = {}
+        self.destinations: dict[tuple, tuple[str, str, int, str] | str] = {}
+        self.reasons: set[str] = set()
+
+
+CACHE_LIMIT = 100_000
+
+
+class Reader:
+    """Adds up the lines of one object."""
+
+    def __init__(self, verdicts: Verdicts | None = None) -> None:
         self.totals = ObjectTotals()
-        self._ips: dict[str, tuple[str, str] | None] = {}
-        self._emails: dict[str, bool] = {}
+        verdicts = verdicts or Verdicts()
+        self._ips = verdicts.ips
+        self._emails = verdicts.emails
+        self._destinations = verdicts.destinations
+        self._reasons = verdicts.reasons
 
     def _address(self, value) -> tuple[str, str]:
         """(normalised IP, its key) for a private destination; Rejected otherwise."""
@@ -130,7 +182,8 @@ class Reader:
             except ValueError:
                 raise Rejected("absurd") from None
             cached = (str(ip), ip_key(str(ip))) if any(ip in net for net in _PRIVATE) else None
-            self._ips[value] = cached
+            if len(self._ips) < CACHE_LIMIT:
+                self._ips[value] = cached
         if cached is None:
             raise Rejected("public")
         return cached
@@ -143,7 +196,7 @@ class Reader:
         ok = self._emails.get(value)
         if ok is None:
             ok = len(value) <= 254 and _EMAIL.match(value) is not None
-            if len(self._emails) < 100_000:
+            if len(self._emails) < CACHE_LIMIT:
                 self._emails[value] = ok
         if not ok:
             raise Rejected("absurd")
@@ -156,11 +209,12 @@ class Reader:
             totals.absurd += 1
             return
         try:
-            record = json.loads(line)
+            text = line.decode()
+            record, end = _raw_decode(text)
         except ValueError:  # includes bytes that are not UTF-8
             totals.malformed += 1
             return
-        if not isinstance(record, dict):
+        if end != len(text) or type(record) is not dict:
             totals.malformed += 1
             return
         try:
@@ -170,11 +224,27 @@ class Reader:
         else:
             totals.accepted += 1
 
+    def _destination(self, ip_value, port_value, protocol, vnet, tunnel, hostname) -> tuple[str, str, int, str]:
+        """Validate the fields that name where a session went; they repeat for every session to one origin."""
+        if protocol is None:
+            raise Rejected("absurd")
+        port = _int(port_value)
+        if not 0 <= port <= 65535:
+            raise Rejected("absurd")
+        address, _ = self._address(ip_value)
+        if not isinstance(vnet, str) or not isinstance(tunnel, str):
+            raise Rejected("wrong_type")
+        if not (_ID.match(vnet) and _ID.match(tunnel)):
+            raise Rejected("absurd")
+        if hostname and (not isinstance(hostname, str) or not _HOSTNAME.match(hostname)):
+            raise Rejected("absurd")
+        return (vnet.lower(), address, port, protocol)
+
     def _add(self, record: dict) -> None:
         get = record.get
         if "OriginIP" in record:
-            ip_value, port_value = get("OriginIP"), get("OriginPort")
-            protocol = _PROTOCOLS.get(get("Protocol"))
+            ip_value, port_value, protocol_value = get("OriginIP"), get("OriginPort"), get("Protocol")
+            protocols = _PROTOCOLS
             start, end = get("SessionStartTime"), get("SessionEndTime")
             sent, received = get("BytesSent", 0), get("BytesReceived", 0)
             reason = get("ConnectionCloseReason") or ""
@@ -182,34 +252,48 @@ class Reader:
             hostname = ""
         elif "DestinationIP" in record:
             ip_value, port_value = get("DestinationIP"), get("DestinationPort")
-            protocol = _TRANSPORTS.get(get("TransportProtocol"))
+            protocol_value = get("TransportProtocol")
+            protocols = _TRANSPORTS
             start = end = get("Datetime")
             sent = received = 0
             reason = tunnel = ""
             hostname = get("SNI") or ""
         else:
             raise Rejected("wrong_type")
-        if protocol is None:
-            raise Rejected("wrong_type" if not isinstance(get("Protocol", get("TransportProtocol")), str) else "absurd")
-        port = _int(port_value)
-        if not 0 <= port <= 65535:
-            raise Rejected("absurd")
-        address, _ = self._address(ip_value)
+        vnet = get("VirtualNetworkID") or ""
+        # The type of the port is part of the signature: True == 1 and 443.0 == 443 to a dict, not to us.
+        signature = (ip_value, port_value, type(port_value), protocol_value, vnet, tunnel, hostname)
+        try:
+            key = self._destinations.get(signature)
+        except TypeError:  # a list or an object where a string or number belongs
+            raise Rejected("wrong_type") from None
+        if key is None:
+            try:
+                protocol = protocols.get(protocol_value) if isinstance(protocol_value, str) else None
+                if protocol_value is not None and not isinstance(protocol_value, str):
+                    raise Rejected("wrong_type")
+                key = self._destination(ip_value, port_value, protocol, vnet, tunnel, hostname)
+            except Rejected as verdict:
+                key = verdict.kind
+            if len(self._destinations) < CACHE_LIMIT:
+                self._destinations[signature] = key
+        if type(key) is str:
+            raise Rejected(key)
         first = _seconds(start)
         last = _seconds(end) if end is not start else first
-        sent, received = _int(sent), _int(received)
+        if type(sent) is not int or type(received) is not int:
+            raise Rejected("wrong_type")
         if not (0 <= sent < MAX_BYTES and 0 <= received < MAX_BYTES):
             raise Rejected("absurd")
-        vnet = get("VirtualNetworkID") or ""
-        if not isinstance(vnet, str) or not isinstance(tunnel, str) or not isinstance(reason, str):
-            raise Rejected("wrong_type")
-        if not (_ID.match(vnet) and _ID.match(tunnel) and _REASON.match(reason)):
-            raise Rejected("absurd")
-        if hostname and (not isinstance(hostname, str) or not _HOSTNAME.match(hostname)):
-            raise Rejected("absurd")
+        if reason and (type(reason) is not str or reason not in self._reasons):
+            if type(reason) is not str:
+                raise Rejected("wrong_type")
+            if not _REASON.match(reason):
+                raise Rejected("absurd")
+            if len(self._reasons) < CACHE_LIMIT:
+                self._reasons.add(reason)
         email = self._email(get("Email"))
 
-        key = (vnet.lower(), address, port, protocol)
         origin = self.totals.origins.get(key)
         if origin is None:
             origin = self.totals.origins[key] = OriginTotals()
@@ -250,14 +334,13 @@ class Reader:
                 bucket[2].add(email)
 
 
-def read_lines(lines: Iterable[bytes]) -> ObjectTotals:
-    reader = Reader()
+def read_lines(lines: Iterable[bytes], verdicts: Verdicts | None = None) -> ObjectTotals:
+    reader = Reader(verdicts)
     add = reader.add
     for line in lines:
         line = line.rstrip(b"\r\n")
         if line:
             add(line)
-    reader.totals.finish()
     return reader.totals
 
 

@@ -18,17 +18,17 @@ def logpush_poll():
     for page in aws.list_objects(bucket, prefix):
         todo = services.pending_objects(bucket=bucket, page=page)
         services.ingest_run_listed(run_id=run.pk, count=len(todo))
-        for obj in todo:
-            log_object_ingest_task.delay(run.pk, bucket, obj.key, obj.etag, obj.size)
+        for batch in services.batches_of(todo, processes=4):
+            log_objects_ingest_task.delay(run.pk, bucket, [[o.key, o.etag, o.size] for o in batch])
     services.ingest_run_finish_if_done(run_id=run.pk)
 
 
 @shared_task(ignore_result=True, autoretry_for=(aws.AwsTransient,), retry_backoff=10, max_retries=8)
-def log_object_ingest_task(run_id: int, bucket: str, key: str, etag: str, size: int):
-    # Claims make this idempotent: a done object or one another worker is reading is left alone.
-    obj = aws.S3Object(key=key, etag=etag, size=size)
-    if services.log_object_ingest(run_id=run_id, bucket=bucket, obj=obj) is None:
-        services.ingest_run_skipped(run_id=run_id)
+def log_objects_ingest_task(run_id: int, bucket: str, objects: list[list]):
+    # Claims make this idempotent: a done object, or one another worker is reading, is left alone.
+    batch = [aws.S3Object(key=key, etag=etag, size=size) for key, etag, size in objects]
+    totals = services.log_objects_ingest(run_id=run_id, bucket=bucket, objects=batch)
+    services.ingest_run_skipped(run_id=run_id, count=len(batch) - (totals.objects if totals else 0))
     services.ingest_run_finish_if_done(run_id=run_id)
 
 

@@ -145,6 +145,8 @@ def test_hostile_and_broken_lines_are_refused_by_kind_and_the_good_one_counts():
         _base_record(VirtualNetworkID="<img src=x onerror=alert(1)>"),
         _base_record(ConnectionCloseReason="<b>"),
         _base_record(Protocol="SCTP"),
+        _base_record(ConnectionCloseReason=["x"]),
+        _base_record(OriginIP=["10.0.0.1"]),
         b'{"OriginIP": "10.1.2.3", "OriginPort": 5',
         b"\xff\xfe not json",
         b"[1, 2, 3]",
@@ -154,7 +156,7 @@ def test_hostile_and_broken_lines_are_refused_by_kind_and_the_good_one_counts():
     assert totals.records == len(lines)
     assert totals.accepted == 1
     assert (totals.malformed, totals.public) == (4, 2)
-    assert totals.wrong_type == 4
+    assert totals.wrong_type == 6
     assert totals.absurd == 11
     [(key, origin)] = totals.origins.items()
     assert key == ("3b1bd4e6-2a5e-4d53-9d3c-0e3e1d6b7a10", "10.1.2.3", 5432, "TCP")
@@ -201,7 +203,7 @@ def test_a_claim_whose_lease_ran_out_is_taken_over_and_the_late_worker_applies_n
     taken_over = services.log_object_ingest(run_id=run.pk, bucket=BUCKET, obj=obj)
     sessions = ingested_sessions()
     with pytest.raises(services.ClaimLost):
-        services._apply(claim=stale, run_id=run.pk, totals=taken_over)
+        services._apply(claims=[(stale, 0, 0)], run_id=run.pk, totals=taken_over)
 
     assert taken_over is not None and taken_over.accepted > 0
     assert ingested_sessions() == sessions
