@@ -825,8 +825,11 @@ def give_up(*, run_id: int, reason: str) -> None:
 
 
 def alert_sponsor(run: WorkflowRun, *, reason: str, findings: list[str]) -> None:
+    """An alert for whoever watches Gatehouse's channels, and a direct word to the vendor's sponsor."""
+    from alerts.services import alert_raise
+
     vendor = run.vendor
-    subject = f"Gatehouse: {run.get_kind_display().lower()} of {vendor.name} needs attention"
+    subject = f"{run.get_kind_display()} of {vendor.name} needs attention"
     lines = [
         f"The {run.get_kind_display().lower()} workflow for {vendor.name} stopped: {reason}",
         "",
@@ -834,7 +837,17 @@ def alert_sponsor(run: WorkflowRun, *, reason: str, findings: list[str]) -> None
         "",
         "Open the vendor in Gatehouse to see every step and retry.",
     ]
-    send_mail(subject, "\n".join(lines), None, [vendor.sponsor.email])
+    body = "\n".join(lines)
+    alert_raise(
+        kind=f"vendor.{run.kind}_stopped",
+        subject=subject,
+        body=body,
+        target_type="vendor",
+        target_id=str(vendor.public_id),
+        target_label=vendor.name,
+        dedupe_key=f"vendor-run:{run.public_id}",
+    )
+    send_mail(f"Gatehouse: {subject}", body, None, [vendor.sponsor.email])
 
 
 def active_runs_to_resume(*, idle_for: timedelta) -> list[int]:

@@ -4,6 +4,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from alerts.models import Alert
 from dashboard.models import AuditEntry
 from vendors import services
 from vendors.models import Grant, Vendor, VendorSettings, WorkflowRun
@@ -88,6 +89,7 @@ def test_a_permanent_error_stops_the_run_with_its_reason_and_retry_resumes_it(
     assert run.status == WorkflowRun.Status.FAILED
     assert "No longer at Cloudflare: Redis cache" in run.reason
     assert vendor.status == Vendor.Status.NEEDS_ATTENTION
+    assert Alert.objects.filter(target_id=str(vendor.public_id), kind="vendor.onboard_stopped").exists()
     services.run_retry(actor=operator, run=run, origin=None)
     run.refresh_from_db()
     assert run.status == WorkflowRun.Status.RUNNING
