@@ -1,0 +1,176 @@
+"""Discovery catalogue at 100,000 origins: server time and SQL queries per page, for each sort and filter.
+
+    .venv/bin/python bench/bench_catalogue.py                 # SQLite (the embedded default)
+    .venv/bin/python bench/bench_catalogue.py --postgres postgres://postgres@127.0.0.1:5432
+    .venv/bin/python bench/bench_catalogue.py --origins 20000
+
+The database (var/bench-catalogue.sqlite3 or gatehouse_bench_catalogue) is filled once and reused.
+Target (DESIGN.md): <= 100 ms server time, a number of queries that does not grow with the data.
+"""
+
+import argparse
+import datetime as dt
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VNETS = [
+    "3b1bd4e6-2a5e-4d53-9d3c-0e3e1d6b7a10",
+    "0e6a1b22-7e0f-4a4a-8a5e-9d2b8c1f3a44",
+    "7c2d9f10-1111-4a4a-8a5e-222233334444",
+]
+PORTS = [443, 80, 5432, 6379, 22, 3389, 8080, 9200, 3306, 10000, 53]
+
+
+def configure(args) -> None:
+    os.environ.setdefault("GATEHOUSE_ENV", "local")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    if args.postgres:
+        import psycopg
+
+        with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'gatehouse_bench_catalogue'").fetchone():
+                conn.execute("CREATE DATABASE gatehouse_bench_catalogue")
+        os.environ["DATABASE_URL"] = f"{args.postgres}/gatehouse_bench_catalogue"
+    else:
+        (ROOT / "var").mkdir(exist_ok=True)
+        os.environ["DATABASE_URL"] = f"sqlite:///{ROOT / 'var' / 'bench-catalogue.sqlite3'}"
+    import django
+    from django.test.utils import setup_test_environment
+
+    django.setup()
+    setup_test_environment()
+
+
+def fill(count: int) -> None:
+    from django.core.management import call_command
+
+    from discovery.models import Application, Origin, ReviewState, ip_key
+
+    call_command("migrate", verbosity=0)
+    have = Origin.objects.count()
+    if have >= count:
+        return
+    began = time.perf_counter()
+    rng = random.Random(7)
+    apps = [
+        Application.objects.get_or_create(
+            name=f"bench-app-{i}",
+            defaults={"protection": Application.Protection.PROTECTED if i % 2 else Application.Protection.NONE},
+        )[0]
+        for i in range(20)
+    ]
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    states = [ReviewState.UNREVIEWED] * 6 + [ReviewState.IN_REVIEW, ReviewState.APPROVED, ReviewState.UNAPPROVED]
+    batch = []
+    for n in range(have, count):
+        address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        traffic = rng.random() < 0.85
+        sessions = int(rng.paretovariate(1.2) * 10) if traffic else 0
+        batch.append(
+            Origin(
+                vnet_id=VNETS[n % len(VNETS)],
+                address=address,
+                ip_key=ip_key(address),
+                port=PORTS[n % len(PORTS)],
+                protocol="UDP" if PORTS[n % len(PORTS)] in (53, 10000) else "TCP",
+                seen_in_traffic=traffic,
+                seen_in_inventory=not traffic or rng.random() < 0.2,
+                sessions=sessions,
+                bytes_total=sessions * rng.randint(1_000, 1_000_000),
+                users=min(sessions, rng.randint(0, 300)),
+                last_seen=now - dt.timedelta(minutes=rng.randint(0, 60 * 24 * 30)) if traffic else None,
+                first_seen=now - dt.timedelta(days=30) if traffic else None,
+                review_state=rng.choice(states),
+                application=rng.choice(apps) if rng.random() < 0.1 else None,
+                search_text=f"host-{n}.internal.example" if rng.random() < 0.3 else "",
+                top_users={"alice@example.com": 3, "bob@example.com": 2},
+            )
+        )
+        if len(batch) == 5000:
+            Origin.objects.bulk_create(batch)
+            batch.clear()
+    Origin.objects.bulk_create(batch)
+    # Planner statistics, as autovacuum (PostgreSQL) or a periodic ANALYZE (SQLite) keep them in a live database.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    print(f"filled {count - have:,} origins in {time.perf_counter() - began:.1f} s")
+
+
+CASES = [
+    ("first page, by users", {}),
+    ("by sessions", {"sort": "sessions"}),
+    ("by bytes", {"sort": "bytes"}),
+    ("by last seen", {"sort": "last_seen"}),
+    ("unreviewed", {"state": "unreviewed"}),
+    ("unapproved, by last seen", {"state": "unapproved", "sort": "last_seen"}),
+    ("one virtual network", {"vnet": VNETS[1]}),
+    ("port 5432", {"port": "5432"}),
+    ("CIDR 10.1.0.0/16", {"cidr": "10.1.0.0/16"}),
+    ("inventory only", {"source": "inventory"}),
+    ("covered by Access", {"covered": "yes"}),
+    ("not covered", {"covered": "no"}),
+    ("text 'host-4242'", {"q": "host-4242"}),
+    ("page 20 (cursor)", None),
+]
+
+
+def measure(repeats: int) -> None:
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    from dashboard.models import User
+    from discovery import selectors
+    from discovery.models import Origin
+
+    user, _ = User.objects.get_or_create(email="bench-viewer@example.com", defaults={"role": User.Role.VIEWER})
+    client = Client()
+    client.force_login(user)
+    url = reverse("discovery:origin_list")
+    # The cursor twenty pages in, by users.
+    after = None
+    for _ in range(19):
+        page = selectors.origin_page(filters=selectors.OriginFilters(), sort="users", after=after, size=50)
+        after = selectors.Cursor.decode(page.next_cursor)
+    print(f"catalogue at {Origin.objects.count():,} origins ({connection.vendor}); median of {repeats} requests")
+    print(f"  {'case':<28} {'ms':>8} {'queries':>8} {'rows':>5}")
+    for name, query in CASES:
+        if query is None:
+            query = {"after": after.encode()}
+        client.get(url, query)  # warm caches, as a page in use would be
+        times = []
+        for _ in range(repeats):
+            with CaptureQueriesContext(connection) as queries:
+                began = time.perf_counter()
+                response = client.get(url, query)
+                times.append((time.perf_counter() - began) * 1000)
+            assert response.status_code == 200, response.status_code
+        rows = response.content.decode().count('href="/discovery/origins/')
+        print(f"  {name:<28} {statistics.median(times):8.1f} {len(queries):8d} {rows:5d}")
+    print("  target: <= 100 ms server time, queries constant")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--origins", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--postgres", help="e.g. postgres://postgres@127.0.0.1:5432 (default: SQLite)")
+    args = parser.parse_args()
+    configure(args)
+    fill(args.origins)
+    measure(args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
