@@ -87,6 +87,7 @@ def main() -> None:
             ends_at=timezone.now() + timedelta(days=30),
             session_duration="8h",
             service_tokens=3,
+            token_duration="8760h",  # noqa: S106 - a lifetime, not a secret
             origin=None,
         )
         run = v.runs.get()

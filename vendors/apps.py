@@ -10,6 +10,7 @@ class VendorsConfig(AppConfig):
         register(
             {
                 "vendor.created": "Vendor created",
+                "vendor.changed": "Vendor changed",
                 "vendor.revoke_requested": "Vendor revocation requested",
                 "vendor.suspended": "Vendor suspended",
                 "vendor.grant_extended": "Vendor grant extended",

@@ -39,6 +39,11 @@ class VendorForm(forms.Form):
     ends_on = forms.DateField(label="Access until", widget=forms.DateInput(attrs={"type": "date"}))
     session_duration = forms.CharField(max_length=16, initial="8h", help_text="15m to 730h, e.g. 8h or 1h30m.")
     service_tokens = forms.IntegerField(min_value=0, max_value=5, initial=0, help_text="For machine access.")
+    token_duration = forms.ChoiceField(
+        choices=[("720h", "30 days"), ("2160h", "90 days"), ("8760h", "1 year")],
+        initial="2160h",
+        label="Service tokens expire after",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -105,6 +110,26 @@ class VendorForm(forms.Form):
     @property
     def ends_at(self) -> datetime:
         return datetime.combine(self.cleaned_data["ends_on"], time(23, 59), tzinfo=timezone.get_current_timezone())
+
+
+class VendorChangeForm(VendorForm):
+    """Contacts, domains, review date, more applications and more tokens for an existing vendor."""
+
+    def __init__(self, *args, vendor=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.fields["name"]
+        del self.fields["sponsor"]
+        self.fields["applications"].required = False
+        self.fields["applications"].label = "Grant (or re-grant) applications"
+        if vendor is not None and not self.is_bound:
+            self.initial.update(
+                {
+                    "contacts": "\n".join(vendor.contacts),
+                    "domains": "\n".join(vendor.domains),
+                    "review_due": vendor.review_due,
+                    "confirm_consumer_domains": bool(set(vendor.domains) & CONSUMER_DOMAINS),
+                }
+            )
 
 
 class ExtendForm(forms.Form):

@@ -77,7 +77,8 @@ def vendor_create(
     ends_at: datetime,
     session_duration: str,
     service_tokens: int,
-    origin: Origin,
+    token_duration: str,
+    origin: Origin | None,
 ) -> Vendor:
     """A new vendor with its grants and service tokens; onboarding starts once this commits."""
     if not actor.has_role(User.Role.OPERATOR):
@@ -96,8 +97,7 @@ def vendor_create(
             grant = Grant(vendor=vendor, application=app, ends_at=ends_at, session_duration=session_duration)
             grant.full_clean(exclude=["vendor", "application"])
             grant.save()
-        for i in range(service_tokens):
-            ServiceToken.objects.create(vendor=vendor, label=f"{vendor.name} token {i + 1}"[:80])
+        _tokens_add(vendor=vendor, count=service_tokens, duration=token_duration)
         _audit(
             action="vendor.created",
             actor=actor,
@@ -114,6 +114,71 @@ def vendor_create(
         )
         run_start(vendor=vendor, kind=WorkflowRun.Kind.ONBOARD, actor=actor, origin=origin)
     return vendor
+
+
+def _tokens_add(*, vendor: Vendor, count: int, duration: str) -> None:
+    start = vendor.service_tokens.count()
+    for i in range(start, start + count):
+        ServiceToken.objects.create(vendor=vendor, label=f"{vendor.name} token {i + 1}"[:80], duration=duration)
+
+
+def vendor_update(
+    *,
+    actor: User,
+    vendor: Vendor,
+    contacts: list[str],
+    domains: list[str],
+    review_due: date,
+    applications: list[AccessApplication],
+    ends_at: datetime,
+    session_duration: str,
+    service_tokens: int,
+    token_duration: str,
+    origin: Origin | None,
+) -> WorkflowRun:
+    """Change who the vendor is and what it may reach; the change is applied at Cloudflare by a workflow.
+
+    Applications listed are granted until `ends_at` (an active grant is changed to the new end and session).
+    A suspended vendor is reactivated this way; a revoked one stays revoked.
+    """
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators change vendors.")
+    if vendor.status in (Vendor.Status.REVOKED, Vendor.Status.REVOKING):
+        raise ValidationError(f"{vendor.name} is {vendor.get_status_display().lower()}; add it again instead.")
+    if applications and ends_at <= timezone.now():
+        raise ValidationError({"ends_on": "The end of the grant is in the past."})
+    with transaction.atomic():
+        vendor = Vendor.objects.select_for_update().get(pk=vendor.pk)
+        before = {"contacts": vendor.contacts, "domains": vendor.domains, "review_due": str(vendor.review_due)}
+        vendor.contacts, vendor.domains, vendor.review_due = contacts, domains, review_due
+        vendor.full_clean()
+        vendor.save()
+        for app in applications:
+            grant = vendor.grants.filter(application=app, status=Grant.Status.ACTIVE).first() or Grant(
+                vendor=vendor, application=app
+            )
+            grant.ends_at, grant.session_duration, grant.expiry_notice_sent_at = ends_at, session_duration, None
+            grant.full_clean(exclude=["vendor", "application"])
+            grant.save()
+        _tokens_add(vendor=vendor, count=service_tokens, duration=token_duration)
+        if not vendor.grants.filter(status=Grant.Status.ACTIVE).exists():
+            raise ValidationError({"applications": "The vendor has no active grant; grant at least one application."})
+        _audit(
+            action="vendor.changed",
+            actor=actor,
+            vendor=vendor,
+            origin=origin,
+            details={
+                "before": before,
+                "contacts": vendor.contacts,
+                "domains": vendor.domains,
+                "review_due": str(vendor.review_due),
+                "applications": [a.name for a in applications],
+                "until": ends_at.isoformat() if applications else "",
+                "new_service_tokens": service_tokens,
+            },
+        )
+        return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, origin=origin)
 
 
 def vendor_revoke(*, actor: User | None, vendor: Vendor, origin: Origin | None) -> WorkflowRun:

@@ -8,7 +8,7 @@ from dashboard.permissions import role_required
 from dashboard.rendering import template_for
 from dashboard.requestinfo import Origin
 from vendors import selectors, services, tasks
-from vendors.forms import ExtendForm, VendorForm, VendorSettingsForm
+from vendors.forms import ExtendForm, VendorChangeForm, VendorForm, VendorSettingsForm
 
 
 def _errors(error: ValidationError) -> str:
@@ -50,18 +50,59 @@ def vendor_create(request):
                 ends_at=form.ends_at,
                 session_duration=data["session_duration"],
                 service_tokens=data["service_tokens"],
+                token_duration=data["token_duration"],
                 origin=Origin.from_request(request),
             )
         except ValidationError as error:
-            if hasattr(error, "error_dict"):
-                for field, problems in error.message_dict.items():
-                    form.add_error(field if field in form.fields else None, problems)
-            else:
-                form.add_error(None, error)
+            _form_errors(form, error)
         else:
             messages.success(request, f"Onboarding {vendor.name}.")
             return redirect("vendors:run_detail", public_id=vendor.runs.get().public_id)
     return render(request, "vendors/vendor_form.html", {"form": form}, status=400)
+
+
+def _form_errors(form, error: ValidationError) -> None:
+    if hasattr(error, "error_dict"):
+        for field, problems in error.message_dict.items():
+            form.add_error(field if field in form.fields else None, problems)
+    else:
+        form.add_error(None, error)
+
+
+@require_GET
+@role_required(User.Role.OPERATOR)
+def vendor_edit(request, public_id):
+    vendor = selectors.vendor_get(public_id=public_id)
+    return render(request, "vendors/vendor_change.html", {"vendor": vendor, "form": VendorChangeForm(vendor=vendor)})
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def vendor_update(request, public_id):
+    vendor = selectors.vendor_get(public_id=public_id)
+    form = VendorChangeForm(request.POST, vendor=vendor)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            run = services.vendor_update(
+                actor=request.user,
+                vendor=vendor,
+                contacts=data["contacts"],
+                domains=data["domains"],
+                review_due=data["review_due"],
+                applications=list(data["applications"]),
+                ends_at=form.ends_at,
+                session_duration=data["session_duration"],
+                service_tokens=data["service_tokens"],
+                token_duration=data["token_duration"],
+                origin=Origin.from_request(request),
+            )
+        except ValidationError as error:
+            _form_errors(form, error)
+        else:
+            messages.success(request, f"Applying the changes to {vendor.name}.")
+            return redirect("vendors:run_detail", public_id=run.public_id)
+    return render(request, "vendors/vendor_change.html", {"vendor": vendor, "form": form}, status=400)
 
 
 @require_GET

@@ -42,6 +42,7 @@ def make_vendor(operator, access_apps):
             ends_at=timezone.now() + timedelta(days=days),
             session_duration=session,
             service_tokens=tokens,
+            token_duration="2160h",
             origin=Origin(source_ip="192.0.2.1", request_id="test-request-id"),
         )
 

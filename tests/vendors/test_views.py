@@ -18,6 +18,7 @@ def _form(access_apps, operator, **overrides):
         "ends_on": (date.today() + timedelta(days=14)).isoformat(),
         "session_duration": "8h",
         "service_tokens": "1",
+        "token_duration": "2160h",
     }
     data.update(overrides)
     return data
@@ -126,3 +127,35 @@ def test_viewers_cannot_revoke(viewer_client, make_vendor):
     response = viewer_client.post(reverse("vendors:vendor_revoke", kwargs={"public_id": vendor.public_id}))
     assert response.status_code == 403
     assert not vendor.runs.filter(kind=WorkflowRun.Kind.REVOKE).exists()
+
+
+def test_changing_a_vendor_applies_contacts_and_new_grants_at_cloudflare(
+    operator_client, make_vendor, access_apps, cloudflare_sim, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(apps=("Redis cache",))
+    form = operator_client.get(reverse("vendors:vendor_edit", kwargs={"public_id": vendor.public_id}))
+    assert vendor.contacts[0].encode() in form.content
+    data = {
+        "contacts": f"{vendor.contacts[0]}\nnew.person@vendor.example.net",
+        "domains": "",
+        "review_due": (date.today() + timedelta(days=120)).isoformat(),
+        "applications": [access_apps["Kibana"].pk],
+        "ends_on": (date.today() + timedelta(days=10)).isoformat(),
+        "session_duration": "4h",
+        "service_tokens": "0",
+        "token_duration": "720h",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(reverse("vendors:vendor_update", kwargs={"public_id": vendor.public_id}), data)
+    assert response.status_code == 302
+    run = vendor.runs.get(kind=WorkflowRun.Kind.CHANGE)
+    assert run.status == WorkflowRun.Status.SUCCEEDED, list(run.steps.values_list("key", "error"))
+    vendor.refresh_from_db()
+    policy = cloudflare_sim.store.get("access_policy", vendor.cf_policy_id, cloudflare_sim.account_id)
+    assert {"email": {"email": "new.person@vendor.example.net"}} in policy["include"]
+    assert policy["session_duration"] == "4h"
+    kibana = next(
+        a for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id) if a["name"] == "Kibana"
+    )
+    assert vendor.cf_policy_id in [r["id"] for r in kibana["_policy_refs"]]

@@ -53,3 +53,33 @@ def test_revoke_removes_vendor_from_every_policy_and_verifies(
         for t in cloudflare_sim.store.list("service_token", cloudflare_sim.account_id)
         if t["name"].startswith(vendor.token_prefix)
     ]
+
+
+def test_running_onboarding_again_leaves_cloudflare_as_after_once(
+    make_vendor, cloudflare_sim, django_capture_on_commit_callbacks
+):
+    from vendors.models import WorkflowStep
+    from vendors.tasks import workflow_advance
+
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(tokens=2)
+
+    def world():
+        policies = sorted(p["id"] for p in _policies(cloudflare_sim) if p["name"] == vendor.policy_name)
+        refs = sorted(
+            (a["id"], r["id"])
+            for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id)
+            for r in a["_policy_refs"]
+        )
+        tokens = sorted(t["id"] for t in cloudflare_sim.store.list("service_token", cloudflare_sim.account_id))
+        return policies, refs, tokens
+
+    once = world()
+    run = vendor.runs.get()
+    run.steps.update(status=WorkflowStep.Status.PENDING)
+    WorkflowRun.objects.filter(pk=run.pk).update(status=WorkflowRun.Status.RUNNING)
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow_advance.delay(run.pk)
+    run.refresh_from_db()
+    assert run.status == WorkflowRun.Status.SUCCEEDED
+    assert world() == once
