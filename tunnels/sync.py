@@ -123,6 +123,7 @@ def sync_pass() -> SyncPass | None:
     record = SyncPass.objects.create(started_at=now)
     plan = Plan.now()
     slow: list[str] = []
+    outcome = Outcome()
     try:
         outcome = _sync_status(record, now)
         _cursor_mark("status", now)
@@ -130,6 +131,11 @@ def sync_pass() -> SyncPass | None:
         for tunnel in due[: plan.for_changes(outcome.list_calls)]:
             _sync_connectors(tunnel, now)
             record.connectors_fetched += 1
+        # A tunnel's hostnames are unknown until its configuration is read once; that is a change too.
+        unread = Tunnel.objects.filter(remote_config=True, config_synced_at__isnull=True, deleted_at__isnull=True)
+        for tunnel in unread.order_by("pk")[: plan.for_changes(outcome.list_calls)]:
+            _sync_config(tunnel, now)
+            record.configs_fetched += 1
         for part in SLOW_PARTS:
             if _cursor_due(part, settings.GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS, now):
                 {"virtual_networks": _sync_vnets, "routes": _sync_routes, "dns": _sync_dns}[part]()
@@ -157,7 +163,6 @@ def sync_pass() -> SyncPass | None:
     except cf.CloudflareError as exc:
         record.error = exc.message[:500]
         log.warning("sync pass stopped early: %s", exc.message)
-        outcome = locals().get("outcome") or Outcome()
     finally:
         record.api_calls = plan.spent()
         record.slow_parts = ",".join(slow)

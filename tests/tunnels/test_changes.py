@@ -215,3 +215,18 @@ def test_cloudflare_refusal_shows_as_a_failed_change_with_the_reason(operator_cl
 def test_viewers_cannot_change_anything(viewer_client, remote):
     url = reverse("tunnels:hostname_add", args=[remote.cf_id])
     assert viewer_client.post(url, {"hostname": "a.example.com", "service": "http://a"}).status_code == 403
+
+
+def test_hostname_add_run_twice_leaves_one_rule_and_one_record(
+    operator, remote, synced, django_capture_on_commit_callbacks
+):
+    from dashboard.requestinfo import Origin
+
+    with django_capture_on_commit_callbacks(execute=True):
+        change = services.hostname_add(
+            actor=operator, tunnel=remote, hostname="again.example.com", service="http://a:1", origin=Origin()
+        )
+    TunnelChange.objects.filter(pk=change.pk).update(state=TunnelChange.State.PENDING)
+    tunnel_change_run(change.pk)
+    assert [r["hostname"] for r in _config(synced, remote)].count("again.example.com") == 1
+    assert len([r for r in synced.store.list("dns_record") if r["name"] == "again.example.com"]) == 1

@@ -131,3 +131,25 @@ def test_rotation_refreshes_the_connectors_checked_longest_ago(synced, db, setti
     sync.sync_pass()
     oldest.refresh_from_db()
     assert oldest.connectors_synced_at.year > 2020
+
+
+def test_new_remote_tunnels_get_their_configuration_in_their_first_pass(cloudflare_sim, db, settings):
+    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 30
+    sync.sync_pass()
+    remote = Tunnel.objects.filter(remote_config=True)
+    assert remote.exists() and not remote.filter(config_synced_at__isnull=True).exists()
+
+
+def test_sync_pass_twice_leaves_the_same_world(synced, db):
+    def world():
+        return (
+            sorted(Tunnel.objects.values_list("cf_id", "status", "connector_count", "route_count", "hostname_count")),
+            StatusChange.objects.count(),
+            Route.objects.count(),
+            PublicHostname.objects.count(),
+        )
+
+    sync.sync_pass()
+    once = world()
+    sync.sync_pass()
+    assert world() == once

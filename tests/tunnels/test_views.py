@@ -75,7 +75,7 @@ def test_overview_shows_tunnels_by_status_changes_and_open_alerts(viewer_client,
     body = viewer_client.get(reverse("dashboard:home")).content.decode()
     assert f"Tunnel {tunnel.name} is down" in body
     assert "healthy → " in body
-    assert f"?status=down\">Down</a></dt><dd>{Tunnel.objects.filter(status='down').count()}</dd>" in body
+    assert f'?status=down">Down</a></dt><dd>{Tunnel.objects.filter(status="down").count()}</dd>' in body
 
 
 def test_list_query_count_does_not_grow_with_the_fleet(viewer_client, synced):
@@ -94,3 +94,75 @@ def test_list_query_count_does_not_grow_with_the_fleet(viewer_client, synced):
     with CaptureQueriesContext(connection) as large:
         viewer_client.get(url)
     assert len(large.captured_queries) == len(small.captured_queries)
+
+
+def test_list_filters_by_connector_version_and_virtual_network(viewer_client, synced, htmx_headers):
+    from tunnels.models import Connector, VirtualNetwork
+
+    old = Connector.objects.filter(version="2025.8.0").select_related("tunnel").first() or (
+        Connector.objects.filter(version="2025.11.1").select_related("tunnel").first()
+    )
+    body = viewer_client.get(reverse("tunnels:tunnel_list"), {"version": old.version}).content.decode()
+    with_version = set(Connector.objects.filter(version=old.version).values_list("tunnel__name", flat=True))
+    assert all(name in body for name in with_version)
+    assert not any(t.name in body for t in Tunnel.objects.exclude(name__in=with_version))
+    staging = VirtualNetwork.objects.get(name="staging-vpc")
+    body = viewer_client.get(
+        reverse("tunnels:tunnel_list"), {"vnet": str(staging.cf_id)}, headers=htmx_headers
+    ).content.decode()
+    assert "staging-" in body and "prod-" not in body
+
+
+def test_list_sorts_by_name_and_searches(viewer_client, synced, htmx_headers):
+    params = {"sort": "name", "q": "prod"}
+    body = viewer_client.get(reverse("tunnels:tunnel_list"), params, headers=htmx_headers).content.decode()
+    names = sorted(Tunnel.objects.filter(name__icontains="prod").values_list("name", flat=True))
+    positions = [body.index(f">{name}</a>") for name in names]
+    assert positions == sorted(positions)
+    assert "staging-" not in body
+
+
+def test_route_page_flags_overlaps_and_dns_records_to_missing_tunnels(viewer_client, synced):
+    from tunnels.models import DnsRecord, Route, Zone
+
+    route = Route.objects.select_related("virtual_network").first()
+    Route.objects.create(
+        cf_id="22222222-2222-4222-8222-222222222222",
+        network=route.network.rsplit(".", 1)[0] + ".0/28",
+        tunnel_cf_id=route.tunnel_cf_id,
+        tunnel=route.tunnel,
+        virtual_network=route.virtual_network,
+    )
+    DnsRecord.objects.create(
+        cf_id="f" * 32,
+        zone=Zone.objects.first(),
+        name="ghost.example.com",
+        content="33333333-3333-4333-8333-333333333333.cfargotunnel.com",
+        tunnel_cf_id="33333333-3333-4333-8333-333333333333",
+    )
+    body = viewer_client.get(reverse("tunnels:route_list")).content.decode()
+    assert "2 overlapping" in body and f"overlaps {route.network}" in body
+    assert "ghost.example.com" in body
+
+
+def test_route_lookup_htmx_gets_the_answer_fragment(viewer_client, synced, htmx_headers):
+    from tunnels.models import Route
+
+    route = Route.objects.select_related("virtual_network").first()
+    response = viewer_client.get(
+        reverse("tunnels:route_list"),
+        {"ip": "172.31.255.1", "vnet": str(route.virtual_network.cf_id)},
+        headers=htmx_headers,
+    )
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="route-lookup"') and "No route in" in body
+
+
+def test_deleted_tunnel_page_keeps_history(viewer_client, synced):
+    from django.utils import timezone
+
+    tunnel = Tunnel.objects.first()
+    Tunnel.objects.filter(pk=tunnel.pk).update(deleted_at=timezone.now())
+    body = viewer_client.get(reverse("tunnels:tunnel_detail", args=[tunnel.cf_id])).content.decode()
+    assert "Deleted" in body and "first seen" in body
+    assert tunnel.name not in viewer_client.get(reverse("tunnels:tunnel_list")).content.decode()
