@@ -142,6 +142,19 @@ def main() -> None:
     )
     print(f"  connectors of each running tunnel refreshed about every {running / rotation * 5:.0f} min")
 
+    from alerts.models import Alert
+
+    victim = Tunnel.objects.filter(status="healthy").exclude(name__in=names).first()
+    went_down = time.time()
+    control.run_event(app.store, "tunnel-down", went_down, tunnel=victim.name)
+    sync.sync_pass()
+    alert = Alert.objects.get(target_id=str(victim.cf_id), state="open")
+    lag = alert.raised_at.timestamp() - went_down
+    print(
+        f"  alert for a tunnel going down: raised {lag:.2f} s after the next pass starts "
+        f"-> within {interval:.0f} s + {lag:.1f} s of the outage (deliveries are queued in the same transaction)"
+    )
+
     user = User.objects.create_user(email="bench@example.com", role=User.Role.VIEWER)
     client = Client()
     client.force_login(user)

@@ -84,8 +84,13 @@ class Row:
     mixed: bool
 
 
-def tunnel_page(filters: TunnelFilters, *, page: int, size: int = 50) -> tuple[Page, list[Row]]:
+def tunnel_page(
+    filters: TunnelFilters, *, page: int, size: int = 50, counts: dict[str, int] | None = None
+) -> tuple[Page, list[Row]]:
     paginator = Paginator(tunnels_filtered(filters), size)
+    if counts is not None and not (filters.q or filters.version or filters.vnet):
+        # The per-status counts already say how many rows there are: spare the page a second scan.
+        paginator.count = counts.get(filters.status, 0) if filters.status else sum(counts.values())
     current = paginator.get_page(page)
     newest = newest_version()
     rows = []

@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from alerts import selectors as alert_selectors
 from alerts.services import alert_raise, alert_resolve
@@ -391,9 +392,16 @@ def _write_config(tunnel: Tunnel, current: _Config, ingress: list[dict]) -> None
 
 def _execute_tunnel_create(change: TunnelChange) -> tuple[dict, str | None]:
     name = change.params["name"]
-    # A retry after a lost answer must not create a second tunnel: look for the one the first try made.
+    # A retry after a lost answer must not create a second tunnel: look for the one the first try made. A tunnel of
+    # that name that is older than this request, or already running, is someone else's and is left alone.
     existing = cf.tunnels_named(name)
-    created = existing[0] if existing else cf.tunnel_create(name)
+    if existing:
+        created = existing[0]
+        born = _parse_time(created.get("created_at"))
+        if born is None or born < change.created_at - timedelta(minutes=1) or created.get("conns_active_at"):
+            raise ChangeRefused(f"A tunnel named {name} already exists at Cloudflare.")
+    else:
+        created = cf.tunnel_create(name)
     cf_id = uuid.UUID(str(created["id"]))
     token = cf.tunnel_token(str(cf_id))
     tunnel, _ = Tunnel.objects.update_or_create(
@@ -410,6 +418,12 @@ def _execute_tunnel_create(change: TunnelChange) -> tuple[dict, str | None]:
         StatusChange.objects.create(tunnel=tunnel, at=timezone.now(), old_status="", new_status=tunnel.status)
     change.tunnel = tunnel
     return {"tunnel": str(cf_id), "tunnel_pk": tunnel.pk}, token
+
+
+def _parse_time(value) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return parse_datetime(str(value))
 
 
 def _execute_hostname_add(change: TunnelChange) -> tuple[dict, None]:

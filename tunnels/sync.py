@@ -70,8 +70,9 @@ class Plan:
     def spent(self) -> int:
         return max(0, cf.budget().used() - self.spent_at_start)
 
-    def left(self) -> int:
-        return max(0, self.per_pass - self.spent())
+    def rotation(self, list_calls: int) -> int:
+        """This pass's slice, less what it already spent, never touching the status list's reserve."""
+        return min(max(0, self.per_pass - self.spent()), self.for_changes(list_calls))
 
     def for_changes(self, list_calls: int) -> int:
         reserve = int(list_calls * self.passes_per_window)
@@ -147,7 +148,7 @@ def sync_pass() -> SyncPass | None:
             deleted_at__isnull=True,
             remote_config=True,
         ).order_by("config_synced_at", "pk")
-        for tunnel in configs_due[: plan.left() // 6]:
+        for tunnel in configs_due[: plan.rotation(outcome.list_calls) // 6]:
             _sync_config(tunnel, now)
             record.configs_fetched += 1
         rotation = (
@@ -156,7 +157,7 @@ def sync_pass() -> SyncPass | None:
             .exclude(status=Tunnel.Status.INACTIVE, connectors_synced_at__isnull=False)
             .order_by("connectors_synced_at", "pk")
         )
-        for tunnel in rotation[: plan.left()]:
+        for tunnel in rotation[: plan.rotation(outcome.list_calls)]:
             _sync_connectors(tunnel, now)
             record.connectors_fetched += 1
         record.complete = True

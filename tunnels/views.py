@@ -3,6 +3,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.models import User
@@ -39,14 +40,15 @@ def tunnel_list(request):
             sort=data["sort"] or "status",
         )
         page = data["page"] or 1
-    current, rows = selectors.tunnel_page(filters, page=page, size=PAGE_SIZE)
+    counts = selectors.status_counts()
+    current, rows = selectors.tunnel_page(filters, page=page, size=PAGE_SIZE, counts=counts)
     query = request.GET.copy()
     query.pop("page", None)
     context = {
         "form": form,
         "page": current,
         "rows": rows,
-        "counts": selectors.status_counts(),
+        "counts": counts,
         "statuses": Tunnel.Status,
         "freshness": selectors.freshness(),
         "filter_query": query.urlencode(),
@@ -186,6 +188,7 @@ def route_remove(request, route_id):
 
 
 @require_GET
+@never_cache
 def change_detail(request, change_id):
     change = selectors.change_get(change_id)
     if change is None:

@@ -230,3 +230,24 @@ def test_hostname_add_run_twice_leaves_one_rule_and_one_record(
     tunnel_change_run(change.pk)
     assert [r["hostname"] for r in _config(synced, remote)].count("again.example.com") == 1
     assert len([r for r in synced.store.list("dns_record") if r["name"] == "again.example.com"]) == 1
+
+
+def test_create_refuses_to_adopt_an_older_tunnel_of_the_same_name(operator, synced, django_capture_on_commit_callbacks):
+    from dashboard.requestinfo import Origin
+
+    taken = Tunnel.objects.order_by("name").first()
+    taken_name = taken.name
+    # Gatehouse has not seen it (deleted locally), but Cloudflare still has it.
+    taken.delete()
+    with django_capture_on_commit_callbacks(execute=True):
+        change = services.tunnel_create(actor=operator, name=taken_name, origin=Origin())
+    change.refresh_from_db()
+    assert change.state == TunnelChange.State.FAILED
+    assert "already exists at Cloudflare" in change.error
+    assert change.token_ciphertext == ""
+
+
+def test_token_page_is_never_cached(operator_client, synced, run):
+    response = run(operator_client, reverse("tunnels:tunnel_create"), {"name": "cache-me-not"})
+    page = operator_client.get(response["Location"])
+    assert "no-store" in page["Cache-Control"]
