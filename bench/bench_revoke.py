@@ -1,6 +1,6 @@
 """Revoke: a vendor with 12 applications, 3 service tokens and 4 contacts, at 150 ms Cloudflare latency.
 
-    .venv/bin/python bench/bench_revoke.py [--latency-ms 150] [--repeat 3]
+    .venv/bin/python bench/bench_revoke.py [--latency-ms 150] [--repeat 2] [--redis URL | --redis '']
 
 Measures click → verified revoked: from the service a Revoke click calls to the run's verified finish, with the
 workflow's Celery tasks run in place (eager) against the simulator over HTTP on loopback. Then the same revocation
@@ -9,12 +9,15 @@ Target (DESIGN.md): <= 1 s with 150 ms latency.
 """
 
 import argparse
+import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.request
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -26,17 +29,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=150)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/15",
+        help="where the API budget lives, as in production; '' for the embedded default's SQLite file",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gatehouse-bench-revoke-"))
+    state = str(work / "cloudflare.sqlite3")
+    # The simulator runs as its own process, as Cloudflare would: it must not share Gatehouse's interpreter.
+    seeded = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloudflare_sim",
+            "seed",
+            "--state",
+            state,
+            "--scenario",
+            "demo",
+            "--seed",
+            "1",
+            "--json",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    summary = json.loads(seeded.stdout.strip().splitlines()[-1])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cloudflare_sim", "serve", "--state", state, "--port", str(port), "--no-clock"],
+        cwd=ROOT,
+        env={**os.environ, "CLOUDFLARE_API_TOKEN": "bench-token"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/__sim__/health", timeout=1).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     from cloudflare_sim.app import make_app
-    from cloudflare_sim.seed import seed_demo
-    from cloudflare_sim.server import make_http_server
 
-    sim = make_app(str(work / "cloudflare.sqlite3"), "bench-token", seed=7)
-    summary = seed_demo(sim.store, time.time(), seed=1)
-    server = make_http_server(sim, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sim = make_app(state, "bench-token")
 
     os.environ.update(
         {
@@ -45,7 +89,7 @@ def main() -> None:
             "GATEHOUSE_VAR_DIR": str(work),
             "DATABASE_URL": f"sqlite:///{work / 'gatehouse.sqlite3'}",
             "CELERY_TASK_ALWAYS_EAGER": "true",
-            "CLOUDFLARE_BASE_URL": f"http://127.0.0.1:{server.server_port}/client/v4",
+            "CLOUDFLARE_BASE_URL": f"http://127.0.0.1:{port}/client/v4",
             "CLOUDFLARE_API_TOKEN": "bench-token",
             "CLOUDFLARE_ACCOUNT_ID": summary["account_id"],
             "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
@@ -54,7 +98,20 @@ def main() -> None:
             "GATEHOUSE_CLOUDFLARE_SHARE": "1.0",
         }
     )
-    os.environ.pop("REDIS_URL", None)
+    if args.redis:
+        import redis
+
+        try:
+            redis.Redis.from_url(args.redis, socket_connect_timeout=1).ping()
+        except redis.RedisError:
+            print(f"no Redis at {args.redis}; the API budget lives in a SQLite file")
+            args.redis = ""
+    if args.redis:
+        # Production keeps the shared API budget in Redis; without it, a SQLite file serialises every call.
+        os.environ["REDIS_URL"] = args.redis
+        os.environ["GATEHOUSE_CLOUDFLARE_BUDGET_NAME"] = f"bench-revoke-{os.getpid()}"
+    else:
+        os.environ.pop("REDIS_URL", None)
     import django
 
     django.setup()
@@ -115,16 +172,17 @@ def main() -> None:
         faults.clear(sim.store)
         run.refresh_from_db()
         assert run.status == WorkflowRun.Status.SUCCEEDED, (run.reason, list(run.steps.values_list("key", "error")))
+        steps.append({s.key: (s.finished_at - s.started_at).total_seconds() for s in run.steps.all()})
         return elapsed, sim.store.stats()["total"] - before
 
-    concurrent, sequential, calls = [], [], 0
+    concurrent, sequential, calls, steps = [], [], 0, []
     for i in range(args.repeat):
         elapsed, calls = revoke(vendor(2 * i), threads=default_threads)
         concurrent.append(elapsed)
         elapsed, _ = revoke(vendor(2 * i + 1), threads=1)
         sequential.append(elapsed)
     print(f"revoke: 12 applications, 3 service tokens, 4 contacts, {args.latency_ms:.0f} ms per Cloudflare call")
-    print(f"  Cloudflare calls per revocation: {calls}")
+    print(f"  Cloudflare calls per revocation: {calls}; API budget in {'Redis' if args.redis else 'a SQLite file'}")
     print(
         f"  click -> verified, concurrent calls:   median {statistics.median(concurrent):.3f} s  "
         f"(runs: {', '.join(f'{t:.3f}' for t in concurrent)})"
@@ -134,7 +192,9 @@ def main() -> None:
         f"(runs: {', '.join(f'{t:.3f}' for t in sequential)})"
     )
     print("  target: <= 1 s (DESIGN.md)")
-    server.shutdown()
+    print("  steps of the last concurrent run (s): " + ", ".join(f"{k} {v:.3f}" for k, v in steps[-2].items()))
+    server.terminate()
+    server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -449,7 +449,11 @@ def step_cut_off(ctx: Context) -> None:
         Call("access.users.list", domain, lambda d=domain: cf.access_users(search=f"@{d}", priority=ctx.priority))
         for domain in vendor.domains
     ]
-    apps, policies, tokens, *domain_users = run_concurrently(ctx, reads)
+    reads += [
+        Call("access.users.list", email, lambda e=email: cf.access_users(email=e, priority=ctx.priority))
+        for email in vendor.contacts
+    ]
+    apps, policies, tokens, *user_lists = run_concurrently(ctx, reads)
     reusable = {p["id"] for p in policies}
     our_policies = [p for p in policies if _is_ours(vendor, p)]
     recorded = set(vendor.service_tokens.exclude(cf_id="").values_list("cf_id", flat=True))
@@ -483,8 +487,10 @@ def step_cut_off(ctx: Context) -> None:
     data["app_ids"] = sorted(
         {a["id"] for a in touched} | (granted & {a["id"] for a in apps}) | set(data.get("app_ids", []))
     )
-    users = {u["email"].lower() for group in domain_users for u in group if u.get("email")}
-    data["emails"] = sorted(users | set(vendor.contacts) | set(data.get("emails", [])))
+    users = {u["id"]: u["email"].lower() for group in user_lists for u in group if u.get("email")}
+    data["emails"] = sorted(set(users.values()) | set(vendor.contacts) | set(data.get("emails", [])))
+    # Verification reads these users' sessions alongside its other reads instead of after them.
+    data["users"] = {**data.get("users", {}), **users}
     vendor.service_tokens.exclude(status=ServiceToken.Status.DELETED).update(
         status=ServiceToken.Status.DELETED, secret_sealed=""
     )
@@ -538,7 +544,20 @@ def step_verify_revoked(ctx: Context) -> None:
         Call("access.users.list", d, lambda d=d: cf.access_users(search=f"@{d}", priority=ctx.priority))
         for d in sorted(domains)
     ]
-    apps, policies, groups, tokens, *user_lists = run_concurrently(ctx, reads)
+    known = dict(ctx.run.data.get("users", {}))
+    reads += [
+        Call(
+            "access.users.active_sessions",
+            email,
+            lambda uid=uid: cf.access_user_sessions(uid, priority=ctx.priority),
+            missing_ok=True,
+        )
+        for uid, email in known.items()
+    ]
+    n = len(reads) - len(known)
+    results = run_concurrently(ctx, reads)
+    apps, policies, groups, tokens, *user_lists = results[:n]
+    live_sessions = dict(zip(known, results[n:], strict=True))
     findings = []
     findings += [f"Policy {p.get('name')} still exists." for p in policies if _is_ours(vendor, p)]
     group_by_id = {g["id"]: g for g in groups}
@@ -559,21 +578,25 @@ def step_verify_revoked(ctx: Context) -> None:
         for t in tokens
         if t["id"] in recorded or str(t.get("name", "")).startswith(vendor.token_prefix)
     ]
-    users = {u["id"]: u for group in user_lists for u in group}
-    sessions = run_concurrently(
+    users = {u["id"]: u["email"] for group in user_lists for u in group}
+    # Users Gatehouse did not know of when it cut access off (someone signed in since) are read now.
+    unknown = [uid for uid in users if uid not in live_sessions]
+    more = run_concurrently(
         ctx,
         [
             Call(
                 "access.users.active_sessions",
-                u["email"],
+                users[uid],
                 lambda uid=uid: cf.access_user_sessions(uid, priority=ctx.priority),
+                missing_ok=True,
             )
-            for uid, u in users.items()
+            for uid in unknown
         ],
     )
-    for user, live in zip(users.values(), sessions, strict=True):
+    live_sessions.update(zip(unknown, more, strict=True))
+    for uid, live in live_sessions.items():
         if live:
-            findings.append(f"{user['email']} still has {len(live)} active session(s).")
+            findings.append(f"{users.get(uid) or known.get(uid)} still has {len(live)} active session(s).")
     if findings:
         raise VerificationFailed(findings)
     ctx.note("verify", vendor.name, "no policy, reference, service token or session admits the vendor")
