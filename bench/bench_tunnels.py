@@ -10,6 +10,7 @@ Targets (DESIGN.md): 2,000 tunnels fresh within 60 s using <= 25 % of the budget
 """
 
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -179,8 +180,9 @@ def main() -> None:
         for label, query in (("default", ""), ("search + filter", "?q=eu&status=healthy&sort=uptime")):
             ms, queries = list_timing(client, f"/tunnels/{query}")
             print(f"  {total:>6} tunnels, {label:<16}: {ms:6.1f} ms, {queries} SQL queries")
-    print(f"\n(connectors stored: {Connector.objects.count()}; work folder {WORK})")
+    print(f"\n(connectors stored: {Connector.objects.count()})")
     server.shutdown()
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 if __name__ == "__main__":
