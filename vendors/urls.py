@@ -14,6 +14,7 @@ urlpatterns = [
     path("<uuid:public_id>/edit/", views.vendor_edit, name="vendor_edit"),
     path("<uuid:public_id>/update/", views.vendor_update, name="vendor_update"),
     path("<uuid:public_id>/revoke/", views.vendor_revoke, name="vendor_revoke"),
+    path("<uuid:public_id>/revoke/confirm/", views.vendor_revoke_confirm, name="vendor_revoke_confirm"),
     path("runs/<uuid:public_id>/", views.run_detail, name="run_detail"),
     path("runs/<uuid:public_id>/retry/", views.run_retry, name="run_retry"),
     path("grants/<uuid:public_id>/extend/", views.grant_extend, name="grant_extend"),

@@ -1,7 +1,9 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from dashboard.models import User
 from dashboard.permissions import role_required
@@ -118,12 +120,22 @@ def vendor_detail(request, public_id):
     return render(request, "vendors/vendor_detail.html", context)
 
 
+@require_GET
+@role_required(User.Role.OPERATOR)
+def vendor_revoke_confirm(request, public_id):
+    """The confirmation a browser without JavaScript gets instead of the dialog."""
+    vendor = selectors.vendor_get(public_id=public_id)
+    return render(request, "vendors/vendor_revoke_confirm.html", {"vendor": vendor})
+
+
 @require_POST
 @role_required(User.Role.OPERATOR)
 def vendor_revoke(request, public_id):
     vendor = selectors.vendor_get(public_id=public_id)
     run = services.vendor_revoke(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
     messages.warning(request, f"Revoking {vendor.name}.")
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("vendors:run_detail", kwargs={"public_id": run.public_id}))
     return redirect("vendors:run_detail", public_id=run.public_id)
 
 

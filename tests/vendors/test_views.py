@@ -84,18 +84,24 @@ def test_progress_partial_polls_while_running_and_stops_when_done(
 
 
 def test_revoke_from_the_list_runs_and_the_receipt_lists_every_step(
-    operator_client, make_vendor, django_capture_on_commit_callbacks
+    operator_client, make_vendor, htmx_headers, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
         vendor = make_vendor()
     listing = operator_client.get(reverse("vendors:vendor_list"))
     revoke_url = reverse("vendors:vendor_revoke", kwargs={"public_id": vendor.public_id})
-    assert revoke_url.encode() in listing.content
-    assert b"data-confirm" in listing.content
+    confirm_url = reverse("vendors:vendor_revoke_confirm", kwargs={"public_id": vendor.public_id})
+    assert f'href="{confirm_url}"'.encode() in listing.content
+    assert f'hx-post="{revoke_url}"'.encode() in listing.content
+    assert b"hx-confirm" in listing.content
+    # Without JavaScript the link leads to a confirmation page whose form posts the revocation.
+    assert revoke_url.encode() in operator_client.get(confirm_url).content
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator_client.post(revoke_url)
+        response = operator_client.post(revoke_url, headers=htmx_headers)
     run = vendor.runs.get(kind=WorkflowRun.Kind.REVOKE)
-    receipt = operator_client.get(response["Location"]).content.decode()
+    receipt_url = reverse("vendors:run_detail", kwargs={"public_id": run.public_id})
+    assert response["HX-Redirect"] == receipt_url
+    receipt = operator_client.get(receipt_url).content.decode()
     assert "Revocation receipt" in receipt
     for step in run.steps.all():
         assert escape(step.label) in receipt

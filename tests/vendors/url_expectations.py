@@ -18,6 +18,11 @@ EXPECTED = {
     "vendors:vendor_detail": ("get", {"public_id": UNKNOWN}, READ_UNKNOWN),
     "vendors:vendor_edit": ("get", {"public_id": UNKNOWN}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 404, ADMIN: 404}),
     "vendors:vendor_update": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
+    "vendors:vendor_revoke_confirm": (
+        "get",
+        {"public_id": UNKNOWN},
+        {ANON: LOGIN, VIEWER: 403, OPERATOR: 404, ADMIN: 404},
+    ),
     "vendors:vendor_revoke": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
     "vendors:run_detail": ("get", {"public_id": UNKNOWN}, READ_UNKNOWN),
     "vendors:run_retry": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
