@@ -193,7 +193,8 @@ def _sync_status(record: SyncPass, now: datetime) -> Outcome:
             break
         page += 1
     record.tunnels_seen = len(listed)
-    known = {t.cf_id: t for t in Tunnel.objects.filter(cf_id__in=list(listed)).order_by()}
+    # Every row, deleted ones too, rather than an IN list as long as the fleet (SQLite caps query parameters).
+    known = {t.cf_id: t for t in Tunnel.objects.order_by()}
     outcome = Outcome(list_calls=calls)
     new, updated, changes = [], [], []
     for cf_id, item in listed.items():
@@ -254,9 +255,10 @@ def _sync_status(record: SyncPass, now: datetime) -> Outcome:
         )
         StatusChange.objects.bulk_create(changes, batch_size=500)
         # The list leaves deleted tunnels out: a live tunnel it no longer names has been deleted. Its history stays.
-        gone = Tunnel.objects.filter(deleted_at__isnull=True).exclude(cf_id__in=list(listed))
-        outcome.deleted = list(gone)
-        gone.update(deleted_at=now, connectors_due=False)
+        outcome.deleted = [t for cf_id, t in known.items() if cf_id not in listed and t.deleted_at is None]
+        pks = [t.pk for t in outcome.deleted]
+        for start in range(0, len(pks), 500):
+            Tunnel.objects.filter(pk__in=pks[start : start + 500]).update(deleted_at=now, connectors_due=False)
     record.status_changes = len(changes) - len(new)
     return outcome
 
@@ -408,7 +410,9 @@ def _sync_routes() -> None:
     with transaction.atomic():
         Route.objects.bulk_create(new, batch_size=500)
         Route.objects.bulk_update(updated, list(values) if updated else ["network"], batch_size=500)
-        Route.objects.exclude(cf_id__in=seen).delete()
+        stale = [r.pk for cf_id, r in existing.items() if cf_id not in seen]
+        for start in range(0, len(stale), 500):
+            Route.objects.filter(pk__in=stale[start : start + 500]).delete()
         _recount_routes()
 
 

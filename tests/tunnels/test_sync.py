@@ -153,3 +153,14 @@ def test_sync_pass_twice_leaves_the_same_world(synced, db):
     once = world()
     sync.sync_pass()
     assert world() == once
+
+
+def test_routes_deleted_at_cloudflare_leave_gatehouse(synced, db, settings):
+    route = Route.objects.first()
+    doc = synced.store.get("route", str(route.cf_id), synced.account_id)
+    doc["deleted_at"] = "2026-11-23T10:00:00Z"
+    synced.store.put("route", doc, synced.account_id)
+    settings.GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS = 0
+    sync.sync_pass()
+    assert not Route.objects.filter(pk=route.pk).exists()
+    assert Route.objects.count() == synced.summary["routes"] - 1
