@@ -177,15 +177,34 @@ CHART_DAYS = 30
 def origin_detail(origin: Origin) -> OriginDetail:
     days = list(reversed(OriginDaily.objects.filter(origin=origin).order_by("-day")[:CHART_DAYS]))
     history = list(ReviewEvent.objects.filter(origin=origin)[:50])
+    route, route_known = origin_route(origin)
     return OriginDetail(
         origin=origin,
         session_bars=_bars(days, "sessions"),
         user_bars=_bars(days, "users"),
         history=history,
-        route=None,
-        route_known=False,
+        route=route,
+        route_known=route_known,
         vnet_name=vnet_names().get(origin.vnet_id, ""),
     )
+
+
+def origin_route(origin: Origin):
+    """(the private route that carries the origin, whether Gatehouse knows the routes at all).
+
+    Longest-prefix match among the synchronised routes of the origin's virtual network; an origin whose
+    network is unknown (an inventory entry) is looked up in the default network.
+    """
+    from tunnels.models import Route, VirtualNetwork
+    from tunnels.selectors import route_lookup
+
+    if not origin.ip_key or not Route.objects.exists():
+        return None, False
+    networks = VirtualNetwork.objects.filter(deleted_at__isnull=True)
+    vnet = networks.filter(cf_id=origin.vnet_id).first() if origin.vnet_id else networks.filter(is_default=True).first()
+    if vnet is None:
+        return None, True
+    return route_lookup(address=origin.address, vnet=vnet), True
 
 
 def applications() -> QuerySet[Application]:

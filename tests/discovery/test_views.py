@@ -229,3 +229,30 @@ def test_origin_ids_in_urls_are_uuids(make_origin):
     o = make_origin()
     url = reverse("discovery:origin_detail", args=[o.public_id])
     assert str(o.public_id) in url and ipaddress.ip_address(o.address)
+
+
+def test_the_origin_page_names_the_route_and_tunnel_by_longest_prefix_in_its_network(viewer_client, make_origin):
+    import uuid
+
+    from tunnels.models import Route, Tunnel, VirtualNetwork
+
+    mine = VirtualNetwork.objects.create(cf_id=uuid.uuid4(), name="prod-vpc")
+    other = VirtualNetwork.objects.create(cf_id=uuid.uuid4(), name="staging-vpc")
+    wide = Tunnel.objects.create(cf_id=uuid.uuid4(), name="core-wide")
+    narrow = Tunnel.objects.create(cf_id=uuid.uuid4(), name="db-narrow")
+    elsewhere = Tunnel.objects.create(cf_id=uuid.uuid4(), name="staging")
+    for network, tunnel, vnet in (
+        ("10.20.0.0/16", wide, mine),
+        ("10.20.5.0/24", narrow, mine),
+        ("10.20.5.0/28", elsewhere, other),
+    ):
+        Route.objects.create(
+            cf_id=uuid.uuid4(), network=network, tunnel=tunnel, tunnel_cf_id=tunnel.cf_id, virtual_network=vnet
+        )
+    routed = make_origin(address="10.20.5.9", vnet_id=str(mine.cf_id))
+    unrouted = make_origin(address="10.99.0.1", vnet_id=str(mine.cf_id))
+
+    body = viewer_client.get(reverse("discovery:origin_detail", args=[routed.public_id])).content.decode()
+    assert "10.20.5.0/24 via db-narrow" in body and "prod-vpc" in body
+    body = viewer_client.get(reverse("discovery:origin_detail", args=[unrouted.public_id])).content.decode()
+    assert "no route<" in body.replace("</dd>", "<")
