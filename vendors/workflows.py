@@ -345,6 +345,7 @@ def step_tokens(ctx: Context) -> None:
             for t in orphans
         ],
     )
+    # One at a time, each saved at once: a secret Cloudflare has shown is kept before the next call can fail.
     for token in pending:
         created = cf.service_token_create(name=token.cf_name, duration=token.duration, priority=ctx.priority)
         ctx.note("access.service_tokens.create", token.label, f"created client id {created.get('client_id', '')}")

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,20 +41,27 @@ def _redis_url() -> str:
     return url
 
 
+# A worker on a queue of its own: other test runs on this machine share the Redis database, and their workers must
+# not take (and drop) these tasks.
+_WORKER = (
+    "import sys; from dashboard.celery import app; "
+    "app.conf.task_default_queue = sys.argv[1]; app.worker_main(sys.argv[2:])"
+)
+
+
 class Workers:
     """Start, kill and replace Celery worker processes that share the test database and the simulator."""
 
-    def __init__(self, env):
-        self.env, self.processes = env, []
+    def __init__(self, env, queue):
+        self.env, self.queue, self.processes = env, queue, []
 
     def start(self) -> subprocess.Popen:
         process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "dashboard",
+                "-c",
+                _WORKER,
+                self.queue,
                 "worker",
                 "-P",
                 "solo",
@@ -88,8 +96,7 @@ class Workers:
 @pytest.fixture
 def workers(cloudflare_sim, transactional_db, settings, tmp_path):
     url = _redis_url()
-    client = redis.Redis.from_url(url)
-    client.delete("celery")  # messages a previous run left behind would only be stale work
+    queue = f"gatehouse-test-vendors-{uuid.uuid4().hex}"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
@@ -106,20 +113,28 @@ def workers(cloudflare_sim, transactional_db, settings, tmp_path):
     }
     env.pop("CLOUDFLARE_EMAIL", None)
     # This process enqueues onto the same broker instead of running tasks in place.
-    saved = (celery_app.conf.task_always_eager, celery_app.conf.broker_url)
+    saved = (celery_app.conf.task_always_eager, celery_app.conf.broker_url, celery_app.conf.task_default_queue)
     celery_app.conf.task_always_eager = False
     celery_app.conf.broker_url = url
-    celery_app.amqp._producer_pool = None
-    celery_app._pool = None
-    pool = Workers(env)
+    celery_app.conf.task_default_queue = queue
+    _forget_routing()
+    pool = Workers(env, queue)
     try:
         yield pool
     finally:
         pool.stop_all()
         faults.clear(cloudflare_sim.store)
-        celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
-        celery_app.amqp._producer_pool = None
-        celery_app._pool = None
+        (celery_app.conf.task_always_eager, celery_app.conf.broker_url, celery_app.conf.task_default_queue) = saved
+        _forget_routing()
+        redis.Redis.from_url(url).delete(queue)
+
+
+def _forget_routing() -> None:
+    """Celery caches its queues and router; they must be rebuilt after the default queue changes."""
+    for name in ("queues", "default_queue", "router"):
+        celery_app.amqp.__dict__.pop(name, None)
+    celery_app.amqp._producer_pool = None
+    celery_app._pool = None
 
 
 def _wait_for(predicate, what: str, timeout: float = 60):
