@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ from tests.dashboard.test_worker import _database_url, _redis_url
 from tunnels.models import Tunnel
 
 ROOT = Path(__file__).resolve().parents[2]
+# Worker and beat on a queue of their own: other test runs on this machine share the Redis database.
+_CELERY = (
+    "import sys; from dashboard.celery import app; app.conf.task_default_queue = sys.argv[1]; app.start(sys.argv[2:])"
+)
 
 
 def _wait(condition, what: str, processes, seconds: float = 60) -> None:
@@ -44,7 +49,7 @@ def test_beat_syncs_tunnels_and_a_tunnel_going_down_reaches_a_webhook(cloudflare
         "GATEHOUSE_TUNNEL_SYNC_SECONDS": "1",
         "GATEHOUSE_HEARTBEAT_SECONDS": "3600",
     }
-    celery = [sys.executable, "-m", "celery", "-A", "dashboard"]
+    celery = [sys.executable, "-c", _CELERY, f"gatehouse-test-tunnels-{uuid.uuid4().hex}"]
     worker = [*celery, "worker", "--concurrency", "1", "--without-gossip", "--without-mingle", "-l", "WARNING"]
     beat = [*celery, "beat", "-l", "WARNING", "-s", str(tmp_path / "schedule")]
     processes = [subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True) for cmd in (worker, beat)]
