@@ -124,6 +124,8 @@ class Command(BaseCommand):
                 str(logpush_records),
                 "--hours",
                 "48",
+                "--objects-per-hour",
+                "2",
                 "--state",
                 str(sim_state),
             ],
@@ -135,6 +137,10 @@ class Command(BaseCommand):
         if logpush.returncode != 0:
             supervisor.stop()
             raise CommandError(f"Writing the demo's Logpush files failed:\n{logpush.stderr[-2000:]}")
+        # Fill the pages now rather than at beat's first pass, and show what each pass did.
+        for step in (["sync_cloudflare", "--once"], ["ingest_logpush"], ["discover_aws"]):
+            self.stdout.write(f"manage.py {' '.join(step)}")
+            subprocess.run([python, "manage.py", *step], env={**os.environ, **env}, check=False)  # noqa: S603
         self.stdout.write(self.style.SUCCESS(f"\nGatehouse demo: http://127.0.0.1:{port}\n"))
         self.stdout.write(
             "Sign in with Google (the local OpenID provider) and pick an identity:\n"
