@@ -165,3 +165,48 @@ def test_changing_a_vendor_applies_contacts_and_new_grants_at_cloudflare(
         a for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id) if a["name"] == "Kibana"
     )
     assert vendor.cf_policy_id in [r["id"] for r in kibana["_policy_refs"]]
+
+
+def test_vendor_page_shows_grants_tokens_and_runs_but_no_actions_to_viewers(
+    viewer_client, make_vendor, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(apps=("Redis cache",), tokens=1)
+    page = viewer_client.get(reverse("vendors:vendor_detail", kwargs={"public_id": vendor.public_id}))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Redis cache" in text
+    assert vendor.service_tokens.get().client_id in text
+    assert "Onboard" in text
+    assert "Show secret once" not in text
+    assert "Revoke all access" not in text
+
+
+def test_extending_a_grant_pushes_its_end_and_applies_it(
+    operator_client, make_vendor, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(apps=("Redis cache",), days=5)
+    grant = vendor.grants.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(
+            reverse("vendors:grant_extend", kwargs={"public_id": grant.public_id}), {"days": "30"}
+        )
+    assert response.status_code == 302
+    before = grant.ends_at
+    grant.refresh_from_db()
+    assert grant.ends_at - before == timedelta(days=30)
+    run = vendor.runs.get(kind=WorkflowRun.Kind.CHANGE)
+    assert run.status == WorkflowRun.Status.SUCCEEDED
+    assert AuditEntry.objects.filter(action="vendor.grant_extended", target_id=str(vendor.public_id)).exists()
+
+
+def test_admins_switch_automatic_suspension_of_overdue_vendors(admin_client, operator_client):
+    from vendors.models import VendorSettings
+
+    assert operator_client.post(reverse("vendors:settings_update"), {"auto_suspend_overdue": "on"}).status_code == 403
+    assert not VendorSettings.load().auto_suspend_overdue
+    response = admin_client.post(reverse("vendors:settings_update"), {"auto_suspend_overdue": "on"})
+    assert response.status_code == 302
+    assert VendorSettings.load().auto_suspend_overdue
+    assert AuditEntry.objects.filter(action="vendor.settings_changed").count() == 1
