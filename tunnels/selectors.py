@@ -232,3 +232,24 @@ def overview(*, now: datetime | None = None) -> dict:
         "open_alert_count": alert_selectors.alerts_open_count(),
         "freshness": freshness(),
     }
+
+
+def connectors_explained(tunnel: Tunnel, connectors: list[Connector]) -> list[str]:
+    """Plain words for "Degraded": which connector lost how many connections, where, and since when."""
+    if tunnel.status != Tunnel.Status.DEGRADED:
+        return []
+    lines = []
+    for connector in connectors:
+        lost = [conn for conn in connector.conns if conn[2]]
+        if not lost and connector.conns_total >= 4:
+            continue
+        colos = sorted({conn[0] for conn in lost if conn[0]})
+        text = (
+            f"Connector {str(connector.cf_id)[:8]} (origin {connector.origin_ip or 'unknown'}, cloudflared "
+            f"{connector.version or 'unknown'}) has {connector.conns_active} of {connector.conns_total} "
+            "connections open"
+        )
+        if colos:
+            text += f"; the ones to {', '.join(colos)} are waiting to reconnect"
+        lines.append(text + f", since about {tunnel.status_since:%Y-%m-%d %H:%M} UTC.")
+    return lines or [f"Cloudflare reports the tunnel degraded since {tunnel.status_since:%Y-%m-%d %H:%M} UTC."]

@@ -32,7 +32,6 @@ from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from tunnels.models import (
     TOKEN_SHOW_WINDOW,
-    Connector,
     DnsRecord,
     PublicHostname,
     Route,
@@ -291,7 +290,7 @@ def tunnel_change_execute(*, change: TunnelChange) -> TunnelChange:
         if not TunnelChange.objects.filter(pk=change.pk, state=TunnelChange.State.PENDING).update(**updates):
             return change
         change.refresh_from_db()
-        _audit(change, _AUDIT[change.kind], {k: v for k, v in change.params.items()})
+        _audit(change, _AUDIT[change.kind], dict(change.params))
     return change
 
 
@@ -518,24 +517,3 @@ _EXECUTORS = {
     "route_add": _execute_route_add,
     "route_remove": _execute_route_remove,
 }
-
-
-def connectors_explained(tunnel: Tunnel, connectors: list[Connector]) -> list[str]:
-    """Plain words for "Degraded": which connector lost how many connections, where, and since when."""
-    if tunnel.status != Tunnel.Status.DEGRADED:
-        return []
-    lines = []
-    for connector in connectors:
-        lost = [conn for conn in connector.conns if conn[2]]
-        if not lost and connector.conns_total >= 4:
-            continue
-        colos = sorted({conn[0] for conn in lost if conn[0]})
-        text = (
-            f"Connector {str(connector.cf_id)[:8]} (origin {connector.origin_ip or 'unknown'}, cloudflared "
-            f"{connector.version or 'unknown'}) has {connector.conns_active} of {connector.conns_total} "
-            "connections open"
-        )
-        if colos:
-            text += f"; the ones to {', '.join(colos)} are waiting to reconnect"
-        lines.append(text + f", since about {tunnel.status_since:%Y-%m-%d %H:%M} UTC.")
-    return lines or [f"Cloudflare reports the tunnel degraded since {tunnel.status_since:%Y-%m-%d %H:%M} UTC."]

@@ -33,6 +33,7 @@ from tunnels.models import (
     VirtualNetwork,
     Zone,
 )
+from tunnels.services import tunnel_alerts_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,6 @@ def sync_pass() -> SyncPass | None:
         record.finished_at = timezone.now()
         record.save()
         _release()
-    from tunnels.services import tunnel_alerts_evaluate
-
     tunnel_alerts_evaluate(now=record.finished_at, deleted=outcome.deleted)
     return record
 

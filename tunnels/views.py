@@ -75,7 +75,7 @@ def _render_detail(request, tunnel, *, status=200, **forms):
     context = {
         "d": detail,
         "t": tunnel,
-        "explained": services.connectors_explained(tunnel, detail.connectors),
+        "explained": selectors.connectors_explained(tunnel, detail.connectors),
         "hostname_form": forms.get("hostname_form") or HostnameAddForm(),
         "route_form": forms.get("route_form") or RouteAddForm(),
         "can_change": request.user.has_role(User.Role.OPERATOR),
