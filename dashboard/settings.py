@@ -250,6 +250,7 @@ CELERY_TASK_TIME_LIMIT = 180
 # A worker running a workflow step holds the run this long; a replacement for a killed worker waits it out.
 GATEHOUSE_WORKFLOW_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_WORKFLOW_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT))
 CELERY_TASK_IGNORE_RESULT = True
+# Runs tasks in the calling process; only tests and benchmarks that measure a workflow in place set it.
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {

@@ -10,9 +10,9 @@ SQLite file beside the embedded default's database (one host, several processes)
 """
 
 import sqlite3
+import threading
 import time
 import uuid
-from contextlib import closing
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -93,19 +93,23 @@ class SqliteBudget:
     def __init__(self, path: Path, name: str, limits: Limits, clock=time.time):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.name, self.limits, self.clock = path, name, limits, clock
-        with closing(self._connect()) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS grants (name TEXT NOT NULL, at REAL NOT NULL)")
-            db.execute("CREATE INDEX IF NOT EXISTS grants_name_at ON grants (name, at)")
-            db.execute("CREATE TABLE IF NOT EXISTS blocks (name TEXT PRIMARY KEY, until REAL NOT NULL)")
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        # Threads of one process (a step's concurrent calls) queue on this lock and share one connection, instead
+        # of each opening the file and contending for SQLite's write lock.
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        with self._lock:
+            self._db.execute("CREATE TABLE IF NOT EXISTS grants (name TEXT NOT NULL, at REAL NOT NULL)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS grants_name_at ON grants (name, at)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS blocks (name TEXT PRIMARY KEY, until REAL NOT NULL)")
 
     def take(self, priority: Priority) -> Grant:
+        with self._lock:
+            return self._take(priority)
+
+    def _take(self, priority: Priority) -> Grant:
         now = self.clock()
-        db = self._connect()
+        db = self._db
         try:
             # BEGIN IMMEDIATE serialises the read-count-insert across processes.
             db.execute("BEGIN IMMEDIATE")
@@ -123,21 +127,23 @@ class SqliteBudget:
                 return Grant(True, 0.0)
             db.execute("COMMIT")
             return Grant(False, max(0.0, oldest + self.limits.window - now))
-        finally:
-            db.close()
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def block(self, seconds: float) -> None:
         until = self.clock() + seconds
-        with closing(self._connect()) as db:
-            db.execute(
+        with self._lock:
+            self._db.execute(
                 "INSERT INTO blocks (name, until) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET until = MAX(until, excluded.until)",
                 (self.name, until),
             )
 
     def used(self) -> int:
-        with closing(self._connect()) as db:
-            (count,) = db.execute(
+        with self._lock:
+            (count,) = self._db.execute(
                 "SELECT COUNT(*) FROM grants WHERE name = ? AND at > ?",
                 (self.name, self.clock() - self.limits.window),
             ).fetchone()

@@ -21,9 +21,7 @@ IDENTITIES = [
     # A personal Google account using a company address: the email matches, the hosted domain is missing.
     Identity(sub="personal", claims={"email": "personal@example.com", "email_verified": True}),
     Identity(sub="gmail", claims={"email": "someone@gmail.com", "email_verified": True}),
-    Identity(
-        sub="unverified", claims={"email": "eve@example.com", "email_verified": False, "hd": "example.com"}
-    ),
+    Identity(sub="unverified", claims={"email": "eve@example.com", "email_verified": False, "hd": "example.com"}),
 ]
 
 
@@ -72,8 +70,6 @@ def page(browser):
     context = browser.new_context()
     page = context.new_page()
     page.csp_violations = []
-    page.on(
-        "console", lambda msg: "Content Security Policy" in msg.text and page.csp_violations.append(msg.text)
-    )
+    page.on("console", lambda msg: "Content Security Policy" in msg.text and page.csp_violations.append(msg.text))
     yield page
     context.close()

@@ -141,6 +141,9 @@ class Command(BaseCommand):
         for step in (["sync_cloudflare", "--once"], ["ingest_logpush"], ["discover_aws"]):
             self.stdout.write(f"manage.py {' '.join(step)}")
             subprocess.run([python, "manage.py", *step], env={**os.environ, **env}, check=False)  # noqa: S603
+        # The Access applications and policies that vendor grants and "Protect with Access" offer.
+        for task in ("vendors.tasks.access_apps_refresh", "discovery.tasks.access_policies_refresh_task"):
+            subprocess.run([*celery, "call", task], env={**os.environ, **env}, check=False, capture_output=True)  # noqa: S603
         self.stdout.write(self.style.SUCCESS(f"\nGatehouse demo: http://127.0.0.1:{port}\n"))
         self.stdout.write(
             "Sign in with Google (the local OpenID provider) and pick an identity:\n"
