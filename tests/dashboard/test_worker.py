@@ -5,33 +5,15 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
-import redis
-from django.db import connection
 
 from dashboard.models import Heartbeat
+from tests.workers import CELERY_ON_QUEUE, database_url, redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def _redis_url() -> str:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        if os.environ.get("GATEHOUSE_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"Redis is required but not reachable at {url}")
-        pytest.skip(f"Redis is not reachable at {url}")
-    return url
 
 
 @pytest.mark.django_db(transaction=True)
@@ -42,13 +24,13 @@ def test_beat_schedules_and_a_worker_runs_the_heartbeat(broker, tmp_path):
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
         "GATEHOUSE_ENV": "local",
         "GATEHOUSE_VAR_DIR": str(tmp_path),
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "GATEHOUSE_HEARTBEAT_SECONDS": "1",
-        "CELERY_BROKER_URL": "filesystem://" if broker == "filesystem" else _redis_url(),
+        "CELERY_BROKER_URL": "filesystem://" if broker == "filesystem" else redis_url(),
     }
     for folder in ("broker/queue", "broker/processed", "broker/control"):
         (tmp_path / folder).mkdir(parents=True)
-    celery = [sys.executable, "-m", "celery", "-A", "dashboard"]
+    celery = [sys.executable, "-c", CELERY_ON_QUEUE, f"gatehouse-test-heartbeat-{uuid.uuid4().hex}"]
     processes = [
         subprocess.Popen(
             [

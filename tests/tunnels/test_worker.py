@@ -13,14 +13,10 @@ import pytest
 from alerts.models import Alert, Channel, Delivery
 from cloudflare_sim import control
 from tests.alerts.test_services import Receiver
-from tests.dashboard.test_worker import _database_url, _redis_url
+from tests.workers import CELERY_ON_QUEUE, database_url, redis_url
 from tunnels.models import Tunnel
 
 ROOT = Path(__file__).resolve().parents[2]
-# Worker and beat on a queue of their own: other test runs on this machine share the Redis database.
-_CELERY = (
-    "import sys; from dashboard.celery import app; app.conf.task_default_queue = sys.argv[1]; app.start(sys.argv[2:])"
-)
 
 
 def _wait(condition, what: str, processes, seconds: float = 60) -> None:
@@ -40,8 +36,8 @@ def test_beat_syncs_tunnels_and_a_tunnel_going_down_reaches_a_webhook(cloudflare
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
         "GATEHOUSE_ENV": "local",
         "GATEHOUSE_VAR_DIR": str(tmp_path / "worker"),
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": _redis_url(),
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": redis_url(),
         "REDIS_URL": "",
         "CLOUDFLARE_API_TOKEN": "gatehouse-test-token",
         "CLOUDFLARE_ACCOUNT_ID": cloudflare_sim.account_id,
@@ -49,7 +45,7 @@ def test_beat_syncs_tunnels_and_a_tunnel_going_down_reaches_a_webhook(cloudflare
         "GATEHOUSE_TUNNEL_SYNC_SECONDS": "1",
         "GATEHOUSE_HEARTBEAT_SECONDS": "3600",
     }
-    celery = [sys.executable, "-c", _CELERY, f"gatehouse-test-tunnels-{uuid.uuid4().hex}"]
+    celery = [sys.executable, "-c", CELERY_ON_QUEUE, f"gatehouse-test-tunnels-{uuid.uuid4().hex}"]
     worker = [*celery, "worker", "--concurrency", "1", "--without-gossip", "--without-mingle", "-l", "WARNING"]
     beat = [*celery, "beat", "-l", "WARNING", "-s", str(tmp_path / "schedule")]
     processes = [subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True) for cmd in (worker, beat)]

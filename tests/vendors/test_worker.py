@@ -11,34 +11,16 @@ from pathlib import Path
 
 import pytest
 import redis
-from django.db import connection
 from django.utils import timezone
 
 from cloudflare_sim import faults
 from dashboard.celery import app as celery_app
 from dashboard.models import AuditEntry
+from tests.workers import database_url, redis_url
 from vendors import services
 from vendors.models import Grant, Vendor, WorkflowRun, WorkflowStep
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def _redis_url() -> str:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        if os.environ.get("GATEHOUSE_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"Redis is required but not reachable at {url}")
-        pytest.skip(f"Redis is not reachable at {url}")
-    return url
 
 
 # A worker on a queue of its own: other test runs on this machine share the Redis database, and their workers must
@@ -95,14 +77,14 @@ class Workers:
 
 @pytest.fixture
 def workers(cloudflare_sim, transactional_db, settings, tmp_path):
-    url = _redis_url()
+    url = redis_url()
     queue = f"gatehouse-test-vendors-{uuid.uuid4().hex}"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
         "GATEHOUSE_ENV": "local",
         "GATEHOUSE_VAR_DIR": str(tmp_path),
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": url,
         "CLOUDFLARE_BASE_URL": cloudflare_sim.url,
         "CLOUDFLARE_API_TOKEN": settings.CLOUDFLARE_API_TOKEN,
