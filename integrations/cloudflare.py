@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import cloudflare
 import httpx
@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Cloudflare's error text is shown to admins; keep it short and plain.
 _MAX_MESSAGE = 300
