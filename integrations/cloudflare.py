@@ -73,13 +73,20 @@ def _take_budget(request: httpx.Request) -> None:
 
 
 @functools.cache
-def _client(token: str, base_url: str, timeout: float) -> cloudflare.Cloudflare:
+def _client(token: str, base_url: str, timeout: float, strict: bool) -> cloudflare.Cloudflare:
     http = httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0), event_hooks={"request": [_take_budget]})
-    return cloudflare.Cloudflare(api_token=token, base_url=base_url, max_retries=0, http_client=http)
+    return cloudflare.Cloudflare(
+        api_token=token, base_url=base_url, max_retries=0, http_client=http, _strict_response_validation=strict
+    )
 
 
 def client() -> cloudflare.Cloudflare:
-    return _client(settings.CLOUDFLARE_API_TOKEN, settings.CLOUDFLARE_BASE_URL, settings.CLOUDFLARE_TIMEOUT)
+    return _client(
+        settings.CLOUDFLARE_API_TOKEN,
+        settings.CLOUDFLARE_BASE_URL,
+        settings.CLOUDFLARE_TIMEOUT,
+        settings.CLOUDFLARE_STRICT_RESPONSES,
+    )
 
 
 def budget() -> RedisBudget | SqliteBudget:

@@ -11,6 +11,7 @@ os.environ.setdefault("GOOGLE_CLIENT_SECRET", "gatehouse-test-secret")
 from dashboard.settings import *  # noqa: F403
 
 CELERY_TASK_ALWAYS_EAGER = True
+CLOUDFLARE_STRICT_RESPONSES = True
 
 # One test database per test run, so that runs side by side on one machine never share one.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
