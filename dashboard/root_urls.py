@@ -12,7 +12,8 @@ accounts_urlpatterns = [
     path("3rdparty/login/cancelled/", social_views.login_cancelled, name="socialaccount_login_cancelled"),
     path("3rdparty/login/error/", social_views.login_error, name="socialaccount_login_error"),
     path("3rdparty/signup/", social_views.signup, name="socialaccount_signup"),
-    path("oidc/", include("allauth.socialaccount.providers.openid_connect.urls")),
+    # allauth's OpenID Connect URLs carry their own "oidc/" prefix: /accounts/oidc/google/login/callback/.
+    path("", include("allauth.socialaccount.providers.openid_connect.urls")),
 ]
 
 urlpatterns = [

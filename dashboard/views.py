@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
@@ -111,6 +112,13 @@ def settings_page(request):
         "users": selectors.users_for_admin() if request.user.has_role(User.Role.ADMIN) else None,
         "roles": User.Role,
         "heartbeats": selectors.heartbeats(),
+        # What the admin registers at Google: the callback allauth actually serves, on the host this page came from.
+        "google_redirect_uri": request.build_absolute_uri(
+            reverse(
+                "openid_connect_callback",
+                kwargs={"provider_id": settings.SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"][0]["provider_id"]},
+            )
+        ),
     }
     return render(request, "dashboard/settings.html", context)
 

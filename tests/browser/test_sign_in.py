@@ -1,4 +1,5 @@
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -61,3 +62,11 @@ def test_signed_out_visitor_is_sent_to_sign_in(page, gatehouse):
         page.goto(f"{gatehouse}{path}")
         expect(page).to_have_url(re.compile(r"/accounts/login/\?next="))
         expect(page.get_by_role("button", name="Sign in with Google")).to_be_visible()
+
+
+def test_google_is_sent_the_redirect_uri_the_readme_documents(page, gatehouse):
+    with page.expect_request(re.compile(r"/oauth2/authorize\?")) as authorize:
+        page.goto(f"{gatehouse}/accounts/login/")
+        page.get_by_role("button", name="Sign in with Google").click()
+    redirect_uri = parse_qs(urlsplit(authorize.value.url).query)["redirect_uri"]
+    assert redirect_uri == [f"{gatehouse}/accounts/oidc/google/login/callback/"]
