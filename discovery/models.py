@@ -236,6 +236,25 @@ class IngestRun(models.Model):
         return self.malformed + self.wrong_type + self.absurd + self.public
 
 
+class InventoryRun(models.Model):
+    """One AWS inventory pass, with the kinds of resource it could not read and why (AWS's words, bounded)."""
+
+    MAX_WARNINGS = 50
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    regions = models.JSONField(default=list, blank=True)
+    origins = models.IntegerField(default=0)
+    # [{"region", "kind", "action", "error"}], at most MAX_WARNINGS.
+    warnings = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return f"AWS inventory at {self.started_at:%Y-%m-%d %H:%M}"
+
+
 class LogObject(models.Model):
     """One S3 object of Logpush output. Its counts apply to origins exactly once: in the transaction that marks
     it done, by the worker whose claim (a lease) is still the current one."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.db.models import F, Q, QuerySet
 
-from discovery.models import Application, IngestRun, Origin, OriginDaily, ReviewEvent, ip_key
+from discovery.models import Application, IngestRun, InventoryRun, Origin, OriginDaily, ReviewEvent, ip_key
 
 SORTS = {"users": "users", "sessions": "sessions", "bytes": "bytes_total", "last_seen": "last_seen"}
 SOURCES = ("traffic", "inventory", "both")
@@ -227,6 +227,10 @@ def ingest_runs(limit: int = 20) -> list[IngestRun]:
 
 def last_ingest_run() -> IngestRun | None:
     return IngestRun.objects.first()
+
+
+def last_inventory_run() -> InventoryRun | None:
+    return InventoryRun.objects.filter(finished_at__isnull=False).first()
 
 
 def vnet_names() -> dict[str, str]:

@@ -23,6 +23,7 @@ from discovery.models import (
     AccessPolicy,
     Application,
     IngestRun,
+    InventoryRun,
     LogObject,
     Origin,
     OriginDaily,
@@ -425,8 +426,9 @@ def logpush_ingest(*, url: str, processes: int = 1) -> IngestRun:
 # AWS inventory
 
 
-def inventory_record(*, items: list[aws.InventoryItem]) -> int:
-    """Record what the inventory found as origins; the origins it no longer lists lose the inventory mark."""
+def inventory_record(*, items: list[aws.InventoryItem], failed: set[tuple[str, str]]) -> int:
+    """Record what the inventory found as origins; the origins it no longer lists lose the inventory mark, except
+    those of a (region, kind) that could not be read this time, which keep what an earlier pass found."""
     now = timezone.now()
     seen: set[int] = set()
     with transaction.atomic():
@@ -458,15 +460,33 @@ def inventory_record(*, items: list[aws.InventoryItem]) -> int:
                 origin.search_text = origin.compute_search_text()
                 origin.save(update_fields=["seen_in_inventory", "inventory", "inventory_seen_at", "search_text"])
                 seen.add(origin.pk)
-        Origin.objects.filter(seen_in_inventory=True).exclude(pk__in=seen).update(seen_in_inventory=False)
+        gone = Origin.objects.filter(seen_in_inventory=True).exclude(pk__in=seen)
+        for region, kind in failed:
+            gone = gone.exclude(inventory__region=region, inventory__kind=kind)
+        gone.update(seen_in_inventory=False)
     return len(seen)
 
 
-def inventory_discover(*, regions: list[str]) -> int:
+def inventory_discover(*, regions: list[str]) -> InventoryRun:
+    """One inventory pass over the regions; each kind of resource AWS refuses or fails to list becomes a warning
+    on the run, and every other kind is recorded."""
+    run = InventoryRun.objects.create(regions=regions[:50])
     items: list[aws.InventoryItem] = []
+    failures: list[aws.InventoryFailure] = []
     for region in regions:
-        items.extend(aws.inventory(region))
-    return inventory_record(items=items)
+        result = aws.inventory(region)
+        items.extend(result.items)
+        failures.extend(result.failures)
+    for failure in failures:
+        log.warning("AWS inventory: %s in %s failed: %s", failure.action, failure.region, failure.error)
+    run.origins = inventory_record(items=items, failed={(f.region, f.kind) for f in failures})
+    run.warnings = [
+        {"region": f.region, "kind": f.kind, "action": f.action, "error": f.error}
+        for f in failures[: InventoryRun.MAX_WARNINGS]
+    ]
+    run.finished_at = timezone.now()
+    run.save(update_fields=["origins", "warnings", "finished_at"])
+    return run
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def log_objects_ingest_task(run_id: int, bucket: str, objects: list[list]):
     services.ingest_run_finish_if_done(run_id=run_id)
 
 
-@shared_task(ignore_result=True, autoretry_for=(aws.AwsTransient,), retry_backoff=60, max_retries=3)
+# Not retried as a whole: a kind AWS failed to list is a warning on the run, and the next pass reads it again.
+@shared_task(ignore_result=True)
 def inventory_discover_task():
     services.inventory_discover(regions=settings.GATEHOUSE_AWS_REGIONS)
 

@@ -38,6 +38,7 @@ def origin_list(request):
         "filter_query": query.urlencode(),
         "applications": selectors.applications() if request.user.has_role(User.Role.OPERATOR) else [],
         "last_run": selectors.last_ingest_run(),
+        "inventory_run": selectors.last_inventory_run(),
         "bulk_actions": BulkForm.ACTIONS,
     }
     return render(request, template_for(request, "discovery/origin_list.html", "origin-table"), context)

@@ -17,9 +17,12 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, Rea
 from django.conf import settings
 
 __all__ = [
+    "INVENTORY_ACTIONS",
     "AwsError",
     "AwsTransient",
+    "InventoryFailure",
     "InventoryItem",
+    "InventoryPass",
     "S3Object",
     "forget_clients",
     "inventory",
@@ -127,8 +130,7 @@ def _tags(items: list[dict] | None, key: str = "Key", value: str = "Value") -> d
     return {str(t.get(key, ""))[:128]: str(t.get(value, ""))[:256] for t in (items or [])[:50]}
 
 
-def _ec2(region: str) -> Iterator[InventoryItem]:
-    ec2 = client("ec2", region)
+def _ec2(ec2) -> Iterator[InventoryItem]:
     rules: dict[str, list[tuple[int, str]]] = {}
     for page in ec2.get_paginator("describe_security_groups").paginate():
         for group in page.get("SecurityGroups", []):
@@ -140,6 +142,7 @@ def _ec2(region: str) -> Iterator[InventoryItem]:
                 if proto in ("tcp", "udp", "6", "17") and low is not None and low == high and 0 < low < 65536:
                     ports.append((int(low), "UDP" if proto in ("udp", "17") else "TCP"))
             rules[group["GroupId"]] = ports
+    region = ec2.meta.region_name
     for page in ec2.get_paginator("describe_instances").paginate():
         for reservation in page.get("Reservations", []):
             for instance in reservation.get("Instances", []):
@@ -166,8 +169,7 @@ def _ec2(region: str) -> Iterator[InventoryItem]:
                     )
 
 
-def _rds(region: str) -> Iterator[InventoryItem]:
-    rds = client("rds", region)
+def _rds_instances(rds) -> Iterator[InventoryItem]:
     for page in rds.get_paginator("describe_db_instances").paginate():
         for db in page.get("DBInstances", []):
             endpoint = db.get("Endpoint") or {}
@@ -176,7 +178,7 @@ def _rds(region: str) -> Iterator[InventoryItem]:
             yield InventoryItem(
                 kind="rds",
                 resource_id=db["DBInstanceIdentifier"],
-                region=region,
+                region=rds.meta.region_name,
                 address=endpoint["Address"],
                 port=int(endpoint.get("Port") or 0),
                 protocol="TCP",
@@ -184,6 +186,9 @@ def _rds(region: str) -> Iterator[InventoryItem]:
                 tags=_tags(db.get("TagList")),
                 vpc_id=(db.get("DBSubnetGroup") or {}).get("VpcId", ""),
             )
+
+
+def _rds_clusters(rds) -> Iterator[InventoryItem]:
     for page in rds.get_paginator("describe_db_clusters").paginate():
         for cluster in page.get("DBClusters", []):
             if not cluster.get("Endpoint"):
@@ -191,7 +196,7 @@ def _rds(region: str) -> Iterator[InventoryItem]:
             yield InventoryItem(
                 kind="rds-cluster",
                 resource_id=cluster["DBClusterIdentifier"],
-                region=region,
+                region=rds.meta.region_name,
                 address=cluster["Endpoint"],
                 port=int(cluster.get("Port") or 0),
                 protocol="TCP",
@@ -200,8 +205,7 @@ def _rds(region: str) -> Iterator[InventoryItem]:
             )
 
 
-def _elasticache(region: str) -> Iterator[InventoryItem]:
-    cache = client("elasticache", region)
+def _elasticache(cache) -> Iterator[InventoryItem]:
     for page in cache.get_paginator("describe_cache_clusters").paginate(ShowCacheNodeInfo=True):
         for cluster in page.get("CacheClusters", []):
             endpoint = cluster.get("ConfigurationEndpoint") or {}
@@ -212,7 +216,7 @@ def _elasticache(region: str) -> Iterator[InventoryItem]:
                 yield InventoryItem(
                     kind="elasticache",
                     resource_id=cluster["CacheClusterId"],
-                    region=region,
+                    region=cache.meta.region_name,
                     address=point["Address"],
                     port=int(point.get("Port") or 0),
                     protocol="TCP",
@@ -220,13 +224,18 @@ def _elasticache(region: str) -> Iterator[InventoryItem]:
                 )
 
 
-def _load_balancers(region: str) -> Iterator[InventoryItem]:
-    elb = client("elbv2", region)
+def _load_balancers(elb) -> Iterator[InventoryItem]:
     for page in elb.get_paginator("describe_load_balancers").paginate():
         for lb in page.get("LoadBalancers", []):
             if lb.get("Scheme") != "internal" or not lb.get("DNSName"):
                 continue
-            listeners = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"]).get("Listeners", [])
+            listeners = [
+                listener
+                for listeners_page in elb.get_paginator("describe_listeners").paginate(
+                    LoadBalancerArn=lb["LoadBalancerArn"]
+                )
+                for listener in listeners_page.get("Listeners", [])
+            ]
             for listener in listeners or [{"Port": 0, "Protocol": "ANY"}]:
                 protocol = "UDP" if str(listener.get("Protocol", "")).upper() == "UDP" else "TCP"
                 if listener.get("Protocol") == "ANY":
@@ -234,7 +243,7 @@ def _load_balancers(region: str) -> Iterator[InventoryItem]:
                 yield InventoryItem(
                     kind="elb",
                     resource_id=lb["LoadBalancerArn"],
-                    region=region,
+                    region=elb.meta.region_name,
                     address=lb["DNSName"],
                     port=int(listener.get("Port") or 0),
                     protocol=protocol,
@@ -243,18 +252,56 @@ def _load_balancers(region: str) -> Iterator[InventoryItem]:
                 )
 
 
-def inventory(region: str) -> list[InventoryItem]:
+# Each kind of resource is read on its own, so one denied or failing call costs only that kind: (kind, boto3
+# service, IAM service prefix, the calls it makes, reader). The README's IAM policy lists every one of these calls.
+_SOURCES = (
+    ("ec2", "ec2", "ec2", ("DescribeSecurityGroups", "DescribeInstances"), _ec2),
+    ("rds", "rds", "rds", ("DescribeDBInstances",), _rds_instances),
+    ("rds-cluster", "rds", "rds", ("DescribeDBClusters",), _rds_clusters),
+    ("elasticache", "elasticache", "elasticache", ("DescribeCacheClusters",), _elasticache),
+    ("elb", "elbv2", "elasticloadbalancing", ("DescribeLoadBalancers", "DescribeListeners"), _load_balancers),
+)
+INVENTORY_ACTIONS = tuple(f"{prefix}:{call}" for _, _, prefix, calls, _ in _SOURCES for call in calls)
+_CONTROL = dict.fromkeys(range(32), " ")
+
+
+@dataclass(frozen=True)
+class InventoryFailure:
+    """One kind of resource in one region that could not be read; its earlier results stay as they were."""
+
+    region: str
+    kind: str
+    action: str  # the IAM action that failed, e.g. elasticloadbalancing:DescribeListeners
+    error: str  # AWS's code and message: untrusted, bounded, without control characters
+
+
+@dataclass
+class InventoryPass:
+    items: list[InventoryItem] = field(default_factory=list)
+    failures: list[InventoryFailure] = field(default_factory=list)
+
+
+def _failure(region: str, kind: str, prefix: str, calls: tuple[str, ...], exc: Exception) -> InventoryFailure:
+    if isinstance(exc, ClientError):
+        call = exc.operation_name if exc.operation_name in calls else calls[0]
+        details = exc.response.get("Error", {})
+        text = f"{details.get('Code', '')}: {details.get('Message', '')}".strip(": ")
+    else:
+        call = calls[0]
+        text = f"AWS did not answer ({type(exc).__name__})"
+    error = (text or type(exc).__name__).translate(_CONTROL)[:300]
+    return InventoryFailure(region=region, kind=kind, action=f"{prefix}:{call}", error=error)
+
+
+def inventory(region: str) -> InventoryPass:
     """Everything private the inventory covers in one region: EC2, RDS instances and clusters, ElastiCache,
-    internal load balancers."""
-    items: list[InventoryItem] = []
-    for source, operation in (
-        (_ec2, "ec2.describe"),
-        (_rds, "rds.describe"),
-        (_elasticache, "elasticache.describe"),
-        (_load_balancers, "elbv2.describe"),
-    ):
+    internal load balancers. A kind that cannot be read is reported as a failure, not raised."""
+    result = InventoryPass()
+    for kind, service, prefix, calls, reader in _SOURCES:
         try:
-            items.extend(source(region))
+            items = list(reader(client(service, region)))
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(f"{operation} in {region}", exc) from exc
-    return items
+            result.failures.append(_failure(region, kind, prefix, calls, exc))
+            continue
+        result.items.extend(items)
+    return result

@@ -1,12 +1,18 @@
 """The AWS inventory against moto: what it finds becomes origins, matched with what traffic showed."""
 
 import io
+import json
+import re
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
 
 from discovery import services
-from discovery.models import Origin
+from discovery.models import InventoryRun, Origin
 from integrations import aws
 
 
@@ -118,3 +124,101 @@ def test_a_resource_gone_from_aws_loses_its_inventory_mark(db, estate):
     aws.client("rds").delete_db_instance(DBInstanceIdentifier="orders-db", SkipFinalSnapshot=True)
     services.inventory_discover(regions=["us-east-1"])
     assert not Origin.objects.get(inventory__kind="rds").seen_in_inventory
+
+
+def _readme_aws_actions() -> set[str]:
+    readme = (Path(settings.BASE_DIR) / "README.md").read_text()
+    paragraph = readme[readme.index("**AWS**:") :].split("\n\n")[0]
+    return set(re.findall(r"`([a-z0-9]+:[A-Za-z]+)`", paragraph))
+
+
+@pytest.fixture
+def aws_policy(moto, monkeypatch):
+    """Enforce IAM in moto and sign every call as a user holding only the given actions."""
+    import requests
+
+    def grant(actions):
+        iam = aws.client("iam")
+        iam.create_user(UserName="gatehouse")
+        document = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": sorted(actions), "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="gatehouse", PolicyName="gatehouse", PolicyDocument=json.dumps(document))
+        key = iam.create_access_key(UserName="gatehouse")["AccessKey"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        aws.forget_clients()
+        requests.post(f"{moto}/moto-api/reset-auth", data=b"0", timeout=10)
+
+    yield grant
+    requests.post(f"{moto}/moto-api/reset-auth", data=b"inf", timeout=10)
+
+
+def test_the_readme_policy_allows_every_call_gatehouse_makes(db, estate, s3, aws_policy):
+    from tests.discovery.conftest import BUCKET, PREFIX
+
+    documented = _readme_aws_actions()
+    assert set(aws.INVENTORY_ACTIONS) <= documented
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/20251120/a.log.gz", Body=b"")
+    aws_policy(documented)
+
+    run = services.inventory_discover(regions=["us-east-1"])
+
+    assert run.warnings == []
+    assert {o.inventory["kind"] for o in Origin.objects.all()} == {"ec2", "rds", "elb"}
+    [[listed]] = list(aws.list_objects(BUCKET, PREFIX))
+    assert aws.open_object(BUCKET, listed.key, listed.etag).read() == b""
+
+
+def test_a_denied_call_costs_only_its_kind_and_the_discovery_page_says_which(db, estate, aws_policy, viewer_client):
+    services.inventory_discover(regions=["us-east-1"])
+    elb_before = Origin.objects.get(inventory__kind="elb")
+    aws.client("rds").create_db_instance(
+        DBInstanceIdentifier="billing-db", DBInstanceClass="db.t3.micro", Engine="mysql", MasterUsername="admin",
+        MasterUserPassword="not-a-secret-123", AllocatedStorage=20, PubliclyAccessible=False,
+    )  # fmt: skip
+    aws_policy(_readme_aws_actions() - {"elasticloadbalancing:DescribeListeners"})
+
+    run = services.inventory_discover(regions=["us-east-1"])
+
+    [warning] = run.warnings
+    assert (warning["action"], warning["region"], warning["kind"]) == (
+        "elasticloadbalancing:DescribeListeners",
+        "us-east-1",
+        "elb",
+    )
+    assert warning["error"].startswith("AccessDenied")
+    # The load balancer keeps what the earlier pass found; the other kinds moved on, the new database included.
+    elb_after = Origin.objects.get(inventory__kind="elb")
+    assert elb_after.seen_in_inventory and elb_after.inventory_seen_at == elb_before.inventory_seen_at
+    assert Origin.objects.filter(address__contains="billing-db", seen_in_inventory=True).exists()
+    assert Origin.objects.filter(inventory__kind="ec2", inventory_seen_at__gt=elb_before.inventory_seen_at).exists()
+    body = viewer_client.get(reverse("discovery:origin_list")).content.decode()
+    assert "elasticloadbalancing:DescribeListeners</code> in us-east-1 (elb): AccessDenied" in body
+
+
+def test_every_denied_kind_is_a_warning_and_the_command_reports_them(db, estate, aws_policy):
+    aws_policy({"ec2:DescribeInstances", "ec2:DescribeSecurityGroups"})
+    out, err = io.StringIO(), io.StringIO()
+    call_command("discover_aws", stdout=out, stderr=err)
+    assert sorted(w["action"] for w in InventoryRun.objects.get().warnings) == [
+        "elasticache:DescribeCacheClusters",
+        "elasticloadbalancing:DescribeLoadBalancers",
+        "rds:DescribeDBClusters",
+        "rds:DescribeDBInstances",
+    ]
+    assert set(Origin.objects.values_list("inventory__kind", flat=True)) == {"ec2"}
+    assert "rds:DescribeDBInstances in us-east-1 failed: AccessDenied" in err.getvalue()
+    assert "4 warnings" in out.getvalue()
+
+
+def test_inventory_warnings_are_escaped_and_bounded_on_the_page(db, viewer_client):
+    InventoryRun.objects.create(
+        finished_at=timezone.now(),
+        warnings=[{"region": "us-east-1", "kind": "ec2", "action": "ec2:DescribeInstances", "error": "<b>x</b>" * 100}],
+    )
+    body = viewer_client.get(reverse("discovery:origin_list")).content.decode()
+    assert "<b>x</b>" not in body and "&lt;b&gt;x&lt;/b&gt;" in body
+    assert body.count("&lt;b&gt;x&lt;/b&gt;") < 300 // len("<b>x</b>") + 1

@@ -1,8 +1,7 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from discovery import services
-from integrations import aws
 
 
 class Command(BaseCommand):
@@ -13,8 +12,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, region=None, **options):
         regions = region or settings.GATEHOUSE_AWS_REGIONS
-        try:
-            count = services.inventory_discover(regions=regions)
-        except aws.AwsError as exc:
-            raise CommandError(str(exc)) from exc
-        self.stdout.write(f"discover_aws: {count} origins from {', '.join(regions)}")
+        run = services.inventory_discover(regions=regions)
+        for warning in run.warnings:
+            self.stderr.write(f"discover_aws: {warning['action']} in {warning['region']} failed: {warning['error']}")
+        self.stdout.write(
+            f"discover_aws: {run.origins} origins from {', '.join(regions)}, {len(run.warnings)} warnings"
+        )
