@@ -12,5 +12,8 @@ class AlertsConfig(AppConfig):
                 "alert_channel.created": "Alert channel added",
                 "alert_channel.deleted": "Alert channel removed",
                 "alert_delivery.retried": "Alert delivery retried",
+                "alert.acknowledged": "Alert acknowledged",
+                "alert.silenced": "Alert silenced",
+                "alert.unsilenced": "Alert silence lifted",
             }
         )

@@ -1,6 +1,7 @@
 from django import forms
 
 from alerts.models import Alert, Channel
+from alerts.services import SILENCE_CHOICES
 
 
 class ChannelForm(forms.ModelForm):
@@ -14,3 +15,9 @@ class ChannelForm(forms.ModelForm):
 class AlertFilterForm(forms.Form):
     state = forms.ChoiceField(required=False, choices=[("", "All"), *Alert.State.choices])
     page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+
+class SilenceForm(forms.Form):
+    hours = forms.TypedChoiceField(
+        coerce=int, choices=[(0, "Lift the silence"), *SILENCE_CHOICES.items()], initial=4, label="Silence for"
+    )

@@ -20,6 +20,8 @@ class Channel(models.Model):
     # Email addresses (comma-separated) or a URL. A webhook URL is a secret of sorts: shown only to admins.
     target = models.CharField(max_length=1000)
     enabled = models.BooleanField(default=True)
+    # A JSON webhook's signing secret (whsec_...), encrypted; shown to the admin once, when the channel is added.
+    secret_sealed = models.TextField(blank=True, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -56,6 +58,12 @@ class Alert(models.Model):
     raised_at = models.DateTimeField(default=timezone.now, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution = models.TextField(max_length=4000, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Until then, neither this alert nor a new one with the same dedupe key is sent to any channel.
+    silenced_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-raised_at", "-id"]
@@ -74,6 +82,9 @@ class Alert(models.Model):
     @property
     def state_obj(self) -> "Alert.State":
         return Alert.State(self.state)
+
+    def is_silenced(self) -> bool:
+        return self.silenced_until is not None and self.silenced_until > timezone.now()
 
 
 class Delivery(models.Model):

@@ -50,3 +50,7 @@ def deliveries_failing(*, limit: int = 20) -> list[Delivery]:
         .select_related("alert", "channel")
         .order_by("-created_at")[:limit]
     )
+
+
+def alerts_unacknowledged_count() -> int:
+    return Alert.objects.filter(state=Alert.State.OPEN, acknowledged_at__isnull=True).count()

@@ -4,20 +4,30 @@ Other apps call alert_raise() and alert_resolve(); both are idempotent, so a per
 on every pass.
 """
 
+import base64
+import hashlib
+import hmac
+import json
 import logging
+import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from alerts import outbound
 from alerts.models import Alert, Channel, Delivery
 from dashboard.models import User
 from dashboard.requestinfo import Origin
 from dashboard.services import audit_record
+from integrations.records import text
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +50,15 @@ def alert_raise(
         existing = Alert.objects.filter(dedupe_key=dedupe_key, state=Alert.State.OPEN).first()
         if existing:
             return existing
+    # Subjects and labels carry names from Cloudflare, AWS and logs: one line each, without bidirectional
+    # overrides, so that one tunnel cannot be made to read like another in a page or a message.
     alert = Alert(
-        kind=kind[:50],
-        subject=subject[:200],
-        body=body[:4000],
-        target_type=target_type[:32],
-        target_id=str(target_id)[:64],
-        target_label=target_label[:200],
+        kind=text(kind, 50),
+        subject=text(subject, 200),
+        body=_lines(body, 4000),
+        target_type=text(target_type, 32),
+        target_id=text(target_id, 64),
+        target_label=text(target_label, 200),
         dedupe_key=dedupe_key[:200],
     )
     alert.full_clean(validate_constraints=False)
@@ -68,24 +80,50 @@ def alert_resolve(*, dedupe_key: str, body: str = "") -> Alert | None:
         alert = Alert.objects.select_for_update().filter(dedupe_key=dedupe_key, state=Alert.State.OPEN).first()
         if alert is None:
             return None
-        alert.state, alert.resolved_at, alert.resolution = Alert.State.RESOLVED, timezone.now(), body[:4000]
+        alert.state, alert.resolved_at, alert.resolution = Alert.State.RESOLVED, timezone.now(), _lines(body, 4000)
         alert.save(update_fields=["state", "resolved_at", "resolution"])
         _fan_out(alert, Delivery.Event.RESOLVED)
     return alert
 
 
+def _lines(value: str, limit: int) -> str:
+    return "\n".join(text(line, limit) for line in value.splitlines())[:limit]
+
+
+def _silenced(alert: Alert) -> bool:
+    """Silenced itself, or raised again while an earlier alert with its dedupe key is silenced."""
+    if alert.is_silenced():
+        return True
+    if not alert.dedupe_key:
+        return False
+    return Alert.objects.filter(dedupe_key=alert.dedupe_key, silenced_until__gt=timezone.now()).exists()
+
+
 def _fan_out(alert: Alert, event: str) -> None:
     from alerts.tasks import deliver
 
+    if _silenced(alert):
+        return
     channels = list(Channel.objects.filter(enabled=True))
     deliveries = Delivery.objects.bulk_create([Delivery(alert=alert, channel=c, event=event) for c in channels])
     for delivery in deliveries:
         deliver.delay_on_commit(delivery.pk)
 
 
-def channel_create(*, actor: User, name: str, kind: str, target: str, origin: Origin) -> Channel:
+@dataclass(frozen=True)
+class NewChannel:
+    channel: Channel
+    secret: str  # a JSON webhook's signing secret, to be shown once; "" for other kinds
+
+
+def channel_create(*, actor: User, name: str, kind: str, target: str, origin: Origin) -> NewChannel:
     channel = Channel(name=name, kind=kind, target=target.strip(), created_by=actor)
     channel.full_clean()
+    secret = ""
+    if kind == Channel.Kind.WEBHOOK:
+        # Standard Webhooks secrets: "whsec_" and the base64 of the key's bytes.
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        channel.secret_sealed = _fernet().encrypt(secret.encode()).decode()
     with transaction.atomic():
         channel.save()
         audit_record(
@@ -98,7 +136,7 @@ def channel_create(*, actor: User, name: str, kind: str, target: str, origin: Or
             details={"kind": kind},
             origin=origin,
         )
-    return channel
+    return NewChannel(channel, secret)
 
 
 def channel_delete(*, actor: User, channel: Channel, origin: Origin) -> None:
@@ -154,7 +192,7 @@ def delivery_attempt(*, delivery_id: int) -> Attempt | None:
     if delivery is None or delivery.state in (Delivery.State.SENT, Delivery.State.FAILED):
         return None
     try:
-        _send(delivery.channel, delivery.alert, delivery.event)
+        _send(delivery)
     except DeliveryError as exc:
         delivery.attempts += 1
         delivery.last_error = str(exc)[:_MAX_ERROR]
@@ -175,7 +213,25 @@ def _words(alert: Alert, event: str) -> tuple[str, str]:
     return subject, body
 
 
-def _send(channel: Channel, alert: Alert, event: str) -> None:
+def slack_escape(value: str) -> str:
+    """Slack's three control characters as its entities, so a name like <!channel> is shown, not obeyed."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _fernet() -> Fernet:
+    key = hashlib.sha256(b"gatehouse alert webhook secret\0" + settings.SECRET_KEY.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def sign(*, secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks signature header value: HMAC-SHA256 over "id.timestamp.body", base64, as v1."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def _send(delivery: Delivery) -> None:
+    channel, alert, event = delivery.channel, delivery.alert, delivery.event
     subject, body = _words(alert, event)
     if channel.kind == Channel.Kind.EMAIL:
         recipients = [a.strip() for a in channel.target.split(",") if a.strip()]
@@ -184,8 +240,9 @@ def _send(channel: Channel, alert: Alert, event: str) -> None:
         except Exception as exc:
             raise DeliveryError(f"mail not sent: {type(exc).__name__}: {exc}") from exc
         return
+    headers = {"Content-Type": "application/json", "User-Agent": "Gatehouse"}
     if channel.kind == Channel.Kind.SLACK:
-        payload = {"text": f"*{subject}*\n{body}"}
+        payload = {"text": f"*{slack_escape(subject)}*\n{slack_escape(body)}"}
     else:
         payload = {
             "event": event,
@@ -200,8 +257,20 @@ def _send(channel: Channel, alert: Alert, event: str) -> None:
                 "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
             },
         }
+    content = json.dumps(payload).encode()
+    if channel.secret_sealed:
+        # The delivery's id is the message id: a receiver sees the same id on every retry and can drop repeats.
+        message_id, timestamp = f"msg_{delivery.public_id.hex}", int(timezone.now().timestamp())
+        secret = _fernet().decrypt(channel.secret_sealed.encode()).decode()
+        headers |= {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret=secret, message_id=message_id, timestamp=timestamp, body=content),
+        }
     try:
-        response = httpx.post(channel.target, json=payload, timeout=10.0, follow_redirects=False)
+        response = outbound.post(channel.target, content=content, headers=headers)
+    except outbound.OutboundRefused as exc:
+        raise DeliveryError(f"refused: {exc}") from exc
     except httpx.HTTPError as exc:
         raise DeliveryError(f"no answer: {type(exc).__name__}") from exc
     if not 200 <= response.status_code < 300:
@@ -221,8 +290,65 @@ def validate_channel(kind: str, target: str) -> None:
                 EmailValidator()(address)
             except ValidationError:
                 raise ValidationError({"target": f"{address[:100]} is not an email address."}) from None
-    else:
-        try:
-            URLValidator(schemes=["http", "https"])(target)
-        except ValidationError:
-            raise ValidationError({"target": "Give an http:// or https:// URL."}) from None
+        return
+    try:
+        URLValidator(schemes=["http", "https"])(target)
+    except ValidationError:
+        raise ValidationError({"target": "Give an http:// or https:// URL."}) from None
+    # Names are resolved, and checked again, at every delivery; an address or localhost is refused right away.
+    try:
+        outbound.check_url(target)
+    except outbound.OutboundRefused as exc:
+        raise ValidationError({"target": f"Refused: {exc}."}) from None
+
+
+# --- acknowledging and silencing ----------------------------------------------------------------------------
+
+SILENCE_CHOICES = {1: "1 hour", 4: "4 hours", 24: "1 day", 168: "1 week"}
+
+
+def alert_acknowledge(*, actor: User, alert: Alert, origin: Origin) -> Alert:
+    """Say someone is on it; acknowledging twice keeps the first person and time."""
+    with transaction.atomic():
+        changed = Alert.objects.filter(pk=alert.pk, state=Alert.State.OPEN, acknowledged_at__isnull=True).update(
+            acknowledged_at=timezone.now(), acknowledged_by=actor
+        )
+        if changed:
+            _audit_alert(action="alert.acknowledged", actor=actor, alert=alert, details={}, origin=origin)
+    alert.refresh_from_db()
+    return alert
+
+
+def alert_silence(*, actor: User, alert: Alert, hours: int, origin: Origin) -> Alert:
+    """Send nothing about this alert, or about it being raised again, for `hours` hours (0 lifts the silence)."""
+    if hours != 0 and hours not in SILENCE_CHOICES:
+        raise ValidationError({"hours": "Choose one of the offered durations."})
+    until = timezone.now() + timedelta(hours=hours) if hours else None
+    with transaction.atomic():
+        Alert.objects.filter(pk=alert.pk).update(silenced_until=until)
+        if not hours and alert.dedupe_key:
+            # Lifting the silence lifts it for the key, also where it was set on an earlier alert.
+            Alert.objects.filter(Q(dedupe_key=alert.dedupe_key), silenced_until__isnull=False).update(
+                silenced_until=None
+            )
+        _audit_alert(
+            action="alert.silenced" if hours else "alert.unsilenced",
+            actor=actor,
+            alert=alert,
+            details={"hours": hours} if hours else {},
+            origin=origin,
+        )
+    alert.refresh_from_db()
+    return alert
+
+
+def _audit_alert(*, action: str, actor: User, alert: Alert, details: dict, origin: Origin) -> None:
+    audit_record(
+        action=action,
+        actor=actor,
+        target_type="alert",
+        target_id=str(alert.public_id),
+        target_label=alert.subject,
+        details=details,
+        origin=origin,
+    )

@@ -1,11 +1,12 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from alerts import selectors, services
-from alerts.forms import AlertFilterForm, ChannelForm
-from alerts.models import Channel, Delivery
+from alerts.forms import AlertFilterForm, ChannelForm, SilenceForm
+from alerts.models import Alert, Channel, Delivery
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
@@ -27,6 +28,7 @@ def alert_list(request):
         "state": state,
         "failing": selectors.deliveries_failing(),
         "can_retry": request.user.has_role(User.Role.OPERATOR),
+        "silence_form": SilenceForm(auto_id=False),
     }
     return render(request, template_for(request, "alerts/alert_list.html", "alert-table"), context)
 
@@ -47,15 +49,22 @@ def channel_create(request):
     form = ChannelForm(request.POST)
     if form.is_valid():
         try:
-            channel = services.channel_create(
+            created = services.channel_create(
                 actor=request.user,
                 name=form.cleaned_data["name"],
                 kind=form.cleaned_data["kind"],
                 target=form.cleaned_data["target"],
                 origin=Origin.from_request(request),
             )
-            messages.success(request, f"Channel {channel.name} added.")
-            return redirect("alerts:channel_list")
+            messages.success(request, f"Channel {created.channel.name} added.")
+            if not created.secret:
+                return redirect("alerts:channel_list")
+            # The signing secret is on this one answer and nowhere else: not in a later page, nor in a cache.
+            response = render(
+                request, "alerts/channel_secret.html", {"channel": created.channel, "secret": created.secret}
+            )
+            response["Cache-Control"] = "no-store"
+            return response
         except ValidationError as exc:
             form.add_error(None, exc)
     return _render_channels(request, form, status=400)
@@ -77,3 +86,36 @@ def delivery_retry(request, delivery_id):
     delivery = services.delivery_retry(actor=request.user, delivery=delivery, origin=Origin.from_request(request))
     messages.info(request, f"Delivery to {delivery.channel.name}: {delivery.get_state_display().lower()}.")
     return redirect("alerts:alert_list")
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def alert_acknowledge(request, alert_id):
+    alert = get_object_or_404(Alert, public_id=alert_id)
+    services.alert_acknowledge(actor=request.user, alert=alert, origin=Origin.from_request(request))
+    messages.success(request, f"Acknowledged: {alert.subject}")
+    return redirect(_back(request))
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def alert_silence(request, alert_id):
+    alert = get_object_or_404(Alert, public_id=alert_id)
+    form = SilenceForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose how long to silence the alert for.")
+        return redirect(_back(request))
+    hours = int(form.cleaned_data["hours"])
+    services.alert_silence(actor=request.user, alert=alert, hours=hours, origin=Origin.from_request(request))
+    if hours:
+        messages.success(request, f"Silenced for {services.SILENCE_CHOICES[hours]}: {alert.subject}")
+    else:
+        messages.success(request, f"Silence lifted: {alert.subject}")
+    return redirect(_back(request))
+
+
+def _back(request) -> str:
+    """Back to the alert list with its filter, never to another site."""
+    state = request.POST.get("state", "")
+    url = reverse("alerts:alert_list")
+    return f"{url}?state={state}" if state in Alert.State.values else url

@@ -5,6 +5,7 @@ GATEHOUSE_ENV=local is what `make demo` and the test suite run with: plain HTTP 
 SQLite and a broker that needs no server unless DATABASE_URL / REDIS_URL say otherwise.
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -96,6 +97,7 @@ TEMPLATES = [
                 "django.template.context_processors.csp",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "alerts.context_processors.navigation",
             ],
         },
     },
@@ -313,3 +315,9 @@ LOGGING = {
 }
 
 GATEHOUSE_AUDIT_PAGE_SIZE = 50
+
+# Alert webhooks and Slack URLs go only to public addresses, except to these networks (CIDR, comma-separated).
+# Parsed here so that a typo stops the process at start rather than at the first alert.
+GATEHOUSE_ALERT_ALLOWED_NETWORKS = [
+    str(ipaddress.ip_network(n, strict=False)) for n in env_list("GATEHOUSE_ALERT_ALLOWED_NETWORKS")
+]

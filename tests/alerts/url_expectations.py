@@ -11,4 +11,6 @@ EXPECTED = {
     "alerts:channel_create": ("post", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 403, ADMIN: 400}),
     "alerts:channel_delete": ("post", {"channel_id": UNKNOWN}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 403, ADMIN: 404}),
     "alerts:delivery_retry": ("post", {"delivery_id": UNKNOWN}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 404, ADMIN: 404}),
+    "alerts:alert_acknowledge": ("post", {"alert_id": UNKNOWN}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 404, ADMIN: 404}),
+    "alerts:alert_silence": ("post", {"alert_id": UNKNOWN}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 404, ADMIN: 404}),
 }

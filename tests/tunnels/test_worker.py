@@ -44,6 +44,8 @@ def test_beat_syncs_tunnels_and_a_tunnel_going_down_reaches_a_webhook(cloudflare
         "CLOUDFLARE_BASE_URL": cloudflare_sim.url,
         "GATEHOUSE_TUNNEL_SYNC_SECONDS": "1",
         "GATEHOUSE_HEARTBEAT_SECONDS": "3600",
+        # The webhook receiver listens on loopback, which alert deliveries refuse unless allowed.
+        "GATEHOUSE_ALERT_ALLOWED_NETWORKS": "127.0.0.1/32",
     }
     celery = [sys.executable, "-c", CELERY_ON_QUEUE, f"gatehouse-test-tunnels-{uuid.uuid4().hex}"]
     worker = [*celery, "worker", "--concurrency", "1", "--without-gossip", "--without-mingle", "-l", "WARNING"]
