@@ -6,6 +6,7 @@ from django.conf import settings
 from django.shortcuts import render
 
 from dashboard import services
+from dashboard.models import User
 from dashboard.requestinfo import Origin
 
 
@@ -32,21 +33,34 @@ def refusal_reason(claims: dict) -> str | None:
     return None
 
 
+ADDRESS_TAKEN = "The address belongs to another Gatehouse account; an admin must remove that account first."
+
+
+def _refuse(request, *, reason: str, claims: dict) -> ImmediateHttpResponse:
+    """Audit a refused sign-in and answer it. Nobody signed in: the address is recorded as claimed, not as actor."""
+    email = claims.get("email") if isinstance(claims.get("email"), str) else ""
+    services.audit_record(
+        action="auth.refused",
+        details={"reason": reason, "claimed_email": email[:254], "hd": str(claims.get("hd", ""))[:100]},
+        origin=Origin.from_request(request),
+    )
+    response = render(request, "account/not_allowed.html", {"reason": reason, "email": email}, status=403)
+    return ImmediateHttpResponse(response)
+
+
 class GoogleWorkspaceAdapter(DefaultSocialAccountAdapter):
     def pre_social_login(self, request, sociallogin):
         claims = sociallogin.account.extra_data.get("id_token") or {}
         reason = refusal_reason(claims)
-        if reason is None:
-            return
-        email = claims.get("email") if isinstance(claims.get("email"), str) else ""
-        services.audit_record(
-            action="auth.refused",
-            actor_email=email,
-            details={"reason": reason, "hd": str(claims.get("hd", ""))[:100]},
-            origin=Origin.from_request(request),
-        )
-        response = render(request, "account/not_allowed.html", {"reason": reason, "email": email}, status=403)
-        raise ImmediateHttpResponse(response)
+        # A Google identity Gatehouse has not seen, with the address of an account that has another one.
+        if (
+            reason is None
+            and not sociallogin.is_existing
+            and User.objects.filter(email__iexact=claims["email"]).exists()
+        ):
+            reason = ADDRESS_TAKEN
+        if reason is not None:
+            raise _refuse(request, reason=reason, claims=claims)
 
     def is_open_for_signup(self, request, sociallogin):
         # pre_social_login has already refused anyone outside the allowed domains.
@@ -63,13 +77,10 @@ class GoogleWorkspaceAdapter(DefaultSocialAccountAdapter):
         chosen = form.cleaned_data.get("email", "") if form is not None else sociallogin.user.email
         if str(chosen).lower() != str(claimed).lower():
             # The sign-up form (shown only when an address is already taken) must not swap in another address.
-            raise ImmediateHttpResponse(
-                render(
-                    request,
-                    "account/not_allowed.html",
-                    {"reason": "The account's email must be the one Google verified.", "email": claimed},
-                    status=403,
-                )
+            raise _refuse(
+                request,
+                reason="The account's email must be the one Google verified.",
+                claims=sociallogin.account.extra_data.get("id_token") or {},
             )
         user = super().save_user(request, sociallogin, form)
         services.audit_record(

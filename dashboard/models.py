@@ -108,7 +108,10 @@ class AuditEntry(models.Model):
 
     @property
     def actor_display(self) -> str:
-        return self.actor_email or "system"
+        if self.actor_email:
+            return self.actor_email
+        # A refused sign-in has no actor: whoever tried was never signed in (the address they claimed is a detail).
+        return "not signed in" if self.action.startswith("auth.") else "system"
 
     @property
     def action_label(self) -> str:

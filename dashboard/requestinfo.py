@@ -12,8 +12,12 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 def new_request_id(header: str | None = None) -> str:
-    """Keep a caller's X-Request-ID when it is well-formed, so logs line up across proxies."""
-    if header and _REQUEST_ID.match(header):
+    """The request's id: the reverse proxy's X-Request-ID when settings say the proxy sets it, else a new one.
+
+    A client's own X-Request-ID is never kept: it would let anyone write what audit entries say about where an
+    action came from, or make two requests look like one.
+    """
+    if settings.GATEHOUSE_PROXY_SETS_REQUEST_ID and header and _REQUEST_ID.match(header):
         return header
     return uuid.uuid4().hex
 

@@ -64,14 +64,18 @@ def user_set_role(*, actor: User, user: User, role: str, origin: Origin) -> User
     if role not in User.Role.values:
         raise ValidationError({"role": f"{role!r} is not a role."})
     with transaction.atomic():
+        # Every admin row is locked, in one order, before anything is read: two admins demoting each other at the
+        # same moment then run one after the other, and the second sees the first one's change. Locking only the
+        # target would let each see the other still an admin, and leave none.
+        admins = list(User.objects.select_for_update().filter(role=User.Role.ADMIN, is_active=True).order_by("pk"))
+        if actor.pk not in {a.pk for a in admins}:
+            raise PermissionDenied("Only admins change roles.")
         user = User.objects.select_for_update().get(pk=user.pk)
         previous = user.role
         if previous == role:
             return user
-        if previous == User.Role.ADMIN:
-            other_admins = User.objects.filter(role=User.Role.ADMIN, is_active=True).exclude(pk=user.pk)
-            if not other_admins.exists():
-                raise ValidationError({"role": "Gatehouse needs at least one admin; promote another first."})
+        if previous == User.Role.ADMIN and not any(a.pk != user.pk for a in admins):
+            raise ValidationError({"role": "Gatehouse needs at least one admin; promote another first."})
         user.role = role
         user.full_clean()
         user.save(update_fields=["role"])

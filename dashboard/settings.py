@@ -191,6 +191,9 @@ SECURE_CSP = {
 }
 # Only this many reverse proxies in front of Gatehouse are trusted to append to X-Forwarded-For.
 GATEHOUSE_TRUSTED_PROXY_COUNT = int(os.environ.get("GATEHOUSE_TRUSTED_PROXY_COUNT", "0"))
+# True only when that proxy sets X-Request-ID on every request, replacing any the client sent; otherwise a
+# client's X-Request-ID is ignored and Gatehouse makes its own.
+GATEHOUSE_PROXY_SETS_REQUEST_ID = env_bool("GATEHOUSE_PROXY_SETS_REQUEST_ID", False)
 
 # --- Static files -----------------------------------------------------------------------------------------
 STATIC_URL = "static/"

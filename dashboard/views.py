@@ -1,4 +1,5 @@
 import csv
+import json
 
 from django.conf import settings
 from django.contrib import messages
@@ -78,20 +79,20 @@ def audit_export(request):
     def rows():
         yield writer.writerow(header)
         for entry in selectors.audit_entries(filters=filters).iterator(chunk_size=2000):
-            yield writer.writerow(
-                [
-                    entry.id,
-                    entry.at.isoformat(),
-                    entry.actor_display,
-                    entry.action,
-                    entry.target_type,
-                    entry.target_id,
-                    _csv_safe(entry.target_label),
-                    _csv_safe(str(entry.details)),
-                    entry.source_ip or "",
-                    entry.request_id,
-                ]
-            )
+            row = [
+                entry.id,
+                entry.at.isoformat(),
+                entry.actor_display,
+                entry.action,
+                entry.target_type,
+                entry.target_id,
+                entry.target_label,
+                json.dumps(entry.details, ensure_ascii=False, sort_keys=True),
+                entry.source_ip or "",
+                entry.request_id,
+            ]
+            # Every column: an actor's address, an action name or an id is text someone else chose, too.
+            yield writer.writerow([_csv_safe(str(value)) for value in row])
 
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
@@ -101,7 +102,7 @@ def audit_export(request):
 
 def _csv_safe(value: str) -> str:
     """Neutralise spreadsheet formulas: audit text can come from Cloudflare, logs or a hostile user."""
-    if value and value[0] in "=+-@\t\r":
+    if value and value.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r", "\n"):
         return "'" + value
     return value
 

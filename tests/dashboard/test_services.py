@@ -130,3 +130,46 @@ def test_an_unknown_role_is_refused():
     bob = make_user()
     with pytest.raises(ValidationError):
         services.user_set_role(actor=admin, user=bob, role="owner", origin=ORIGIN)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_demoting_each_other_at_once_leave_one_admin():
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL's row locks; SQLite runs one write transaction at a time anyway")
+    import threading
+
+    from django.db import connections
+
+    for attempt in range(10):
+        User.objects.all().delete()
+        ada, bob = make_user(role=User.Role.ADMIN), make_user(role=User.Role.ADMIN)
+        barrier, errors = threading.Barrier(2), []
+
+        def demote(actor, target, barrier=barrier, errors=errors):
+            try:
+                barrier.wait()
+                services.user_set_role(actor=actor, user=target, role=User.Role.VIEWER, origin=ORIGIN)
+            except (ValidationError, PermissionDenied) as exc:
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=demote, args=pair) for pair in ((ada, bob), (bob, ada))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert User.objects.filter(role=User.Role.ADMIN).count() == 1, f"attempt {attempt}"
+        assert len(errors) == 1
+        assert AuditEntry.objects.filter(action="user.role_changed").count() == attempt + 1
+
+
+@pytest.mark.django_db
+def test_an_admin_demoted_meanwhile_changes_no_role():
+    ada, bob, cyd = make_user(role=User.Role.ADMIN), make_user(role=User.Role.ADMIN), make_user()
+    stale_bob = User.objects.get(pk=bob.pk)
+    services.user_set_role(actor=ada, user=bob, role=User.Role.VIEWER, origin=ORIGIN)
+    with pytest.raises(PermissionDenied):
+        services.user_set_role(actor=stale_bob, user=cyd, role=User.Role.ADMIN, origin=ORIGIN)
+    cyd.refresh_from_db()
+    assert cyd.role == User.Role.VIEWER

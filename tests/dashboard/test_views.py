@@ -176,3 +176,35 @@ def test_a_forged_page_link_is_refused_politely(viewer_client):
     response = viewer_client.get(AUDIT, {"before": "12345.x"})
     assert response.status_code == 200
     assert "page link is not valid" in response.content.decode()
+
+
+def test_csv_export_neutralises_formulas_in_every_column(admin_client):
+    services.audit_record(
+        action="user.role_changed",
+        actor_email="=cmd|'/c calc'!A1@example.com",
+        target_type="user",
+        target_id="+1+1",
+        target_label=" =HYPERLINK(1)",
+        details={"x": "-2+3"},
+    )
+    response = admin_client.get(EXPORT, {"action": "user.role_changed"})
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    row = rows[1]
+    assert row[2] == "'=cmd|'/c calc'!A1@example.com"
+    assert row[5] == "'+1+1"
+    assert row[6] == "' =HYPERLINK(1)"
+    assert row[7] == '{"x": "-2+3"}'
+    assert all(cell.lstrip(" ")[:1] not in "=+-@\t\r" or cell.startswith("'") for cell in row if cell)
+
+
+def test_a_clients_request_id_is_not_kept(viewer_client):
+    response = viewer_client.get(reverse("dashboard:home"), headers={"X-Request-ID": "forged-request-0001"})
+    assert response["X-Request-ID"] != "forged-request-0001"
+
+
+def test_the_proxys_request_id_is_kept_when_settings_say_the_proxy_sets_it(viewer_client, settings):
+    settings.GATEHOUSE_PROXY_SETS_REQUEST_ID = True
+    response = viewer_client.get(reverse("dashboard:home"), headers={"X-Request-ID": "proxy-request-0001"})
+    assert response["X-Request-ID"] == "proxy-request-0001"
+    bad = viewer_client.get(reverse("dashboard:home"), headers={"X-Request-ID": "<script>"})
+    assert bad["X-Request-ID"] != "<script>" and len(bad["X-Request-ID"]) == 32
