@@ -227,6 +227,26 @@ def _destinations(req: Request, body: Doc) -> list[Doc]:
     return destinations
 
 
+# Cloudflare's documented maximum of destinations on one application.
+MAX_APP_DESTINATIONS = 50
+
+
+def _self_hosted_limits(body: Doc, current: Doc | None = None) -> None:
+    """A self-hosted application must name its domain (the SDK types it Required) and may carry at most
+    MAX_APP_DESTINATIONS destinations; both on create and on the PUT that replaces the application."""
+    if (body.get("type") or (current or {}).get("type")) != "self_hosted":
+        return
+    if not isinstance(body.get("domain"), str) or not body["domain"].strip():
+        raise bad_request("domain is required for a self-hosted application", 12130, "/domain")
+    destinations = body.get("destinations")
+    if isinstance(destinations, list) and len(destinations) > MAX_APP_DESTINATIONS:
+        raise bad_request(
+            f"an application can have at most {MAX_APP_DESTINATIONS} destinations, got {len(destinations)}",
+            12130,
+            "/destinations",
+        )
+
+
 def _valid_ports(value: str) -> bool:
     parts = value.split("-")
     if len(parts) > 2 or not all(p.isdigit() and 1 <= int(p) <= 65535 for p in parts):
@@ -343,6 +363,7 @@ def app_list(req: Request, account_id: str) -> Reply:
 
 @route("POST", "/accounts/{account_id}/access/apps")
 def app_create(req: Request, account_id: str) -> Reply:
+    _self_hosted_limits(req.json())
     app = _app_doc(req, req.json())
     req.store.put("access_app", app, account_id)
     return Reply(_app_reply(req, app), status=201)
@@ -355,6 +376,7 @@ def app_get(req: Request, account_id: str, app_id: str) -> Reply:
 
 @route("PUT", "/accounts/{account_id}/access/apps/{app_id}")
 def app_update(req: Request, account_id: str, app_id: str) -> Reply:
+    _self_hosted_limits(req.json(), get_app(req, app_id))
     app = _app_doc(req, req.json(), get_app(req, app_id))
     req.store.put("access_app", app, account_id)
     return Reply(_app_reply(req, app))

@@ -67,7 +67,9 @@ class Application(models.Model):
     protection = models.CharField(max_length=16, choices=Protection.choices, default=Protection.NONE)
     policy_id = models.CharField(max_length=64, blank=True)
     policy_name = models.CharField(max_length=200, blank=True)
-    access_app_id = models.CharField(max_length=64, blank=True)
+    # The Access applications Gatehouse created for it, in part order: Cloudflare takes at most 50 destinations
+    # on one application, so a larger one is split across several.
+    access_app_ids = models.JSONField(default=list, blank=True)
     protection_error = models.CharField(max_length=300, blank=True)
     protected_at = models.DateTimeField(null=True, blank=True)
 
@@ -81,9 +83,16 @@ class Application(models.Model):
     def protection_obj(self) -> "Application.Protection":
         return Application.Protection(self.protection)
 
-    def access_name(self) -> str:
-        """The name Gatehouse gives the Access application: deterministic, so a retry finds its own work."""
-        return f"{self.name} (gatehouse {self.public_id.hex[:8]})"
+    @property
+    def owner_mark(self) -> str:
+        """What every Access application Gatehouse creates for this application carries in its name, through
+        renames: the only ones Gatehouse will change or delete."""
+        return f"(gatehouse {self.public_id.hex[:8]}"
+
+    def access_name(self, part: int = 1) -> str:
+        """The name of the Access application for one part: deterministic, so a retry finds its own work."""
+        suffix = "" if part == 1 else f" part {part}"
+        return f"{self.name} {self.owner_mark}{suffix})"
 
 
 class Origin(models.Model):

@@ -632,10 +632,27 @@ def access_destinations(origins: list[Origin]) -> list[dict]:
     return destinations
 
 
+def access_parts(origins: list[Origin]) -> list[list[dict]]:
+    """The origins' destinations in parts of at most the number Cloudflare takes on one Access application, in
+    origin order, so that an origin added later lands in the last part and the others stay where they are."""
+    from integrations import cloudflare as cf
+
+    destinations = access_destinations(origins)
+    size = cf.ACCESS_APP_MAX_DESTINATIONS
+    return [destinations[i : i + size] for i in range(0, len(destinations), size)]
+
+
+def _not_approved(application: Application) -> list[Origin]:
+    return list(application.origins.exclude(review_state=ReviewState.APPROVED).order_by("id"))
+
+
 def application_protect(
     *, actor: User, application: Application, policy_id: str, policy_name: str, request: RequestOrigin
-) -> Application:
-    """Ask for an Access application in front of the application's origins; a task creates it."""
+) -> list[Origin]:
+    """Ask for Access applications in front of the application's approved origins; a task creates them.
+
+    Returns the origins left out because they are not approved, for the caller to name.
+    """
     from discovery import tasks
 
     if not actor.has_role(User.Role.OPERATOR):
@@ -646,6 +663,10 @@ def application_protect(
             raise ValidationError("This application is already protected or being protected.")
         if not application.origins.exists():
             raise ValidationError("Add origins to the application first.")
+        left_out = _not_approved(application)
+        if not application.origins.filter(review_state=ReviewState.APPROVED).exists():
+            names = ", ".join(o.label for o in left_out[:10])
+            raise ValidationError(f"Only approved origins are put behind Access, and none of these is: {names}.")
         application.protection = Application.Protection.PENDING
         application.policy_id = policy_id
         application.policy_name = policy_name[:200]
@@ -658,29 +679,46 @@ def application_protect(
             target_type="application",
             target_id=str(application.public_id),
             target_label=application.name,
-            details={"policy": policy_name or policy_id},
+            details={"policy": policy_name or policy_id, "left_out": [o.label for o in left_out[:100]]},
             origin=request,
         )
         tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
-    return application
+    return left_out
+
+
+def _access_app_ids_save(application: Application, ids: list[str]) -> None:
+    Application.objects.filter(pk=application.pk).update(access_app_ids=ids)
+    application.access_app_ids = ids
 
 
 def application_protect_apply(*, application: Application, request: RequestOrigin) -> Application:
-    """Create (or find, after a retry) the Access application, then record what Cloudflare holds."""
+    """Make Cloudflare hold what the application needs: one Access application per part of its approved
+    origins' destinations (created, or found and replaced after a retry), and none left over."""
     from integrations import cloudflare as cf
 
     if application.protection != Application.Protection.PENDING:
         return application
-    origins = list(application.origins.order_by("id"))
+    approved = list(application.origins.filter(review_state=ReviewState.APPROVED).order_by("id"))
+    parts = access_parts(approved)
+    known = list(application.access_app_ids)
+    ids: list[str] = []
     try:
-        result = cf.access_private_app_ensure(
-            name=application.access_name(),
-            destinations=access_destinations(origins),
-            policy_id=application.policy_id,
-        )
-    except cf.CloudflareTransient:
-        raise
+        for number, destinations in enumerate(parts, start=1):
+            result = cf.access_private_app_ensure(
+                name=application.access_name(number),
+                destinations=destinations,
+                policy_id=application.policy_id,
+                app_id=known[number - 1] if number <= len(known) else "",
+                owner_mark=application.owner_mark,
+            )
+            ids.append(str(result["id"])[:64])
+        for surplus in known[len(parts) :]:
+            cf.access_private_app_delete(app_id=surplus, owner_mark=application.owner_mark)
     except cf.CloudflareError as exc:
+        # What exists at Cloudflare stays recorded, so a retry or an unprotect finds every part.
+        _access_app_ids_save(application, ids + known[len(ids) :])
+        if isinstance(exc, cf.CloudflareTransient):
+            raise
         Application.objects.filter(pk=application.pk, protection=Application.Protection.PENDING).update(
             protection=Application.Protection.FAILED, protection_error=exc.message[:300]
         )
@@ -696,17 +734,17 @@ def application_protect_apply(*, application: Application, request: RequestOrigi
         return application
     with transaction.atomic():
         updated = Application.objects.filter(pk=application.pk, protection=Application.Protection.PENDING).update(
-            protection=Application.Protection.PROTECTED,
-            access_app_id=str(result["id"])[:64],
-            protected_at=timezone.now(),
+            protection=Application.Protection.PROTECTED if ids else Application.Protection.NONE,
+            access_app_ids=ids,
+            protected_at=timezone.now() if ids else None,
         )
         if updated == 1:
             audit_record(
-                action="application.protected",
+                action="application.protected" if ids else "application.unprotected",
                 target_type="application",
                 target_id=str(application.public_id),
                 target_label=application.name,
-                details={"access_app_id": str(result["id"]), "destinations": len(result.get("destinations") or [])},
+                details={"access_app_ids": ids, "destinations": sum(len(p) for p in parts)},
                 origin=request,
             )
     application.refresh_from_db()

@@ -184,14 +184,18 @@ def application_protect(request, public_id):
     if form.is_valid():
         policy = form.cleaned_data["policy"]
         try:
-            services.application_protect(
+            left_out = services.application_protect(
                 actor=request.user,
                 application=application,
                 policy_id=policy.cf_id,
                 policy_name=policy.name,
                 request=RequestOrigin.from_request(request),
             )
-            messages.success(request, f"Creating the Access application for {application.name}.")
+            messages.success(request, f"Putting the approved origins of {application.name} behind Access.")
+            if left_out:
+                names = ", ".join(o.label for o in left_out[:10])
+                more = f" and {len(left_out) - 10} more" if len(left_out) > 10 else ""
+                messages.warning(request, f"Not approved, so not behind Access: {names}{more}.")
         except ValidationError as exc:
             messages.error(request, _errors(exc))
     else:

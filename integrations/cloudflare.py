@@ -373,33 +373,95 @@ def access_reusable_policies() -> list[dict[str, Any]]:
     return [{"id": p["id"], "name": p.get("name") or "", "decision": p.get("decision") or ""} for p in policies]
 
 
-def access_private_app_ensure(*, name: str, destinations: list[dict[str, Any]], policy_id: str) -> dict[str, Any]:
-    """A self-hosted Access application with private destinations and one reusable policy, created once.
+# Cloudflare's documented maximum of destinations on one Access application.
+ACCESS_APP_MAX_DESTINATIONS = 50
 
-    The name is the caller's deterministic one: an application of that exact name is taken as ours from an
-    earlier attempt (Cloudflare answered but the reply was lost), and is read back instead of created again.
+
+def access_private_app_ensure(
+    *, name: str, destinations: list[dict[str, Any]], policy_id: str, app_id: str = "", owner_mark: str = ""
+) -> dict[str, Any]:
+    """A self-hosted Access application with these private destinations and one reusable policy, made so.
+
+    With `app_id` (the one recorded earlier) the application is read and, if its name still carries
+    `owner_mark`, replaced by a PUT with this name, destinations and policy. Otherwise the name is the caller's
+    deterministic one: an application of that exact name is taken as ours from an earlier attempt (Cloudflare
+    answered but the reply was lost) and updated, or else one is created. Cloudflare requires a self-hosted
+    application's `domain`; a private one reports its first destination there, so that is what is sent.
     """
-    found = call(
-        "access.applications.list",
-        lambda c: c.zero_trust.access.applications.list(account_id=account_id(), name=name, exact=True),
+    if not destinations or len(destinations) > ACCESS_APP_MAX_DESTINATIONS:
+        raise ValueError(f"an Access application takes 1 to {ACCESS_APP_MAX_DESTINATIONS} destinations")
+    first = destinations[0]
+    fields = {
+        "type": "self_hosted",
+        "name": name,
+        "domain": first.get("hostname") or first.get("cidr"),
+        "destinations": destinations,
+        "policies": [{"id": policy_id, "precedence": 1}],
+        "session_duration": "8h",
+    }
+    existing: dict[str, Any] | None = None
+    if app_id:
+        try:
+            existing = as_dict(
+                call(
+                    "access.applications.get",
+                    lambda c: c.zero_trust.access.applications.get(app_id, account_id=account_id()),
+                    priority=Priority.INTERACTIVE,
+                )
+            )
+        except CloudflareNotFound:
+            existing = None
+        if existing is not None and owner_mark not in str(existing.get("name", "")):
+            raise CloudflareError(f"Access application {app_id} is not one Gatehouse created; it was left alone")
+    if existing is None:
+        found = call(
+            "access.applications.list",
+            lambda c: c.zero_trust.access.applications.list(account_id=account_id(), name=name, exact=True),
+            priority=Priority.INTERACTIVE,
+        )
+        matches = [as_dict(app) for app in found.result or [] if getattr(app, "name", None) == name]
+        existing = matches[0] if matches else None
+    if existing is None:
+        created = call(
+            "access.applications.create",
+            lambda c: c.zero_trust.access.applications.create(account_id=account_id(), **fields),
+            priority=Priority.INTERACTIVE,
+        )
+        return as_dict(created)
+    updated = call(
+        "access.applications.update",
+        lambda c: c.zero_trust.access.applications.update(existing["id"], account_id=account_id(), **fields),
         priority=Priority.INTERACTIVE,
     )
-    existing = [as_dict(app) for app in found.result or [] if getattr(app, "name", None) == name]
-    if existing:
-        return existing[0]
-    created = call(
-        "access.applications.create",
-        lambda c: c.zero_trust.access.applications.create(
-            account_id=account_id(),
-            type="self_hosted",
-            name=name,
-            destinations=destinations,
-            policies=[{"id": policy_id, "precedence": 1}],
-            session_duration="8h",
-        ),
-        priority=Priority.INTERACTIVE,
-    )
-    return as_dict(created)
+    return as_dict(updated)
+
+
+def access_private_app_delete(*, app_id: str, owner_mark: str) -> bool:
+    """Delete an Access application Gatehouse created (its name carries `owner_mark`); False if already gone.
+
+    Anything else under that id is refused, never deleted.
+    """
+    try:
+        app = as_dict(
+            call(
+                "access.applications.get",
+                lambda c: c.zero_trust.access.applications.get(app_id, account_id=account_id()),
+                priority=Priority.INTERACTIVE,
+            )
+        )
+    except CloudflareNotFound:
+        return False
+    if owner_mark not in str(app.get("name", "")):
+        raise CloudflareError(f"Access application {app_id} is not one Gatehouse created; it was left alone")
+    try:
+        call(
+            "access.applications.delete",
+            lambda c: c.zero_trust.access.applications.delete(app_id, account_id=account_id()),
+            priority=Priority.INTERACTIVE,
+        )
+    except CloudflareNotFound:
+        return False
+    return True
 
 
 # --- Access: applications, reusable policies, service tokens, users and revocation (vendors app) ---------------

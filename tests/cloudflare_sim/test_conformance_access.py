@@ -65,6 +65,7 @@ def test_self_hosted_app_with_public_and_private_destinations(cf, account_id, de
         account_id=account_id,
         type="self_hosted",
         name="Vendor Postgres",
+        domain="pg-admin.example.com",
         session_duration="8h",
         destinations=[
             {
@@ -109,7 +110,13 @@ def test_app_input_is_validated(cf, account_id):
         [{"type": "public", "uri": "not a host"}],
     ):
         with pytest.raises(cloudflare.BadRequestError):
-            apps.create(account_id=account_id, type="self_hosted", name="bad", destinations=destinations)
+            apps.create(
+                account_id=account_id,
+                type="self_hosted",
+                name="bad",
+                domain="ok.example.com",
+                destinations=destinations,
+            )
     with pytest.raises(cloudflare.BadRequestError):
         apps.create(
             account_id=account_id,

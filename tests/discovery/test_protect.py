@@ -27,6 +27,7 @@ def video(operator, make_origin, vnet_id):
         make_origin(address="fd10::5", port=443, protocol="TCP", vnet_id=vnet_id),
     ]
     services.application_add_origins(actor=operator, application=app, origins=origins, request=R)
+    services.origin_review(actor=operator, origins=origins, decision="approve", reason="", request=R)
     return app
 
 
@@ -55,7 +56,8 @@ def test_protecting_creates_an_access_app_with_private_destinations_and_the_poli
     video.refresh_from_db()
     assert video.protection == Application.Protection.PROTECTED
     [created] = _access_apps(cloudflare_sim)
-    assert created["id"] == video.access_app_id and created["type"] == "self_hosted"
+    assert [created["id"]] == video.access_app_ids and created["type"] == "self_hosted"
+    assert created["name"] == video.access_name() and created["domain"] == created["destinations"][0]["cidr"]
     assert [r["id"] for r in created["_policy_refs"]] == [policy.cf_id]
     assert sorted(
         (d["cidr"], d.get("port_range"), d.get("l4_protocol"), d.get("vnet_id")) for d in created["destinations"]
@@ -66,7 +68,7 @@ def test_protecting_creates_an_access_app_with_private_destinations_and_the_poli
     ]
     assert AuditEntry.objects.filter(action="application.protected", target_id=str(video.public_id)).exists()
     page = operator_client.get(reverse("discovery:application_detail", args=[video.public_id])).content.decode()
-    assert video.access_app_id in page and "Protected by Access" in page
+    assert video.access_app_ids[0] in page and "Protected by Access" in page
     covered = operator_client.get(reverse("discovery:origin_list"), {"covered": "yes"}).content.decode()
     assert len(re.findall(r'href="/discovery/origins/[0-9a-f-]{36}/"', covered)) == 3
 
@@ -78,12 +80,12 @@ def test_running_the_task_again_after_a_lost_reply_finds_the_app_instead_of_crea
     policy = AccessPolicy.objects.first()
     Application.objects.filter(pk=video.pk).update(protection="pending", policy_id=policy.cf_id)
     tasks.application_protect_task(video.pk, None, "")
-    first = Application.objects.get(pk=video.pk).access_app_id
+    first = Application.objects.get(pk=video.pk).access_app_ids
     # As if the reply had been lost: the row still says pending, the app exists at Cloudflare.
-    Application.objects.filter(pk=video.pk).update(protection="pending", access_app_id="")
+    Application.objects.filter(pk=video.pk).update(protection="pending", access_app_ids=[])
     tasks.application_protect_task(video.pk, None, "")
     assert len(_access_apps(cloudflare_sim)) == 1
-    assert Application.objects.get(pk=video.pk).access_app_id == first
+    assert Application.objects.get(pk=video.pk).access_app_ids == first
 
 
 def test_a_policy_cloudflare_does_not_know_fails_visibly(cloudflare_sim, video, db):
@@ -103,3 +105,84 @@ def test_an_application_without_origins_cannot_be_protected(operator, db):
     app = services.application_create(actor=operator, name="Empty", owner="", request=R)
     with pytest.raises(ValidationError, match="Add origins"):
         services.application_protect(actor=operator, application=app, policy_id="p", policy_name="p", request=R)
+
+
+@pytest.fixture
+def farm(operator, make_origin, vnet_id):
+    """120 approved web servers: more than Cloudflare takes on one Access application."""
+    app = services.application_create(actor=operator, name="Web farm", owner="web", request=R)
+    origins = [make_origin(address=f"10.30.{i // 200}.{i % 200 + 1}", vnet_id=vnet_id) for i in range(120)]
+    services.application_add_origins(actor=operator, application=app, origins=origins, request=R)
+    services.origin_review(actor=operator, origins=origins, decision="approve", reason="", request=R)
+    return app
+
+
+def test_more_than_fifty_origins_are_split_across_owned_access_applications(
+    cloudflare_sim, operator_client, farm, django_capture_on_commit_callbacks
+):
+    services.access_policies_refresh()
+    policy = AccessPolicy.objects.first()
+    with django_capture_on_commit_callbacks(execute=True):
+        operator_client.post(reverse("discovery:application_protect", args=[farm.public_id]), {"policy": policy.cf_id})
+    farm.refresh_from_db()
+    assert farm.protection == Application.Protection.PROTECTED and len(farm.access_app_ids) == 3
+    by_id = {a["id"]: a for a in _access_apps(cloudflare_sim)}
+    parts = [by_id[i] for i in farm.access_app_ids]
+    assert [p["name"] for p in parts] == [farm.access_name(1), farm.access_name(2), farm.access_name(3)]
+    assert farm.access_name(2) == f"Web farm (gatehouse {farm.public_id.hex[:8]} part 2)"
+    assert [len(p["destinations"]) for p in parts] == [50, 50, 20]
+    covered = [d["cidr"] for p in parts for d in p["destinations"]]
+    assert len(set(covered)) == 120
+    assert all([r["id"] for r in p["_policy_refs"]] == [policy.cf_id] for p in parts)
+    page = operator_client.get(reverse("discovery:application_detail", args=[farm.public_id])).content.decode()
+    assert all(i in page for i in farm.access_app_ids) and "parts 2 to 3" in page
+
+    # A retry after a lost reply finds the three parts by name and creates nothing more.
+    Application.objects.filter(pk=farm.pk).update(protection="pending", access_app_ids=[])
+    tasks.application_protect_task(farm.pk, None, "")
+    farm.refresh_from_db()
+    assert sorted(farm.access_app_ids) == sorted(by_id) and len(_access_apps(cloudflare_sim)) == 3
+
+
+def test_protecting_puts_only_approved_origins_behind_access_and_names_the_others(
+    cloudflare_sim, operator, operator_client, video, make_origin, vnet_id, django_capture_on_commit_callbacks
+):
+    pending = make_origin(address="10.20.0.9", port=22, vnet_id=vnet_id)
+    services.application_add_origins(actor=operator, application=video, origins=[pending], request=R)
+    services.access_policies_refresh()
+    policy = AccessPolicy.objects.first()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(
+            reverse("discovery:application_protect", args=[video.public_id]), {"policy": policy.cf_id}, follow=True
+        )
+    assert "Not approved, so not behind Access: 10.20.0.9:22/tcp" in response.content.decode()
+    [created] = _access_apps(cloudflare_sim)
+    assert "10.20.0.9/32" not in {d["cidr"] for d in created["destinations"]}
+    assert len(created["destinations"]) == 3
+
+
+def test_an_application_without_approved_origins_is_refused_naming_them(
+    cloudflare_sim, operator, make_origin, vnet_id, db
+):
+    from django.core.exceptions import ValidationError
+
+    app = services.application_create(actor=operator, name="Unreviewed", owner="", request=R)
+    origin = make_origin(address="10.20.0.11", port=5432, vnet_id=vnet_id)
+    services.application_add_origins(actor=operator, application=app, origins=[origin], request=R)
+    with pytest.raises(ValidationError, match=r"none of these is: 10\.20\.0\.11:5432/tcp"):
+        services.application_protect(actor=operator, application=app, policy_id="p", policy_name="p", request=R)
+    assert _access_apps(cloudflare_sim) == []
+
+
+def test_an_access_application_gatehouse_did_not_create_is_never_changed(cloudflare_sim, video, db):
+    services.access_policies_refresh()
+    policy = AccessPolicy.objects.first()
+    foreign = next(a for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id))
+    Application.objects.filter(pk=video.pk).update(
+        protection="pending", policy_id=policy.cf_id, access_app_ids=[foreign["id"]]
+    )
+    tasks.application_protect_task(video.pk, None, "")
+    video.refresh_from_db()
+    assert video.protection == Application.Protection.FAILED and "not one Gatehouse created" in video.protection_error
+    after = cloudflare_sim.store.get("access_app", foreign["id"], cloudflare_sim.account_id)
+    assert after["destinations"] == foreign["destinations"] and after["name"] == foreign["name"]
