@@ -17,6 +17,7 @@ import cloudflare
 import httpx
 from django.conf import settings
 
+from integrations import records
 from integrations.budget import Limits, Priority, RedisBudget, SqliteBudget
 
 __all__ = [
@@ -170,33 +171,35 @@ def as_dict(model: Any) -> dict[str, Any]:
 
 
 # --- Tunnels, routes, virtual networks, zones and DNS (tunnels app) -------------------------------------------
-# Lists are fetched one page per call so that every request is counted and a page shorter than asked for (or
-# result_info.total_count) ends the listing without the SDK's extra request for an empty page.
+# Each answer becomes records (integrations/records.py); an object whose id is malformed is left out of a list,
+# and makes a single-object call fail as Cloudflare's error.
 
 TUNNEL_PAGE_SIZE = 1000
 
 
-def _page_items(page: Any) -> tuple[list[dict[str, Any]], int | None]:
-    items = [as_dict(item) for item in (page.result or [])]
-    info = page.result_info
-    total = getattr(info, "total_count", None) if info is not None else None
-    return items, (int(total) if isinstance(total, int | float) else None)
+def _records[R](build: Callable[[Any], R], models: Any) -> list[R]:
+    built = []
+    for model in models or []:
+        try:
+            built.append(build(model))
+        except records.Malformed as exc:
+            log.warning("cloudflare: left out %s", exc)
+    return built
 
 
-def _all_pages(operation: str, fetch: Callable[[cloudflare.Cloudflare, int], Any], per_page: int) -> list[dict]:
-    items: list[dict[str, Any]] = []
-    page = 1
-    while True:
-        chunk, total = _page_items(call(operation, lambda c, p=page: fetch(c, p)))
-        items.extend(chunk)
-        if len(chunk) < per_page or (total is not None and len(items) >= total):
-            return items
-        page += 1
+def _record[R](operation: str, build: Callable[[Any], R], model: Any) -> R:
+    try:
+        return build(model)
+    except records.Malformed as exc:
+        raise CloudflareError(f"{operation}: Cloudflare answered with {exc}") from None
 
 
-def tunnels_page(page: int, *, per_page: int = TUNNEL_PAGE_SIZE) -> tuple[list[dict[str, Any]], int | None]:
-    """One page of live tunnels (deleted ones are left out) and the total count Cloudflare reports."""
-    return _page_items(
+def tunnels_page(page: int, *, per_page: int = TUNNEL_PAGE_SIZE) -> tuple[list[records.Tunnel], int | None]:
+    """One page of live tunnels (deleted ones are left out) and the total count Cloudflare reports.
+
+    Cloudflare may answer with fewer tunnels than `per_page` on a page that is not the last.
+    """
+    items, total = _page_items(
         call(
             "tunnels.list",
             lambda c: c.zero_trust.tunnels.cloudflared.list(
@@ -204,37 +207,44 @@ def tunnels_page(page: int, *, per_page: int = TUNNEL_PAGE_SIZE) -> tuple[list[d
             ),
         )
     )
+    return _records(records.Tunnel.from_sdk, items), total
 
 
-def tunnel_connectors(tunnel_id: str) -> list[dict[str, Any]]:
+def tunnel_connectors(tunnel_id: str) -> list[records.Connector]:
     page = call(
         "tunnels.connections",
         lambda c: c.zero_trust.tunnels.cloudflared.connections.get(tunnel_id, account_id=account_id()),
     )
-    return [as_dict(item) for item in (page.result or [])]
+    return _records(records.Connector.from_sdk, page.result)
 
 
-def tunnel_configuration(tunnel_id: str, *, priority: Priority = Priority.BACKGROUND) -> dict[str, Any]:
+def tunnel_configuration(tunnel_id: str, *, priority: Priority = Priority.BACKGROUND) -> records.TunnelConfiguration:
     result = call(
         "tunnels.configuration_get",
         lambda c: c.zero_trust.tunnels.cloudflared.configurations.get(tunnel_id, account_id=account_id()),
         priority=priority,
     )
-    return as_dict(result) if result is not None else {}
+    return records.TunnelConfiguration.from_sdk(result)
 
 
-def tunnel_configuration_put(tunnel_id: str, config: dict[str, Any]) -> dict[str, Any]:
+def tunnel_configuration_put(tunnel_id: str, config: dict[str, Any]) -> records.TunnelConfiguration:
+    """Replace the tunnel's whole configuration with `config`, in Cloudflare's own key names.
+
+    `config` is a configuration as read (`TunnelConfiguration.config`) with some rules changed. It goes out as
+    `extra_body`, untouched: the SDK's typed `config=` would rename the snake_case keys it knows, and keys it
+    does not type (`warp-routing`, anything newer) must go back exactly as Cloudflare sent them.
+    """
     result = call(
         "tunnels.configuration_put",
         lambda c: c.zero_trust.tunnels.cloudflared.configurations.update(
-            tunnel_id, account_id=account_id(), config=config
+            tunnel_id, account_id=account_id(), extra_body={"config": config}
         ),
         priority=Priority.INTERACTIVE,
     )
-    return as_dict(result) if result is not None else {}
+    return records.TunnelConfiguration.from_sdk(result)
 
 
-def tunnel_create(name: str) -> dict[str, Any]:
+def tunnel_create(name: str) -> records.Tunnel:
     """A remotely managed tunnel (its configuration lives at Cloudflare)."""
     result = call(
         "tunnels.create",
@@ -243,10 +253,10 @@ def tunnel_create(name: str) -> dict[str, Any]:
         ),
         priority=Priority.INTERACTIVE,
     )
-    return as_dict(result)
+    return _record("tunnels.create", records.Tunnel.from_sdk, result)
 
 
-def tunnels_named(name: str) -> list[dict[str, Any]]:
+def tunnels_named(name: str) -> list[records.Tunnel]:
     items, _total = _page_items(
         call(
             "tunnels.list_by_name",
@@ -254,7 +264,7 @@ def tunnels_named(name: str) -> list[dict[str, Any]]:
             priority=Priority.INTERACTIVE,
         )
     )
-    return items
+    return _records(records.Tunnel.from_sdk, items)
 
 
 def tunnel_token(tunnel_id: str) -> str:
@@ -266,30 +276,31 @@ def tunnel_token(tunnel_id: str) -> str:
     )
 
 
-def routes_all() -> list[dict[str, Any]]:
-    return _all_pages(
-        "routes.list",
-        lambda c, page: c.zero_trust.networks.routes.list(
-            account_id=account_id(), is_deleted=False, page=page, per_page=1000
-        ),
-        1000,
-    )
-
-
-def route_create(*, network: str, tunnel_id: str, virtual_network_id: str, comment: str) -> dict[str, Any]:
-    return as_dict(
-        call(
-            "routes.create",
-            lambda c: c.zero_trust.networks.routes.create(
-                account_id=account_id(),
-                network=network,
-                tunnel_id=tunnel_id,
-                virtual_network_id=virtual_network_id,
-                comment=comment,
+def routes_all() -> list[records.Route]:
+    return _records(
+        records.Route.from_sdk,
+        _all_pages(
+            "routes.list",
+            lambda c, page: c.zero_trust.networks.routes.list(
+                account_id=account_id(), is_deleted=False, page=page, per_page=1000
             ),
-            priority=Priority.INTERACTIVE,
-        )
+        ),
     )
+
+
+def route_create(*, network: str, tunnel_id: str, virtual_network_id: str, comment: str) -> records.Route:
+    route = call(
+        "routes.create",
+        lambda c: c.zero_trust.networks.routes.create(
+            account_id=account_id(),
+            network=network,
+            tunnel_id=tunnel_id,
+            virtual_network_id=virtual_network_id,
+            comment=comment,
+        ),
+        priority=Priority.INTERACTIVE,
+    )
+    return _record("routes.create", records.Route.from_sdk, route)
 
 
 def route_delete(route_id: str) -> None:
@@ -300,56 +311,58 @@ def route_delete(route_id: str) -> None:
     )
 
 
-def virtual_networks() -> list[dict[str, Any]]:
+def virtual_networks() -> list[records.VirtualNetwork]:
     page = call(
         "virtual_networks.list",
         lambda c: c.zero_trust.networks.virtual_networks.list(account_id=account_id(), is_deleted=False),
     )
-    return [as_dict(item) for item in (page.result or [])]
+    return _records(records.VirtualNetwork.from_sdk, page.result)
 
 
-def zones() -> list[dict[str, Any]]:
-    return _all_pages(
-        "zones.list",
-        lambda c, page: c.zones.list(account={"id": account_id()}, page=page, per_page=50),
-        50,
-    )
-
-
-def tunnel_dns_records(zone_id: str) -> list[dict[str, Any]]:
-    """CNAME records of a zone that point at some tunnel (`<id>.cfargotunnel.com`)."""
-    return _all_pages(
-        "dns.list",
-        lambda c, page: c.dns.records.list(
-            zone_id=zone_id,
-            type="CNAME",
-            content={"endswith": ".cfargotunnel.com"},
-            page=page,
-            per_page=5000,
+def zones() -> list[records.Zone]:
+    return _records(
+        records.Zone.from_sdk,
+        _all_pages(
+            "zones.list", lambda c, page: c.zones.list(account={"id": account_id()}, page=page, per_page=50)
         ),
-        5000,
     )
 
 
-def dns_cname_create(*, zone_id: str, name: str, target: str, comment: str) -> dict[str, Any]:
-    return as_dict(
-        call(
-            "dns.create",
-            lambda c: c.dns.records.create(
-                zone_id=zone_id, name=name, type="CNAME", content=target, proxied=True, ttl=1, comment=comment
+def tunnel_dns_records(zone_id: str) -> list[records.DnsRecord]:
+    """CNAME records of a zone that point at some tunnel (`<id>.cfargotunnel.com`)."""
+    return _records(
+        records.DnsRecord.from_sdk,
+        _all_pages(
+            "dns.list",
+            lambda c, page: c.dns.records.list(
+                zone_id=zone_id,
+                type="CNAME",
+                content={"endswith": ".cfargotunnel.com"},
+                page=page,
+                per_page=5000,
             ),
-            priority=Priority.INTERACTIVE,
-        )
+        ),
     )
 
 
-def dns_records_named(zone_id: str, name: str) -> list[dict[str, Any]]:
+def dns_cname_create(*, zone_id: str, name: str, target: str, comment: str) -> records.DnsRecord:
+    record = call(
+        "dns.create",
+        lambda c: c.dns.records.create(
+            zone_id=zone_id, name=name, type="CNAME", content=target, proxied=True, ttl=1, comment=comment
+        ),
+        priority=Priority.INTERACTIVE,
+    )
+    return _record("dns.create", records.DnsRecord.from_sdk, record)
+
+
+def dns_records_named(zone_id: str, name: str) -> list[records.DnsRecord]:
     page = call(
         "dns.list_by_name",
         lambda c: c.dns.records.list(zone_id=zone_id, name={"exact": name}, per_page=100),
         priority=Priority.INTERACTIVE,
     )
-    return [as_dict(item) for item in (page.result or [])]
+    return _records(records.DnsRecord.from_sdk, page.result)
 
 
 def dns_record_delete(zone_id: str, record_id: str) -> None:

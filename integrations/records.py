@@ -6,7 +6,11 @@ to the length Gatehouse stores and cleared of control and bidirectional-override
 be made to look like another), and every missing field gets its default here, in one place.
 """
 
+import copy
+import ipaddress
 import re
+import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +47,246 @@ def field(model: Any, name: str, default: Any = None) -> Any:
 
 
 # --- Tunnels, connectors, routes, virtual networks, zones and DNS records --------------------------------------
+# Lengths are the tunnels app's columns. Ids end up in Cloudflare URLs and in UUID columns, so an object whose id
+# is not of the expected form is refused whole (`Malformed`) rather than stored or sent back.
+
+TUNNEL_STATUSES = ("healthy", "degraded", "down", "inactive")
+_TAG = re.compile(r"^[0-9a-f]{32}$")
+# Integer columns are 32-bit on PostgreSQL.
+_INT_MAX = 2**31 - 1
+_CNAME_SUFFIX = ".cfargotunnel.com"
+
+
+class Malformed(ValueError):
+    """Cloudflare sent an object Gatehouse cannot identify (its id is missing or not of the expected form)."""
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _required_uuid(value: Any, what: str) -> uuid.UUID:
+    parsed = _uuid(value) if value is not None else None
+    if parsed is None:
+        raise Malformed(f"a {what} without a valid id")
+    return parsed
+
+
+def _tag(value: Any, what: str) -> str:
+    """A 32-hex-digit Cloudflare tag (zone and DNS record ids)."""
+    if not isinstance(value, str) or not _TAG.match(value):
+        raise Malformed(f"a {what} without a valid id")
+    return value
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT_MAX:
+        return value
+    return None
+
+
+def _wire(value: Any) -> dict[str, Any]:
+    """A configuration exactly as Cloudflare sent it: its own key names (camelCase), unknown keys included."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict(mode="json")
+    return copy.deepcopy(value) if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    id: uuid.UUID
+    name: str
+    status: str
+    remote_config: bool
+    created_at: datetime | None
+    conns_active_at: datetime | None
+    conns_inactive_at: datetime | None
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "Tunnel":
+        status = field(model, "status")
+        return cls(
+            id=_required_uuid(field(model, "id"), "tunnel"),
+            name=text(field(model, "name"), 255),
+            status=status if status in TUNNEL_STATUSES else "inactive",
+            remote_config=field(model, "remote_config") is True or field(model, "config_src") == "cloudflare",
+            created_at=timestamp(field(model, "created_at")),
+            conns_active_at=timestamp(field(model, "conns_active_at")),
+            conns_inactive_at=timestamp(field(model, "conns_inactive_at")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One connection of a connector to a Cloudflare data centre."""
+
+    colo_name: str
+    origin_ip: str
+    opened_at: datetime | None
+    is_pending_reconnect: bool
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "Connection":
+        return cls(
+            colo_name=text(field(model, "colo_name"), 10),
+            origin_ip=text(field(model, "origin_ip"), 45),
+            opened_at=timestamp(field(model, "opened_at")),
+            is_pending_reconnect=field(model, "is_pending_reconnect") is True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Connector:
+    """A cloudflared replica running a tunnel."""
+
+    id: uuid.UUID
+    version: str
+    arch: str
+    run_at: datetime | None
+    config_version: int | None
+    conns: tuple[Connection, ...]
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "Connector":
+        return cls(
+            id=_required_uuid(field(model, "id"), "connector"),
+            version=text(field(model, "version"), 40),
+            arch=text(field(model, "arch"), 40),
+            run_at=timestamp(field(model, "run_at")),
+            config_version=_count(field(model, "config_version")),
+            conns=tuple(Connection.from_sdk(conn) for conn in field(model, "conns") or []),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IngressRule:
+    """The fields of an ingress rule Gatehouse reads; `raw` is the rule exactly as read, to be sent back."""
+
+    hostname: str
+    path: str
+    service: str
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_wire(cls, rule: dict[str, Any]) -> "IngressRule":
+        return cls(
+            hostname=text(rule.get("hostname"), 253),
+            path=text(rule.get("path"), 255),
+            service=text(rule.get("service"), 500),
+            raw=rule,
+        )
+
+    @property
+    def catch_all(self) -> bool:
+        return self.hostname in ("", "*") and not self.path
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelConfiguration:
+    """A remotely managed tunnel's configuration: its version, and `config` whole, as Cloudflare sent it.
+
+    A PUT replaces the whole configuration, so a write starts from `config` and changes only the rules it means
+    to; `ingress` is the same rules parsed, in order.
+    """
+
+    version: int | None
+    config: dict[str, Any]
+    ingress: tuple[IngressRule, ...]
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "TunnelConfiguration":
+        config = _wire(field(model, "config"))
+        rules = config.get("ingress")
+        return cls(
+            version=_count(field(model, "version")),
+            config=config,
+            ingress=tuple(IngressRule.from_wire(r) for r in rules if isinstance(r, dict))
+            if isinstance(rules, list)
+            else (),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A private network route: `network` (CIDR) in a virtual network goes through a tunnel."""
+
+    id: uuid.UUID
+    network: str
+    tunnel_id: uuid.UUID
+    virtual_network_id: uuid.UUID | None
+    comment: str
+    created_at: datetime | None
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "Route":
+        try:
+            network = str(ipaddress.ip_network(str(field(model, "network", "")), strict=False))
+        except ValueError:
+            raise Malformed("a route without a valid network") from None
+        return cls(
+            id=_required_uuid(field(model, "id"), "route"),
+            network=network,
+            tunnel_id=_required_uuid(field(model, "tunnel_id"), "route tunnel"),
+            virtual_network_id=_uuid(field(model, "virtual_network_id")),
+            comment=text(field(model, "comment"), 500),
+            created_at=timestamp(field(model, "created_at")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualNetwork:
+    id: uuid.UUID
+    name: str
+    comment: str
+    is_default: bool
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "VirtualNetwork":
+        return cls(
+            id=_required_uuid(field(model, "id"), "virtual network"),
+            name=text(field(model, "name"), 255),
+            comment=text(field(model, "comment"), 500),
+            is_default=field(model, "is_default_network") is True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    id: str
+    name: str
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "Zone":
+        return cls(id=_tag(field(model, "id"), "zone"), name=text(field(model, "name"), 253).lower())
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    id: str
+    name: str
+    type: str
+    content: str
+    proxied: bool
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "DnsRecord":
+        return cls(
+            id=_tag(field(model, "id"), "DNS record"),
+            name=text(field(model, "name"), 253).lower(),
+            type=text(field(model, "type"), 10),
+            content=text(field(model, "content"), 253),
+            proxied=field(model, "proxied") is True,
+        )
+
+    @property
+    def tunnel_id(self) -> uuid.UUID | None:
+        """The tunnel a CNAME to `<tunnel id>.cfargotunnel.com` points at."""
+        if self.type != "CNAME" or not self.content.lower().endswith(_CNAME_SUFFIX):
+            return None
+        return _uuid(self.content[: -len(_CNAME_SUFFIX)])
 
 
 # --- Access: applications, policies, service tokens, groups, users and sessions --------------------------------

@@ -8,11 +8,12 @@ It never enters logs, audit entries or task arguments.
 
 import base64
 import contextlib
+import copy
 import hashlib
 import ipaddress
 import re
-import uuid
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,6 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from alerts import selectors as alert_selectors
 from alerts.services import alert_raise, alert_resolve
@@ -30,6 +30,7 @@ from dashboard.models import User
 from dashboard.requestinfo import Origin
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
+from integrations import records
 from tunnels.models import (
     TOKEN_SHOW_WINDOW,
     DnsRecord,
@@ -44,6 +45,12 @@ from tunnels.models import (
 
 CATCH_ALL = {"hostname": "*", "service": "http_status:404"}
 MANAGED_COMMENT = "managed by Gatehouse"
+# A change holds its tunnel for at most this long; a worker that died mid-change frees it when this lapses.
+CHANGE_CLAIM = timedelta(minutes=5)
+# How long a change waits for another change to the same tunnel before its task tries again later.
+CLAIM_WAIT_SECONDS = 30.0
+# Reads of a configuration someone else keeps changing before Gatehouse gives up for now.
+CONFIG_ATTEMPTS = 3
 
 # --- Alerts ------------------------------------------------------------------------------------------------
 
@@ -261,6 +268,10 @@ class ChangeRefused(Exception):
     """Cloudflare's state makes the change impossible; the reason is shown to the operator."""
 
 
+class TunnelBusy(Exception):
+    """Another change holds the tunnel, or its configuration kept changing: the task tries again later."""
+
+
 _AUDIT = {
     "tunnel_create": "tunnel.created",
     "hostname_add": "tunnel.hostname_added",
@@ -271,11 +282,19 @@ _AUDIT = {
 
 
 def tunnel_change_execute(*, change: TunnelChange) -> TunnelChange:
-    """Carry out a pending change; transient Cloudflare errors propagate so the task retries."""
+    """Carry out a pending change, one per tunnel at a time.
+
+    Transient Cloudflare errors and TunnelBusy propagate so the task retries.
+    """
     if change.state != TunnelChange.State.PENDING:
         return change
     try:
-        result, token = _EXECUTORS[change.kind](change)
+        with _tunnel_claimed(change.tunnel) if change.tunnel else contextlib.nullcontext():
+            # The same change may have been carried out while this one waited (a task delivered twice).
+            if not TunnelChange.objects.filter(pk=change.pk, state=TunnelChange.State.PENDING).exists():
+                change.refresh_from_db()
+                return change
+            result, token = _EXECUTORS[change.kind](change)
     except (ChangeRefused, cf.CloudflareError) as exc:
         if isinstance(exc, cf.CloudflareTransient):
             raise
@@ -292,6 +311,29 @@ def tunnel_change_execute(*, change: TunnelChange) -> TunnelChange:
         change.refresh_from_db()
         _audit(change, _AUDIT[change.kind], dict(change.params))
     return change
+
+
+@contextlib.contextmanager
+def _tunnel_claimed(tunnel: Tunnel) -> Iterator[None]:
+    """Hold the tunnel for one change: a conditional update of its row that only one worker can win.
+
+    Waits up to CLAIM_WAIT_SECONDS for a change that holds it; the claim is released only by its holder (its
+    expiry time is the token), so a change that outlived its claim cannot free someone else's.
+    """
+    deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+    while True:
+        now = timezone.now()
+        until = now + CHANGE_CLAIM
+        free = Q(change_claimed_until__isnull=True) | Q(change_claimed_until__lte=now)
+        if Tunnel.objects.filter(free, pk=tunnel.pk).update(change_claimed_until=until):
+            break
+        if time.monotonic() >= deadline:
+            raise TunnelBusy(f"Another change to tunnel {tunnel.name} is still running.")
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        Tunnel.objects.filter(pk=tunnel.pk, change_claimed_until=until).update(change_claimed_until=None)
 
 
 def tunnel_change_fail(*, change: TunnelChange, reason: str) -> TunnelChange:
@@ -347,46 +389,85 @@ def tunnel_tokens_expire() -> int:
     )
 
 
-@dataclass
-class _Config:
-    version: int | None
-    ingress: list[dict[str, Any]]
+def public_hostnames_store(*, tunnel: Tunnel, configuration: records.TunnelConfiguration, now: datetime) -> None:
+    """Keep the tunnel's public hostnames as this configuration lists them (the catch-all rule is not one).
 
-
-def _read_config(tunnel: Tunnel) -> _Config:
-    result = cf.tunnel_configuration(str(tunnel.cf_id), priority=cf.Priority.INTERACTIVE)
-    config = result.get("config") or {}
-    return _Config(result.get("version"), [dict(rule) for rule in (config.get("ingress") or [])])
-
-
-def _is_catch_all(rule: dict) -> bool:
-    return str(rule.get("hostname") or "") in ("", "*") and not rule.get("path")
-
-
-def _write_config(tunnel: Tunnel, current: _Config, ingress: list[dict]) -> None:
-    rules = [r for r in ingress if not _is_catch_all(r)]
-    # Cloudflare requires the catch-all rule last; keep the existing one, or add the usual 404.
-    catch_all = next((r for r in ingress if _is_catch_all(r)), None) or dict(CATCH_ALL)
-    if not catch_all.get("hostname"):
-        catch_all = {**catch_all, "hostname": "*"}
-    config = {"ingress": [*rules, catch_all]}
-    result = cf.tunnel_configuration_put(str(tunnel.cf_id), config)
+    A configuration older than the one stored (a sync pass that read it before a change wrote) is not stored.
+    """
     rows = [
-        PublicHostname(
-            tunnel=tunnel,
-            position=i,
-            hostname=str(r.get("hostname"))[:253],
-            path=str(r.get("path") or "")[:255],
-            service=str(r.get("service"))[:500],
-        )
-        for i, r in enumerate(rules)
+        PublicHostname(tunnel=tunnel, position=i, hostname=rule.hostname, path=rule.path, service=rule.service)
+        for i, rule in enumerate(configuration.ingress)
+        if not rule.catch_all
     ]
     with transaction.atomic():
+        stored = Tunnel.objects.filter(pk=tunnel.pk).values_list("config_version", flat=True).first()
+        if stored is not None and configuration.version is not None and configuration.version < stored:
+            return
         PublicHostname.objects.filter(tunnel=tunnel).delete()
         PublicHostname.objects.bulk_create(rows)
         Tunnel.objects.filter(pk=tunnel.pk).update(
-            hostname_count=len(rows), config_version=result.get("version"), config_synced_at=timezone.now()
+            hostname_count=len(rows), config_version=configuration.version, config_synced_at=now
         )
+
+
+# An edit gets the configuration as read and returns its new rules (the catch-all left out, each rule as read
+# or new), or None when the configuration already says what the change asks for.
+Edit = Callable[[records.TunnelConfiguration], list[dict[str, Any]] | None]
+
+
+def _configuration_change(tunnel: Tunnel, edit: Edit) -> records.TunnelConfiguration:
+    """Apply `edit` to the tunnel's configuration at Cloudflare, keeping everything else in it exactly as read.
+
+    A PUT replaces the whole configuration and Cloudflare has no conditional write, so the version is read again
+    just before writing: if someone changed the configuration since it was read, the edit is made again on
+    theirs, and their change stays. The caller holds the tunnel, so no other Gatehouse change interleaves.
+    """
+    tunnel_id = str(tunnel.cf_id)
+    current = cf.tunnel_configuration(tunnel_id, priority=cf.Priority.INTERACTIVE)
+    for _attempt in range(CONFIG_ATTEMPTS):
+        rules = edit(current)
+        if rules is None:
+            public_hostnames_store(tunnel=tunnel, configuration=current, now=timezone.now())
+            return current
+        latest = cf.tunnel_configuration(tunnel_id, priority=cf.Priority.INTERACTIVE)
+        if latest.version != current.version:
+            current = latest
+            continue
+        written = cf.tunnel_configuration_put(tunnel_id, _with_rules(current, rules))
+        public_hostnames_store(tunnel=tunnel, configuration=written, now=timezone.now())
+        return written
+    raise TunnelBusy(f"The configuration of tunnel {tunnel.name} kept changing at Cloudflare; nothing was written.")
+
+
+def _with_rules(current: records.TunnelConfiguration, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """The configuration as read with these rules, and its catch-all rule (or the usual 404) last."""
+    found = next((rule for rule in current.ingress if rule.catch_all), None)
+    catch_all = copy.deepcopy(found.raw) if found else dict(CATCH_ALL)
+    if found and not found.hostname:
+        # The SDK types every rule's hostname as required; "*" is cloudflared's own spelling of "any".
+        catch_all["hostname"] = "*"
+    return {**copy.deepcopy(current.config), "ingress": [*copy.deepcopy(rules), catch_all]}
+
+
+def _adding(hostname: str, service: str) -> Edit:
+    def edit(current: records.TunnelConfiguration) -> list[dict[str, Any]] | None:
+        same = [r for r in current.ingress if r.hostname.lower() == hostname and not r.path]
+        if same and same[0].service != service:
+            raise ChangeRefused(f"{hostname} is already routed to {same[0].service[:100]} on this tunnel.")
+        if same:
+            return None
+        return [*(r.raw for r in current.ingress if not r.catch_all), {"hostname": hostname, "service": service}]
+
+    return edit
+
+
+def _removing(hostname: str) -> Edit:
+    def edit(current: records.TunnelConfiguration) -> list[dict[str, Any]] | None:
+        rules = [r for r in current.ingress if not r.catch_all]
+        kept = [r.raw for r in rules if r.hostname.lower() != hostname]
+        return kept if len(kept) != len(rules) else None
+
+    return edit
 
 
 def _execute_tunnel_create(change: TunnelChange) -> tuple[dict, str | None]:
@@ -396,19 +477,19 @@ def _execute_tunnel_create(change: TunnelChange) -> tuple[dict, str | None]:
     existing = cf.tunnels_named(name)
     if existing:
         created = existing[0]
-        born = _parse_time(created.get("created_at"))
-        if born is None or born < change.created_at - timedelta(minutes=1) or created.get("conns_active_at"):
+        born = created.created_at
+        if born is None or born < change.created_at - timedelta(minutes=1) or created.conns_active_at:
             raise ChangeRefused(f"A tunnel named {name} already exists at Cloudflare.")
     else:
         created = cf.tunnel_create(name)
-    cf_id = uuid.UUID(str(created["id"]))
+    cf_id = created.id
     token = cf.tunnel_token(str(cf_id))
     tunnel, _ = Tunnel.objects.update_or_create(
         cf_id=cf_id,
         defaults={
             "name": name,
             "remote_config": True,
-            "cf_created_at": created.get("created_at"),
+            "cf_created_at": created.created_at,
             "status": Tunnel.Status.INACTIVE,
             "status_rank": Tunnel.Status.INACTIVE.rank,
         },
@@ -419,35 +500,22 @@ def _execute_tunnel_create(change: TunnelChange) -> tuple[dict, str | None]:
     return {"tunnel": str(cf_id), "tunnel_pk": tunnel.pk}, token
 
 
-def _parse_time(value) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return parse_datetime(str(value))
-
-
 def _execute_hostname_add(change: TunnelChange) -> tuple[dict, None]:
     tunnel, hostname, service = change.tunnel, change.params["hostname"], change.params["service"]
     target = f"{tunnel.cf_id}.cfargotunnel.com"
-    records = cf.dns_records_named(change.params["zone"], hostname)
-    clash = [r for r in records if not (r.get("type") == "CNAME" and str(r.get("content")).lower() == target)]
+    existing = cf.dns_records_named(change.params["zone"], hostname)
+    clash = [r for r in existing if not (r.type == "CNAME" and r.content.lower() == target)]
     if clash:
-        raise ChangeRefused(
-            f"{hostname} already has a {clash[0].get('type')} record pointing to {str(clash[0].get('content'))[:100]}."
-        )
-    current = _read_config(tunnel)
-    same = [r for r in current.ingress if str(r.get("hostname")) == hostname and not r.get("path")]
-    if same and same[0].get("service") != service:
-        raise ChangeRefused(f"{hostname} is already routed to {str(same[0].get('service'))[:100]} on this tunnel.")
-    if not same:
-        _write_config(tunnel, current, [*current.ingress, {"hostname": hostname, "service": service}])
-    if not records:
+        raise ChangeRefused(f"{hostname} already has a {clash[0].type} record pointing to {clash[0].content[:100]}.")
+    configuration = _configuration_change(tunnel, _adding(hostname, service))
+    if not existing:
         record = cf.dns_cname_create(
             zone_id=change.params["zone"], name=hostname, target=target, comment=MANAGED_COMMENT
         )
         zone = Zone.objects.filter(cf_id=change.params["zone"]).first()
         if zone:
             DnsRecord.objects.update_or_create(
-                cf_id=str(record["id"])[:32],
+                cf_id=record.id,
                 defaults={
                     "zone": zone,
                     "name": hostname,
@@ -456,25 +524,20 @@ def _execute_hostname_add(change: TunnelChange) -> tuple[dict, None]:
                     "tunnel_cf_id": tunnel.cf_id,
                 },
             )
-    return {"config_version": current.version}, None
+    return {"config_version": configuration.version}, None
 
 
 def _execute_hostname_remove(change: TunnelChange) -> tuple[dict, None]:
     tunnel, hostname = change.tunnel, change.params["hostname"]
-    current = _read_config(tunnel)
-    kept = [r for r in current.ingress if str(r.get("hostname")) != hostname]
-    if len(kept) != len(current.ingress):
-        _write_config(tunnel, current, kept)
-    else:
-        PublicHostname.objects.filter(tunnel=tunnel, hostname=hostname).delete()
+    configuration = _configuration_change(tunnel, _removing(hostname))
     if change.params.get("zone"):
         target = f"{tunnel.cf_id}.cfargotunnel.com"
         for record in cf.dns_records_named(change.params["zone"], hostname):
             # Only the record that points at this tunnel; anything else is not ours to remove.
-            if record.get("type") == "CNAME" and str(record.get("content")).lower() == target:
-                cf.dns_record_delete(change.params["zone"], str(record["id"]))
-                DnsRecord.objects.filter(cf_id=str(record["id"])[:32]).delete()
-    return {"config_version": current.version}, None
+            if record.type == "CNAME" and record.content.lower() == target:
+                cf.dns_record_delete(change.params["zone"], record.id)
+                DnsRecord.objects.filter(cf_id=record.id).delete()
+    return {"config_version": configuration.version}, None
 
 
 def _execute_route_add(change: TunnelChange) -> tuple[dict, None]:
@@ -487,17 +550,17 @@ def _execute_route_add(change: TunnelChange) -> tuple[dict, None]:
     )
     vnet = VirtualNetwork.objects.filter(cf_id=change.params["virtual_network"]).first()
     Route.objects.update_or_create(
-        cf_id=uuid.UUID(str(route["id"])),
+        cf_id=route.id,
         defaults={
-            "network": str(route.get("network") or change.params["network"])[:50],
+            "network": route.network,
             "tunnel_cf_id": tunnel.cf_id,
             "tunnel": tunnel,
             "virtual_network": vnet,
-            "comment": str(route.get("comment") or "")[:500],
+            "comment": route.comment,
         },
     )
     Tunnel.objects.filter(pk=tunnel.pk).update(route_count=tunnel.routes.count())
-    return {"route": str(route["id"])}, None
+    return {"route": str(route.id)}, None
 
 
 def _execute_route_remove(change: TunnelChange) -> tuple[dict, None]:

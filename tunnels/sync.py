@@ -18,13 +18,12 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from integrations import cloudflare as cf
+from integrations import records
 from tunnels.models import (
     Connector,
     DnsRecord,
-    PublicHostname,
     Route,
     StatusChange,
     SyncCursor,
@@ -33,7 +32,7 @@ from tunnels.models import (
     VirtualNetwork,
     Zone,
 )
-from tunnels.services import tunnel_alerts_evaluate
+from tunnels.services import public_hostnames_store, tunnel_alerts_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +84,6 @@ class Outcome:
     changed: list[Tunnel] = field(default_factory=list)
     deleted: list[Tunnel] = field(default_factory=list)
     list_calls: int = 0
-
-
-def _ts(value) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return parse_datetime(str(value))
 
 
 def _lease(now: datetime) -> bool:
@@ -180,15 +173,17 @@ def _worst(tunnel: Tunnel) -> tuple[int, str]:
 
 
 def _sync_status(record: SyncPass, now: datetime) -> Outcome:
-    listed: dict[uuid.UUID, dict] = {}
+    listed: dict[uuid.UUID, records.Tunnel] = {}
     page = 1
     calls = 0
     while True:
         items, total = cf.tunnels_page(page)
         calls += 1
         for item in items:
-            listed[uuid.UUID(str(item["id"]))] = item
-        if len(items) < cf.TUNNEL_PAGE_SIZE or (total is not None and len(listed) >= total):
+            listed[item.id] = item
+        # Cloudflare may use a smaller page than the one asked for, so a short page is not the last one: only
+        # the total, or an empty page, says the list is complete.
+        if not items or (total is not None and len(listed) >= total):
             break
         page += 1
     record.tunnels_seen = len(listed)
@@ -197,20 +192,18 @@ def _sync_status(record: SyncPass, now: datetime) -> Outcome:
     outcome = Outcome(list_calls=calls)
     new, updated, changes = [], [], []
     for cf_id, item in listed.items():
-        status = item.get("status") or Tunnel.Status.INACTIVE
-        if status not in Tunnel.Status.values:
-            status = Tunnel.Status.INACTIVE
-        active_at, inactive_at = _ts(item.get("conns_active_at")), _ts(item.get("conns_inactive_at"))
+        status = item.status
+        active_at, inactive_at = item.conns_active_at, item.conns_inactive_at
         tunnel = known.get(cf_id)
         if tunnel is None:
             tunnel = Tunnel(
                 cf_id=cf_id,
-                name=str(item.get("name") or "")[:255],
+                name=item.name,
                 status=status,
                 status_rank=Tunnel.Status(status).rank,
                 status_since=_since("", status, active_at, inactive_at, now),
-                remote_config=bool(item.get("remote_config")),
-                cf_created_at=_ts(item.get("created_at")),
+                remote_config=item.remote_config,
+                cf_created_at=item.created_at,
                 conns_active_at=active_at,
                 conns_inactive_at=inactive_at,
                 first_seen_at=now,
@@ -220,9 +213,8 @@ def _sync_status(record: SyncPass, now: datetime) -> Outcome:
             changes.append(StatusChange(tunnel=tunnel, at=tunnel.status_since, old_status="", new_status=status))
             continue
         dirty = False
-        name = str(item.get("name") or "")[:255]
-        if tunnel.name != name or tunnel.remote_config != bool(item.get("remote_config")) or tunnel.deleted_at:
-            tunnel.name, tunnel.remote_config, tunnel.deleted_at = name, bool(item.get("remote_config")), None
+        if tunnel.name != item.name or tunnel.remote_config != item.remote_config or tunnel.deleted_at:
+            tunnel.name, tunnel.remote_config, tunnel.deleted_at = item.name, item.remote_config, None
             dirty = True
         if (tunnel.status, tunnel.conns_active_at, tunnel.conns_inactive_at) != (status, active_at, inactive_at):
             if tunnel.status != status:
@@ -283,39 +275,32 @@ def _sync_connectors(tunnel: Tunnel, now: datetime) -> None:
         items = cf.tunnel_connectors(str(tunnel.cf_id))
     except cf.CloudflareNotFound:
         items = []
-    rows = []
+    rows: dict[uuid.UUID, Connector] = {}
     for item in items:
-        conns = [c if isinstance(c, dict) else dict(c) for c in (item.get("conns") or [])]
-        opened = [_ts(c.get("opened_at")) for c in conns if not c.get("is_pending_reconnect")]
-        opened = [o for o in opened if o]
-        rows.append(
-            Connector(
-                tunnel=tunnel,
-                cf_id=uuid.UUID(str(item["id"])),
-                version=str(item.get("version") or "")[:40],
-                arch=str(item.get("arch") or "")[:40],
-                run_at=_ts(item.get("run_at")),
-                config_version=item.get("config_version"),
-                origin_ip=str(next((c.get("origin_ip") for c in conns if c.get("origin_ip")), ""))[:45],
-                colos=",".join(sorted({str(c.get("colo_name") or "")[:10] for c in conns} - {""}))[:100],
-                conns_total=len(conns),
-                conns_pending=sum(1 for c in conns if c.get("is_pending_reconnect")),
-                opened_at=min(opened) if opened else None,
-                conns=[
-                    [
-                        str(c.get("colo_name") or "")[:10],
-                        str(c.get("opened_at") or "")[:40],
-                        bool(c.get("is_pending_reconnect")),
-                    ]
-                    for c in conns[:_MAX_CONNS_KEPT]
-                ],
-            )
+        conns = item.conns
+        opened = [c.opened_at for c in conns if c.opened_at and not c.is_pending_reconnect]
+        rows[item.id] = Connector(
+            tunnel=tunnel,
+            cf_id=item.id,
+            version=item.version,
+            arch=item.arch,
+            run_at=item.run_at,
+            config_version=item.config_version,
+            origin_ip=next((c.origin_ip for c in conns if c.origin_ip), ""),
+            colos=",".join(sorted({c.colo_name for c in conns} - {""}))[:100],
+            conns_total=len(conns),
+            conns_pending=sum(1 for c in conns if c.is_pending_reconnect),
+            opened_at=min(opened) if opened else None,
+            conns=[
+                [c.colo_name, c.opened_at.isoformat() if c.opened_at else "", c.is_pending_reconnect]
+                for c in conns[:_MAX_CONNS_KEPT]
+            ],
         )
-    opened_all = [r.opened_at for r in rows if r.opened_at]
-    versions = sorted({r.version for r in rows if r.version}, key=version_key)
+    opened_all = [r.opened_at for r in rows.values() if r.opened_at]
+    versions = sorted({r.version for r in rows.values() if r.version}, key=version_key)
     with transaction.atomic():
         Connector.objects.filter(tunnel=tunnel).delete()
-        Connector.objects.bulk_create(rows)
+        Connector.objects.bulk_create(rows.values())
         Tunnel.objects.filter(pk=tunnel.pk).update(
             connectors_due=False,
             connectors_synced_at=now,
@@ -336,46 +321,19 @@ def version_key(version: str) -> tuple:
 
 def _sync_config(tunnel: Tunnel, now: datetime) -> None:
     try:
-        result = cf.tunnel_configuration(str(tunnel.cf_id))
+        configuration = cf.tunnel_configuration(str(tunnel.cf_id))
     except cf.CloudflareNotFound:
-        result = {}
-    ingress = ((result.get("config") or {}).get("ingress")) or []
-    rows = []
-    for position, rule in enumerate(ingress):
-        hostname = str(rule.get("hostname") or "")
-        if hostname in ("", "*") and not rule.get("path"):
-            continue
-        rows.append(
-            PublicHostname(
-                tunnel=tunnel,
-                position=position,
-                hostname=hostname[:253],
-                path=str(rule.get("path") or "")[:255],
-                service=str(rule.get("service") or "")[:500],
-            )
-        )
-    with transaction.atomic():
-        PublicHostname.objects.filter(tunnel=tunnel).delete()
-        PublicHostname.objects.bulk_create(rows)
-        Tunnel.objects.filter(pk=tunnel.pk).update(
-            config_synced_at=now, config_version=result.get("version"), hostname_count=len(rows)
-        )
+        configuration = records.TunnelConfiguration.from_sdk(None)
+    public_hostnames_store(tunnel=tunnel, configuration=configuration, now=now)
 
 
 def _sync_vnets() -> None:
-    items = cf.virtual_networks()
     seen = set()
-    for item in items:
-        cf_id = uuid.UUID(str(item["id"]))
-        seen.add(cf_id)
+    for item in cf.virtual_networks():
+        seen.add(item.id)
         VirtualNetwork.objects.update_or_create(
-            cf_id=cf_id,
-            defaults={
-                "name": str(item.get("name") or "")[:255],
-                "comment": str(item.get("comment") or "")[:500],
-                "is_default": bool(item.get("is_default_network")),
-                "deleted_at": None,
-            },
+            cf_id=item.id,
+            defaults={"name": item.name, "comment": item.comment, "is_default": item.is_default, "deleted_at": None},
         )
     VirtualNetwork.objects.filter(deleted_at__isnull=True).exclude(cf_id__in=seen).update(deleted_at=timezone.now())
 
@@ -387,21 +345,18 @@ def _sync_routes() -> None:
     existing = {r.cf_id: r for r in Route.objects.all()}
     new, updated, seen = [], [], set()
     for item in items:
-        cf_id = uuid.UUID(str(item["id"]))
-        seen.add(cf_id)
-        tunnel_cf_id = uuid.UUID(str(item.get("tunnel_id")))
-        vnet_cf_id = uuid.UUID(str(item["virtual_network_id"])) if item.get("virtual_network_id") else None
+        seen.add(item.id)
         values = {
-            "network": str(item.get("network") or "")[:50],
-            "tunnel_cf_id": tunnel_cf_id,
-            "tunnel_id": tunnels.get(tunnel_cf_id),
-            "virtual_network_id": vnets.get(vnet_cf_id),
-            "comment": str(item.get("comment") or "")[:500],
-            "cf_created_at": _ts(item.get("created_at")),
+            "network": item.network,
+            "tunnel_cf_id": item.tunnel_id,
+            "tunnel_id": tunnels.get(item.tunnel_id),
+            "virtual_network_id": vnets.get(item.virtual_network_id),
+            "comment": item.comment,
+            "cf_created_at": item.created_at,
         }
-        route = existing.get(cf_id)
+        route = existing.get(item.id)
         if route is None:
-            new.append(Route(cf_id=cf_id, **values))
+            new.append(Route(cf_id=item.id, **values))
         elif any(getattr(route, k) != v for k, v in values.items()):
             for k, v in values.items():
                 setattr(route, k, v)
@@ -422,34 +377,22 @@ def _recount_routes() -> None:
 
 
 def _sync_dns() -> None:
-    zones = cf.zones()
     seen_zones = set()
-    for item in zones:
-        zone, _ = Zone.objects.update_or_create(cf_id=str(item["id"])[:32], defaults={"name": str(item["name"])[:253]})
+    for item in cf.zones():
+        zone, _ = Zone.objects.update_or_create(cf_id=item.id, defaults={"name": item.name})
         seen_zones.add(zone.pk)
-        records = cf.tunnel_dns_records(zone.cf_id)
-        rows = [
-            DnsRecord(
-                cf_id=str(r["id"])[:32],
+        rows = {
+            r.id: DnsRecord(
+                cf_id=r.id,
                 zone=zone,
-                name=str(r.get("name") or "")[:253],
-                content=str(r.get("content") or "")[:253],
-                proxied=bool(r.get("proxied")),
-                tunnel_cf_id=tunnel_of_cname(str(r.get("content") or "")),
+                name=r.name,
+                content=r.content,
+                proxied=r.proxied,
+                tunnel_cf_id=r.tunnel_id,
             )
-            for r in records
-        ]
+            for r in cf.tunnel_dns_records(zone.cf_id)
+        }
         with transaction.atomic():
             DnsRecord.objects.filter(zone=zone).delete()
-            DnsRecord.objects.bulk_create(rows)
+            DnsRecord.objects.bulk_create(rows.values())
     Zone.objects.exclude(pk__in=seen_zones).delete()
-
-
-def tunnel_of_cname(content: str) -> uuid.UUID | None:
-    suffix = ".cfargotunnel.com"
-    if not content.lower().endswith(suffix):
-        return None
-    try:
-        return uuid.UUID(content[: -len(suffix)])
-    except ValueError:
-        return None

@@ -25,3 +25,8 @@ def tunnel_change_run(self, change_id: int):
             return
         backoff = 2 ** (self.request.retries + 2)
         raise self.retry(countdown=max(backoff, exc.retry_after or 0)) from exc
+    except services.TunnelBusy as exc:
+        if self.request.retries >= self.max_retries:
+            services.tunnel_change_fail(change=change, reason=str(exc))
+            return
+        raise self.retry(countdown=2 ** (self.request.retries + 2)) from exc
