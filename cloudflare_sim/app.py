@@ -80,6 +80,8 @@ class Request:
     now: float
     rng: random.Random
     params: dict[str, str] = field(default_factory=dict)
+    # A page size set through the fault configuration, below the list's own maximum (None: no extra cap).
+    page_cap: int | None = None
 
     def q(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -123,12 +125,15 @@ class Request:
 
 
 def paginate(req: Request, items: list[Any], *, default_per_page: int, max_per_page: int) -> Reply:
-    """page/per_page paging that answers an empty page past the end: that is what stops the SDK."""
+    """page/per_page paging that answers an empty page past the end: that is what stops the SDK.
+
+    Like Cloudflare, a per_page above the list's maximum is served at the maximum, and result_info says so.
+    """
     page = req.q_int("page", 1)
     per_page = req.q_int("per_page", default_per_page)
     if page < 1 or per_page < 1:
         raise bad_request("page and per_page must be positive")
-    per_page = min(per_page, max_per_page)
+    per_page = min(per_page, max_per_page, req.page_cap or max_per_page)
     chunk = items[(page - 1) * per_page : page * per_page]
     return Reply(
         chunk,
@@ -249,7 +254,9 @@ class SimulatorApp:
                     "Method not allowed for this endpoint" if endpoint else "No route for that URI",
                 )
             route_, params = matched
-            req = Request(method, path, query, body, self.store, now, self.rng, params)
+            req = Request(
+                method, path, query, body, self.store, now, self.rng, params, faults.page_cap(config, endpoint)
+            )
             self._check_scope(req)
             reply = route_.handler(req, **params)
             payload: dict[str, Any] = {"success": True, "errors": [], "messages": [], "result": reply.result}

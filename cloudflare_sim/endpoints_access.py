@@ -30,6 +30,55 @@ APP_TYPES = (
     "proxy_endpoint",
 )
 DECISIONS = ("allow", "deny", "non_identity", "bypass")
+# Every rule type the SDK's AccessRule union knows, with the fields its object requires.
+RULE_FIELDS: dict[str, tuple[str, ...]] = {
+    "any_valid_service_token": (),
+    "auth_context": ("id", "ac_id", "identity_provider_id"),
+    "auth_method": ("auth_method",),
+    "azureAD": ("id", "identity_provider_id"),
+    "certificate": (),
+    "cloudflare_account_member": (),
+    "common_name": ("common_name",),
+    "device_posture": ("integration_uid",),
+    "email": ("email",),
+    "email_domain": ("domain",),
+    "email_list": ("id",),
+    "everyone": (),
+    "external_evaluation": ("evaluate_url", "keys_url"),
+    "geo": ("country_code",),
+    "github-organization": ("identity_provider_id", "name"),
+    "group": ("id",),
+    "gsuite": ("email", "identity_provider_id"),
+    "ip": ("ip",),
+    "ip_list": ("id",),
+    "linked_app_token": ("app_uid",),
+    "login_method": ("id",),
+    "oidc": ("claim_name", "claim_value", "identity_provider_id"),
+    "okta": ("identity_provider_id", "name"),
+    "saml": ("attribute_name", "attribute_value", "identity_provider_id"),
+    "service_token": ("token_id",),
+    "user_risk_score": ("user_risk_score",),
+}
+# A Service Auth (non_identity) policy never asks anyone to sign in, so rules about who a person is cannot match.
+IDENTITY_RULES = frozenset(
+    {
+        "auth_context",
+        "auth_method",
+        "azureAD",
+        "cloudflare_account_member",
+        "email",
+        "email_domain",
+        "email_list",
+        "everyone",
+        "github-organization",
+        "gsuite",
+        "login_method",
+        "oidc",
+        "okta",
+        "saml",
+        "user_risk_score",
+    }
+)
 APP_FIELDS = (
     "name",
     "domain",
@@ -80,7 +129,14 @@ def _rules(body: Doc, key: str, *, required: bool = False) -> list[Doc]:
         raise bad_request(f"{key} needs at least one rule", 12130, f"/{key}")
     if not isinstance(rules, list) or not all(isinstance(r, dict) and len(r) == 1 for r in rules):
         raise bad_request(f"every {key} rule is an object with a single rule type", 12130, f"/{key}")
-    for rule in rules:
+    for i, rule in enumerate(rules):
+        ((kind, value),) = rule.items()
+        if kind not in RULE_FIELDS:
+            raise bad_request(f"unknown rule type {kind!r}", 12130, f"/{key}/{i}")
+        if not isinstance(value, dict) or any(value.get(name) in (None, "") for name in RULE_FIELDS[kind]):
+            raise bad_request(
+                f"a {kind} rule needs {', '.join(RULE_FIELDS[kind]) or 'an empty object'}", 12130, f"/{key}/{i}"
+            )
         if "email" in rule and "@" not in str(rule["email"].get("email", "")):
             raise bad_request("email rules need an email address", 12130, f"/{key}")
         if "email_domain" in rule and not valid_hostname(str(rule["email_domain"].get("domain", ""))):
@@ -98,6 +154,16 @@ def _policy_doc(body: Doc, now: float, current: Doc | None = None) -> Doc:
         raise bad_request("name is required", 12130, "/name")
     if body.get("decision") not in DECISIONS:
         raise bad_request(f"decision must be one of {', '.join(DECISIONS)}", 12130, "/decision")
+    if body["decision"] == "non_identity":
+        for key in ("include", "require"):
+            for i, rule in enumerate(body.get(key) or []):
+                if isinstance(rule, dict) and IDENTITY_RULES & set(rule):
+                    raise bad_request(
+                        f"Service Auth policies cannot use identity rules such as {next(iter(rule))!r}; use "
+                        "service_token, any_valid_service_token, certificate, common_name or network rules",
+                        12130,
+                        f"/{key}/{i}",
+                    )
     doc = {
         "id": current["id"] if current else new_uuid(),
         "name": body["name"],
@@ -275,6 +341,8 @@ def _app_policies(req: Request, body: Doc, app_type: str) -> tuple[list[Doc], li
         if req.store.get("access_policy", str(item.get("id")), req.account_id) is None:
             raise bad_request(f"Access policy {item.get('id')} not found", 12131, f"/policies/{i}")
         refs.append({"id": item["id"], "precedence": item.get("precedence", i + 1)})
+    if refs and inline:
+        raise bad_request("Reusable and inline policies are mutually exclusive", 12130, "/policies")
     return refs, inline
 
 
@@ -479,11 +547,14 @@ def _token_duration(value: Any) -> float:
         raise bad_request(f"{value!r} is not a valid duration such as 8760h", 12130, "/duration") from None
 
 
+# What creating or rotating a token answers (ServiceTokenCreateResponse): no expiry, which only list and get carry.
+SECRET_REPLY_FIELDS = ("id", "client_id", "name", "duration", "enabled")
+
+
 def _token_reply(token: Doc, secret: str | None = None) -> Doc:
-    reply = public(token)
-    if secret is not None:
-        reply["client_secret"] = secret
-    return reply
+    if secret is None:
+        return public(token)
+    return {**{key: token[key] for key in SECRET_REPLY_FIELDS}, "client_secret": secret}
 
 
 @route("GET", "/accounts/{account_id}/access/service_tokens")

@@ -4,11 +4,14 @@ A fault configuration looks like::
 
     {"rules": [{"endpoint": "GET /accounts/{account_id}/cfd_tunnel*", "latency_ms": 150,
                 "error_rate": 0.2, "error_status": 503, "timeout_s": 0}],
-     "rate_limit": {"limit": 1200, "window": 300}}
+     "rate_limit": {"limit": 1200, "window": 300},
+     "max_per_page": {"GET /accounts/{account_id}/access/*": 2}}
 
 `endpoint` is a shell-style pattern over the stable endpoint names that /__sim__/stats reports ("*" for all).
 Every matching rule applies; latencies add up. The rate limit is Cloudflare's: 1,200 requests per 5 minutes
-per token, after which every call is refused with 429 until the window ends.
+per token, after which every call is refused with 429 until the window ends. `max_per_page` caps the page size of
+the matching lists below their own maximum (the smallest matching cap wins), so that a client's paging is exercised
+by pages smaller than the ones it asked for.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def load(store: Store) -> dict[str, Any]:
     return {
         "rules": config.get("rules", []),
         "rate_limit": {**DEFAULT_RATE_LIMIT, **config.get("rate_limit", {})},
+        "max_per_page": config.get("max_per_page", {}),
     }
 
 
@@ -56,9 +60,15 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     rate_limit = {**DEFAULT_RATE_LIMIT, **config.get("rate_limit", {})}
     if int(rate_limit["limit"]) < 1 or float(rate_limit["window"]) <= 0:
         raise ValueError("the rate limit needs a positive limit and window")
+    max_per_page = config.get("max_per_page", {})
+    if not isinstance(max_per_page, dict) or not all(
+        isinstance(pattern, str) and isinstance(size, int) and size >= 1 for pattern, size in max_per_page.items()
+    ):
+        raise ValueError("max_per_page maps endpoint patterns to a page size of at least 1")
     return {
         "rules": rules,
         "rate_limit": {"limit": int(rate_limit["limit"]), "window": float(rate_limit["window"])},
+        "max_per_page": dict(max_per_page),
     }
 
 
@@ -72,6 +82,14 @@ def clear(store: Store) -> dict[str, Any]:
     store.delete_meta("faults")
     store.reset_rate_limits()
     return load(store)
+
+
+def page_cap(config: dict[str, Any], endpoint: str | None) -> int | None:
+    """The smallest page size a matching `max_per_page` pattern allows, or None when none matches."""
+    caps = [
+        size for pattern, size in config.get("max_per_page", {}).items() if fnmatch.fnmatchcase(endpoint or "", pattern)
+    ]
+    return min(caps) if caps else None
 
 
 def effect_for(config: dict[str, Any], endpoint: str) -> Effect:

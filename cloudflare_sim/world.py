@@ -405,17 +405,31 @@ def open_session(store: Store, account_id: str, user: Doc, app: Doc, now: float,
     return session
 
 
+def token_admitted(store: Store, app: Doc, token_id: str) -> bool:
+    """A request carrying this service token gets in only through a Service Auth (non_identity) policy naming it."""
+    for policy in app_policies(store, app):
+        if policy.get("decision") != "non_identity":
+            continue
+        for rule in policy.get("include") or []:
+            if rule.get("service_token", {}).get("token_id") == token_id or "any_valid_service_token" in rule:
+                return store.get("service_token", token_id, app["_account_id"]) is not None
+    return False
+
+
 def revoke_user(store: Store, account_id: str, email: str, now: float) -> bool:
+    """End the user's sessions; False when Access knows nobody with that address (nothing to revoke)."""
     email = email.lower()
+    found = False
     with store.write():
         for user in store.list("access_user", account_id):
             if user["email"] == email:
+                found = True
                 store.delete_children("access_session", user["id"])
                 user["_revoked_at"] = now
                 user["active_device_count"] = 0
                 user["updated_at"] = iso(now)
                 store.put("access_user", user, account_id)
-    return True
+    return found
 
 
 def revoke_app_tokens(store: Store, account_id: str, app_id: str) -> None:

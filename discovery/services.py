@@ -766,8 +766,7 @@ def access_policies_refresh() -> int:
     with transaction.atomic():
         for policy in policies:
             AccessPolicy.objects.update_or_create(
-                cf_id=str(policy["id"])[:64],
-                defaults={"name": str(policy["name"])[:200], "decision": str(policy["decision"])[:32], "seen_at": now},
+                cf_id=policy.id, defaults={"name": policy.name, "decision": policy.decision, "seen_at": now}
             )
-        AccessPolicy.objects.exclude(cf_id__in=[str(p["id"])[:64] for p in policies]).delete()
+        AccessPolicy.objects.exclude(cf_id__in=[p.id for p in policies]).delete()
     return len(policies)

@@ -19,6 +19,15 @@ from django.conf import settings
 
 from integrations import records
 from integrations.budget import Limits, Priority, RedisBudget, SqliteBudget
+from integrations.records import (
+    AccessApplication,
+    AccessGroup,
+    AccessPolicy,
+    AccessSession,
+    AccessUser,
+    NewServiceToken,
+    ServiceToken,
+)
 
 __all__ = [
     "CloudflareError",
@@ -168,6 +177,46 @@ def call[T](
 def as_dict(model: Any) -> dict[str, Any]:
     """A response model as plain data; Access application unions are best read by field, not by class."""
     return model.to_dict() if hasattr(model, "to_dict") else dict(model)
+
+
+# --- Paged lists --------------------------------------------------------------------------------------------
+# Lists are fetched one page per call so that every request is counted. Cloudflare may use a smaller page than
+# the one asked for (each list has its own maximum), so a short page proves nothing: the listing ends when
+# result_info says every item or page has been read, or, when Cloudflare sends no counts, at an empty page.
+
+
+def _count(info: Any, name: str) -> int | None:
+    value = getattr(info, name, None) if info is not None else None
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _page_items(page: Any) -> tuple[list[dict[str, Any]], int | None]:
+    items = [as_dict(item) for item in (page.result or [])]
+    return items, _count(page.result_info, "total_count")
+
+
+def _all_pages(
+    operation: str,
+    fetch: Callable[[cloudflare.Cloudflare, int], Any],
+    *,
+    priority: Priority = Priority.BACKGROUND,
+) -> list[Any]:
+    """Every item of a paged list, as the SDK's models; `fetch(client, page)` asks for one page."""
+    items: list[Any] = []
+    page = 1
+    while True:
+        answer = call(operation, lambda c, p=page: fetch(c, p), priority=priority)
+        chunk = list(answer.result or [])
+        items.extend(chunk)
+        total_count = _count(answer.result_info, "total_count")
+        total_pages = _count(answer.result_info, "total_pages")
+        if (
+            not chunk
+            or (total_count is not None and len(items) >= total_count)
+            or (total_count is None and total_pages is not None and page >= total_pages)
+        ):
+            return items
+        page += 1
 
 
 # --- Tunnels, routes, virtual networks, zones and DNS (tunnels app) -------------------------------------------
@@ -376,14 +425,9 @@ def dns_record_delete(zone_id: str, record_id: str) -> None:
 # --- Access applications for discovered origins (discovery app) --------------------------------------------
 
 
-def access_reusable_policies() -> list[dict[str, Any]]:
-    """The account's reusable Access policies: id, name, decision."""
-    policies = _all_pages(
-        "access.policies.list",
-        lambda c, page: c.zero_trust.access.policies.list(account_id=account_id(), page=page, per_page=100),
-        100,
-    )
-    return [{"id": p["id"], "name": p.get("name") or "", "decision": p.get("decision") or ""} for p in policies]
+def access_reusable_policies() -> list[AccessPolicy]:
+    """The account's reusable Access policies."""
+    return access_policies_all()
 
 
 # Cloudflare's documented maximum of destinations on one Access application.
@@ -478,58 +522,49 @@ def access_private_app_delete(*, app_id: str, owner_mark: str) -> bool:
 
 
 # --- Access: applications, reusable policies, service tokens, users and revocation (vendors app) ---------------
-# Lists are read one page per call and stop on result_info.total_count, so no request is spent on an empty page.
 
 ACCESS_PAGE_SIZE = 1000
 
 
-def _access_list(operation: str, fetch: Callable[[cloudflare.Cloudflare, int], Any], priority: Priority) -> list[dict]:
-    items: list[dict[str, Any]] = []
-    page = 1
-    while True:
-        result = call(operation, lambda c, p=page: fetch(c, p), priority=priority)
-        chunk = [item.to_dict(mode="json") for item in (result.result or [])]
-        items.extend(chunk)
-        total = getattr(result.result_info, "total_count", None) if result.result_info is not None else None
-        if len(chunk) < ACCESS_PAGE_SIZE or (isinstance(total, int | float) and len(items) >= total):
-            return items
-        page += 1
-
-
-def access_apps_all(*, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
+def access_apps_all(*, priority: Priority = Priority.BACKGROUND) -> list[AccessApplication]:
     """Every Access application with its policies (reusable ones resolved) as Cloudflare reports them."""
-    return _access_list(
-        "access.apps.list",
-        lambda c, p: c.zero_trust.access.applications.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
-        priority,
-    )
+    return [
+        AccessApplication.from_sdk(app)
+        for app in _all_pages(
+            "access.apps.list",
+            lambda c, p: c.zero_trust.access.applications.list(
+                account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE
+            ),
+            priority=priority,
+        )
+    ]
 
 
-def access_app_get(app_id: str, *, priority: Priority = Priority.BACKGROUND) -> dict[str, Any]:
+def access_app_get(app_id: str, *, priority: Priority = Priority.BACKGROUND) -> AccessApplication:
     app = call(
         "access.apps.get",
         lambda c: c.zero_trust.access.applications.get(app_id, account_id=account_id()),
         priority=priority,
     )
-    return app.to_dict(mode="json")
-
-
-# Fields Cloudflare computes; everything else an application carries is sent back unchanged on a PUT.
-_APP_READ_ONLY = {"id", "aud", "created_at", "updated_at", "policies"}
+    return AccessApplication.from_sdk(app)
 
 
 def access_app_set_policies(
-    app: dict[str, Any], policies: list[dict[str, Any]], *, priority: Priority = Priority.BACKGROUND
-) -> dict[str, Any]:
-    """Replace an application's policy list, keeping the rest of the application exactly as read.
+    app: AccessApplication, references: list[dict[str, Any]], *, priority: Priority = Priority.BACKGROUND
+) -> AccessApplication:
+    """Replace an application's policies with these reusable-policy references, keeping the rest as read.
 
-    `policies` holds references to reusable policies (`{"id", "precedence"}`) and inline policies as read.
+    A PUT replaces the whole application, so every writable field read is sent back. Cloudflare refuses a list
+    mixing references with inline policies, and dropping an application's inline policies would change who gets
+    in, so an application that still has any is the caller's to refuse before calling.
     """
-    body = {k: v for k, v in app.items() if k not in _APP_READ_ONLY and v is not None}
-    body["policies"] = policies
-    path = f"/accounts/{account_id()}/access/apps/{app['id']}"
+    if any(set(ref) != {"id", "precedence"} for ref in references):
+        raise ValueError("only {id, precedence} references to reusable policies are sent")
+    body = {**app.writable, "policies": references}
+    path = f"/accounts/{account_id()}/access/apps/{app.id}"
     answer = call("access.apps.update", lambda c: c.put(path, body=body, cast_to=object), priority=priority)
-    return (answer.get("result") or {}) if isinstance(answer, dict) else {}
+    result = answer.get("result") if isinstance(answer, dict) else None
+    return AccessApplication.from_sdk(result if isinstance(result, dict) else {"id": app.id})
 
 
 def access_app_revoke_tokens(app_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
@@ -540,48 +575,64 @@ def access_app_revoke_tokens(app_id: str, *, priority: Priority = Priority.BACKG
     )
 
 
-def access_policies_all(*, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
-    return _access_list(
-        "access.policies.list",
-        lambda c, p: c.zero_trust.access.policies.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
-        priority,
-    )
+def access_policies_all(*, priority: Priority = Priority.BACKGROUND) -> list[AccessPolicy]:
+    """The account's reusable policies."""
+    return [
+        AccessPolicy.from_sdk(policy)
+        for policy in _all_pages(
+            "access.policies.list",
+            lambda c, p: c.zero_trust.access.policies.list(
+                account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE
+            ),
+            priority=priority,
+        )
+    ]
 
 
 def access_policy_create(
-    *, name: str, include: list[dict[str, Any]], session_duration: str, priority: Priority = Priority.BACKGROUND
-) -> dict[str, Any]:
+    *,
+    name: str,
+    decision: str,
+    include: list[dict[str, Any]],
+    session_duration: str,
+    priority: Priority = Priority.BACKGROUND,
+) -> AccessPolicy:
     policy = call(
         "access.policies.create",
         lambda c: c.zero_trust.access.policies.create(
-            account_id=account_id(), name=name, decision="allow", include=include, session_duration=session_duration
+            account_id=account_id(),
+            name=name,
+            decision=decision,
+            include=include,
+            session_duration=session_duration,
         ),
         priority=priority,
     )
-    return policy.to_dict(mode="json")
+    return AccessPolicy.from_sdk(policy)
 
 
 def access_policy_update(
     policy_id: str,
     *,
     name: str,
+    decision: str,
     include: list[dict[str, Any]],
     session_duration: str,
     priority: Priority = Priority.BACKGROUND,
-) -> dict[str, Any]:
+) -> AccessPolicy:
     policy = call(
         "access.policies.update",
         lambda c: c.zero_trust.access.policies.update(
             policy_id,
             account_id=account_id(),
             name=name,
-            decision="allow",
+            decision=decision,
             include=include,
             session_duration=session_duration,
         ),
         priority=priority,
     )
-    return policy.to_dict(mode="json")
+    return AccessPolicy.from_sdk(policy)
 
 
 def access_policy_delete(policy_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
@@ -592,32 +643,48 @@ def access_policy_delete(policy_id: str, *, priority: Priority = Priority.BACKGR
     )
 
 
-def access_groups_all(*, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
-    return _access_list(
-        "access.groups.list",
-        lambda c, p: c.zero_trust.access.groups.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
-        priority,
+def access_groups_all(*, priority: Priority = Priority.BACKGROUND) -> list[AccessGroup]:
+    return [
+        AccessGroup.from_sdk(group)
+        for group in _all_pages(
+            "access.groups.list",
+            lambda c, p: c.zero_trust.access.groups.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
+            priority=priority,
+        )
+    ]
+
+
+def service_tokens_all(*, priority: Priority = Priority.BACKGROUND) -> list[ServiceToken]:
+    return [
+        ServiceToken.from_sdk(token)
+        for token in _all_pages(
+            "access.service_tokens.list",
+            lambda c, p: c.zero_trust.access.service_tokens.list(
+                account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE
+            ),
+            priority=priority,
+        )
+    ]
+
+
+def service_token_get(token_id: str, *, priority: Priority = Priority.BACKGROUND) -> ServiceToken:
+    """One token as Cloudflare keeps it, with its expiry (which the create answer does not carry)."""
+    token = call(
+        "access.service_tokens.get",
+        lambda c: c.zero_trust.access.service_tokens.get(token_id, account_id=account_id()),
+        priority=priority,
     )
+    return ServiceToken.from_sdk(token)
 
 
-def service_tokens_all(*, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
-    return _access_list(
-        "access.service_tokens.list",
-        lambda c, p: c.zero_trust.access.service_tokens.list(
-            account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE
-        ),
-        priority,
-    )
-
-
-def service_token_create(*, name: str, duration: str, priority: Priority = Priority.BACKGROUND) -> dict[str, Any]:
-    """The answer includes `client_secret`, which Cloudflare never shows again: the caller must not log it."""
+def service_token_create(*, name: str, duration: str, priority: Priority = Priority.BACKGROUND) -> NewServiceToken:
+    """The answer carries the client secret, which Cloudflare never shows again: the caller must not log it."""
     token = call(
         "access.service_tokens.create",
         lambda c: c.zero_trust.access.service_tokens.create(account_id=account_id(), name=name, duration=duration),
         priority=priority,
     )
-    return token.to_dict(mode="json")
+    return NewServiceToken.from_sdk(token)
 
 
 def service_token_delete(token_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
@@ -628,29 +695,41 @@ def service_token_delete(token_id: str, *, priority: Priority = Priority.BACKGRO
     )
 
 
-def access_users(*, email: str = "", search: str = "", priority: Priority = Priority.BACKGROUND) -> list[dict]:
+def access_users(*, email: str = "", search: str = "", priority: Priority = Priority.BACKGROUND) -> list[AccessUser]:
     """Access users with exactly this email, or whose email or name contains `search`."""
     filters = {"email": email} if email else {"search": search}
-    return _access_list(
-        "access.users.list",
-        lambda c, p: c.zero_trust.access.users.list(
-            account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE, **filters
-        ),
-        priority,
-    )
+    return [
+        AccessUser.from_sdk(user)
+        for user in _all_pages(
+            "access.users.list",
+            lambda c, p: c.zero_trust.access.users.list(
+                account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE, **filters
+            ),
+            priority=priority,
+        )
+    ]
 
 
-def access_user_sessions(user_id: str, *, priority: Priority = Priority.BACKGROUND) -> list[dict[str, Any]]:
+def access_users_in_domain(domain: str, *, priority: Priority = Priority.BACKGROUND) -> list[AccessUser]:
+    """Access users whose address is exactly `…@domain` (a search also finds `@domain.other` and names)."""
+    suffix = "@" + domain.lower().lstrip("@")
+    return [user for user in access_users(search=suffix, priority=priority) if user.email.endswith(suffix)]
+
+
+def access_user_sessions(user_id: str, *, priority: Priority = Priority.BACKGROUND) -> list[AccessSession]:
     page = call(
         "access.users.active_sessions",
         lambda c: c.zero_trust.access.users.active_sessions.list(user_id, account_id=account_id()),
         priority=priority,
     )
-    return [item.to_dict(mode="json") for item in (page.result or [])]
+    return [AccessSession.from_sdk(item) for item in (page.result or [])]
 
 
 def access_revoke_user(email: str, *, priority: Priority = Priority.BACKGROUND) -> bool:
-    """End the user's sessions on every application, and on their devices."""
+    """End the user's sessions on every application, and on their devices.
+
+    Cloudflare answers False when it had nothing to revoke (no such user, or no session): not a failure.
+    """
     answer = call(
         "access.organizations.revoke_user",
         lambda c: c.zero_trust.organizations.revoke_users(
@@ -658,4 +737,4 @@ def access_revoke_user(email: str, *, priority: Priority = Priority.BACKGROUND) 
         ),
         priority=priority,
     )
-    return bool(answer)
+    return answer is True

@@ -10,8 +10,10 @@ import copy
 import ipaddress
 import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import field as dc_field
+from datetime import UTC, datetime
 from typing import Any
 
 # C0/C1 controls, and the bidirectional embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069).
@@ -290,3 +292,200 @@ class DnsRecord:
 
 
 # --- Access: applications, policies, service tokens, groups, users and sessions --------------------------------
+# Cloudflare's ids are UUIDs; names and hostnames are cut to what Gatehouse's columns hold.
+_ID = 64
+_NAME = 200
+_HOST = 300
+_EMAIL = 254
+_DURATION = 32
+
+# Fields of an application Cloudflare computes: read, never sent back on a PUT (`policies` is sent on its own).
+APP_READ_ONLY = frozenset({"id", "aud", "created_at", "updated_at", "policies"})
+
+
+def _plain(model: Any) -> Any:
+    """An SDK model (or a list or mapping of them) as JSON-ready data, with only the fields Cloudflare sent."""
+    if hasattr(model, "to_dict"):
+        return model.to_dict(mode="json")
+    if isinstance(model, dict):
+        return {key: _plain(value) for key, value in model.items()}
+    if isinstance(model, list | tuple):
+        return [_plain(item) for item in model]
+    return model
+
+
+def _rules(value: Any) -> tuple[dict[str, Any], ...]:
+    """Include/exclude/require rules as single-key mappings, e.g. {"email": {"email": "a@b.c"}}."""
+    return tuple(rule for rule in (_plain(item) for item in value or []) if isinstance(rule, dict))
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """A reusable policy from the policies list, or a policy as an application carries it (with `precedence`)."""
+
+    id: str
+    name: str
+    decision: str
+    include: tuple[dict[str, Any], ...] = ()
+    exclude: tuple[dict[str, Any], ...] = ()
+    require: tuple[dict[str, Any], ...] = ()
+    session_duration: str = ""
+    app_count: int = 0
+    precedence: int = 0
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "AccessPolicy":
+        precedence = field(model, "precedence", 0)
+        app_count = field(model, "app_count", 0)
+        return cls(
+            id=text(field(model, "id"), _ID),
+            name=text(field(model, "name"), _NAME),
+            decision=text(field(model, "decision"), _DURATION),
+            include=_rules(field(model, "include")),
+            exclude=_rules(field(model, "exclude")),
+            require=_rules(field(model, "require")),
+            session_duration=text(field(model, "session_duration"), _DURATION),
+            app_count=int(app_count) if isinstance(app_count, int | float) else 0,
+            precedence=int(precedence) if isinstance(precedence, int | float) else 0,
+        )
+
+    @property
+    def service_token_ids(self) -> frozenset[str]:
+        """The service tokens this policy's include rules name."""
+        return frozenset(
+            str(rule["service_token"].get("token_id", ""))
+            for rule in self.include
+            if isinstance(rule.get("service_token"), dict)
+        )
+
+    def admits_service_token(self, token_id: str) -> bool:
+        """Whether a request carrying this service token matches the policy (a Service Auth policy)."""
+        return self.decision == "non_identity" and (
+            token_id in self.service_token_ids or any("any_valid_service_token" in rule for rule in self.include)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessApplication:
+    """An Access application; `writable` is every field it was read with that a PUT may send back unchanged."""
+
+    id: str
+    name: str
+    type: str
+    domain: str
+    destinations: tuple[dict[str, Any], ...]
+    policies: tuple[AccessPolicy, ...]
+    writable: dict[str, Any]
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "AccessApplication":
+        data = _plain(model)
+        policies = tuple(AccessPolicy.from_sdk(p) for p in data.get("policies") or [] if isinstance(p, dict))
+        return cls(
+            id=text(data.get("id"), _ID),
+            name=text(data.get("name") or data.get("id"), _NAME),
+            type=text(data.get("type"), _DURATION),
+            domain=text(data.get("domain"), _HOST),
+            destinations=tuple(d for d in data.get("destinations") or [] if isinstance(d, dict)),
+            policies=tuple(sorted(policies, key=lambda p: p.precedence)),
+            writable={k: v for k, v in data.items() if k not in APP_READ_ONLY and v is not None},
+        )
+
+    def inline_policies(self, reusable_ids: Collection[str]) -> tuple[AccessPolicy, ...]:
+        """Policies that exist only on this application (legacy, app-scoped), given the account's reusable ones.
+
+        Cloudflare reports both kinds alike inside an application; only the reusable list tells them apart.
+        """
+        return tuple(p for p in self.policies if p.id not in reusable_ids)
+
+    def references(self, reusable_ids: Collection[str]) -> list[dict[str, Any]]:
+        """The application's reusable policies as the `{id, precedence}` references a PUT takes."""
+        return [{"id": p.id, "precedence": p.precedence} for p in self.policies if p.id in reusable_ids]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessGroup:
+    id: str
+    name: str
+    include: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "AccessGroup":
+        return cls(
+            id=text(field(model, "id"), _ID),
+            name=text(field(model, "name"), _NAME),
+            include=_rules(field(model, "include")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceToken:
+    """A service token as list and get report it: never its secret, which only the create answer carries."""
+
+    id: str
+    name: str
+    client_id: str
+    duration: str
+    expires_at: datetime | None
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "ServiceToken":
+        return cls(
+            id=text(field(model, "id"), _ID),
+            name=text(field(model, "name"), _NAME),
+            client_id=text(field(model, "client_id"), _NAME),
+            duration=text(field(model, "duration"), _DURATION),
+            expires_at=timestamp(field(model, "expires_at")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewServiceToken:
+    """What creating a token answers, once. The secret is left out of repr so that it cannot reach a log line."""
+
+    id: str
+    client_id: str
+    client_secret: str = dc_field(repr=False)
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "NewServiceToken":
+        return cls(
+            id=text(field(model, "id"), _ID),
+            client_id=text(field(model, "client_id"), _NAME),
+            client_secret=str(field(model, "client_secret", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessUser:
+    id: str
+    email: str
+    name: str
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "AccessUser":
+        return cls(
+            id=text(field(model, "id"), _ID),
+            email=text(field(model, "email"), _EMAIL).lower(),
+            name=text(field(model, "name"), _NAME),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSession:
+    """One of a user's active sessions: which applications it covers and when it ends."""
+
+    nonce: str
+    expires_at: datetime | None
+    app_ids: tuple[str, ...]
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "AccessSession":
+        metadata = field(model, "metadata")
+        expiration = field(model, "expiration")
+        apps = field(metadata, "apps", {}) if metadata is not None else {}
+        return cls(
+            nonce=text(field(metadata, "nonce") if metadata is not None else field(model, "name"), _ID),
+            expires_at=datetime.fromtimestamp(expiration, UTC) if isinstance(expiration, int | float) else None,
+            app_ids=tuple(text(app_id, _ID) for app_id in apps or {}),
+        )

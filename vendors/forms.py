@@ -18,6 +18,13 @@ def _lines(value: str) -> list[str]:
     return sorted(set(items))
 
 
+class ApplicationChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: AccessApplication) -> str:
+        if obj.inline_policies:
+            return f"{obj.name} (cannot be granted yet: convert its app-scoped policies at Cloudflare)"
+        return obj.name
+
+
 class VendorForm(forms.Form):
     name = forms.CharField(max_length=120)
     sponsor = forms.ModelChoiceField(queryset=User.objects.none(), help_text="An operator or admin who answers for it.")
@@ -33,7 +40,7 @@ class VendorForm(forms.Form):
         required=False, label="Yes, admit everyone with an address at the consumer domain(s) above"
     )
     review_due = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    applications = forms.ModelMultipleChoiceField(
+    applications = ApplicationChoiceField(
         queryset=AccessApplication.objects.filter(present=True), widget=forms.CheckboxSelectMultiple
     )
     ends_on = forms.DateField(label="Access until", widget=forms.DateInput(attrs={"type": "date"}))

@@ -97,6 +97,8 @@ class Vendor(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ONBOARDING)
     status_reason = models.CharField(max_length=500, blank=True)
     cf_policy_id = models.CharField(max_length=64, blank=True)
+    # The Service Auth policy that admits the vendor's service tokens (machine access), once it has tokens.
+    cf_service_policy_id = models.CharField(max_length=64, blank=True)
     # The review-due date the sponsor was last told about, so each overdue review is flagged once.
     review_flagged_for = models.DateField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -140,6 +142,10 @@ class Vendor(models.Model):
         return f"{MANAGED_PREFIX}{self.public_id}"
 
     @property
+    def service_policy_name(self) -> str:
+        return f"{MANAGED_PREFIX}{self.public_id}-service-auth"
+
+    @property
     def token_prefix(self) -> str:
         return f"{MANAGED_PREFIX}{self.public_id}-token-"
 
@@ -160,6 +166,9 @@ class AccessApplication(models.Model):
     kind = models.CharField(max_length=32)
     domain = models.CharField(max_length=300, blank=True)
     destinations = models.JSONField(default=list, blank=True)
+    # Legacy policies that exist only on this application. Cloudflare refuses an application whose policy list
+    # mixes them with reusable ones, so Gatehouse cannot attach a vendor's policy until they are converted.
+    inline_policies = models.PositiveIntegerField(default=0)
     present = models.BooleanField(default=True)
     synced_at = models.DateTimeField(default=timezone.now)
 
@@ -168,6 +177,23 @@ class AccessApplication(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def grantable(self) -> bool:
+        return self.present and not self.inline_policies
+
+    def not_grantable_reason(self) -> str:
+        """Why a grant of this application is refused, naming what the admin must do at Cloudflare ("" if none)."""
+        if not self.present:
+            return f"{self.name} is no longer at Cloudflare."
+        if self.inline_policies:
+            return (
+                f"{self.name} still has {self.inline_policies} application-scoped (legacy) "
+                f"polic{'y' if self.inline_policies == 1 else 'ies'}, which Cloudflare does not combine with a "
+                "vendor's reusable policy. At Cloudflare (Zero Trust → Access → Applications → "
+                f"{self.name} → Policies), convert them to reusable policies, then refresh the applications here."
+            )
+        return ""
 
     def instructions(self) -> list[str]:
         """How a vendor's person reaches this application: a browser URL, or a cloudflared command for TCP."""

@@ -3,7 +3,7 @@
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from vendors.models import Grant, ServiceToken, Vendor, VendorSettings, WorkflowRun, WorkflowStep
+from vendors.models import AccessApplication, Grant, ServiceToken, Vendor, VendorSettings, WorkflowRun, WorkflowStep
 
 
 def vendor_list() -> QuerySet[Vendor]:
@@ -12,6 +12,13 @@ def vendor_list() -> QuerySet[Vendor]:
         .annotate(active_grants=Count("grants", filter=Q(grants__status=Grant.Status.ACTIVE)))
         .order_by("name")
     )
+
+
+def application_list() -> QuerySet[AccessApplication]:
+    """Access applications as last read from Cloudflare, with how many vendors each is granted to now."""
+    return AccessApplication.objects.annotate(
+        active_grants=Count("grants", filter=Q(grants__status=Grant.Status.ACTIVE))
+    ).order_by("-present", "name")
 
 
 def vendor_get(*, public_id) -> Vendor:

@@ -89,6 +89,7 @@ def vendor_create(
         raise ValidationError({"ends_at": "The end of the grant is in the past."})
     if not applications:
         raise ValidationError({"applications": "Grant at least one application."})
+    _check_grantable(applications)
     with transaction.atomic():
         vendor = Vendor(name=name.strip(), sponsor=sponsor, contacts=contacts, domains=domains, review_due=review_due)
         vendor.full_clean()
@@ -114,6 +115,12 @@ def vendor_create(
         )
         run_start(vendor=vendor, kind=WorkflowRun.Kind.ONBOARD, actor=actor, origin=origin)
     return vendor
+
+
+def _check_grantable(applications: list[AccessApplication]) -> None:
+    """Refuse, before anything reaches Cloudflare, applications a vendor's policy cannot be attached to."""
+    if reasons := [app.not_grantable_reason() for app in applications if not app.grantable]:
+        raise ValidationError({"applications": reasons})
 
 
 def _tokens_add(*, vendor: Vendor, count: int, duration: str) -> None:
@@ -147,6 +154,7 @@ def vendor_update(
         raise ValidationError(f"{vendor.name} is {vendor.get_status_display().lower()}; add it again instead.")
     if applications and ends_at <= timezone.now():
         raise ValidationError({"ends_on": "The end of the grant is in the past."})
+    _check_grantable(applications)
     with transaction.atomic():
         vendor = Vendor.objects.select_for_update().get(pk=vendor.pk)
         before = {"contacts": vendor.contacts, "domains": vendor.domains, "review_due": str(vendor.review_due)}
@@ -301,20 +309,26 @@ def token_secret_reveal(*, actor: User, token: ServiceToken, origin: Origin) -> 
 
 
 def access_apps_refresh() -> int:
-    """Bring Gatehouse's list of Access applications up to date; returns how many Cloudflare reports."""
+    """Bring Gatehouse's list of Access applications up to date; returns how many Cloudflare reports.
+
+    Each application's legacy (app-scoped) policies are counted against the account's reusable ones, so that the
+    list shows, before anyone tries, which applications a vendor cannot be granted yet.
+    """
+    reusable = {p.id for p in cf.access_policies_all()}
     apps = cf.access_apps_all()
     now = timezone.now()
     seen = set()
     with transaction.atomic():
         for app in apps:
-            seen.add(app["id"])
+            seen.add(app.id)
             AccessApplication.objects.update_or_create(
-                cf_id=app["id"],
+                cf_id=app.id,
                 defaults={
-                    "name": str(app.get("name") or app["id"])[:200],
-                    "kind": str(app.get("type") or "")[:32],
-                    "domain": str(app.get("domain") or "")[:300],
-                    "destinations": app.get("destinations") or [],
+                    "name": app.name,
+                    "kind": app.type,
+                    "domain": app.domain,
+                    "destinations": list(app.destinations),
+                    "inline_policies": len(app.inline_policies(reusable)),
                     "present": True,
                     "synced_at": now,
                 },

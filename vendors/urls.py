@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.vendor_list, name="vendor_list"),
     path("new/", views.vendor_new, name="vendor_new"),
     path("create/", views.vendor_create, name="vendor_create"),
+    path("applications/", views.application_list, name="application_list"),
     path("applications/refresh/", views.apps_refresh, name="apps_refresh"),
     path("settings/", views.settings_update, name="settings_update"),
     path("<uuid:public_id>/", views.vendor_detail, name="vendor_detail"),

@@ -29,6 +29,11 @@ def vendor_list(request):
 
 
 @require_GET
+def application_list(request):
+    return render(request, "vendors/application_list.html", {"applications": selectors.application_list()})
+
+
+@require_GET
 @role_required(User.Role.OPERATOR)
 def vendor_new(request):
     return render(request, "vendors/vendor_form.html", {"form": VendorForm()})
@@ -194,7 +199,7 @@ def token_reveal(request, public_id):
 def apps_refresh(request):
     tasks.access_apps_refresh.delay_on_commit()
     messages.info(request, "Refreshing the list of Access applications from Cloudflare.")
-    return redirect("vendors:vendor_new")
+    return redirect("vendors:application_list")
 
 
 @require_POST

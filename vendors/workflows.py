@@ -24,6 +24,7 @@ from django.utils import timezone
 from dashboard.requestinfo import Origin
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
+from integrations import records
 from integrations.cloudflare import CloudflareError, CloudflareNotFound, CloudflareTransient, Priority
 from vendors.models import MANAGED_PREFIX, AccessApplication, Grant, ServiceToken, Vendor, WorkflowRun, WorkflowStep
 
@@ -79,6 +80,8 @@ class Call:
     target: str
     fn: Callable[[], Any]
     missing_ok: bool = False
+    # What the receipt says about the answer; lists are counted, anything else is "ok" unless said here.
+    describe: Callable[[Any], str] | None = None
 
 
 def _attempt(call: Call) -> tuple[str, Any]:
@@ -111,8 +114,12 @@ def run_concurrently(ctx: Context, calls: list[Call]) -> list[Any]:
             first_error = first_error or exc
             results.append(None)
             continue
-        if call.name.endswith((".list", ".get", ".active_sessions")):
-            summary = f"{len(value)} item(s)" if isinstance(value, list) else answer
+        if answer != "ok":
+            summary = answer
+        elif call.describe is not None:
+            summary = call.describe(value)
+        elif isinstance(value, list):
+            summary = f"{len(value)} item(s)"
         else:
             summary = answer
         ctx.note(call.name, call.target, summary)
@@ -144,45 +151,72 @@ def unseal(sealed: str) -> str:
 # --- reading Cloudflare ---------------------------------------------------------------------------------------
 
 
-def _policy_refs(app: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for p in app.get("policies") or [] if isinstance(p, dict)]
-
-
-def _is_ours(vendor: Vendor, policy: dict[str, Any]) -> bool:
-    return policy.get("name") == vendor.policy_name or (
-        bool(vendor.cf_policy_id) and policy.get("id") == vendor.cf_policy_id
+def _is_ours(vendor: Vendor, policy: records.AccessPolicy) -> bool:
+    """The vendor's own policies: found by their deterministic names, or by the ids Gatehouse recorded."""
+    return policy.name in (vendor.policy_name, vendor.service_policy_name) or (
+        bool(policy.id) and policy.id in {vendor.cf_policy_id, vendor.cf_service_policy_id} - {""}
     )
 
 
-def _app_policies_without(app: dict[str, Any], reusable_ids: set[str], drop: Callable[[dict], bool]) -> list[dict]:
-    """The app's policy list as a PUT body: references for reusable policies, inline ones as read."""
-    kept = []
-    for policy in _policy_refs(app):
-        if drop(policy):
-            continue
-        if policy.get("id") in reusable_ids:
-            kept.append({"id": policy["id"], "precedence": policy.get("precedence") or len(kept) + 1})
-        else:
-            kept.append({k: v for k, v in policy.items() if k not in ("created_at", "updated_at")})
-    return kept
-
-
-def _rule_admits(rule: dict[str, Any], emails: set[str], domains: set[str], groups: dict[str, dict]) -> str | None:
+def _rule_admits(
+    rule: dict[str, Any], emails: set[str], domains: set[str], groups: dict[str, records.AccessGroup]
+) -> str | None:
     """Why this include rule admits the vendor's people, or None."""
-    if "email" in rule and str(rule["email"].get("email", "")).lower() in emails:
+    if isinstance(rule.get("email"), dict) and str(rule["email"].get("email", "")).lower() in emails:
         return f"email {rule['email']['email']}"
-    if "email_domain" in rule:
+    if isinstance(rule.get("email_domain"), dict):
         domain = str(rule["email_domain"].get("domain", "")).lower().lstrip("@")
         if domain in domains or any(e.endswith("@" + domain) for e in emails):
             return f"email domain {domain}"
     if "everyone" in rule:
         return "everyone"
-    if "group" in rule:
+    if isinstance(rule.get("group"), dict):
         group = groups.get(str(rule["group"].get("id", "")))
-        for inner in (group or {}).get("include") or []:
+        for inner in group.include if group else ():
             if reason := _rule_admits(inner, emails, domains, {}):
-                return f"group {group.get('name', '')} ({reason})"
+                return f"group {group.name} ({reason})"
     return None
+
+
+@dataclass(frozen=True)
+class WantedPolicy:
+    """One of the vendor's policies as it should be at Cloudflare, and the Vendor column that records its id."""
+
+    column: str
+    name: str
+    decision: str
+    include: tuple[dict[str, Any], ...]
+    session: str
+
+
+def _active_tokens(vendor: Vendor) -> list[ServiceToken]:
+    return list(vendor.service_tokens.filter(status=ServiceToken.Status.ACTIVE).exclude(cf_id=""))
+
+
+def _wanted_policies(vendor: Vendor) -> list[WantedPolicy]:
+    """The vendor's people through an Allow policy; its service tokens, if any, through a Service Auth policy.
+
+    A service token presents no identity, so only a `non_identity` policy naming it lets it in.
+    """
+    session = _session(_active_grants(vendor))
+    wanted = [WantedPolicy("cf_policy_id", vendor.policy_name, "allow", tuple(vendor.include_rules()), session)]
+    if tokens := _active_tokens(vendor):
+        include = tuple({"service_token": {"token_id": t.cf_id}} for t in tokens)
+        wanted.append(
+            WantedPolicy("cf_service_policy_id", vendor.service_policy_name, "non_identity", include, session)
+        )
+    return wanted
+
+
+def _refuse_inline(apps: list[records.AccessApplication], reusable_ids: set[str]) -> None:
+    """Stop before any write if an application to change still has app-scoped policies (see AccessApplication)."""
+    names = [app.name for app in apps if app.inline_policies(reusable_ids)]
+    if names:
+        raise StepFailed(
+            f"{', '.join(names)} still {'has' if len(names) == 1 else 'have'} application-scoped (legacy) policies, "
+            "which Cloudflare does not combine with a vendor's reusable policy. At Cloudflare (Zero Trust → Access → "
+            "Applications → the application → Policies), convert them to reusable policies, then retry."
+        )
 
 
 # --- steps ------------------------------------------------------------------------------------------------------
@@ -199,6 +233,17 @@ def _session(grants: list[Grant]) -> str:
     return min((g.session_duration for g in grants), key=parse_session) if grants else "8h"
 
 
+def _read_apps_and_policies(ctx: Context) -> tuple[list[records.AccessApplication], list[records.AccessPolicy]]:
+    apps, policies = run_concurrently(
+        ctx,
+        [
+            Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority)),
+            Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority)),
+        ],
+    )
+    return apps, policies
+
+
 def step_validate(ctx: Context) -> None:
     vendor = ctx.vendor
     grants = _active_grants(vendor)
@@ -208,154 +253,174 @@ def step_validate(ctx: Context) -> None:
         raise StepFailed("The vendor has no contact and no email domain.")
     if late := [g for g in grants if g.ends_at <= timezone.now()]:
         raise StepFailed(f"The grant for {late[0].application.name} has already ended.")
-    (apps,) = run_concurrently(
-        ctx, [Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority))]
-    )
-    by_id = {a["id"]: a for a in apps}
+    apps, policies = _read_apps_and_policies(ctx)
+    reusable = {p.id for p in policies}
+    by_id = {a.id: a for a in apps}
     missing = [g.application.name for g in grants if g.application.cf_id not in by_id]
     if missing:
         raise StepFailed(f"No longer at Cloudflare: {', '.join(missing)}.")
     for grant in grants:
         app = by_id[grant.application.cf_id]
         AccessApplication.objects.filter(pk=grant.application.pk).update(
-            name=str(app.get("name") or "")[:200],
-            domain=str(app.get("domain") or "")[:300],
-            destinations=app.get("destinations") or [],
+            name=app.name,
+            domain=app.domain,
+            destinations=list(app.destinations),
+            inline_policies=len(app.inline_policies(reusable)),
             synced_at=timezone.now(),
         )
-
-
-def step_policy(ctx: Context) -> None:
-    vendor = ctx.vendor
-    include, session = vendor.include_rules(), _session(_active_grants(vendor))
-    (policies,) = run_concurrently(
-        ctx, [Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority))]
-    )
-    ours = [p for p in policies if _is_ours(vendor, p)]
-    # An interrupted create can leave a twin with our name; keep one, delete the others (they are ours).
-    keep = next((p for p in ours if p["id"] == vendor.cf_policy_id), ours[0] if ours else None)
-    extra = [p for p in ours if keep is not None and p["id"] != keep["id"] and not p.get("app_count")]
-    calls = [
-        Call(
-            "access.policies.delete",
-            p["id"],
-            lambda pid=p["id"]: cf.access_policy_delete(pid, priority=ctx.priority),
-            missing_ok=True,
-        )
-        for p in extra
-    ]
-    if keep is None:
-        calls.append(
-            Call(
-                "access.policies.create",
-                vendor.policy_name,
-                lambda: cf.access_policy_create(
-                    name=vendor.policy_name, include=include, session_duration=session, priority=ctx.priority
-                ),
-            )
-        )
-    elif (
-        keep.get("include") != include or keep.get("session_duration") != session or keep["name"] != vendor.policy_name
-    ):
-        calls.append(
-            Call(
-                "access.policies.update",
-                vendor.policy_name,
-                lambda: cf.access_policy_update(
-                    keep["id"],
-                    name=vendor.policy_name,
-                    include=include,
-                    session_duration=session,
-                    priority=ctx.priority,
-                ),
-            )
-        )
-    else:
-        ctx.note("access.policies.get", vendor.policy_name, "already as wanted")
-    results = run_concurrently(ctx, calls)
-    policy_id = keep["id"] if keep else results[-1]["id"]
-    Vendor.objects.filter(pk=vendor.pk).update(cf_policy_id=policy_id)
-    vendor.cf_policy_id = policy_id
-
-
-def step_attach(ctx: Context) -> None:
-    """Attach the policy to every granted application and detach it from every other one."""
-    vendor = ctx.vendor
-    if not vendor.cf_policy_id:
-        raise StepFailed("The vendor's policy does not exist yet.")
-    wanted = {g.application.cf_id for g in _active_grants(vendor)}
-    apps, policies = run_concurrently(
-        ctx,
-        [
-            Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority)),
-            Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority)),
-        ],
-    )
-    reusable = {p["id"] for p in policies}
-    calls = []
-    for app in apps:
-        attached = any(_is_ours(vendor, p) for p in _policy_refs(app))
-        if app["id"] in wanted and not attached:
-            refs = _app_policies_without(app, reusable, lambda p: False)
-            precedence = max((r.get("precedence") or 0 for r in refs), default=0) + 1
-            refs.append({"id": vendor.cf_policy_id, "precedence": precedence})
-            verb = "attach"
-        elif app["id"] not in wanted and attached:
-            refs = _app_policies_without(app, reusable, lambda p: _is_ours(vendor, p))
-            verb = "detach"
-        else:
-            continue
-        calls.append(
-            Call(
-                "access.apps.update",
-                f"{verb} {app.get('name', app['id'])}",
-                lambda app=app, refs=refs: cf.access_app_set_policies(app, refs, priority=ctx.priority),
-            )
-        )
-    if not calls:
-        ctx.note("access.apps.update", "all applications", "already as wanted")
-    run_concurrently(ctx, calls)
-    ctx.run.data["detached_apps"] = sorted(
-        {a["id"] for a in apps if a["id"] not in wanted and any(_is_ours(vendor, p) for p in _policy_refs(a))}
-        | set(ctx.run.data.get("detached_apps", []))
-    )
+    _refuse_inline([by_id[g.application.cf_id] for g in grants], reusable)
 
 
 def step_tokens(ctx: Context) -> None:
     vendor = ctx.vendor
     pending = list(vendor.service_tokens.filter(status=ServiceToken.Status.PENDING))
-    if not pending:
+    if pending:
+        (existing,) = run_concurrently(
+            ctx, [Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority))]
+        )
+        # A token with our name but no row pointing at it was created by an interrupted step; its secret is lost,
+        # so it is replaced rather than kept.
+        names = {p.cf_name for p in pending}
+        run_concurrently(
+            ctx,
+            [
+                Call(
+                    "access.service_tokens.delete",
+                    t.name,
+                    lambda tid=t.id: cf.service_token_delete(tid, priority=ctx.priority),
+                    missing_ok=True,
+                )
+                for t in existing
+                if t.name in names
+            ],
+        )
+    else:
         ctx.note("access.service_tokens.create", "none to create", "nothing to do")
-        return
-    (existing,) = run_concurrently(
-        ctx, [Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority))]
-    )
-    # A token with our name but no row pointing at it was created by an interrupted step; its secret is lost,
-    # so it is replaced rather than kept.
-    orphans = [t for t in existing if t.get("name") in {p.cf_name for p in pending}]
-    run_concurrently(
-        ctx,
-        [
-            Call(
-                "access.service_tokens.delete",
-                t["name"],
-                lambda tid=t["id"]: cf.service_token_delete(tid, priority=ctx.priority),
-                missing_ok=True,
-            )
-            for t in orphans
-        ],
-    )
     # One at a time, each saved at once: a secret Cloudflare has shown is kept before the next call can fail.
     for token in pending:
         created = cf.service_token_create(name=token.cf_name, duration=token.duration, priority=ctx.priority)
-        ctx.note("access.service_tokens.create", token.label, f"created client id {created.get('client_id', '')}")
+        ctx.note("access.service_tokens.create", token.label, f"created client id {created.client_id}")
         ServiceToken.objects.filter(pk=token.pk).update(
-            cf_id=created["id"],
-            client_id=str(created.get("client_id") or "")[:200],
-            expires_at=created.get("expires_at"),
-            secret_sealed=seal(created["client_secret"]),
+            cf_id=created.id,
+            client_id=created.client_id,
+            secret_sealed=seal(created.client_secret),
             status=ServiceToken.Status.ACTIVE,
         )
+    # Cloudflare's create answer carries no expiry; the token as Cloudflare keeps it does.
+    unknown = list(vendor.service_tokens.filter(status=ServiceToken.Status.ACTIVE, expires_at=None).exclude(cf_id=""))
+    read = run_concurrently(
+        ctx,
+        [
+            Call(
+                "access.service_tokens.get",
+                token.label,
+                lambda tid=token.cf_id: cf.service_token_get(tid, priority=ctx.priority),
+                describe=lambda t: f"expires {t.expires_at:%Y-%m-%d %H:%M} UTC" if t.expires_at else "no expiry",
+            )
+            for token in unknown
+        ],
+    )
+    for token, found in zip(unknown, read, strict=True):
+        ServiceToken.objects.filter(pk=token.pk).update(expires_at=found.expires_at)
+
+
+def step_policy(ctx: Context) -> None:
+    """Create or update each of the vendor's policies; an interrupted create's twin is deleted."""
+    vendor = ctx.vendor
+    wanted = _wanted_policies(vendor)
+    (policies,) = run_concurrently(
+        ctx, [Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority))]
+    )
+    calls: list[Call] = []
+    kept: dict[str, str] = {}
+    created: dict[int, str] = {}
+    for spec in wanted:
+        recorded = getattr(vendor, spec.column)
+        ours = [p for p in policies if p.name == spec.name or (recorded and p.id == recorded)]
+        keep = next((p for p in ours if p.id == recorded), ours[0] if ours else None)
+        calls += [
+            Call(
+                "access.policies.delete",
+                p.id,
+                lambda pid=p.id: cf.access_policy_delete(pid, priority=ctx.priority),
+                missing_ok=True,
+            )
+            for p in ours
+            if keep is not None and p.id != keep.id and not p.app_count
+        ]
+        write = dict(
+            name=spec.name, decision=spec.decision, include=list(spec.include), session_duration=spec.session
+        )
+        if keep is None:
+            created[len(calls)] = spec.column
+            calls.append(
+                Call(
+                    "access.policies.create",
+                    spec.name,
+                    lambda w=write: cf.access_policy_create(**w, priority=ctx.priority),
+                )
+            )
+            continue
+        kept[spec.column] = keep.id
+        if (keep.name, keep.decision, keep.include, keep.session_duration) != (
+            spec.name,
+            spec.decision,
+            spec.include,
+            spec.session,
+        ):
+            calls.append(
+                Call(
+                    "access.policies.update",
+                    spec.name,
+                    lambda pid=keep.id, w=write: cf.access_policy_update(pid, **w, priority=ctx.priority),
+                )
+            )
+        else:
+            ctx.note("access.policies.get", spec.name, "already as wanted")
+    results = run_concurrently(ctx, calls)
+    ids = {**kept, **{column: results[i].id for i, column in created.items()}}
+    Vendor.objects.filter(pk=vendor.pk).update(**ids)
+    for column, policy_id in ids.items():
+        setattr(vendor, column, policy_id)
+
+
+def step_attach(ctx: Context) -> None:
+    """Attach the vendor's policies to every granted application and detach them from every other one."""
+    vendor = ctx.vendor
+    if not vendor.cf_policy_id:
+        raise StepFailed("The vendor's policy does not exist yet.")
+    wanted_ids = [vendor.cf_policy_id]
+    if vendor.cf_service_policy_id and _active_tokens(vendor):
+        wanted_ids.append(vendor.cf_service_policy_id)
+    granted = {g.application.cf_id for g in _active_grants(vendor)}
+    apps, policies = _read_apps_and_policies(ctx)
+    reusable = {p.id for p in policies}
+    changes: list[tuple[records.AccessApplication, list[dict[str, Any]], str]] = []
+    for app in apps:
+        mine = {p.id for p in app.policies if _is_ours(vendor, p)}
+        target = wanted_ids if app.id in granted else []
+        if mine == set(target):
+            continue
+        refs = [ref for ref in app.references(reusable) if ref["id"] not in mine]
+        top = max((ref["precedence"] for ref in refs), default=0)
+        refs += [{"id": policy_id, "precedence": top + i} for i, policy_id in enumerate(target, 1)]
+        changes.append((app, refs, "attach to" if target else "detach from"))
+    _refuse_inline([app for app, _refs, _verb in changes], reusable)
+    calls = [
+        Call(
+            "access.apps.update",
+            f"{verb} {app.name}",
+            lambda app=app, refs=refs: cf.access_app_set_policies(app, refs, priority=ctx.priority),
+            describe=lambda _answer: "ok",
+        )
+        for app, refs, verb in changes
+    ]
+    if not calls:
+        ctx.note("access.apps.update", "all applications", "already as wanted")
+    run_concurrently(ctx, calls)
+    ctx.run.data["detached_apps"] = sorted(
+        {app.id for app, _refs, verb in changes if verb == "detach from"} | set(ctx.run.data.get("detached_apps", []))
+    )
 
 
 def step_notify(ctx: Context) -> None:
@@ -376,6 +441,7 @@ def step_notify(ctx: Context) -> None:
 
 
 def step_verify_granted(ctx: Context) -> None:
+    """Read Cloudflare back: each granted application admits the vendor's people and each of its service tokens."""
     vendor = ctx.vendor
     wanted = {g.application.cf_id for g in _active_grants(vendor)}
     apps, policies, tokens = run_concurrently(
@@ -387,42 +453,67 @@ def step_verify_granted(ctx: Context) -> None:
         ],
     )
     findings = []
-    policy = next((p for p in policies if p["id"] == vendor.cf_policy_id), None)
+    policy = next((p for p in policies if p.id == vendor.cf_policy_id), None)
     if policy is None:
         findings.append("The vendor's policy is missing.")
-    elif policy.get("include") != vendor.include_rules():
+    elif policy.include != tuple(vendor.include_rules()) or policy.decision != "allow":
         findings.append("The vendor's policy admits other people than the vendor's contacts and domains.")
+    ours = _active_tokens(vendor)
+    if ours:
+        service = next((p for p in policies if p.id == vendor.cf_service_policy_id), None)
+        if service is None:
+            findings.append("The vendor's Service Auth policy is missing.")
+        elif service.decision != "non_identity" or service.service_token_ids != {t.cf_id for t in ours}:
+            findings.append("The vendor's Service Auth policy does not admit exactly the vendor's service tokens.")
     for app in apps:
-        attached = any(_is_ours(vendor, p) for p in _policy_refs(app))
-        if app["id"] in wanted and not attached:
-            findings.append(f"{app.get('name')} does not carry the vendor's policy.")
-        if app["id"] not in wanted and attached:
-            findings.append(f"{app.get('name')} carries the vendor's policy without a grant.")
-    missing_apps = wanted - {a["id"] for a in apps}
-    findings += [f"Application {app_id} is gone." for app_id in sorted(missing_apps)]
-    token_ids = {t["id"] for t in tokens}
-    for token in vendor.service_tokens.filter(status=ServiceToken.Status.ACTIVE):
-        if token.cf_id not in token_ids:
-            findings.append(f"Service token {token.label} is missing.")
+        attached = {p.id for p in app.policies if _is_ours(vendor, p)}
+        if app.id in wanted and vendor.cf_policy_id not in attached:
+            findings.append(f"{app.name} does not carry the vendor's policy.")
+        if app.id not in wanted and attached:
+            findings.append(f"{app.name} carries the vendor's policy without a grant.")
+        if app.id in wanted:
+            findings += [
+                f"{app.name} does not admit service token {token.label}."
+                for token in ours
+                if not any(_is_ours(vendor, p) and p.admits_service_token(token.cf_id) for p in app.policies)
+            ]
+    findings += [f"Application {app_id} is gone." for app_id in sorted(wanted - {a.id for a in apps})]
+    token_ids = {t.id for t in tokens}
+    findings += [f"Service token {token.label} is missing." for token in ours if token.cf_id not in token_ids]
     if findings:
         raise VerificationFailed(findings)
-    ctx.note("verify", vendor.name, "policy, attachments and service tokens are as granted")
+    admitted = f"; {len(ours)} service token(s) admitted on each" if ours else ""
+    ctx.note("verify", vendor.name, f"policy attached to {len(wanted)} granted application(s){admitted}")
+
+
+def _people_calls(ctx: Context) -> list[Call]:
+    """Reads of the Access users behind the vendor's contacts and, exactly by address, its email domains."""
+    vendor = ctx.vendor
+    calls = [
+        Call("access.users.list", email, lambda e=email: cf.access_users(email=e, priority=ctx.priority))
+        for email in vendor.contacts
+    ]
+    calls += [
+        Call("access.users.list", f"@{d}", lambda d=d: cf.access_users_in_domain(d, priority=ctx.priority))
+        for d in vendor.domains
+    ]
+    return calls
+
+
+def _revoke_call(ctx: Context, email: str) -> Call:
+    return Call(
+        "access.organizations.revoke_user",
+        email,
+        lambda: cf.access_revoke_user(email, priority=ctx.priority),
+        describe=lambda revoked: "sessions ended" if revoked else "nothing to revoke",
+    )
 
 
 def step_end_grant_sessions(ctx: Context) -> None:
-    """After grants expire, end the contacts' sessions so none outlives the grant."""
-    vendor = ctx.vendor
-    run_concurrently(
-        ctx,
-        [
-            Call(
-                "access.organizations.revoke_user",
-                email,
-                lambda e=email: cf.access_revoke_user(e, priority=ctx.priority),
-            )
-            for email in vendor.contacts
-        ],
-    )
+    """After grants expire, end the sessions of the vendor's people (contacts, domain users): none outlives them."""
+    user_lists = run_concurrently(ctx, _people_calls(ctx))
+    emails = sorted({u.email for users in user_lists for u in users} | set(ctx.vendor.contacts))
+    run_concurrently(ctx, [_revoke_call(ctx, email) for email in emails])
 
 
 def step_quiesce(ctx: Context) -> None:
@@ -438,57 +529,55 @@ def step_quiesce(ctx: Context) -> None:
     ctx.note("gatehouse", "other work on this vendor", "none in progress")
 
 
+def _our_tokens(vendor: Vendor, tokens: list[records.ServiceToken]) -> list[records.ServiceToken]:
+    recorded = set(vendor.service_tokens.exclude(cf_id="").values_list("cf_id", flat=True))
+    return [t for t in tokens if t.id in recorded or t.name.startswith(vendor.token_prefix)]
+
+
 def step_cut_off(ctx: Context) -> None:
-    """Detach the vendor's policy from every application and delete its service tokens, at once."""
+    """Detach the vendor's policies from every application and delete its service tokens, at once."""
     vendor = ctx.vendor
     reads = [
         Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority)),
         Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority)),
         Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority)),
-    ]
-    reads += [
-        Call("access.users.list", domain, lambda d=domain: cf.access_users(search=f"@{d}", priority=ctx.priority))
-        for domain in vendor.domains
-    ]
-    reads += [
-        Call("access.users.list", email, lambda e=email: cf.access_users(email=e, priority=ctx.priority))
-        for email in vendor.contacts
+        *_people_calls(ctx),
     ]
     apps, policies, tokens, *user_lists = run_concurrently(ctx, reads)
-    reusable = {p["id"] for p in policies}
+    reusable = {p.id for p in policies}
     our_policies = [p for p in policies if _is_ours(vendor, p)]
-    recorded = set(vendor.service_tokens.exclude(cf_id="").values_list("cf_id", flat=True))
-    our_tokens = [t for t in tokens if t["id"] in recorded or str(t.get("name", "")).startswith(vendor.token_prefix)]
-    touched = [a for a in apps if any(_is_ours(vendor, p) for p in _policy_refs(a))]
+    touched = [a for a in apps if any(_is_ours(vendor, p) for p in a.policies)]
+    _refuse_inline(touched, reusable)
+    mine = {p.id for p in our_policies}
+    kept = {app.id: [r for r in app.references(reusable) if r["id"] not in mine] for app in touched}
     writes = [
         Call(
             "access.apps.update",
-            f"detach from {app.get('name', app['id'])}",
-            lambda app=app: cf.access_app_set_policies(
-                app, _app_policies_without(app, reusable, lambda p: _is_ours(vendor, p)), priority=ctx.priority
-            ),
+            f"detach from {app.name}",
+            lambda app=app: cf.access_app_set_policies(app, kept[app.id], priority=ctx.priority),
+            describe=lambda _answer: "ok",
         )
         for app in touched
     ]
     writes += [
         Call(
             "access.service_tokens.delete",
-            t.get("name", t["id"]),
-            lambda tid=t["id"]: cf.service_token_delete(tid, priority=ctx.priority),
+            t.name or t.id,
+            lambda tid=t.id: cf.service_token_delete(tid, priority=ctx.priority),
             missing_ok=True,
         )
-        for t in our_tokens
+        for t in _our_tokens(vendor, tokens)
     ]
     if not writes:
         ctx.note("gatehouse", vendor.name, "no policy attached and no service token left")
     run_concurrently(ctx, writes)
     granted = set(vendor.grants.values_list("application__cf_id", flat=True))
     data = ctx.run.data
-    data["policy_ids"] = sorted({p["id"] for p in our_policies} | set(data.get("policy_ids", [])))
+    data["policy_ids"] = sorted({p.id for p in our_policies} | set(data.get("policy_ids", [])))
     data["app_ids"] = sorted(
-        {a["id"] for a in touched} | (granted & {a["id"] for a in apps}) | set(data.get("app_ids", []))
+        {a.id for a in touched} | (granted & {a.id for a in apps}) | set(data.get("app_ids", []))
     )
-    users = {u["id"]: u["email"].lower() for group in user_lists for u in group if u.get("email")}
+    users = {u.id: u.email for group in user_lists for u in group if u.email}
     data["emails"] = sorted(set(users.values()) | set(vendor.contacts) | set(data.get("emails", [])))
     # Verification reads these users' sessions alongside its other reads instead of after them.
     data["users"] = {**data.get("users", {}), **users}
@@ -498,7 +587,7 @@ def step_cut_off(ctx: Context) -> None:
 
 
 def step_end_access(ctx: Context) -> None:
-    """Delete the policy, end every session of the vendor's people and every token of the applications they used."""
+    """Delete the policies, end every session of the vendor's people and every token of the applications they used."""
     data = ctx.run.data
     calls = [
         Call(
@@ -509,10 +598,7 @@ def step_end_access(ctx: Context) -> None:
         )
         for policy_id in data.get("policy_ids", [])
     ]
-    calls += [
-        Call("access.organizations.revoke_user", email, lambda e=email: cf.access_revoke_user(e, priority=ctx.priority))
-        for email in data.get("emails", [])
-    ]
+    calls += [_revoke_call(ctx, email) for email in data.get("emails", [])]
     calls += [
         Call(
             "access.apps.revoke_tokens",
@@ -523,11 +609,11 @@ def step_end_access(ctx: Context) -> None:
         for app_id in data.get("app_ids", [])
     ]
     run_concurrently(ctx, calls)
-    Vendor.objects.filter(pk=ctx.vendor.pk).update(cf_policy_id="")
+    Vendor.objects.filter(pk=ctx.vendor.pk).update(cf_policy_id="", cf_service_policy_id="")
 
 
 def step_verify_revoked(ctx: Context) -> None:
-    """Read Cloudflare back: nothing of ours remains and nothing else admits the vendor's people."""
+    """Read Cloudflare back: nothing of ours remains and nothing else admits the vendor's people or tokens."""
     vendor = ctx.vendor
     emails = set(ctx.run.data.get("emails", [])) | set(vendor.contacts)
     domains = set(vendor.domains)
@@ -542,7 +628,7 @@ def step_verify_revoked(ctx: Context) -> None:
         for e in sorted(emails)
     ]
     reads += [
-        Call("access.users.list", d, lambda d=d: cf.access_users(search=f"@{d}", priority=ctx.priority))
+        Call("access.users.list", f"@{d}", lambda d=d: cf.access_users_in_domain(d, priority=ctx.priority))
         for d in sorted(domains)
     ]
     known = dict(ctx.run.data.get("users", {}))
@@ -559,27 +645,27 @@ def step_verify_revoked(ctx: Context) -> None:
     results = run_concurrently(ctx, reads)
     apps, policies, groups, tokens, *user_lists = results[:n]
     live_sessions = dict(zip(known, results[n:], strict=True))
-    findings = []
-    findings += [f"Policy {p.get('name')} still exists." for p in policies if _is_ours(vendor, p)]
-    group_by_id = {g["id"]: g for g in groups}
-    for app in apps:
-        for policy in _policy_refs(app):
-            if _is_ours(vendor, policy):
-                findings.append(f"{app.get('name')} still carries the vendor's policy.")
-                continue
-            if policy.get("decision") != "allow":
-                continue
-            for rule in policy.get("include") or []:
-                if reason := _rule_admits(rule, emails, domains, group_by_id):
-                    findings.append(f"{app.get('name')}: policy {policy.get('name')!r} admits by {reason}.")
-                    break
-    recorded = set(vendor.service_tokens.exclude(cf_id="").values_list("cf_id", flat=True))
+    findings = [f"Policy {p.name} still exists." for p in policies if _is_ours(vendor, p)]
+    token_ids = set(vendor.service_tokens.exclude(cf_id="").values_list("cf_id", flat=True))
     findings += [
-        f"Service token {t.get('name')} still exists."
-        for t in tokens
-        if t["id"] in recorded or str(t.get("name", "")).startswith(vendor.token_prefix)
+        f"Policy {p.name!r} still names the vendor's service token {token_id}."
+        for p in policies
+        for token_id in sorted(p.service_token_ids & token_ids)
     ]
-    users = {u["id"]: u["email"] for group in user_lists for u in group}
+    group_by_id = {g.id: g for g in groups}
+    for app in apps:
+        for policy in app.policies:
+            if _is_ours(vendor, policy):
+                findings.append(f"{app.name} still carries the vendor's policy.")
+                continue
+            if policy.decision != "allow":
+                continue
+            for rule in policy.include:
+                if reason := _rule_admits(rule, emails, domains, group_by_id):
+                    findings.append(f"{app.name}: policy {policy.name!r} admits by {reason}.")
+                    break
+    findings += [f"Service token {t.name} still exists." for t in _our_tokens(vendor, tokens)]
+    users = {u.id: u.email for group in user_lists for u in group}
     # Users Gatehouse did not know of when it cut access off (someone signed in since) are read now.
     unknown = [uid for uid in users if uid not in live_sessions]
     more = run_concurrently(
@@ -621,30 +707,30 @@ STEP_FUNCTIONS: dict[str, Callable[[Context], None]] = {
 
 _REVOKE_STEPS = [
     ("quiesce", "Stop other work on this vendor"),
-    ("cut_off", "Detach the vendor's policy from every application; delete its service tokens"),
-    ("end_access", "Delete the policy; end the contacts' sessions (devices too) and the applications' tokens"),
+    ("cut_off", "Detach the vendor's policies from every application; delete its service tokens"),
+    ("end_access", "Delete the policies; end the sessions of its people (devices too) and the applications' tokens"),
     ("verify_revoked", "Read Cloudflare back: no policy, token or session admits the vendor"),
 ]
 
 STEPS: dict[str, list[tuple[str, str]]] = {
     Kind.ONBOARD: [
         ("validate", "Check the vendor, its grants and the applications at Cloudflare"),
-        ("policy", "Create or update the vendor's policy"),
-        ("attach", "Attach the policy to the granted applications"),
         ("tokens", "Create service tokens"),
+        ("policy", "Create or update the vendor's policies (people; service tokens)"),
+        ("attach", "Attach the policies to the granted applications"),
         ("notify", "Email each contact their instructions"),
-        ("verify_granted", "Read Cloudflare back to verify"),
+        ("verify_granted", "Read Cloudflare back: people and service tokens are admitted"),
     ],
     Kind.CHANGE: [
         ("validate", "Check the vendor, its grants and the applications at Cloudflare"),
-        ("policy", "Update the vendor's policy"),
-        ("attach", "Attach the policy to granted applications; detach it from the others"),
         ("tokens", "Create new service tokens"),
-        ("verify_granted", "Read Cloudflare back to verify"),
+        ("policy", "Update the vendor's policies (people; service tokens)"),
+        ("attach", "Attach the policies to granted applications; detach them from the others"),
+        ("verify_granted", "Read Cloudflare back: people and service tokens are admitted"),
     ],
     Kind.EXPIRE: [
-        ("attach", "Detach the policy from applications whose grant ended"),
-        ("end_grant_sessions", "End the contacts' sessions"),
+        ("attach", "Detach the policies from applications whose grant ended"),
+        ("end_grant_sessions", "End the sessions of the vendor's people (contacts and email domains)"),
         ("verify_granted", "Read Cloudflare back to verify"),
     ],
     Kind.SUSPEND: _REVOKE_STEPS,

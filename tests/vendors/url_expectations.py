@@ -13,6 +13,7 @@ EXPECTED = {
     "vendors:vendor_new": ("get", {}, OPERATORS_ONLY),
     # The form posted empty is answered with its errors.
     "vendors:vendor_create": ("post", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 400, ADMIN: 400}),
+    "vendors:application_list": ("get", {}, ALL_OK),
     "vendors:apps_refresh": ("post", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 302, ADMIN: 302}),
     "vendors:settings_update": ("post", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 403, ADMIN: 302}),
     "vendors:vendor_detail": ("get", {"public_id": UNKNOWN}, READ_UNKNOWN),
