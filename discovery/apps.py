@@ -15,5 +15,10 @@ class DiscoveryConfig(AppConfig):
                 "application.protect_requested": "Access protection requested",
                 "application.protected": "Application protected by Access",
                 "application.protect_failed": "Access protection failed",
+                "application.renamed": "Application renamed",
+                "application.origin_removed": "Origin removed from application",
+                "application.unprotect_requested": "Access protection removal requested",
+                "application.unprotected": "Application no longer behind Access",
+                "application.deleted": "Application deleted",
             }
         )

@@ -100,6 +100,10 @@ class ApplicationForm(forms.Form):
     owner = forms.CharField(max_length=254, required=False)
 
 
+class RenameForm(forms.Form):
+    name = forms.CharField(max_length=100)
+
+
 class ProtectForm(forms.Form):
     policy = forms.ModelChoiceField(
         queryset=AccessPolicy.objects.all(), to_field_name="cf_id", empty_label="Choose a reusable policy"

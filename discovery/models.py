@@ -51,13 +51,16 @@ class Application(models.Model):
 
     class Protection(models.TextChoices):
         NONE = "none", "Not protected"
-        PENDING = "pending", "Creating Access application"
+        PENDING = "pending", "Applying to Access"
         PROTECTED = "protected", "Protected by Access"
         FAILED = "failed", "Protection failed"
+        REMOVING = "removing", "Removing from Access"
 
         @property
         def colour(self) -> str:
-            return {"none": "grey", "pending": "amber", "protected": "green", "failed": "red"}[self.value]
+            return {"none": "grey", "pending": "amber", "protected": "green", "failed": "red", "removing": "amber"}[
+                self.value
+            ]
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=100, unique=True)

@@ -551,6 +551,7 @@ def origin_review(
         for origin in rows:
             _transition(origin=origin, to=to, actor=actor, reason=reason, request=request, now=now)
         Origin.objects.bulk_update(rows, ["review_state", "reviewed_at", "traffic_while_unapproved_at"])
+        _access_sync_after_review(rows, request)
     return rows
 
 
@@ -601,6 +602,8 @@ def application_add_origins(
         Origin.objects.bulk_update(
             joined, ["application", "review_state", "reviewed_at", "traffic_while_unapproved_at"]
         )
+        if any(o.review_state == ReviewState.APPROVED for o in joined):
+            _access_sync_request([application], request)
         if joined:
             audit_record(
                 action="application.origins_added",
@@ -659,8 +662,8 @@ def application_protect(
         raise PermissionDenied("Only operators protect applications.")
     with transaction.atomic():
         application = Application.objects.select_for_update().get(pk=application.pk)
-        if application.protection in (Application.Protection.PENDING, Application.Protection.PROTECTED):
-            raise ValidationError("This application is already protected or being protected.")
+        if application.protection not in (Application.Protection.NONE, Application.Protection.FAILED):
+            raise ValidationError("This application is already protected, or a change to Access is in progress.")
         if not application.origins.exists():
             raise ValidationError("Add origins to the application first.")
         left_out = _not_approved(application)
@@ -691,17 +694,30 @@ def _access_app_ids_save(application: Application, ids: list[str]) -> None:
     application.access_app_ids = ids
 
 
+# Protection states a task works on: pending and protected are made to match the approved origins (a protected
+# one again, because a change may have come in while an earlier task ran); removing loses every Access application.
+_APPLY_STATES = (Application.Protection.PENDING, Application.Protection.PROTECTED, Application.Protection.REMOVING)
+
+
 def application_protect_apply(*, application: Application, request: RequestOrigin) -> Application:
     """Make Cloudflare hold what the application needs: one Access application per part of its approved
-    origins' destinations (created, or found and replaced after a retry), and none left over."""
+    origins' destinations (created, or found and replaced after a retry), and none left over; none at all when
+    its protection is being removed or no approved origin is left."""
     from integrations import cloudflare as cf
 
-    if application.protection != Application.Protection.PENDING:
+    application.refresh_from_db()
+    state = application.protection
+    if state not in _APPLY_STATES:
         return application
-    approved = list(application.origins.filter(review_state=ReviewState.APPROVED).order_by("id"))
+    approved = (
+        []
+        if state == Application.Protection.REMOVING
+        else list(application.origins.filter(review_state=ReviewState.APPROVED).order_by("id"))
+    )
     parts = access_parts(approved)
     known = list(application.access_app_ids)
     ids: list[str] = []
+    removed = 0
     try:
         for number, destinations in enumerate(parts, start=1):
             result = cf.access_private_app_ensure(
@@ -714,12 +730,13 @@ def application_protect_apply(*, application: Application, request: RequestOrigi
             ids.append(str(result["id"])[:64])
         for surplus in known[len(parts) :]:
             cf.access_private_app_delete(app_id=surplus, owner_mark=application.owner_mark)
+            removed += 1
     except cf.CloudflareError as exc:
         # What exists at Cloudflare stays recorded, so a retry or an unprotect finds every part.
-        _access_app_ids_save(application, ids + known[len(ids) :])
+        _access_app_ids_save(application, ids + known[len(ids) + removed :])
         if isinstance(exc, cf.CloudflareTransient):
             raise
-        Application.objects.filter(pk=application.pk, protection=Application.Protection.PENDING).update(
+        Application.objects.filter(pk=application.pk, protection=state).update(
             protection=Application.Protection.FAILED, protection_error=exc.message[:300]
         )
         audit_record(
@@ -733,12 +750,13 @@ def application_protect_apply(*, application: Application, request: RequestOrigi
         application.refresh_from_db()
         return application
     with transaction.atomic():
-        updated = Application.objects.filter(pk=application.pk, protection=Application.Protection.PENDING).update(
+        updated = Application.objects.filter(pk=application.pk, protection=state).update(
             protection=Application.Protection.PROTECTED if ids else Application.Protection.NONE,
             access_app_ids=ids,
-            protected_at=timezone.now() if ids else None,
+            protected_at=(application.protected_at or timezone.now()) if ids else None,
+            protection_error="",
         )
-        if updated == 1:
+        if updated == 1 and (ids != known or state != Application.Protection.PROTECTED):
             audit_record(
                 action="application.protected" if ids else "application.unprotected",
                 target_type="application",
@@ -749,6 +767,109 @@ def application_protect_apply(*, application: Application, request: RequestOrigi
             )
     application.refresh_from_db()
     return application
+
+
+def _access_sync_request(applications: list[Application], request: RequestOrigin) -> None:
+    """After a change to what a protected application holds, bring its Access applications in line, through the
+    same task that created them."""
+    from discovery import tasks
+
+    for application in applications:
+        if application.protection == Application.Protection.PROTECTED:
+            Application.objects.filter(pk=application.pk, protection=Application.Protection.PROTECTED).update(
+                protection=Application.Protection.PENDING
+            )
+        if application.protection in (Application.Protection.PROTECTED, Application.Protection.PENDING):
+            tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
+
+
+def _access_sync_after_review(origins: list[Origin], request: RequestOrigin) -> None:
+    ids = {o.application_id for o in origins if o.application_id}
+    _access_sync_request(list(Application.objects.filter(pk__in=ids)), request)
+
+
+def _operator(actor: User) -> None:
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators change applications.")
+
+
+def _audit_application(action: str, actor: User, application: Application, details: dict, request: RequestOrigin):
+    audit_record(
+        action=action,
+        actor=actor,
+        target_type="application",
+        target_id=str(application.public_id),
+        target_label=application.name,
+        details=details,
+        origin=request,
+    )
+
+
+def application_rename(*, actor: User, application: Application, name: str, request: RequestOrigin) -> Application:
+    """Rename; the Access applications Gatehouse created follow the new name."""
+    _operator(actor)
+    with transaction.atomic():
+        application = Application.objects.select_for_update().get(pk=application.pk)
+        previous = application.name
+        application.name = name.strip()
+        application.full_clean()
+        if application.name == previous:
+            return application
+        application.save(update_fields=["name"])
+        _audit_application("application.renamed", actor, application, {"from": previous}, request)
+        _access_sync_request([application], request)
+    return application
+
+
+def application_remove_origin(*, actor: User, application: Application, origin: Origin, request: RequestOrigin) -> None:
+    """Take an origin out of the application (its review stays as it is) and out of its Access destinations."""
+    _operator(actor)
+    with transaction.atomic():
+        application = Application.objects.select_for_update().get(pk=application.pk)
+        removed = Origin.objects.filter(pk=origin.pk, application=application).update(application=None)
+        if not removed:
+            raise ValidationError(f"{origin.label} is not in {application.name}.")
+        _audit_application("application.origin_removed", actor, application, {"origin": origin.label}, request)
+        _access_sync_request([application], request)
+
+
+def application_unprotect(*, actor: User, application: Application, request: RequestOrigin) -> Application:
+    """Ask for the Access applications Gatehouse created for it to be deleted; a task deletes them."""
+    from discovery import tasks
+
+    _operator(actor)
+    with transaction.atomic():
+        application = Application.objects.select_for_update().get(pk=application.pk)
+        if application.protection in (Application.Protection.PENDING, Application.Protection.REMOVING):
+            raise ValidationError("Wait until the change to Access in progress is done.")
+        if not application.access_app_ids:
+            raise ValidationError("Gatehouse has created no Access application for it.")
+        application.protection = Application.Protection.REMOVING
+        application.protection_error = ""
+        application.save(update_fields=["protection", "protection_error"])
+        _audit_application(
+            "application.unprotect_requested", actor, application, {"access_app_ids": application.access_app_ids},
+            request,
+        )  # fmt: skip
+        tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
+    return application
+
+
+def application_delete(*, actor: User, application: Application, request: RequestOrigin) -> int:
+    """Delete the application; its origins stay in the catalogue, unassigned, with their reviews. Returns how
+    many origins it held. One that still has Access applications is refused: they would be left unowned."""
+    _operator(actor)
+    with transaction.atomic():
+        application = Application.objects.select_for_update().get(pk=application.pk)
+        if application.access_app_ids or application.protection not in (
+            Application.Protection.NONE,
+            Application.Protection.FAILED,
+        ):
+            raise ValidationError(f"Remove {application.name} from Access first; then it can be deleted.")
+        count = Origin.objects.filter(application=application).update(application=None)
+        _audit_application("application.deleted", actor, application, {"origins": count}, request)
+        application.delete()
+    return count
 
 
 def access_policies_refresh_request() -> None:

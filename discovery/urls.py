@@ -13,6 +13,14 @@ urlpatterns = [
     path("applications/new/", views.application_create, name="application_create"),
     path("applications/<uuid:public_id>/", views.application_detail, name="application_detail"),
     path("applications/<uuid:public_id>/protect/", views.application_protect, name="application_protect"),
+    path("applications/<uuid:public_id>/unprotect/", views.application_unprotect, name="application_unprotect"),
+    path("applications/<uuid:public_id>/rename/", views.application_rename, name="application_rename"),
+    path("applications/<uuid:public_id>/delete/", views.application_delete, name="application_delete"),
+    path(
+        "applications/<uuid:public_id>/origins/<uuid:origin_id>/remove/",
+        views.application_origin_remove,
+        name="application_origin_remove",
+    ),
     path("policies/refresh/", views.access_policies_refresh, name="access_policies_refresh"),
     path("ingest/", views.ingest_list, name="ingest_list"),
 ]

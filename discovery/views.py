@@ -11,7 +11,7 @@ from dashboard.permissions import role_required
 from dashboard.rendering import template_for
 from dashboard.requestinfo import Origin as RequestOrigin
 from discovery import selectors, services
-from discovery.forms import ApplicationForm, BulkForm, OriginFilterForm, ProtectForm, ReviewForm
+from discovery.forms import ApplicationForm, BulkForm, OriginFilterForm, ProtectForm, RenameForm, ReviewForm
 from discovery.models import AccessPolicy, Application, ReviewState
 
 PAGE_SIZE = 50
@@ -201,6 +201,71 @@ def application_protect(request, public_id):
     else:
         messages.error(request, "Choose one of the reusable policies.")
     return redirect("discovery:application_detail", public_id=application.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def application_rename(request, public_id):
+    application = _application_or_404(public_id)
+    form = RenameForm(request.POST)
+    if form.is_valid():
+        try:
+            application = services.application_rename(
+                actor=request.user,
+                application=application,
+                name=form.cleaned_data["name"],
+                request=RequestOrigin.from_request(request),
+            )
+            messages.success(request, f"Renamed to {application.name}.")
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+    else:
+        messages.error(request, "Give the application a name (up to 100 characters).")
+    return redirect("discovery:application_detail", public_id=application.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def application_origin_remove(request, public_id, origin_id):
+    application = _application_or_404(public_id)
+    origin = _origin_or_404(origin_id)
+    try:
+        services.application_remove_origin(
+            actor=request.user, application=application, origin=origin, request=RequestOrigin.from_request(request)
+        )
+        messages.success(request, f"{origin.label} is no longer in {application.name}.")
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+    return redirect("discovery:application_detail", public_id=application.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def application_unprotect(request, public_id):
+    application = _application_or_404(public_id)
+    try:
+        services.application_unprotect(
+            actor=request.user, application=application, request=RequestOrigin.from_request(request)
+        )
+        messages.success(request, f"Removing the Access applications Gatehouse created for {application.name}.")
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+    return redirect("discovery:application_detail", public_id=application.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def application_delete(request, public_id):
+    application = _application_or_404(public_id)
+    try:
+        count = services.application_delete(
+            actor=request.user, application=application, request=RequestOrigin.from_request(request)
+        )
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+        return redirect("discovery:application_detail", public_id=application.public_id)
+    messages.success(request, f"Deleted {application.name}; its {count} origins stay in the catalogue.")
+    return redirect("discovery:application_list")
 
 
 @require_POST

@@ -28,4 +28,19 @@ class Migration(migrations.Migration):
         ),
         migrations.RunPython(forwards, backwards),
         migrations.RemoveField(model_name="application", name="access_app_id"),
+        migrations.AlterField(
+            model_name="application",
+            name="protection",
+            field=models.CharField(
+                choices=[
+                    ("none", "Not protected"),
+                    ("pending", "Applying to Access"),
+                    ("protected", "Protected by Access"),
+                    ("failed", "Protection failed"),
+                    ("removing", "Removing from Access"),
+                ],
+                default="none",
+                max_length=16,
+            ),
+        ),
     ]

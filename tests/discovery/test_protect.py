@@ -186,3 +186,131 @@ def test_an_access_application_gatehouse_did_not_create_is_never_changed(cloudfl
     assert video.protection == Application.Protection.FAILED and "not one Gatehouse created" in video.protection_error
     after = cloudflare_sim.store.get("access_app", foreign["id"], cloudflare_sim.account_id)
     assert after["destinations"] == foreign["destinations"] and after["name"] == foreign["name"]
+
+
+@pytest.fixture
+def protected(cloudflare_sim, operator, video, django_capture_on_commit_callbacks):
+    """Video, protected by Access with one of the account's reusable policies."""
+    services.access_policies_refresh()
+    policy = AccessPolicy.objects.first()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.application_protect(
+            actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request=R
+        )
+    video.refresh_from_db()
+    assert video.protection == Application.Protection.PROTECTED
+    return video
+
+
+def _destinations(sim, application):
+    application.refresh_from_db()
+    apps = [sim.store.get("access_app", i, sim.account_id) for i in application.access_app_ids]
+    return sorted((d["cidr"], d.get("port_range")) for a in apps for d in a["destinations"])
+
+
+def test_an_origin_approved_later_joins_the_access_destinations(
+    cloudflare_sim, operator, operator_client, protected, make_origin, vnet_id, django_capture_on_commit_callbacks
+):
+    later = make_origin(address="10.20.0.8", port=8443, vnet_id=vnet_id)
+    services.application_add_origins(actor=operator, application=protected, origins=[later], request=R)
+    assert ("10.20.0.8/32", "8443") not in _destinations(cloudflare_sim, protected)
+    with django_capture_on_commit_callbacks(execute=True):
+        operator_client.post(reverse("discovery:origin_review", args=[later.public_id]), {"decision": "approve"})
+    protected.refresh_from_db()
+    assert protected.protection == Application.Protection.PROTECTED
+    assert ("10.20.0.8/32", "8443") in _destinations(cloudflare_sim, protected)
+    assert len(_access_apps(cloudflare_sim)) == 1
+
+    # Unapproving takes it out again.
+    with django_capture_on_commit_callbacks(execute=True):
+        operator_client.post(
+            reverse("discovery:origin_review", args=[later.public_id]), {"decision": "unapprove", "reason": "retired"}
+        )
+    assert ("10.20.0.8/32", "8443") not in _destinations(cloudflare_sim, protected)
+
+
+def test_removing_an_origin_takes_it_out_of_access_and_keeps_its_review(
+    cloudflare_sim, operator_client, protected, django_capture_on_commit_callbacks
+):
+    origin = protected.origins.get(port=10000)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(
+            reverse("discovery:application_origin_remove", args=[protected.public_id, origin.public_id]), follow=True
+        )
+    assert f"{origin.label} is no longer in Video" in response.content.decode()
+    origin.refresh_from_db()
+    assert origin.application is None and origin.review_state == "approved"
+    assert _destinations(cloudflare_sim, protected) == [("10.20.0.5/32", "443"), ("fd10::5/128", "443")]
+    assert AuditEntry.objects.filter(action="application.origin_removed").exists()
+
+
+def test_renaming_renames_the_access_application(
+    cloudflare_sim, operator_client, protected, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        operator_client.post(reverse("discovery:application_rename", args=[protected.public_id]), {"name": "Meetings"})
+    protected.refresh_from_db()
+    [access] = _access_apps(cloudflare_sim)
+    assert protected.name == "Meetings" and access["name"] == protected.access_name()
+    assert access["name"].startswith("Meetings (gatehouse ") and [access["id"]] == protected.access_app_ids
+
+
+def test_a_name_already_taken_is_refused(operator, operator_client, protected):
+    services.application_create(actor=operator, name="Taken", owner="", request=R)
+    response = operator_client.post(
+        reverse("discovery:application_rename", args=[protected.public_id]), {"name": "Taken"}, follow=True
+    )
+    assert "already exists" in response.content.decode()
+    protected.refresh_from_db()
+    assert protected.name == "Video"
+
+
+def test_unprotecting_deletes_only_what_gatehouse_created_and_then_the_application_can_go(
+    cloudflare_sim, operator_client, protected, django_capture_on_commit_callbacks
+):
+    others = {a["id"] for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id)} - set(
+        protected.access_app_ids
+    )
+    delete = reverse("discovery:application_delete", args=[protected.public_id])
+    refused = operator_client.post(delete, follow=True).content.decode()
+    assert "Remove Video from Access first" in refused and Application.objects.filter(pk=protected.pk).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        operator_client.post(reverse("discovery:application_unprotect", args=[protected.public_id]))
+    protected.refresh_from_db()
+    assert protected.protection == Application.Protection.NONE and protected.access_app_ids == []
+    assert {a["id"] for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id)} == others
+    assert AuditEntry.objects.filter(action="application.unprotected", target_id=str(protected.public_id)).exists()
+
+    origins = list(protected.origins.values_list("pk", flat=True))
+    response = operator_client.post(delete, follow=True)
+    assert "its 3 origins stay in the catalogue" in response.content.decode()
+    assert not Application.objects.filter(pk=protected.pk).exists()
+    from discovery.models import Origin
+
+    assert Origin.objects.filter(pk__in=origins, application=None, review_state="approved").count() == 3
+
+
+def test_fewer_origins_delete_the_access_application_no_longer_needed(
+    cloudflare_sim, operator, farm, django_capture_on_commit_callbacks
+):
+    services.access_policies_refresh()
+    policy = AccessPolicy.objects.first()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.application_protect(
+            actor=operator, application=farm, policy_id=policy.cf_id, policy_name=policy.name, request=R
+        )
+    farm.refresh_from_db()
+    third = farm.access_app_ids[2]
+    last = list(farm.origins.order_by("-id")[:20])
+    with django_capture_on_commit_callbacks(execute=True):
+        services.origin_review(actor=operator, origins=last, decision="unapprove", reason="decommissioned", request=R)
+    farm.refresh_from_db()
+    assert len(farm.access_app_ids) == 2 and third not in farm.access_app_ids
+    assert cloudflare_sim.store.get("access_app", third, cloudflare_sim.account_id) is None
+    assert len(_access_apps(cloudflare_sim)) == 2
+
+
+def test_viewers_see_no_application_actions(viewer_client, protected):
+    page = viewer_client.get(reverse("discovery:application_detail", args=[protected.public_id])).content.decode()
+    assert "Remove from Access" not in page and "Rename" not in page and "Delete application" not in page

@@ -21,6 +21,10 @@ EXPECTED = {
     "discovery:application_create": ("post", {}, OPERATOR_REDIRECT),
     "discovery:application_detail": ("get", {"public_id": NOBODY}, ALL_404),
     "discovery:application_protect": ("post", {"public_id": NOBODY}, OPERATOR_404),
+    "discovery:application_unprotect": ("post", {"public_id": NOBODY}, OPERATOR_404),
+    "discovery:application_rename": ("post", {"public_id": NOBODY}, OPERATOR_404),
+    "discovery:application_delete": ("post", {"public_id": NOBODY}, OPERATOR_404),
+    "discovery:application_origin_remove": ("post", {"public_id": NOBODY, "origin_id": NOBODY}, OPERATOR_404),
     "discovery:access_policies_refresh": ("post", {}, OPERATOR_REDIRECT),
     "discovery:ingest_list": ("get", {}, ALL_OK),
 }
