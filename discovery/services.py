@@ -16,7 +16,7 @@ from alerts.services import alert_raise, alert_resolve
 from dashboard.models import User
 from dashboard.requestinfo import Origin as RequestOrigin
 from dashboard.services import audit_record
-from discovery import ingest, sketch
+from discovery import logparse, sketch
 from discovery.models import (
     MAX_HOSTNAMES,
     MAX_TOP_USERS,
@@ -73,21 +73,23 @@ def log_object_claim(*, bucket: str, obj: aws.S3Object, lease_seconds: int = LEA
     return Claim(row.pk, token) if claimed == 1 else None
 
 
-def _read(bucket: str, obj: aws.S3Object, verdicts: ingest.Verdicts) -> ingest.ObjectTotals:
+def _read(bucket: str, obj: aws.S3Object, batch: logparse.Batch) -> logparse.ObjectTotals:
+    """Read one object into the batch; its counts."""
     body = aws.open_object(bucket, obj.key, obj.etag)
     try:
-        return ingest.read_lines(ingest.gzip_lines(body), verdicts)
-    except (OSError, EOFError) as exc:
-        # A broken gzip stream is the object's fault; count it whole as malformed rather than retry forever.
-        log.warning("logpush object s3://%s/%s is not readable gzip: %s", bucket, obj.key, exc)
-        return ingest.ObjectTotals(records=1, malformed=1)
+        return batch.read_gzip(body)
+    except logparse.BrokenObject as broken:
+        # A broken gzip stream is the object's fault: what was read of it counts, and the break counts as one
+        # malformed line, rather than retrying it forever.
+        log.warning("logpush object s3://%s/%s is not whole gzip", bucket, obj.key)
+        return broken.counts
     finally:
         body.close()
 
 
 def log_objects_ingest(
     *, run_id: int, bucket: str, objects: list[aws.S3Object], lease_seconds: int = LEASE_SECONDS
-) -> ingest.ObjectTotals | None:
+) -> logparse.ObjectTotals | None:
     """Read a batch of objects and apply them, each exactly once. None when there was nothing for this worker.
 
     Everything the objects add is applied in the same transaction that marks them done, and only while this
@@ -102,17 +104,14 @@ def log_objects_ingest(
             claimed.append((obj, claim))
     if not claimed:
         return None
-    batch = ingest.ObjectTotals()
-    verdicts = ingest.Verdicts()
+    batch = logparse.Batch()
     done = []
     try:
         for obj, claim in claimed:
-            totals = _read(bucket, obj, verdicts)
-            totals.objects = 1
-            done.append((claim, totals.records, totals.accepted))
-            batch.merge(totals)
-        batch.finish()
-        _apply(claims=done, run_id=run_id, totals=batch)
+            counts = _read(bucket, obj, batch)
+            done.append((claim, counts.records, counts.accepted))
+        totals = batch.finish()
+        _apply(claims=done, run_id=run_id, totals=totals)
     except ClaimLost:
         log.warning("a logpush object of s3://%s was taken over by another worker; the batch is dropped", bucket)
         _release([claim for _, claim in claimed])
@@ -120,12 +119,12 @@ def log_objects_ingest(
     except BaseException:
         _release([claim for _, claim in claimed])
         raise
-    return batch
+    return totals
 
 
 def log_object_ingest(
     *, run_id: int, bucket: str, obj: aws.S3Object, lease_seconds: int = LEASE_SECONDS
-) -> ingest.ObjectTotals | None:
+) -> logparse.ObjectTotals | None:
     return log_objects_ingest(run_id=run_id, bucket=bucket, objects=[obj], lease_seconds=lease_seconds)
 
 
@@ -137,7 +136,7 @@ def _release(claims: list[Claim]) -> None:
         )
 
 
-def _apply(*, claims: list[tuple[Claim, int, int]], run_id: int, totals: ingest.ObjectTotals) -> None:
+def _apply(*, claims: list[tuple[Claim, int, int]], run_id: int, totals: logparse.ObjectTotals) -> None:
     now = timezone.now()
     with transaction.atomic():
         for claim, records, accepted in claims:
@@ -201,7 +200,7 @@ def _locked_origins(keys) -> dict[tuple, Origin]:
     return {(o.vnet_id, o.address, o.port, o.protocol): o for o in rows}
 
 
-def _apply_origins(totals: ingest.ObjectTotals, now: dt.datetime) -> None:
+def _apply_origins(totals: logparse.ObjectTotals, now: dt.datetime) -> None:
     keys = list(totals.origins)
     existing = _locked_origins(keys)
     # An inventory entry of unknown virtual network becomes the traffic's origin instead of a twin of it.
@@ -282,7 +281,7 @@ def _apply_origins(totals: ingest.ObjectTotals, now: dt.datetime) -> None:
     _apply_days(totals, existing)
 
 
-def _apply_days(totals: ingest.ObjectTotals, origins: dict[tuple, Origin]) -> None:
+def _apply_days(totals: logparse.ObjectTotals, origins: dict[tuple, Origin]) -> None:
     wanted: dict[tuple[int, dt.date], list] = {}
     for key, agg in totals.origins.items():
         origin_id = origins[key].pk
@@ -297,6 +296,8 @@ def _apply_days(totals: ingest.ObjectTotals, origins: dict[tuple, Origin]) -> No
         .order_by("id")
     )
     changed = []
+    # The same users come back day after day and origin after origin: each is hashed once per batch.
+    hashes: dict[str, int] = {}
     for row in rows:
         bucket = wanted.get((row.origin_id, row.day))
         if bucket is None:
@@ -304,10 +305,17 @@ def _apply_days(totals: ingest.ObjectTotals, origins: dict[tuple, Origin]) -> No
         sessions, size, users = bucket
         row.sessions += sessions
         row.bytes_total += size
-        row.user_sketch = sketch.merge(row.user_sketch, [sketch.user_hash(u) for u in users])
+        row.user_sketch = sketch.merge(row.user_sketch, [_user_hash(hashes, u) for u in users])
         row.users = sketch.estimate(row.user_sketch)
         changed.append(row)
     _update_rows(OriginDaily, changed, ["sessions", "bytes_total", "user_sketch", "users"])
+
+
+def _user_hash(hashes: dict[str, int], email: str) -> int:
+    value = hashes.get(email)
+    if value is None:
+        value = hashes[email] = sketch.user_hash(email)
+    return value
 
 
 def _alert_key(origin: Origin) -> str:
@@ -355,14 +363,15 @@ def ingest_run_finish_if_done(*, run_id: int) -> None:
         )
 
 
-BATCH_OBJECTS = 32
+BATCH_OBJECTS = 96
 BATCH_BYTES = 64 * 1024 * 1024
 
 
 def batches_of(objects: list[aws.S3Object], processes: int) -> list[list[aws.S3Object]]:
-    """Consecutive objects in batches: big enough to save database work, enough of them to keep every process
-    busy, and small enough (in compressed bytes) that a batch's aggregates stay small."""
-    per_batch = max(1, min(BATCH_OBJECTS, -(-len(objects) // (max(1, processes) * 4))))
+    """Consecutive objects in batches: big enough to save database work (each batch costs one pass over the
+    origins it touched), two per process to keep every process busy, and small enough (in compressed bytes)
+    that a batch's aggregates stay small."""
+    per_batch = max(1, min(BATCH_OBJECTS, -(-len(objects) // (max(1, processes) * 2))))
     batches: list[list[aws.S3Object]] = []
     size = 0
     for obj in objects:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from cloudflare_sim.logpush import VALID, generate_records
 from discovery import services
-from discovery.ingest import read_lines
+from discovery.logparse import read_lines
 from discovery.models import IngestRun, LogObject, Origin, OriginDaily
 from integrations import aws
 from tests.discovery.conftest import BUCKET, END, PREFIX
