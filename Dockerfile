@@ -7,6 +7,7 @@ COPY dashboard dashboard
 COPY tunnels tunnels
 COPY discovery discovery
 COPY vendors vendors
+COPY alerts alerts
 COPY integrations integrations
 COPY cloudflare_sim cloudflare_sim
 COPY templates templates
@@ -17,4 +18,6 @@ RUN pip install --no-cache-dir . \
  && mkdir -p var && chown gatehouse var
 USER gatehouse
 EXPOSE 8000
-CMD ["gunicorn", "dashboard.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+# Access and error lines as JSON, the query string's credentials (the sign-in callback's code) redacted.
+CMD ["gunicorn", "dashboard.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-", \
+     "--logger-class", "dashboard.logs.GunicornLogger"]

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "dashboard.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -255,13 +256,17 @@ CELERY_TASK_TIME_LIMIT = 180
 # A worker running a workflow step holds the run this long; a replacement for a killed worker waits it out.
 GATEHOUSE_WORKFLOW_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_WORKFLOW_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT))
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's worker and beat log through Django's LOGGING (JSON in production) rather than a format of their own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Runs tasks in the calling process; only tests and benchmarks that measure a workflow in place set it.
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# /readyz and `manage.py health` call the worker stale after three missed heartbeats.
+GATEHOUSE_HEARTBEAT_SECONDS = float(os.environ.get("GATEHOUSE_HEARTBEAT_SECONDS", "30"))
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {
         "task": "dashboard.tasks.record_heartbeat",
-        "schedule": float(os.environ.get("GATEHOUSE_HEARTBEAT_SECONDS", "30")),
+        "schedule": GATEHOUSE_HEARTBEAT_SECONDS,
     },
     "vendors-resume-workflows": {"task": "vendors.tasks.workflows_resume", "schedule": 30.0},
     "vendors-expire-grants": {"task": "vendors.tasks.grants_expire", "schedule": 300.0},
@@ -307,17 +312,31 @@ AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL", "")
 GATEHOUSE_LOGPUSH_URL = os.environ.get("GATEHOUSE_LOGPUSH_URL", "")
 GATEHOUSE_AWS_REGIONS = env_list("GATEHOUSE_AWS_REGIONS", AWS_REGION)
 
+# One JSON object per line in production, for a log collector; plain lines for people running `make demo`.
+GATEHOUSE_LOG_FORMAT = os.environ.get("GATEHOUSE_LOG_FORMAT", "plain" if LOCAL else "json")
+if GATEHOUSE_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("GATEHOUSE_LOG_FORMAT is plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "dashboard.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GATEHOUSE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("GATEHOUSE_LOG_LEVEL", "INFO")},
     # httpx logs every request line at INFO; Gatehouse logs its Cloudflare calls itself, once, without noise.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
 
 GATEHOUSE_AUDIT_PAGE_SIZE = 50
+
+# /metrics: with a token, Prometheus sends "Authorization: Bearer <token>"; without one, only these networks
+# (CIDR, comma-separated; the address is the client's as the trusted proxies report it) may scrape.
+GATEHOUSE_METRICS_TOKEN = os.environ.get("GATEHOUSE_METRICS_TOKEN", "")
+GATEHOUSE_METRICS_NETWORKS = [
+    str(ipaddress.ip_network(n, strict=False)) for n in env_list("GATEHOUSE_METRICS_NETWORKS", "127.0.0.0/8,::1/128")
+]
 
 # Alert webhooks and Slack URLs go only to public addresses, except to these networks (CIDR, comma-separated).
 # Parsed here so that a typo stops the process at start rather than at the first alert.

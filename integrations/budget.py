@@ -79,14 +79,24 @@ class RedisBudget:
         return Grant(bool(granted), max(0.0, float(wait)))
 
     def block(self, seconds: float) -> None:
+        """Stop every process calling for `seconds`: Cloudflare answered 429 (each call here counts one)."""
         until = self.clock() + seconds
         current = float(self.redis.get(self.blocked_key) or 0)
         if until > current:
             self.redis.set(self.blocked_key, until, ex=int(seconds) + 1)
+        self.redis.incr(f"{self.key}:rate-limited")
 
     def used(self) -> int:
         now = self.clock()
         return int(self.redis.zcount(self.key, now - self.limits.window, "+inf"))
+
+    def blocked_for(self) -> float:
+        """Seconds until calls are granted again after a 429; 0 when not blocked."""
+        return max(0.0, float(self.redis.get(self.blocked_key) or 0) - self.clock())
+
+    def rate_limited(self) -> int:
+        """How many 429s Cloudflare has answered since the budget's store was created."""
+        return int(self.redis.get(f"{self.key}:rate-limited") or 0)
 
 
 class SqliteBudget:
@@ -102,6 +112,7 @@ class SqliteBudget:
             self._db.execute("CREATE TABLE IF NOT EXISTS grants (name TEXT NOT NULL, at REAL NOT NULL)")
             self._db.execute("CREATE INDEX IF NOT EXISTS grants_name_at ON grants (name, at)")
             self._db.execute("CREATE TABLE IF NOT EXISTS blocks (name TEXT PRIMARY KEY, until REAL NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS rate_limited (name TEXT PRIMARY KEY, count INTEGER NOT NULL)")
 
     def take(self, priority: Priority) -> Grant:
         with self._lock:
@@ -133,12 +144,18 @@ class SqliteBudget:
             raise
 
     def block(self, seconds: float) -> None:
+        """Stop every process calling for `seconds`: Cloudflare answered 429 (each call here counts one)."""
         until = self.clock() + seconds
         with self._lock:
             self._db.execute(
                 "INSERT INTO blocks (name, until) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET until = MAX(until, excluded.until)",
                 (self.name, until),
+            )
+            self._db.execute(
+                "INSERT INTO rate_limited (name, count) VALUES (?, 1) "
+                "ON CONFLICT (name) DO UPDATE SET count = count + 1",
+                (self.name,),
             )
 
     def used(self) -> int:
@@ -148,3 +165,15 @@ class SqliteBudget:
                 (self.name, self.clock() - self.limits.window),
             ).fetchone()
         return count
+
+    def blocked_for(self) -> float:
+        """Seconds until calls are granted again after a 429; 0 when not blocked."""
+        with self._lock:
+            row = self._db.execute("SELECT until FROM blocks WHERE name = ?", (self.name,)).fetchone()
+        return max(0.0, row[0] - self.clock()) if row else 0.0
+
+    def rate_limited(self) -> int:
+        """How many 429s Cloudflare has answered since the budget's store was created."""
+        with self._lock:
+            row = self._db.execute("SELECT count FROM rate_limited WHERE name = ?", (self.name,)).fetchone()
+        return row[0] if row else 0

@@ -40,3 +40,19 @@ def test_production_refuses_to_start_without_a_secret_key():
     result = _manage("check", env=env)
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY is required" in result.stderr
+
+
+def test_compose_healthchecks_use_the_readiness_checks():
+    import yaml
+
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
+    assert services["beat"]["healthcheck"]["test"][2:4] == ["manage.py", "health"]
+    assert "heartbeat" in services["beat"]["healthcheck"]["test"]
+
+
+def test_the_image_carries_every_gatehouse_app_and_logs_json():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for app in ("dashboard", "tunnels", "discovery", "vendors", "alerts", "integrations"):
+        assert f"COPY {app} {app}" in dockerfile
+    assert '"--logger-class", "dashboard.logs.GunicornLogger"' in dockerfile
