@@ -171,6 +171,72 @@ def test_a_gzip_object_that_is_not_gzip_is_counted_malformed_and_not_retried_for
     assert not LogObject.objects.exclude(state=LogObject.State.DONE).exists()
 
 
+def test_an_object_cut_short_counts_the_lines_before_the_break_and_the_break_as_one_malformed_line(db, s3):
+    good = [_base_record(OriginPort=1000 + i) for i in range(2000)]
+    whole = gzip.compress(b"\n".join(good) + b"\n")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/20261120/cut.log.gz", Body=whole[: len(whole) * 3 // 4])
+
+    run = services.logpush_ingest(url=URL)
+
+    assert run.malformed == 1 and run.objects_done == 1
+    assert 0 < run.accepted < 2000 and run.records == run.accepted + 1
+    assert Origin.objects.count() == run.accepted
+    assert LogObject.objects.get().state == LogObject.State.DONE
+
+
+def test_several_gzip_members_in_one_object_are_all_read(db, s3):
+    s3.create_bucket(Bucket=BUCKET)
+    body = gzip.compress(_base_record(OriginPort=1) + b"\n") + gzip.compress(_base_record(OriginPort=2) + b"\r\n")
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/20261120/members.log.gz", Body=body)
+
+    run = services.logpush_ingest(url=URL)
+
+    assert (run.records, run.accepted) == (2, 2)
+    assert sorted(Origin.objects.values_list("port", flat=True)) == [1, 2]
+
+
+def test_a_line_longer_than_any_session_record_is_one_absurd_line_and_the_next_line_counts(db, s3):
+    s3.create_bucket(Bucket=BUCKET)
+    body = gzip.compress(b'{"OriginIP": "' + b"1" * 3_000_000 + b'"}\n' + _base_record() + b"\n")
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/20261120/long.log.gz", Body=body)
+
+    run = services.logpush_ingest(url=URL)
+
+    assert (run.records, run.absurd, run.accepted) == (2, 1, 1)
+
+
+def test_the_fast_path_and_the_reference_checks_agree_line_for_line():
+    from discovery import logparse
+
+    lines = [
+        _base_record(),
+        _base_record(SessionStartTime="2025-11-20T12:00:00Z", SessionEndTime="2025-11-20T12:00:01Z"),
+        _base_record(SessionStartTime=1763640000, SessionEndTime=1763640001),
+        _base_record(OriginPort=5432.0),
+        _base_record(BytesSent=True),
+        _base_record(Email=None),
+        _base_record(Email="Alice@Example.com"),
+        _base_record(ConnectionCloseReason=None),
+    ]
+    fast = logparse.read_lines(lines)
+    batch = logparse.Batch()
+    reader = logparse.Reader(batch)
+    for line in lines:
+        reader.add(line)
+    batch._add(reader)
+    reference = batch.finish()
+
+    assert (fast.accepted, fast.wrong_type) == (reference.accepted, reference.wrong_type) == (6, 2)
+    [(key, origin)] = fast.origins.items()
+    [(same_key, same)] = reference.origins.items()
+    assert key == same_key
+    assert (origin.sessions, origin.bytes_total, origin.users, origin.close_reasons) == (
+        same.sessions, same.bytes_total, same.users, same.close_reasons,
+    )  # fmt: skip
+    assert origin.users == {"alice@example.com": 5}
+
+
 def test_ipv6_unique_local_and_rfc1918_are_private_and_other_space_is_public():
     totals = read_lines(
         [
