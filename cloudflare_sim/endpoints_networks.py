@@ -269,8 +269,11 @@ def configuration_get(req: Request, account_id: str, tunnel_id: str) -> Reply:
 
 
 def _check_ingress(config: Any) -> None:
+    """The whole configuration a PUT replaces: ingress rules checked as cloudflared would, other keys kept as sent."""
     if not isinstance(config, dict):
         raise bad_request("config must be an object", 1055, "/config")
+    if not isinstance(config.get("originRequest", {}), dict):
+        raise bad_request("config.originRequest must be an object", 1055, "/config/originRequest")
     ingress = config.get("ingress", [])
     if not isinstance(ingress, list):
         raise bad_request("config.ingress must be a list", 1055, "/config/ingress")
@@ -278,6 +281,10 @@ def _check_ingress(config: Any) -> None:
         pointer = f"/config/ingress/{i}"
         if not isinstance(rule, dict) or not isinstance(rule.get("service"), str):
             raise bad_request("every ingress rule needs a service", 1055, pointer)
+        if not isinstance(rule.get("originRequest", {}), dict):
+            raise bad_request("originRequest must be an object", 1055, pointer + "/originRequest")
+        if not isinstance(rule.get("path", ""), str):
+            raise bad_request("path must be a string", 1055, pointer + "/path")
         if not rule["service"].startswith(SERVICE_SCHEMES):
             raise bad_request(f"unsupported service {rule['service']!r}", 1055, pointer + "/service")
         hostname = rule.get("hostname")

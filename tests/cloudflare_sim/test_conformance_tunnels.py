@@ -8,7 +8,7 @@ import json
 import cloudflare
 import pytest
 
-from cloudflare_sim import world
+from cloudflare_sim import faults, world
 from tests.cloudflare_sim.conftest import sdk_client
 
 
@@ -303,3 +303,71 @@ def test_unknown_account_and_unknown_path(cf):
     with pytest.raises(cloudflare.NotFoundError) as error:
         cf.get("/nothing/here", cast_to=object)
     assert error.value.errors[0].code == 7000
+
+
+WHOLE_CONFIG = {
+    "originRequest": {"connectTimeout": 10, "noTLSVerify": False},
+    "warp-routing": {"enabled": True},
+    "x-admin-note": ["kept as sent"],
+    "ingress": [
+        {
+            "hostname": "app.example.com",
+            "service": "http://localhost:8000",
+            "path": "/api/*",
+            "originRequest": {
+                "httpHostHeader": "app.internal",
+                "access": {"required": True, "teamName": "t", "audTag": ["a"]},
+            },
+            "x-rule-note": 1,
+        },
+        {"hostname": "*", "service": "http_status:404"},
+    ],
+}
+
+
+def test_configuration_reads_back_whole_and_a_put_replaces_all_of_it(cf, account_id):
+    """GET returns every key the last PUT sent, in Cloudflare's own names; a PUT without a key removes it."""
+    tunnels = cf.zero_trust.tunnels.cloudflared
+    tunnel = tunnels.create(account_id=account_id, name="cfg-whole", config_src="cloudflare")
+    # extra_body sends the configuration as written; the typed `config=` would rename keys it knows.
+    tunnels.configurations.update(tunnel.id, account_id=account_id, extra_body={"config": WHOLE_CONFIG})
+    got = tunnels.configurations.get(tunnel.id, account_id=account_id)
+    assert got.version == 1 and got.config.to_dict(mode="json") == WHOLE_CONFIG
+    assert got.config.origin_request.connect_timeout == 10 and got.config.ingress[0].path == "/api/*"
+    only_ingress = {"ingress": WHOLE_CONFIG["ingress"][1:]}
+    replaced = tunnels.configurations.update(tunnel.id, account_id=account_id, extra_body={"config": only_ingress})
+    assert replaced.version == 2
+    assert tunnels.configurations.get(tunnel.id, account_id=account_id).config.to_dict(mode="json") == only_ingress
+
+
+CATCH_ALL = {"hostname": "*", "service": "http_status:404"}
+
+
+@pytest.mark.parametrize(
+    "config,pointer",
+    [
+        ({**WHOLE_CONFIG, "originRequest": "fast"}, "/config/originRequest"),
+        (
+            {"ingress": [{"hostname": "a.example.com", "service": "http://a", "originRequest": []}, CATCH_ALL]},
+            "/config/ingress/0/originRequest",
+        ),
+        (
+            {"ingress": [{"hostname": "a.example.com", "service": "http://a", "path": 5}, CATCH_ALL]},
+            "/config/ingress/0/path",
+        ),
+    ],
+)
+def test_configuration_origin_request_and_path_have_their_types(cf, account_id, config, pointer):
+    tunnels = cf.zero_trust.tunnels.cloudflared
+    tunnel = tunnels.create(account_id=account_id, name="cfg-types", config_src="cloudflare")
+    with pytest.raises(cloudflare.BadRequestError) as error:
+        tunnels.configurations.update(tunnel.id, account_id=account_id, extra_body={"config": config})
+    assert error.value.errors[0].code == 1055 and error.value.errors[0].source.pointer == pointer
+    assert tunnels.configurations.get(tunnel.id, account_id=account_id).version == 0
+
+
+def test_tunnel_list_serves_no_more_than_its_page_size_whatever_was_asked(cf, app, account_id):
+    faults.save(app.store, {"max_per_page": {"GET /accounts/{account_id}/cfd_tunnel": 5}})
+    page = cf.zero_trust.tunnels.cloudflared.list(account_id=account_id, per_page=1000)
+    assert len(page.result) == 5
+    assert (page.result_info.per_page, page.result_info.total_count) == (5, 24)

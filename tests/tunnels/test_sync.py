@@ -164,3 +164,30 @@ def test_routes_deleted_at_cloudflare_leave_gatehouse(synced, db, settings):
     sync.sync_pass()
     assert not Route.objects.filter(pk=route.pk).exists()
     assert Route.objects.count() == synced.summary["routes"] - 1
+
+
+def test_sync_reads_every_tunnel_when_cloudflare_serves_smaller_pages_than_asked(synced, db):
+    # Gatehouse asks for 1,000 a page; this Cloudflare serves at most 5, so no page is the short last one.
+    faults.save(synced.store, {"max_per_page": {"GET /accounts/{account_id}/cfd_tunnel": 5}})
+    synced.store.reset_stats("start")
+    record = sync.sync_pass()
+    assert record.tunnels_seen == len(_sim_tunnels(synced)) == 24
+    assert not Tunnel.objects.filter(deleted_at__isnull=False).exists()
+    # ceil(24 / 5) pages; the total Cloudflare reports ends the list without asking for an empty page.
+    assert synced.stats()["endpoints"]["GET /accounts/{account_id}/cfd_tunnel"]["calls"] == 5
+
+
+def test_untrusted_text_from_cloudflare_is_cleaned_and_clipped_and_a_malformed_route_left_out(synced, db, settings):
+    tunnel = _sim_tunnels(synced)[0]
+    tunnel["name"] = "evil\u202etxt.exe\x00" + "x" * 400
+    synced.store.put("tunnel", tunnel, synced.account_id)
+    route = synced.store.list("route", synced.account_id)[0]
+    route["network"] = "not a network"
+    synced.store.put("route", route, synced.account_id)
+    settings.GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS = 0
+    record = sync.sync_pass()
+    assert record.complete, record.error
+    stored = Tunnel.objects.get(cf_id=tunnel["id"])
+    assert stored.name == ("eviltxt.exe" + "x" * 400)[:255]
+    assert not Route.objects.filter(cf_id=route["id"]).exists()
+    assert Route.objects.count() == len(synced.store.list("route", synced.account_id)) - 1
