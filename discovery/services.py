@@ -736,7 +736,7 @@ def application_protect_apply(*, application: Application, request: RequestOrigi
                 app_id=known[number - 1] if number <= len(known) else "",
                 owner_mark=application.owner_mark,
             )
-            ids.append(str(result["id"])[:64])
+            ids.append(result.id)
         for surplus in known[len(parts) :]:
             cf.access_private_app_delete(app_id=surplus, owner_mark=application.owner_mark)
             removed += 1

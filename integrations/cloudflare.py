@@ -436,7 +436,7 @@ ACCESS_APP_MAX_DESTINATIONS = 50
 
 def access_private_app_ensure(
     *, name: str, destinations: list[dict[str, Any]], policy_id: str, app_id: str = "", owner_mark: str = ""
-) -> dict[str, Any]:
+) -> AccessApplication:
     """A self-hosted Access application with these private destinations and one reusable policy, made so.
 
     With `app_id` (the one recorded earlier) the application is read and, if its name still carries
@@ -456,10 +456,10 @@ def access_private_app_ensure(
         "policies": [{"id": policy_id, "precedence": 1}],
         "session_duration": "8h",
     }
-    existing: dict[str, Any] | None = None
+    existing: AccessApplication | None = None
     if app_id:
         try:
-            existing = as_dict(
+            existing = AccessApplication.from_sdk(
                 call(
                     "access.applications.get",
                     lambda c: c.zero_trust.access.applications.get(app_id, account_id=account_id()),
@@ -468,7 +468,7 @@ def access_private_app_ensure(
             )
         except CloudflareNotFound:
             existing = None
-        if existing is not None and owner_mark not in str(existing.get("name", "")):
+        if existing is not None and owner_mark not in existing.name:
             raise CloudflareError(f"Access application {app_id} is not one Gatehouse created; it was left alone")
     if existing is None:
         found = call(
@@ -476,7 +476,7 @@ def access_private_app_ensure(
             lambda c: c.zero_trust.access.applications.list(account_id=account_id(), name=name, exact=True),
             priority=Priority.INTERACTIVE,
         )
-        matches = [as_dict(app) for app in found.result or [] if getattr(app, "name", None) == name]
+        matches = [AccessApplication.from_sdk(app) for app in found.result or [] if getattr(app, "name", None) == name]
         existing = matches[0] if matches else None
     if existing is None:
         created = call(
@@ -484,13 +484,13 @@ def access_private_app_ensure(
             lambda c: c.zero_trust.access.applications.create(account_id=account_id(), **fields),
             priority=Priority.INTERACTIVE,
         )
-        return as_dict(created)
+        return AccessApplication.from_sdk(created)
     updated = call(
         "access.applications.update",
-        lambda c: c.zero_trust.access.applications.update(existing["id"], account_id=account_id(), **fields),
+        lambda c: c.zero_trust.access.applications.update(existing.id, account_id=account_id(), **fields),
         priority=Priority.INTERACTIVE,
     )
-    return as_dict(updated)
+    return AccessApplication.from_sdk(updated)
 
 
 def access_private_app_delete(*, app_id: str, owner_mark: str) -> bool:
@@ -499,7 +499,7 @@ def access_private_app_delete(*, app_id: str, owner_mark: str) -> bool:
     Anything else under that id is refused, never deleted.
     """
     try:
-        app = as_dict(
+        app = AccessApplication.from_sdk(
             call(
                 "access.applications.get",
                 lambda c: c.zero_trust.access.applications.get(app_id, account_id=account_id()),
@@ -508,7 +508,7 @@ def access_private_app_delete(*, app_id: str, owner_mark: str) -> bool:
         )
     except CloudflareNotFound:
         return False
-    if owner_mark not in str(app.get("name", "")):
+    if owner_mark not in app.name:
         raise CloudflareError(f"Access application {app_id} is not one Gatehouse created; it was left alone")
     try:
         call(
