@@ -270,3 +270,125 @@ def test_revoke_tokens_ends_sessions_on_that_app_only(cf, app, clock, account_id
 def test_revoke_user_needs_an_email(cf, account_id):
     with pytest.raises(cloudflare.BadRequestError):
         cf.zero_trust.organizations.revoke_users(account_id=account_id, email="")
+
+
+def _token_app(cf, account_id, decision, include, name="Machine API"):
+    policy = cf.zero_trust.access.policies.create(
+        account_id=account_id, name=f"{name} policy", decision=decision, include=include, session_duration="8h"
+    )
+    return cf.zero_trust.access.applications.create(
+        account_id=account_id,
+        type="self_hosted",
+        name=name,
+        domain=f"{name.lower().replace(' ', '-')}.example.com",
+        policies=[{"id": policy.id, "precedence": 1}],
+    )
+
+
+def test_a_service_token_is_admitted_only_by_a_service_auth_policy_naming_it(cf, app, account_id):
+    tokens = cf.zero_trust.access.service_tokens
+    named = tokens.create(account_id=account_id, name="sync job", duration="24h")
+    other = tokens.create(account_id=account_id, name="other job", duration="24h")
+    service_auth = _token_app(cf, account_id, "non_identity", [{"service_token": {"token_id": named.id}}])
+    people_only = _token_app(cf, account_id, "allow", [{"email_domain": {"domain": "vendor.example"}}], "People")
+    any_token = _token_app(cf, account_id, "non_identity", [{"any_valid_service_token": {}}], "Any token")
+
+    def admitted(target, token):
+        return world.token_admitted(app.store, app.store.get("access_app", target.id), token.id)
+
+    assert admitted(service_auth, named) and not admitted(service_auth, other)
+    assert not admitted(people_only, named)
+    assert admitted(any_token, named) and admitted(any_token, other)
+    tokens.delete(named.id, account_id=account_id)
+    assert not admitted(service_auth, named)
+
+
+def test_policy_rules_are_checked_like_cloudflare(cf, account_id):
+    policies = cf.zero_trust.access.policies
+    token = cf.zero_trust.access.service_tokens.create(account_id=account_id, name="t")
+    for decision, include in (
+        ("non_identity", [{"email": {"email": "a@vendor.example"}}]),
+        ("non_identity", [{"service_token": {"token_id": token.id}}, {"everyone": {}}]),
+        ("non_identity", [{"service_token": {}}]),
+        ("allow", [{"favourite_colour": {"colour": "blue"}}]),
+        ("allow", [{"email_domain": {}}]),
+        ("admit", [{"service_token": {"token_id": token.id}}]),
+    ):
+        with pytest.raises(cloudflare.BadRequestError) as refused:
+            policies.create(account_id=account_id, name="bad", decision=decision, include=include)
+        assert refused.value.status_code == 400 and refused.value.body["errors"][0]["code"] == 12130
+    service_auth = policies.create(
+        account_id=account_id,
+        name="machines",
+        decision="non_identity",
+        include=[{"service_token": {"token_id": token.id}}, {"any_valid_service_token": {}}],
+        require=[{"ip": {"ip": "203.0.113.0/24"}}],
+    )
+    assert service_auth.decision == "non_identity" and service_auth.include[0].service_token.token_id == token.id
+
+
+def test_reusable_and_inline_policies_in_one_list_are_refused(cf, account_id):
+    apps = cf.zero_trust.access.applications
+    reusable = _vendor_policy(cf, account_id)
+    inline = {"name": "legacy", "decision": "allow", "include": [{"email": {"email": "a@corp.example"}}]}
+    legacy = apps.create(
+        account_id=account_id, type="self_hosted", name="Legacy", domain="legacy.example.com", policies=[inline]
+    )
+    for body in (
+        [{"id": reusable.id, "precedence": 1}, {**inline, "precedence": 2}],
+        [reusable.id, inline],
+    ):
+        with pytest.raises(cloudflare.BadRequestError) as refused:
+            apps.update(
+                legacy.id,
+                account_id=account_id,
+                type="self_hosted",
+                name="Legacy",
+                domain="legacy.example.com",
+                policies=body,
+            )
+        assert refused.value.body["errors"][0]["message"] == "Reusable and inline policies are mutually exclusive"
+    assert [p.name for p in apps.get(legacy.id, account_id=account_id).policies] == ["legacy"]
+    replaced = apps.update(
+        legacy.id,
+        account_id=account_id,
+        type="self_hosted",
+        name="Legacy",
+        domain="legacy.example.com",
+        policies=[{"id": reusable.id, "precedence": 1}],
+    )
+    assert [p.id for p in replaced.policies] == [reusable.id]
+
+
+def test_creating_a_service_token_answers_no_expiry_which_get_and_list_carry(cf, account_id):
+    tokens = cf.zero_trust.access.service_tokens
+    raw = tokens.with_raw_response.create(account_id=account_id, name="expiry", duration="48h")
+    created = raw.parse()
+    answered = set(raw.http_response.json()["result"])
+    assert answered == {"id", "client_id", "client_secret", "name", "duration", "enabled"}
+    assert created.client_secret and "expires_at" not in created.model_dump(exclude_unset=True)
+    fetched = tokens.get(created.id, account_id=account_id)
+    assert fetched.expires_at is not None
+    assert [t.expires_at for t in tokens.list(account_id=account_id, name="expiry")] == [fetched.expires_at]
+    rotated = tokens.with_raw_response.rotate(created.id, account_id=account_id)
+    assert "expires_at" not in rotated.http_response.json()["result"]
+
+
+def test_revoke_user_answers_false_when_there_is_nothing_to_revoke(cf, account_id):
+    revoke = cf.zero_trust.organizations.revoke_users
+    assert revoke(account_id=account_id, email="nobody@nowhere.example") is False
+    assert revoke(account_id=account_id, email="priya@acme-analytics.com") is True
+
+
+def test_page_size_is_capped_per_endpoint_by_the_fault_configuration(cf, account_id, app):
+    from cloudflare_sim import faults
+
+    faults.save(app.store, {"max_per_page": {"GET /accounts/{account_id}/access/apps": 5}})
+    first = cf.zero_trust.access.applications.list(account_id=account_id, per_page=1000)
+    assert len(first.result) == 5
+    assert first.result_info.per_page == 5 and first.result_info.total_pages == 3
+    assert len(list(cf.zero_trust.access.applications.list(account_id=account_id, per_page=1000))) == 12
+    # Other lists keep their own maximum.
+    assert len(cf.zero_trust.access.users.list(account_id=account_id, per_page=1000).result) == 21
+    with pytest.raises(ValueError):
+        faults.save(app.store, {"max_per_page": {"*": 0}})

@@ -1,4 +1,4 @@
-"""`make demo` as a person runs it: it starts, the sign-in page answers, Ctrl-C stops every process."""
+"""`make demo` as a person runs it: a quiet terminal, logs in var/log/, and nothing left running however it stops."""
 
 import json
 import os
@@ -24,61 +24,99 @@ def _get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-def _processes_with_env(marker: str) -> list[int]:
-    found = []
+def _processes_with_env(marker: str) -> dict[int, bytes]:
+    """Processes whose environment carries `marker`, with their command lines."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
     return found
 
 
-def test_demo_serves_sign_in_and_ctrl_c_stops_everything(tmp_path):
-    web, oidc, cloudflare, aws = _free_port(), _free_port(), _free_port(), _free_port()
+def _wait_until_gone(marker: str, seconds: float = 10) -> dict[int, bytes]:
+    deadline = time.monotonic() + seconds
+    while (left := _processes_with_env(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _demo(tmp_path, web, oidc, cloudflare, aws):
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
-    env |= {"GATEHOUSE_ENV": "local", "GATEHOUSE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": ""}
-    env.pop("DJANGO_SETTINGS_MODULE")
-    marker = f"GATEHOUSE_VAR_DIR={tmp_path}"
-    demo = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "demo",
-            "--port",
-            str(web),
-            "--oidc-port",
-            str(oidc),
-            "--cloudflare-port",
-            str(cloudflare),
-            "--aws-port",
-            str(aws),
-            "--logpush-records",
-            "500",
-        ],
+    env |= {"GATEHOUSE_ENV": "local", "GATEHOUSE_VAR_DIR": str(tmp_path)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    ports = ["--port", web, "--oidc-port", oidc, "--cloudflare-port", cloudflare, "--aws-port", aws]
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "demo", *map(str, ports), "--logpush-records", "500"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_a_taken_port_is_named_with_the_flag_that_moves_it_before_anything_starts(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        demo = _demo(tmp_path, _free_port(), _free_port(), taken, _free_port())
+        output = demo.communicate(timeout=60)[0]
+    assert demo.returncode != 0
+    assert f"Port {taken} (the Cloudflare simulator) is taken; choose another with --cloudflare-port PORT." in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "cloudflare_sim.sqlite3").exists()
+    assert _processes_with_env(f"GATEHOUSE_VAR_DIR={tmp_path}") == {}
+
+
+def test_ctrl_c_while_the_demo_is_starting_leaves_no_process(tmp_path):
+    marker = f"GATEHOUSE_VAR_DIR={tmp_path}"
+    demo = _demo(tmp_path, _free_port(), _free_port(), _free_port(), _free_port())
     try:
-        # The demo prints its banner once every part accepts connections.
+        # Wait until the long-running processes have been started, but not for the demo to be ready.
+        deadline = time.monotonic() + 90
+        while not (tmp_path / "log" / "web.log").exists():
+            assert demo.poll() is None and time.monotonic() < deadline, demo.communicate()[0]
+            time.sleep(0.05)
+        assert len(_processes_with_env(marker)) >= 3
+    finally:
+        demo.send_signal(signal.SIGINT)
+        output = demo.communicate(timeout=60)[0]
+    assert demo.returncode == 0, output
+    assert "Demo stopped." in output and "Gatehouse demo: http" not in output
+    assert _wait_until_gone(marker) == {}
+
+
+def test_demo_serves_sign_in_quietly_and_a_dying_process_is_shown_with_its_log(tmp_path):
+    web, oidc, cloudflare, aws = _free_port(), _free_port(), _free_port(), _free_port()
+    marker = f"GATEHOUSE_VAR_DIR={tmp_path}"
+    demo = _demo(tmp_path, web, oidc, cloudflare, aws)
+    try:
         lines = []
         for line in demo.stdout:
             lines.append(line)
-            if "Gatehouse demo: http://127.0.0.1:" in line:
+            if "Ctrl-C stops everything." in line:
                 break
         assert demo.poll() is None, "".join(lines)
+        # One summary, not the processes' own output: that is in var/log/.
+        assert len(lines) <= 8, "".join(lines)
+        assert any(f"Gatehouse demo: http://127.0.0.1:{web}" in line for line in lines)
+        assert any("admin@example.com (admin)" in line for line in lines)
+        logs = tmp_path / "log"
+        for name in ("oidc", "cloudflare", "aws", "worker", "beat", "web", "setup"):
+            assert (logs / f"{name}.log").exists(), name
+        assert "celery@" in (logs / "worker.log").read_text()
+
         status, body = _get(f"http://127.0.0.1:{web}/accounts/login/")
         assert status == 200 and "Sign in with Google" in body
         assert _get(f"http://127.0.0.1:{web}/static/css/app.css")[0] == 200
+        assert "GET /accounts/login/" in (logs / "web.log").read_text()
         status, config = _get(f"http://127.0.0.1:{oidc}/.well-known/openid-configuration")
         assert status == 200 and "authorization_endpoint" in config
-        assert (tmp_path / "gatehouse.sqlite3").exists()
-        # The simulated Cloudflare answers the demo's token, with the seeded account.
         account = json.loads((tmp_path / "cloudflare_sim.json").read_text())["account_id"]
         request = urllib.request.Request(
             f"http://127.0.0.1:{cloudflare}/client/v4/accounts/{account}/cfd_tunnel",
@@ -86,18 +124,24 @@ def test_demo_serves_sign_in_and_ctrl_c_stops_everything(tmp_path):
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert json.loads(response.read())["result_info"]["total_count"] > 0
-        # moto holds the Logpush files the demo wrote.
         status, listing = _get(f"http://127.0.0.1:{aws}/gatehouse-logpush?list-type=2&prefix=gateway/")
         assert status == 200 and ".log.gz" in listing
+        processes = _processes_with_env(marker)
         # demo, OpenID provider, simulator, moto, worker, beat, web
-        assert len(_processes_with_env(marker)) >= 7
+        assert len(processes) >= 7
+
+        beat = next(pid for pid, cmdline in processes.items() if b"\0beat\0" in cmdline)
+        os.kill(beat, signal.SIGKILL)
+        output = demo.communicate(timeout=60)[0]
     finally:
-        demo.send_signal(signal.SIGINT)
-        output = demo.communicate(timeout=30)[0]
-    assert demo.returncode == 0, output
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGINT)
+            demo.communicate(timeout=60)
+    assert demo.returncode == 1
+    assert "beat exited with status -9. The last lines of" in output
+    assert "beat: Starting..." in output  # Celery beat's own first line, from beat.log
     assert "Demo stopped." in output
-    time.sleep(0.5)
-    assert _processes_with_env(marker) == []
+    assert _wait_until_gone(marker) == {}
     for port in (web, oidc, cloudflare, aws):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0

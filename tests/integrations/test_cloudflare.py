@@ -132,3 +132,99 @@ def test_the_window_is_shared_and_slides(tmp_path):
         clock.now += 31
         assert b.take(Priority.INTERACTIVE).granted or b.take(Priority.INTERACTIVE).wait > 0
         clock.now += 10_000
+
+
+# --- paging and the Access boundary ----------------------------------------------------------------------------
+
+
+def _apps_list_calls(sim) -> int:
+    return sim.stats()["endpoints"]["GET /accounts/{account_id}/access/apps"]["calls"]
+
+
+def test_lists_follow_result_info_when_cloudflare_uses_smaller_pages(cloudflare_sim):
+    faults.save(cloudflare_sim.store, {"max_per_page": {"GET /accounts/{account_id}/access/apps": 5}})
+    apps = cf.access_apps_all()
+    assert len(apps) == len({a.id for a in apps}) == 12
+    # Three pages of five (the last one short); result_info said so, so no empty page was asked for.
+    assert _apps_list_calls(cloudflare_sim) == 3
+
+
+def test_lists_without_counts_are_read_to_an_empty_page(cloudflare_sim):
+    faults.save(cloudflare_sim.store, {"max_per_page": {"GET /accounts/{account_id}/access/*": 4}})
+
+    def without_counts(client, page):
+        answer = client.zero_trust.access.applications.list(account_id=cf.account_id(), page=page, per_page=1000)
+        answer.result_info = None
+        return answer
+
+    apps = cf._all_pages("access.apps.list", without_counts)
+    assert len({a.id for a in apps}) == 12
+    assert _apps_list_calls(cloudflare_sim) == 4
+
+
+def test_access_records_are_built_once_with_their_defaults(cloudflare_sim):
+    apps = {a.name: a for a in cf.access_apps_all()}
+    grafana = apps["Grafana"]
+    assert grafana.type == "self_hosted" and grafana.domain == "grafana.example.com"
+    assert [p.name for p in grafana.policies] == ["Employees"]
+    assert grafana.policies[0].include == ({"email_domain": {"domain": "example.com"}},)
+    reusable = {p.id for p in cf.access_policies_all()}
+    assert grafana.inline_policies(reusable) == ()
+    assert grafana.references(reusable) == [{"id": grafana.policies[0].id, "precedence": 1}]
+    assert set(grafana.writable) >= {"name", "type", "domain", "destinations", "session_duration"}
+    assert not set(grafana.writable) & {"id", "aud", "created_at", "updated_at", "policies"}
+    ssh = apps["SSH bastions"]
+    assert [p.name for p in ssh.inline_policies(reusable)] == ["SRE SSH"]
+
+
+def test_a_new_service_token_hides_its_secret_and_its_expiry_is_read_back(cloudflare_sim):
+    created = cf.service_token_create(name="records-test", duration="24h")
+    assert created.client_secret and created.client_secret not in repr(created)
+    kept = cf.service_token_get(created.id)
+    assert kept.expires_at is not None and kept.expires_at.tzinfo is not None
+    assert not hasattr(kept, "client_secret")
+    assert [t.expires_at for t in cf.service_tokens_all() if t.id == created.id] == [kept.expires_at]
+
+
+def test_setting_policies_sends_back_every_field_read_and_only_references(cloudflare_sim):
+    client = cf.client()
+    policy = cf.access_policy_create(
+        name="records-policy", decision="allow", include=[{"email": {"email": "a@b.example"}}], session_duration="8h"
+    )
+    made = client.zero_trust.access.applications.create(
+        account_id=cf.account_id(),
+        type="self_hosted",
+        name="Keep my settings",
+        domain="keep.example.com",
+        session_duration="2h",
+        app_launcher_visible=False,
+        custom_deny_message="Ask the SRE team",
+        tags=["payments"],
+        allowed_idps=["00000000-0000-4000-8000-000000000001"],
+    )
+    app = cf.access_app_get(made.id)
+    updated = cf.access_app_set_policies(app, [{"id": policy.id, "precedence": 1}])
+    assert [p.id for p in updated.policies] == [policy.id]
+    stored = cloudflare_sim.store.get("access_app", made.id)
+    assert (stored["session_duration"], stored["app_launcher_visible"], stored["custom_deny_message"]) == (
+        "2h",
+        False,
+        "Ask the SRE team",
+    )
+    assert stored["tags"] == ["payments"] and stored["allowed_idps"] == ["00000000-0000-4000-8000-000000000001"]
+    assert stored["aud"] == made.aud
+    with pytest.raises(ValueError):
+        cf.access_app_set_policies(app, [{"name": "inline", "decision": "allow", "include": [{"everyone": {}}]}])
+
+
+def test_domain_users_are_matched_exactly_by_address(cloudflare_sim):
+    from cloudflare_sim import world
+
+    for email in ("ana@vendor.example", "bob@vendor.example.org", "cy@sub.vendor.example", "vendor.example@x.test"):
+        world.user_for_email(cloudflare_sim.store, cloudflare_sim.account_id, email, time.time())
+    assert [u.email for u in cf.access_users_in_domain("vendor.example")] == ["ana@vendor.example"]
+
+
+def test_revoking_someone_access_does_not_know_is_not_an_error(cloudflare_sim):
+    assert cf.access_revoke_user("nobody@nowhere.example") is False
+    assert cf.access_revoke_user("priya@acme-analytics.com") is True

@@ -210,3 +210,36 @@ def test_admins_switch_automatic_suspension_of_overdue_vendors(admin_client, ope
     assert response.status_code == 302
     assert VendorSettings.load().auto_suspend_overdue
     assert AuditEntry.objects.filter(action="vendor.settings_changed").count() == 1
+
+
+def test_the_application_list_shows_which_applications_cannot_be_granted_and_why(
+    viewer_client, operator_client, operator, access_apps
+):
+    from integrations import cloudflare as cf
+    from vendors import services
+    from vendors.models import AccessApplication
+
+    cf.client().zero_trust.access.applications.create(
+        account_id=cf.account_id(),
+        type="self_hosted",
+        name="Legacy wiki",
+        domain="wiki.example.com",
+        policies=[{"name": "staff", "decision": "allow", "include": [{"email_domain": {"domain": "example.com"}}]}],
+    )
+    services.access_apps_refresh()
+    page = viewer_client.get(reverse("vendors:application_list"))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert text.count("App-scoped policies") == 2  # the legacy wiki and the seeded SSH bastions
+    assert escape("Legacy wiki still has 1 application-scoped (legacy) policy") in text
+    assert escape("Zero Trust → Access → Applications → Legacy wiki → Policies") in text
+    assert b'badge-green">Yes' in page.content
+    legacy = AccessApplication.objects.get(name="Legacy wiki")
+    form = operator_client.get(reverse("vendors:vendor_new")).content.decode()
+    assert "Legacy wiki (cannot be granted yet: convert its app-scoped policies at Cloudflare)" in form
+    refused = operator_client.post(
+        reverse("vendors:vendor_create"), _form(access_apps, operator, applications=[legacy.pk])
+    )
+    assert refused.status_code == 400
+    assert escape("Legacy wiki still has 1 application-scoped (legacy) policy") in refused.content.decode()
+    assert not Vendor.objects.exists()

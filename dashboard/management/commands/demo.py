@@ -1,5 +1,11 @@
-"""`make demo`: migrate, then run every part of the embedded default until Ctrl-C."""
+"""`make demo`: migrate, then run every part of the embedded default until Ctrl-C.
 
+Each process writes its log to var/log/<name>.log; the terminal gets one summary, and, if a process dies, its
+name and the last lines of its log. Ctrl-C (or SIGTERM) at any moment, also while the demo is starting, stops
+every process it started.
+"""
+
+import contextlib
 import json
 import os
 import signal
@@ -55,6 +61,14 @@ OIDC_PORT = 9400
 CLOUDFLARE_PORT = 8787
 AWS_PORT = 5000
 WEB_PORT = 8000
+# Who listens where, and the flag that moves it: checked before anything starts.
+PORT_FLAGS = {
+    "web": ("the web server", "--port"),
+    "oidc": ("the OpenID provider", "--oidc-port"),
+    "cloudflare": ("the Cloudflare simulator", "--cloudflare-port"),
+    "aws": ("moto (AWS)", "--aws-port"),
+}
+LOG_TAIL_LINES = 20
 DEMO_CLOUDFLARE_TOKEN = "gatehouse-demo-token"  # noqa: S105 (the simulator's, on loopback)
 DEMO_LOGPUSH_URL = "s3://gatehouse-logpush/gateway"
 
@@ -73,10 +87,35 @@ class Command(BaseCommand):
         parser.add_argument("--logpush-records", type=int, default=50_000, help="sessions written to the bucket")
 
     def handle(self, *args, port, oidc_port, cloudflare_port, aws_port, logpush_records, **options):
+        ports = {"oidc": oidc_port, "cloudflare": cloudflare_port, "aws": aws_port, "web": port}
+        taken = [name for name, number in ports.items() if not _port_free(number)]
+        if taken:
+            raise CommandError(
+                "\n".join(
+                    f"Port {ports[name]} ({PORT_FLAGS[name][0]}) is taken; choose another with "
+                    f"{PORT_FLAGS[name][1]} PORT."
+                    for name in taken
+                )
+            )
+        log_dir = settings.VAR_DIR / "log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        supervisor = Supervisor(log_dir)
+        supervisor.log("setup").write_text("")
+        self.stdout.write(f"Starting the Gatehouse demo; each process logs to {log_dir}/<name>.log")
+        with supervisor.stopping_on_signals():
+            try:
+                self._run(supervisor, ports, logpush_records)
+            except ProcessDied as died:
+                self.stderr.write(str(died))
+                raise CommandError(f"The demo stopped because {died.name} exited.") from None
+            except Stop:
+                pass
+
+    def _run(self, supervisor: "Supervisor", ports: dict[str, int], logpush_records: int) -> None:
         python = sys.executable
         sim_state = settings.VAR_DIR / "cloudflare_sim.sqlite3"
-        account = self._seed_simulator(python, sim_state)
-        env = self._environment(oidc_port, cloudflare_port, aws_port, account["account_id"])
+        account = self._seed_simulator(supervisor, python, sim_state)
+        env = self._environment(ports["oidc"], ports["cloudflare"], ports["aws"], account["account_id"])
         os.environ.update(env)
         call_command("migrate", interactive=False, verbosity=0)
         broker = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
@@ -87,7 +126,7 @@ class Command(BaseCommand):
         celery = [python, "-m", "celery", "-A", "dashboard"]
         identities = [arg for identity in DEMO_IDENTITIES for arg in ("--user-claims", json.dumps(identity))]
         processes = {
-            "oidc": [python, "-m", "oidc_provider_mock", "--port", str(oidc_port), *identities],
+            "oidc": [python, "-m", "oidc_provider_mock", "--port", str(ports["oidc"]), *identities],
             "cloudflare": [
                 python,
                 "-m",
@@ -96,23 +135,22 @@ class Command(BaseCommand):
                 "--state",
                 str(sim_state),
                 "--port",
-                str(cloudflare_port),
+                str(ports["cloudflare"]),
                 "--token",
                 DEMO_CLOUDFLARE_TOKEN,
             ],
-            "aws": [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(aws_port)],
+            "aws": [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["aws"])],
             "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--without-gossip"],
             "beat": [*celery, "beat", "--loglevel", "INFO"],
-            "web": [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            "web": [python, "manage.py", "runserver", f"127.0.0.1:{ports['web']}", "--noreload"],
         }
-        supervisor = Supervisor(processes, env={**os.environ, **env})
-        supervisor.start()
-        ports = {"oidc": oidc_port, "cloudflare": cloudflare_port, "aws": aws_port, "web": port}
-        if not supervisor.wait_for_ports(ports, timeout=60):
-            supervisor.stop()
-            raise CommandError("The demo did not start; see the messages above.")
-        # moto keeps its buckets in memory, so every start writes a fresh day of Gateway sessions.
-        logpush = subprocess.run(  # noqa: S603
+        run_env = {**os.environ, **env}
+        for name, argv in processes.items():
+            supervisor.start(name, argv, env=run_env)
+        supervisor.wait_for_ports(ports, timeout=60)
+        # moto keeps its buckets in memory, so every start writes a fresh day of Gateway sessions; then the pages
+        # are filled now rather than at beat's first pass. What each step said is in setup.log.
+        steps = [
             [
                 python,
                 "-m",
@@ -129,49 +167,35 @@ class Command(BaseCommand):
                 "--state",
                 str(sim_state),
             ],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if logpush.returncode != 0:
-            supervisor.stop()
-            raise CommandError(f"Writing the demo's Logpush files failed:\n{logpush.stderr[-2000:]}")
-        # Fill the pages now rather than at beat's first pass, and show what each pass did.
-        for step in (["sync_cloudflare", "--once"], ["ingest_logpush"], ["discover_aws"]):
-            self.stdout.write(f"manage.py {' '.join(step)}")
-            subprocess.run([python, "manage.py", *step], env={**os.environ, **env}, check=False)  # noqa: S603
-        # The Access applications and policies that vendor grants and "Protect with Access" offer.
-        for task in ("vendors.tasks.access_apps_refresh", "discovery.tasks.access_policies_refresh_task"):
-            subprocess.run([*celery, "call", task], env={**os.environ, **env}, check=False, capture_output=True)  # noqa: S603
-        self.stdout.write(self.style.SUCCESS(f"\nGatehouse demo: http://127.0.0.1:{port}\n"))
+            [python, "manage.py", "sync_cloudflare", "--once"],
+            [python, "manage.py", "ingest_logpush"],
+            [python, "manage.py", "discover_aws"],
+            # The Access applications and policies that vendor grants and "Protect with Access" offer.
+            [*celery, "call", "vendors.tasks.access_apps_refresh"],
+            [*celery, "call", "discovery.tasks.access_policies_refresh_task"],
+        ]
+        for argv in steps:
+            if supervisor.run_once("setup", argv, env=run_env) != 0 and argv[2:4] == ["cloudflare_sim", "logpush"]:
+                raise CommandError(f"Writing the demo's Logpush files failed:\n{supervisor.tail('setup')}")
+        self.stdout.write(self.style.SUCCESS(f"\nGatehouse demo: http://127.0.0.1:{ports['web']}"))
         self.stdout.write(
-            "Sign in with Google (the local OpenID provider) and pick an identity:\n"
-            "  admin@example.com      admin (GATEHOUSE_ADMIN_EMAILS)\n"
-            "  operator@example.com   signs in as a viewer; the admin can make it an operator\n"
-            "  viewer@example.com     viewer\n"
-            "  personal@example.com   refused: no Workspace hosted-domain claim\n"
-            "  someone@gmail.com      refused: domain not allowed\n"
-            f"Cloudflare is simulated at http://127.0.0.1:{cloudflare_port}/client/v4 "
-            f"(account {account['account_name']}); AWS is moto at http://127.0.0.1:{aws_port} "
-            f"with Gateway logs in {DEMO_LOGPUSH_URL}.\n"
-            "Ctrl-C stops everything.\n"
+            "  Sign in with Google (a local stand-in) as admin@example.com (admin), operator@example.com or\n"
+            "  viewer@example.com; personal@example.com and someone@gmail.com show a refused sign-in.\n"
+            f"  Cloudflare simulator :{ports['cloudflare']} (account {account['account_name']}), "
+            f"AWS (moto) :{ports['aws']}, OpenID provider :{ports['oidc']}, worker and beat.\n"
+            f"  Logs in {supervisor.log_dir}/. Ctrl-C stops everything.\n"
         )
-        supervisor.wait()
+        supervisor.watch()
 
-    def _seed_simulator(self, python: str, state: Path) -> dict:
+    def _seed_simulator(self, supervisor: "Supervisor", python: str, state: Path) -> dict:
         """Seed the simulated Cloudflare account once; later starts keep the world it has become."""
         summary_file = state.with_suffix(".json")
         if not (state.exists() and summary_file.exists()):
-            seeded = subprocess.run(  # noqa: S603
-                [python, "-m", "cloudflare_sim", "seed", "--state", str(state), "--scenario", "demo", "--json"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if seeded.returncode != 0:
-                raise CommandError(f"Seeding the Cloudflare simulator failed:\n{seeded.stderr[-2000:]}")
-            summary_file.write_text(seeded.stdout)
+            seeded = supervisor.log_dir / "seed.json"
+            argv = [python, "-m", "cloudflare_sim", "seed", "--state", str(state), "--scenario", "demo", "--json"]
+            if supervisor.run_once("setup", argv, env=dict(os.environ), stdout=seeded) != 0:
+                raise CommandError(f"Seeding the Cloudflare simulator failed:\n{supervisor.tail('setup')}")
+            summary_file.write_text(seeded.read_text())
         return json.loads(summary_file.read_text())
 
     def _environment(self, oidc_port: int, cloudflare_port: int, aws_port: int, account_id: str) -> dict[str, str]:
@@ -195,58 +219,134 @@ class Command(BaseCommand):
         }
 
 
-class Supervisor:
-    """Starts named processes, and stops all of them when one dies or on Ctrl-C / SIGTERM."""
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As servers do: a port whose last connections are still in TIME_WAIT is free, one with a listener is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
-    def __init__(self, commands: dict[str, list[str]], env: dict[str, str]):
-        self.commands = commands
-        self.env = env
+
+class Stop(Exception):
+    """Ctrl-C or SIGTERM: stop everything."""
+
+
+class ProcessDied(Exception):
+    def __init__(self, name: str, status: int, tail: str, log: Path):
+        self.name = name
+        super().__init__(f"\n{name} exited with status {status}. The last lines of {log}:\n{tail}")
+
+
+class Supervisor:
+    """Starts named processes, each in its own session with its log in a file, and stops every one of them."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
         self.children: dict[str, subprocess.Popen] = {}
 
-    def start(self):
-        for name, argv in self.commands.items():
-            self.children[name] = subprocess.Popen(argv, env=self.env, start_new_session=True)  # noqa: S603
+    @contextlib.contextmanager
+    def stopping_on_signals(self):
+        """Ctrl-C and SIGTERM raise Stop wherever the demo is; on the way out, every child is stopped."""
 
-    def wait_for_ports(self, ports: dict[str, int], timeout: float) -> bool:
-        """True once each named process accepts connections on its port; False if one dies or times out."""
+        def stop(signum, frame):
+            raise Stop
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            # A second Ctrl-C must not cut the clean-up short.
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], stdout: Path | None = None):
+        # Signals wait while the child is started and recorded, so that a Ctrl-C cannot leave one unrecorded.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            with self.log(name).open("a") as log:
+                out = stdout.open("w") if stdout else log
+                try:
+                    child = subprocess.Popen(  # noqa: S603
+                        argv, env=env, stdout=out, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+                    )
+                finally:
+                    if stdout:
+                        out.close()
+            self.children[name] = child
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        return child
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.log(name).write_text("")
+        self._spawn(name, argv, env)
+
+    def run_once(self, name: str, argv: list[str], env: dict[str, str], stdout: Path | None = None) -> int:
+        """Run a step to its end, its output appended to <name>.log; its exit status."""
+        with self.log(name).open("a") as log:
+            log.write(f"$ {' '.join(argv[1:])}\n")
+        child = self._spawn(name, argv, env, stdout)
+        status = child.wait()
+        del self.children[name]
+        return status
+
+    def tail(self, name: str) -> str:
+        try:
+            lines = self.log(name).read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"  {line}" for line in lines[-LOG_TAIL_LINES:])
+
+    def _check_alive(self) -> None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                raise ProcessDied(name, child.returncode, self.tail(name), self.log(name))
+
+    def wait_for_ports(self, ports: dict[str, int], timeout: float) -> None:
+        """Return once each named process accepts connections on its port; ProcessDied or CommandError if not."""
         deadline = time.monotonic() + timeout
         waiting = dict(ports)
-        while waiting and time.monotonic() < deadline:
+        while waiting:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{name} (see {self.log(name)})" for name in waiting)
+                raise CommandError(f"Not listening after {timeout:.0f} s: {names}")
             for name, port in list(waiting.items()):
-                if self.children[name].poll() is not None:
-                    return False
                 with socket.socket() as sock:
                     if sock.connect_ex(("127.0.0.1", port)) == 0:
                         del waiting[name]
             time.sleep(0.2)
-        return not waiting
 
-    def wait(self):
-        stopping = False
-
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        while not stopping:
-            for name, child in self.children.items():
-                if child.poll() is not None:
-                    print(f"\n{name} exited with status {child.returncode}; stopping the demo.", file=sys.stderr)
-                    stopping = True
-                    break
+    def watch(self) -> None:
+        """Until Ctrl-C, or until a process dies."""
+        while True:
+            self._check_alive()
             time.sleep(0.5)
-        self.stop()
 
-    def stop(self):
-        for child in self.children.values():
-            if child.poll() is None:
+    def stop(self) -> None:
+        running = [child for child in self.children.values() if child.poll() is None]
+        for child in running:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for child in self.children.values():
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        # Whatever a process left in its session (a worker's pool processes) goes too.
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.pid, signal.SIGKILL)
         print("Demo stopped.", file=sys.stderr)
