@@ -267,10 +267,23 @@ def tunnel_connectors(tunnel_id: str) -> list[records.Connector]:
     return _records(records.Connector.from_sdk, page.result)
 
 
+def _as_sent(raw: Any) -> Any:
+    """An answer's `result` exactly as Cloudflare sent it, once the SDK has parsed (and, if asked, validated) it.
+
+    A configuration goes back whole on the next write, and a model dumped back to JSON is not always what came
+    in: a key spelled like one of the SDK's snake_case fields gets a null twin, and validation coerces values.
+    """
+    raw.parse()
+    body = raw.http_response.json()
+    return body.get("result") if isinstance(body, dict) else None
+
+
 def tunnel_configuration(tunnel_id: str, *, priority: Priority = Priority.BACKGROUND) -> records.TunnelConfiguration:
     result = call(
         "tunnels.configuration_get",
-        lambda c: c.zero_trust.tunnels.cloudflared.configurations.get(tunnel_id, account_id=account_id()),
+        lambda c: _as_sent(
+            c.zero_trust.tunnels.cloudflared.configurations.with_raw_response.get(tunnel_id, account_id=account_id())
+        ),
         priority=priority,
     )
     return records.TunnelConfiguration.from_sdk(result)
@@ -285,8 +298,10 @@ def tunnel_configuration_put(tunnel_id: str, config: dict[str, Any]) -> records.
     """
     result = call(
         "tunnels.configuration_put",
-        lambda c: c.zero_trust.tunnels.cloudflared.configurations.update(
-            tunnel_id, account_id=account_id(), extra_body={"config": config}
+        lambda c: _as_sent(
+            c.zero_trust.tunnels.cloudflared.configurations.with_raw_response.update(
+                tunnel_id, account_id=account_id(), extra_body={"config": config}
+            )
         ),
         priority=Priority.INTERACTIVE,
     )

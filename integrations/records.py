@@ -92,8 +92,6 @@ def _count(value: Any) -> int | None:
 
 def _wire(value: Any) -> dict[str, Any]:
     """A configuration exactly as Cloudflare sent it: its own key names (camelCase), unknown keys included."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict(mode="json")
     return copy.deepcopy(value) if isinstance(value, dict) else {}
 
 
@@ -191,7 +189,8 @@ class TunnelConfiguration:
     """A remotely managed tunnel's configuration: its version, and `config` whole, as Cloudflare sent it.
 
     A PUT replaces the whole configuration, so a write starts from `config` and changes only the rules it means
-    to; `ingress` is the same rules parsed, in order.
+    to; `ingress` is the same rules parsed, in order. Built from the answer's `result` as JSON, not from the SDK's
+    model: a model dumped back is not always what came in.
     """
 
     version: int | None
@@ -319,6 +318,21 @@ def _rules(value: Any) -> tuple[dict[str, Any], ...]:
     return tuple(rule for rule in (_plain(item) for item in value or []) if isinstance(rule, dict))
 
 
+# The one field that names whom a rule matches, for the rule types Gatehouse reasons about.
+_RULE_SUBJECT = {"email": "email", "email_domain": "domain", "group": "id", "service_token": "token_id"}
+
+
+def rule_subject(rule: dict[str, Any]) -> tuple[str, str]:
+    """A rule as (type, whom it names): ("email", "a@b.c"), ("email_domain", "b.c"), ("group", id),
+    ("service_token", id); ("everyone", "") and other types with "". Emails and domains are lower case."""
+    if len(rule) != 1:
+        return "", ""
+    ((kind, body),) = rule.items()
+    subject = body.get(_RULE_SUBJECT[kind], "") if kind in _RULE_SUBJECT and isinstance(body, dict) else ""
+    subject = text(subject, _EMAIL)
+    return text(kind, _DURATION), subject.lower().lstrip("@") if kind in ("email", "email_domain") else subject
+
+
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
     """A reusable policy from the policies list, or a policy as an application carries it (with `precedence`)."""
@@ -353,15 +367,14 @@ class AccessPolicy:
     def service_token_ids(self) -> frozenset[str]:
         """The service tokens this policy's include rules name."""
         return frozenset(
-            str(rule["service_token"].get("token_id", ""))
-            for rule in self.include
-            if isinstance(rule.get("service_token"), dict)
+            subject for kind, subject in map(rule_subject, self.include) if kind == "service_token" and subject
         )
 
     def admits_service_token(self, token_id: str) -> bool:
         """Whether a request carrying this service token matches the policy (a Service Auth policy)."""
         return self.decision == "non_identity" and (
-            token_id in self.service_token_ids or any("any_valid_service_token" in rule for rule in self.include)
+            token_id in self.service_token_ids
+            or any(kind == "any_valid_service_token" for kind, _subject in map(rule_subject, self.include))
         )
 
 
