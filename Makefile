@@ -28,6 +28,8 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install lint
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || [ "$$GATEHOUSE_REQUIRE_SERVICES" = 1 ] || \
+		echo "== Chromium not found: browser tests skipped (install it with: apt-get install chromium) =="
 	@echo "== test suite on SQLite (the embedded default) =="
 	env -u DATABASE_URL $(BIN)/python -m pytest
 	@if pg_isready -q -d "$(TEST_POSTGRES_URL)" 2>/dev/null; then \
