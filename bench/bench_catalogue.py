@@ -25,6 +25,7 @@ VNETS = [
     "0e6a1b22-7e0f-4a4a-8a5e-9d2b8c1f3a44",
     "7c2d9f10-1111-4a4a-8a5e-222233334444",
 ]
+TUNNELS = [f"8f0cb2b4-6a2e-4b7a-9a57-{n:012x}" for n in range(40)]
 PORTS = [443, 80, 5432, 6379, 22, 3389, 8080, 9200, 3306, 10000, 53]
 
 
@@ -73,26 +74,27 @@ def fill(count: int) -> None:
         address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
         traffic = rng.random() < 0.85
         sessions = int(rng.paretovariate(1.2) * 10) if traffic else 0
-        batch.append(
-            Origin(
-                vnet_id=VNETS[n % len(VNETS)],
-                address=address,
-                ip_key=ip_key(address),
-                port=PORTS[n % len(PORTS)],
-                protocol="UDP" if PORTS[n % len(PORTS)] in (53, 10000) else "TCP",
-                seen_in_traffic=traffic,
-                seen_in_inventory=not traffic or rng.random() < 0.2,
-                sessions=sessions,
-                bytes_total=sessions * rng.randint(1_000, 1_000_000),
-                users=min(sessions, rng.randint(0, 300)),
-                last_seen=now - dt.timedelta(minutes=rng.randint(0, 60 * 24 * 30)) if traffic else None,
-                first_seen=now - dt.timedelta(days=30) if traffic else None,
-                review_state=rng.choice(states),
-                application=rng.choice(apps) if rng.random() < 0.1 else None,
-                search_text=f"host-{n}.internal.example" if rng.random() < 0.3 else "",
-                top_users={"alice@example.com": 3, "bob@example.com": 2},
-            )
+        origin = Origin(
+            vnet_id=VNETS[n % len(VNETS)],
+            address=address,
+            ip_key=ip_key(address),
+            port=PORTS[n % len(PORTS)],
+            protocol="UDP" if PORTS[n % len(PORTS)] in (53, 10000) else "TCP",
+            seen_in_traffic=traffic,
+            seen_in_inventory=not traffic or rng.random() < 0.2,
+            sessions=sessions,
+            bytes_total=sessions * rng.randint(1_000, 1_000_000),
+            users=min(sessions, rng.randint(0, 300)),
+            last_seen=now - dt.timedelta(minutes=rng.randint(0, 60 * 24 * 30)) if traffic else None,
+            first_seen=now - dt.timedelta(days=30) if traffic else None,
+            review_state=rng.choice(states),
+            application=rng.choice(apps) if rng.random() < 0.1 else None,
+            hostnames=[f"host-{n}.internal.example"] if rng.random() < 0.3 else [],
+            tunnel_id=TUNNELS[n % len(TUNNELS)] if traffic else "",
+            top_users={"alice@example.com": 3, "bob@example.com": 2},
         )
+        origin.search_text = origin.compute_search_text()
+        batch.append(origin)
         if len(batch) == 5000:
             Origin.objects.bulk_create(batch)
             batch.clear()
@@ -119,6 +121,9 @@ CASES = [
     ("covered by Access", {"covered": "yes"}),
     ("not covered", {"covered": "no"}),
     ("text 'host-4242'", {"q": "host-4242"}),
+    ("text 'internal' (30 % match)", {"q": "internal"}),
+    ("text '10.1.2' (address)", {"q": "10.1.2"}),
+    ("text 'zzz' (no match)", {"q": "zzz"}),
     ("page 20 (cursor)", None),
 ]
 

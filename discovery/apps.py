@@ -5,7 +5,12 @@ class DiscoveryConfig(AppConfig):
     name = "discovery"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
         from dashboard.audit_actions import register
+        from discovery import search
+
+        post_migrate.connect(search.ensure_after_migrate, sender=self)
 
         register(
             {

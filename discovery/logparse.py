@@ -458,7 +458,7 @@ class Batch:
     objects that never repeat a shape still holds a bounded number of groups.
     """
 
-    GROUP_LIMIT = 200_000
+    GROUP_LIMIT = 16_384
 
     def __init__(self) -> None:
         self.verdicts = Verdicts()

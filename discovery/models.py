@@ -133,7 +133,8 @@ class Origin(models.Model):
     application = models.ForeignKey(
         Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="origins"
     )
-    # Lower-case words the catalogue's free-text filter looks in: hostnames and inventory name, id and tags.
+    # Lower-case words the catalogue's free-text filter looks in (compute_search_text), through a trigram index:
+    # pg_trgm on PostgreSQL, an FTS5 trigram table on SQLite (migration 0006); see SearchTextContains.
     search_text = models.CharField(max_length=1000, blank=True)
     # Set when traffic reaches an origin after it was unapproved; cleared when its review changes.
     traffic_while_unapproved_at = models.DateTimeField(null=True, blank=True)
@@ -165,8 +166,11 @@ class Origin(models.Model):
         return f"{host}:{self.port}/{self.protocol.lower()}"
 
     def compute_search_text(self) -> str:
+        """Everything the free-text filter finds an origin by: its address, network and tunnel ids first (so
+        they survive the length cap), then hostnames and the inventory's name, id and tags."""
         inventory = self.inventory or {}
-        words = [*self.hostnames, inventory.get("name", ""), inventory.get("id", "")]
+        words = [self.address, self.vnet_id, self.tunnel_id, *self.hostnames]
+        words += [inventory.get("name", ""), inventory.get("id", "")]
         words += [f"{k}={v}" for k, v in (inventory.get("tags") or {}).items()]
         return " ".join(str(w).lower() for w in words if w)[:1000]
 
@@ -183,6 +187,33 @@ class Origin(models.Model):
     @property
     def is_ip(self) -> bool:
         return bool(self.ip_key)
+
+
+class SearchTextContains(models.Lookup):
+    """``search_text__has``: the origins whose search text contains a string, answered from a trigram index.
+
+    PostgreSQL answers LIKE '%...%' from the pg_trgm GIN index on the column. SQLite keeps the column in an FTS5
+    table with the trigram tokenizer, kept in step by triggers, and a quoted phrase there is a substring match.
+    Both match case-insensitively; a string shorter than a trigram is looked for by a plain LIKE on both.
+    """
+
+    lookup_name = "has"
+    FTS_TABLE = "discovery_origin_search"
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        text = str(self.rhs)
+        if connection.vendor == "sqlite" and len(text) >= 3:
+            quote = connection.ops.quote_name
+            row_id = f"{quote(self.lhs.alias)}.{quote('id')}"
+            phrase = '"' + text.replace('"', '""') + '"'
+            fts = quote(self.FTS_TABLE)
+            return f"{row_id} IN (SELECT rowid FROM {fts} WHERE {fts} MATCH %s)", [phrase]  # noqa: S608
+        pattern = "%" + connection.ops.prep_for_like_query(text) + "%"
+        return f"{lhs} LIKE %s ESCAPE '\\'", [*lhs_params, pattern]
+
+
+Origin._meta.get_field("search_text").register_lookup(SearchTextContains)
 
 
 class OriginDaily(models.Model):

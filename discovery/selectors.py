@@ -52,10 +52,8 @@ def origins_filtered(filters: OriginFilters) -> QuerySet[Origin]:
     if filters.application is not None:
         qs = qs.filter(application=filters.application)
     if filters.text:
-        text = filters.text.lower()
-        qs = qs.filter(
-            Q(address__startswith=text) | Q(search_text__contains=text) | Q(tunnel_id=text) | Q(vnet_id=text)
-        )
+        # Address, network and tunnel ids, hostnames and inventory words, from one trigram index.
+        qs = qs.filter(search_text__has=filters.text.lower())
     return qs
 
 

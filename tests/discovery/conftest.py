@@ -84,6 +84,10 @@ def make_origin(db):
         fields.setdefault("users", n % 50)
         fields.setdefault("bytes_total", n * 1000)
         fields["ip_key"] = ip_key(fields["address"])
-        return Origin.objects.create(**fields)
+        origin = Origin(**fields)
+        if "search_text" not in fields:
+            origin.search_text = origin.compute_search_text()
+        origin.save()
+        return origin
 
     return make

@@ -69,6 +69,40 @@ def test_each_filter_narrows_the_catalogue(viewer_client, make_origin, query, ex
     assert shown == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("BILLING", {"named"}),  # any case
+        ("ling-d", {"named"}),  # inside a word
+        ("10.77.", {"address"}),
+        ("8f0cb2b4-6a2e", {"tunnel"}),
+        ("db", {"named"}),  # shorter than a trigram
+        ('"; drop', set()),
+    ],
+)
+def test_the_free_text_filter_finds_words_addresses_and_ids_anywhere(viewer_client, make_origin, text, expected):
+    named = {
+        "named": make_origin(hostnames=["billing-db.internal"]),
+        "address": make_origin(address="10.77.1.2"),
+        "tunnel": make_origin(tunnel_id="8f0cb2b4-6a2e-4b7a-9a57-4a4f4cb0c1de"),
+    }
+    body = viewer_client.get(LIST, {"q": text}).content.decode()
+    assert {name for name, o in named.items() if str(o.public_id) in body} == expected
+
+
+def test_the_free_text_filter_follows_what_the_ingest_changes(make_origin):
+    from discovery import selectors
+
+    origin = make_origin()
+    origin.hostnames = ["payroll.internal"]
+    origin.search_text = origin.compute_search_text()
+    origin.save()
+    found = selectors.origins_filtered(selectors.OriginFilters(text="payroll"))
+    assert list(found) == [origin]
+    origin.delete()
+    assert not selectors.origins_filtered(selectors.OriginFilters(text="payroll")).exists()
+
+
 def test_a_bad_cidr_is_explained_not_a_crash(viewer_client):
     response = viewer_client.get(LIST, {"cidr": "10.0.0.0/99"})
     assert response.status_code == 200
