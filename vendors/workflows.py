@@ -162,17 +162,15 @@ def _rule_admits(
     rule: dict[str, Any], emails: set[str], domains: set[str], groups: dict[str, records.AccessGroup]
 ) -> str | None:
     """Why this include rule admits the vendor's people, or None."""
-    if isinstance(rule.get("email"), dict) and str(rule["email"].get("email", "")).lower() in emails:
-        return f"email {rule['email']['email']}"
-    if isinstance(rule.get("email_domain"), dict):
-        domain = str(rule["email_domain"].get("domain", "")).lower().lstrip("@")
-        if domain in domains or any(e.endswith("@" + domain) for e in emails):
-            return f"email domain {domain}"
-    if "everyone" in rule:
+    kind, subject = records.rule_subject(rule)
+    if kind == "email" and subject in emails:
+        return f"email {subject}"
+    if kind == "email_domain" and (subject in domains or any(e.endswith("@" + subject) for e in emails)):
+        return f"email domain {subject}"
+    if kind == "everyone":
         return "everyone"
-    if isinstance(rule.get("group"), dict):
-        group = groups.get(str(rule["group"].get("id", "")))
-        for inner in group.include if group else ():
+    if kind == "group" and (group := groups.get(subject)):
+        for inner in group.include:
             if reason := _rule_admits(inner, emails, domains, {}):
                 return f"group {group.name} ({reason})"
     return None

@@ -280,3 +280,69 @@ def test_expiry_ends_the_sessions_of_people_admitted_by_the_vendors_domain(
     redis = _apps(cloudflare_sim)["Redis cache"]
     vendor.refresh_from_db()
     assert {vendor.cf_policy_id, vendor.cf_service_policy_id}.isdisjoint(r["id"] for r in redis["_policy_refs"])
+
+
+def test_a_change_that_adds_the_first_service_token_creates_and_attaches_the_service_auth_policy(
+    make_vendor, cloudflare_sim, operator, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(apps=("Redis cache",), tokens=0)
+    vendor.refresh_from_db()
+    assert vendor.cf_service_policy_id == ""
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.vendor_update(
+            actor=operator,
+            vendor=vendor,
+            contacts=vendor.contacts,
+            domains=vendor.domains,
+            review_due=vendor.review_due,
+            applications=[],
+            ends_at=timezone.now() + timedelta(days=30),
+            session_duration="8h",
+            service_tokens=1,
+            token_duration="720h",
+            origin=None,
+        )
+    _succeeded(run)
+    vendor.refresh_from_db()
+    token = vendor.service_tokens.get()
+    assert world.token_admitted(cloudflare_sim.store, _apps(cloudflare_sim)["Redis cache"], token.cf_id)
+    assert ("access.policies.create", vendor.service_policy_name, "ok") in _receipt(run, "policy")
+    assert ("access.apps.update", "attach to Redis cache", "ok") in _receipt(run, "attach")
+
+
+def test_workflows_read_every_page_when_cloudflare_pages_smaller_than_asked(
+    make_vendor, cloudflare_sim, operator, django_capture_on_commit_callbacks
+):
+    from cloudflare_sim import faults
+
+    # Grafana and the granted applications sit on later pages of two.
+    faults.save(cloudflare_sim.store, {"max_per_page": {"GET /accounts/{account_id}/access/*": 2}})
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(apps=("Support desk", "Kibana"), tokens=1)
+    _succeeded(vendor.runs.get())
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+    _succeeded(run)
+    assert ("access.apps.list", "account", "12 item(s)") in _receipt(run, "cut_off")
+    assert {t for c, t, _a in _receipt(run, "cut_off") if c == "access.apps.update"} == {
+        "detach from Support desk",
+        "detach from Kibana",
+    }
+    assert cloudflare_sim.stats()["endpoints"]["GET /accounts/{account_id}/access/apps"]["calls"] >= 6 * 4
+
+
+def test_revoke_verification_names_another_policy_that_still_admits_the_vendor(
+    make_vendor, cloudflare_sim, operator, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(apps=("Redis cache",), domains=("theta-vendor.example",), tokens=0)
+    grafana = _apps(cloudflare_sim)["Grafana"]
+    employees = cloudflare_sim.store.get("access_policy", grafana["_policy_refs"][0]["id"])
+    employees["include"].append({"email_domain": {"domain": "theta-vendor.example"}})
+    cloudflare_sim.store.put("access_policy", employees, cloudflare_sim.account_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+    run.refresh_from_db()
+    assert run.status == WorkflowRun.Status.NEEDS_ATTENTION
+    assert "Grafana: policy 'Employees' admits by email domain theta-vendor.example." in run.reason
