@@ -3,14 +3,17 @@ a change someone makes meanwhile is kept, and two changes to one tunnel never in
 
 import copy
 import threading
+from datetime import timedelta
 
 import cloudflare
 import httpx
 import pytest
 from django.db import connection
 from django.urls import reverse
+from django.utils import timezone
 
 from cloudflare_sim import faults
+from tunnels import services
 from tunnels.models import PublicHostname, Tunnel, TunnelChange, Zone
 from tunnels.tasks import tunnel_change_run
 
@@ -195,3 +198,22 @@ def test_two_changes_to_one_tunnel_run_one_after_the_other(operator, remote, syn
     hostnames = [r["hostname"] for r in _stored(synced, remote)["config"]["ingress"]]
     assert "first.example.com" in hostnames and "second.example.com" in hostnames
     assert Tunnel.objects.get(pk=remote.pk).change_claimed_until is None
+
+
+def test_a_change_waits_for_a_tunnel_another_worker_holds_and_gives_up_visibly(
+    operator_client, remote, synced, run, monkeypatch
+):
+    monkeypatch.setattr(services, "CLAIM_WAIT_SECONDS", 0.3)
+    # A change running in another worker holds the tunnel for the next minute.
+    Tunnel.objects.filter(pk=remote.pk).update(change_claimed_until=timezone.now() + timedelta(minutes=1))
+    version = _stored(synced, remote)["version"]
+    response = run(
+        operator_client,
+        reverse("tunnels:hostname_add", args=[remote.cf_id]),
+        {"hostname": "later.example.com", "service": "http://later.internal:80"},
+    )
+    change = TunnelChange.objects.get()
+    assert change.state == TunnelChange.State.FAILED
+    assert change.error == f"Another change to tunnel {remote.name} is still running."
+    assert "is still running" in operator_client.get(response["Location"]).content.decode()
+    assert _stored(synced, remote)["version"] == version
