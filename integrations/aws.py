@@ -6,6 +6,7 @@ is plain data; botocore's errors become ours.
 """
 
 import functools
+import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,17 +52,18 @@ class S3Object:
 
 @dataclass
 class InventoryItem:
-    """A resource the inventory found: where it listens and what AWS calls it."""
+    """A private address the inventory found: what owns it, the port it listens on and what AWS calls it."""
 
-    kind: str  # ec2, rds, rds-cluster, elasticache, elb
+    kind: str  # what owns the network interface: ec2, rds, elasticache, elb, lambda, endpoint or eni
     resource_id: str
     region: str
-    address: str  # a private IP or an internal DNS name
+    address: str  # a private IP of the network interface
     port: int
     protocol: str  # TCP, UDP or ANY
     name: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     vpc_id: str = ""
+    interface_id: str = ""
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -130,138 +132,168 @@ def _tags(items: list[dict] | None, key: str = "Key", value: str = "Value") -> d
     return {str(t.get(key, ""))[:128]: str(t.get(value, ""))[:256] for t in (items or [])[:50]}
 
 
-def _ec2(ec2) -> Iterator[InventoryItem]:
+def _pages(api, operation: str, key: str, **options) -> Iterator[dict]:
+    for page in api.get_paginator(operation).paginate(**options):
+        yield from page.get(key, [])
+
+
+# What each kind of owner needs read besides the network interfaces themselves, as (IAM action, reader); a
+# reader returns a lookup the ports and names come from.
+
+
+def _security_group_ports(ec2) -> dict[str, list[tuple[int, str]]]:
     rules: dict[str, list[tuple[int, str]]] = {}
-    for page in ec2.get_paginator("describe_security_groups").paginate():
-        for group in page.get("SecurityGroups", []):
-            ports = []
-            for perm in group.get("IpPermissions", []):
-                proto = str(perm.get("IpProtocol", "")).lower()
-                low, high = perm.get("FromPort"), perm.get("ToPort")
-                # A single port is a service; ranges and "all traffic" say nothing about what listens.
-                if proto in ("tcp", "udp", "6", "17") and low is not None and low == high and 0 < low < 65536:
-                    ports.append((int(low), "UDP" if proto in ("udp", "17") else "TCP"))
-            rules[group["GroupId"]] = ports
-    region = ec2.meta.region_name
-    for page in ec2.get_paginator("describe_instances").paginate():
-        for reservation in page.get("Reservations", []):
-            for instance in reservation.get("Instances", []):
-                if instance.get("State", {}).get("Name") in ("terminated", "shutting-down"):
-                    continue
-                ip = instance.get("PrivateIpAddress")
-                if not ip:
-                    continue
-                tags = _tags(instance.get("Tags"))
-                services = sorted(
-                    {p for g in instance.get("SecurityGroups", []) for p in rules.get(g.get("GroupId"), [])}
-                ) or [(0, "ANY")]
-                for port, protocol in services:
-                    yield InventoryItem(
-                        kind="ec2",
-                        resource_id=instance["InstanceId"],
-                        region=region,
-                        address=ip,
-                        port=port,
-                        protocol=protocol,
-                        name=tags.get("Name", ""),
-                        tags=tags,
-                        vpc_id=instance.get("VpcId", ""),
-                    )
+    for group in _pages(ec2, "describe_security_groups", "SecurityGroups"):
+        ports = []
+        for perm in group.get("IpPermissions", []):
+            proto = str(perm.get("IpProtocol", "")).lower()
+            low, high = perm.get("FromPort"), perm.get("ToPort")
+            # A single port is a service; ranges and "all traffic" say nothing about what listens.
+            if proto in ("tcp", "udp", "6", "17") and low is not None and low == high and 0 < low < 65536:
+                ports.append((int(low), "UDP" if proto in ("udp", "17") else "TCP"))
+        rules[group["GroupId"]] = ports
+    return rules
 
 
-def _rds_instances(rds) -> Iterator[InventoryItem]:
-    for page in rds.get_paginator("describe_db_instances").paginate():
-        for db in page.get("DBInstances", []):
-            endpoint = db.get("Endpoint") or {}
-            if not endpoint.get("Address") or db.get("PubliclyAccessible"):
-                continue
-            yield InventoryItem(
-                kind="rds",
-                resource_id=db["DBInstanceIdentifier"],
-                region=rds.meta.region_name,
-                address=endpoint["Address"],
-                port=int(endpoint.get("Port") or 0),
-                protocol="TCP",
-                name=f"{db['DBInstanceIdentifier']} ({db.get('Engine', '')})",
-                tags=_tags(db.get("TagList")),
-                vpc_id=(db.get("DBSubnetGroup") or {}).get("VpcId", ""),
-            )
+def _instances(ec2) -> dict[str, dict[str, str]]:
+    found = {}
+    for reservation in _pages(ec2, "describe_instances", "Reservations"):
+        for instance in reservation.get("Instances", []):
+            found[instance["InstanceId"]] = _tags(instance.get("Tags"))
+    return found
 
 
-def _rds_clusters(rds) -> Iterator[InventoryItem]:
-    for page in rds.get_paginator("describe_db_clusters").paginate():
-        for cluster in page.get("DBClusters", []):
-            if not cluster.get("Endpoint"):
-                continue
-            yield InventoryItem(
-                kind="rds-cluster",
-                resource_id=cluster["DBClusterIdentifier"],
-                region=rds.meta.region_name,
-                address=cluster["Endpoint"],
-                port=int(cluster.get("Port") or 0),
-                protocol="TCP",
-                name=f"{cluster['DBClusterIdentifier']} ({cluster.get('Engine', '')})",
-                tags=_tags(cluster.get("TagList")),
-            )
+@dataclass(frozen=True)
+class _Service:
+    name: str
+    ports: tuple[tuple[int, str], ...]
+    resource_id: str
+    private: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
 
 
-def _elasticache(cache) -> Iterator[InventoryItem]:
-    for page in cache.get_paginator("describe_cache_clusters").paginate(ShowCacheNodeInfo=True):
-        for cluster in page.get("CacheClusters", []):
-            endpoint = cluster.get("ConfigurationEndpoint") or {}
-            nodes = [n.get("Endpoint") or {} for n in cluster.get("CacheNodes", [])]
-            for point in [endpoint] if endpoint.get("Address") else nodes:
-                if not point.get("Address"):
-                    continue
-                yield InventoryItem(
-                    kind="elasticache",
-                    resource_id=cluster["CacheClusterId"],
-                    region=cache.meta.region_name,
-                    address=point["Address"],
-                    port=int(point.get("Port") or 0),
-                    protocol="TCP",
-                    name=f"{cluster['CacheClusterId']} ({cluster.get('Engine', '')})",
-                )
+def _databases(rds) -> list[tuple[str, frozenset[str], _Service]]:
+    """(VPC, security groups, database): an RDS network interface carries its database's security groups."""
+    found = []
+    for db in _pages(rds, "describe_db_instances", "DBInstances"):
+        port = int((db.get("Endpoint") or {}).get("Port") or db.get("DbInstancePort") or 0)
+        groups = frozenset(g.get("VpcSecurityGroupId", "") for g in db.get("VpcSecurityGroups", []))
+        service = _Service(
+            name=f"{db['DBInstanceIdentifier']} ({db.get('Engine', '')})",
+            ports=((port, "TCP"),) if port else (),
+            resource_id=db["DBInstanceIdentifier"],
+            private=not db.get("PubliclyAccessible"),
+            tags=_tags(db.get("TagList")),
+        )
+        found.append(((db.get("DBSubnetGroup") or {}).get("VpcId", ""), groups, service))
+    for cluster in _pages(rds, "describe_db_clusters", "DBClusters"):
+        port = int(cluster.get("Port") or 0)
+        groups = frozenset(g.get("VpcSecurityGroupId", "") for g in cluster.get("VpcSecurityGroups", []))
+        service = _Service(
+            name=f"{cluster['DBClusterIdentifier']} ({cluster.get('Engine', '')})",
+            ports=((port, "TCP"),) if port else (),
+            resource_id=cluster["DBClusterIdentifier"],
+            tags=_tags(cluster.get("TagList")),
+        )
+        found.append(("", groups, service))
+    return found
 
 
-def _load_balancers(elb) -> Iterator[InventoryItem]:
-    for page in elb.get_paginator("describe_load_balancers").paginate():
-        for lb in page.get("LoadBalancers", []):
-            if lb.get("Scheme") != "internal" or not lb.get("DNSName"):
-                continue
-            listeners = [
-                listener
-                for listeners_page in elb.get_paginator("describe_listeners").paginate(
-                    LoadBalancerArn=lb["LoadBalancerArn"]
-                )
-                for listener in listeners_page.get("Listeners", [])
-            ]
-            for listener in listeners or [{"Port": 0, "Protocol": "ANY"}]:
-                protocol = "UDP" if str(listener.get("Protocol", "")).upper() == "UDP" else "TCP"
-                if listener.get("Protocol") == "ANY":
-                    protocol = "ANY"
-                yield InventoryItem(
-                    kind="elb",
-                    resource_id=lb["LoadBalancerArn"],
-                    region=elb.meta.region_name,
-                    address=lb["DNSName"],
-                    port=int(listener.get("Port") or 0),
-                    protocol=protocol,
-                    name=lb.get("LoadBalancerName", ""),
-                    vpc_id=lb.get("VpcId", ""),
-                )
+_CACHE_PORTS = {"redis": 6379, "valkey": 6379, "memcached": 11211}
 
 
-# Each kind of resource is read on its own, so one denied or failing call costs only that kind: (kind, boto3
-# service, IAM service prefix, the calls it makes, reader). The README's IAM policy lists every one of these calls.
-_SOURCES = (
-    ("ec2", "ec2", "ec2", ("DescribeSecurityGroups", "DescribeInstances"), _ec2),
-    ("rds", "rds", "rds", ("DescribeDBInstances",), _rds_instances),
-    ("rds-cluster", "rds", "rds", ("DescribeDBClusters",), _rds_clusters),
-    ("elasticache", "elasticache", "elasticache", ("DescribeCacheClusters",), _elasticache),
-    ("elb", "elbv2", "elasticloadbalancing", ("DescribeLoadBalancers", "DescribeListeners"), _load_balancers),
-)
-INVENTORY_ACTIONS = tuple(f"{prefix}:{call}" for _, _, prefix, calls, _ in _SOURCES for call in calls)
+def _caches(cache) -> dict[str, _Service]:
+    found = {}
+    for cluster in _pages(cache, "describe_cache_clusters", "CacheClusters", ShowCacheNodeInfo=True):
+        endpoint = cluster.get("ConfigurationEndpoint") or next(
+            (n.get("Endpoint") for n in cluster.get("CacheNodes", []) if n.get("Endpoint")), None
+        )
+        port = int((endpoint or {}).get("Port") or _CACHE_PORTS.get(str(cluster.get("Engine", "")), 0))
+        found[cluster["CacheClusterId"]] = _Service(
+            name=f"{cluster['CacheClusterId']} ({cluster.get('Engine', '')})",
+            ports=((port, "TCP"),) if port else (),
+            resource_id=cluster["CacheClusterId"],
+        )
+    return found
+
+
+def _load_balancers(elb) -> dict[str, _Service]:
+    """Load balancers by the "<type>/<name>/<id>" their network interfaces name."""
+    found = {}
+    for lb in _pages(elb, "describe_load_balancers", "LoadBalancers"):
+        arn = lb["LoadBalancerArn"]
+        ports = set()
+        for listener in _pages(elb, "describe_listeners", "Listeners", LoadBalancerArn=arn):
+            protocol = str(listener.get("Protocol", "")).upper()
+            if listener.get("Port"):
+                ports.add((int(listener["Port"]), "UDP" if protocol == "UDP" else "TCP"))
+        found[arn.split(":loadbalancer/", 1)[-1]] = _Service(
+            name=lb.get("LoadBalancerName", ""),
+            ports=tuple(sorted(ports)),
+            resource_id=arn,
+            private=lb.get("Scheme") == "internal",
+        )
+    return found
+
+
+def _owner(eni: dict) -> tuple[str, str]:
+    """(kind, what AWS says owns it) from the interface's attachment, type and the description AWS gives it."""
+    description = str(eni.get("Description", ""))
+    kind = str(eni.get("InterfaceType", ""))
+    instance = (eni.get("Attachment") or {}).get("InstanceId")
+    if instance:
+        return "ec2", instance
+    if description.startswith("ELB "):
+        return "elb", description[4:]
+    if description == "RDSNetworkInterface" or eni.get("RequesterId") == "amazon-rds":
+        return "rds", ""
+    if description.startswith("ElastiCache "):
+        return "elasticache", description[len("ElastiCache ") :]
+    if kind == "lambda" or description.startswith("AWS Lambda VPC ENI-"):
+        return "lambda", description.removeprefix("AWS Lambda VPC ENI-")
+    if kind in ("vpc_endpoint", "interface_endpoint") or description.startswith("VPC Endpoint Interface "):
+        return "endpoint", description.removeprefix("VPC Endpoint Interface ")
+    return "eni", eni.get("NetworkInterfaceId", "")
+
+
+def _private_addresses(eni: dict) -> list[str]:
+    addresses = [a.get("PrivateIpAddress") for a in eni.get("PrivateIpAddresses", [])] or [eni.get("PrivateIpAddress")]
+    addresses += [a.get("Ipv6Address") for a in eni.get("Ipv6Addresses", [])]
+    private = []
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(str(address))
+        except ValueError:
+            continue
+        if ip.is_private and not ip.is_loopback and not ip.is_link_local:
+            private.append(str(ip))
+    return private
+
+
+# The IAM actions every kind needs: the interfaces and VPCs for all, and what names an owner's ports.
+_BASE = (("ec2", "ec2:DescribeNetworkInterfaces"), ("ec2", "ec2:DescribeVpcs"))
+_DETAILS = {
+    "groups": ("ec2", ("ec2:DescribeSecurityGroups",), _security_group_ports),
+    "instances": ("ec2", ("ec2:DescribeInstances",), _instances),
+    "databases": ("rds", ("rds:DescribeDBInstances", "rds:DescribeDBClusters"), _databases),
+    "caches": ("elasticache", ("elasticache:DescribeCacheClusters",), _caches),
+    "balancers": (
+        "elbv2",
+        ("elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeListeners"),
+        _load_balancers,
+    ),
+}
+_NEEDS = {
+    "ec2": ("groups", "instances"),
+    "rds": ("databases",),
+    "elasticache": ("caches",),
+    "elb": ("balancers",),
+    "lambda": (),
+    "endpoint": ("groups",),
+    "eni": ("groups",),
+}
+INVENTORY_KINDS = tuple(_NEEDS)
+INVENTORY_ACTIONS = tuple(a for _, a in _BASE) + tuple(a for _, actions, _ in _DETAILS.values() for a in actions)
 _CONTROL = dict.fromkeys(range(32), " ")
 
 
@@ -279,29 +311,100 @@ class InventoryFailure:
 class InventoryPass:
     items: list[InventoryItem] = field(default_factory=list)
     failures: list[InventoryFailure] = field(default_factory=list)
+    vpcs: dict[str, list[str]] = field(default_factory=dict)  # VPC id -> its CIDR blocks
 
 
-def _failure(region: str, kind: str, prefix: str, calls: tuple[str, ...], exc: Exception) -> InventoryFailure:
+def _failure(region: str, kind: str, actions: tuple[str, ...], exc: Exception) -> InventoryFailure:
     if isinstance(exc, ClientError):
-        call = exc.operation_name if exc.operation_name in calls else calls[0]
+        action = next((a for a in actions if a.endswith(f":{exc.operation_name}")), actions[0])
         details = exc.response.get("Error", {})
         text = f"{details.get('Code', '')}: {details.get('Message', '')}".strip(": ")
     else:
-        call = calls[0]
+        action = actions[0]
         text = f"AWS did not answer ({type(exc).__name__})"
     error = (text or type(exc).__name__).translate(_CONTROL)[:300]
-    return InventoryFailure(region=region, kind=kind, action=f"{prefix}:{call}", error=error)
+    return InventoryFailure(region=region, kind=kind, action=action, error=error)
+
+
+def _vpcs(ec2) -> dict[str, list[str]]:
+    found = {}
+    for vpc in _pages(ec2, "describe_vpcs", "Vpcs"):
+        blocks = [b.get("CidrBlock") for b in vpc.get("CidrBlockAssociationSet", [])] or [vpc.get("CidrBlock")]
+        blocks += [b.get("Ipv6CidrBlock") for b in vpc.get("Ipv6CidrBlockAssociationSet", [])]
+        found[vpc["VpcId"]] = [str(b) for b in blocks if b]
+    return found
+
+
+def _services(kind: str, owner: str, eni: dict, lookups: dict[str, Any], vpc: str) -> list[_Service]:
+    groups = [g.get("GroupId", "") for g in eni.get("Groups", [])]
+    hinted = tuple(sorted({p for g in groups for p in lookups.get("groups", {}).get(g, [])}))
+    if kind == "ec2":
+        tags = lookups["instances"].get(owner, {})
+        return [_Service(name=tags.get("Name", ""), ports=hinted, resource_id=owner, tags=tags)]
+    if kind == "rds":
+        key = frozenset(groups)
+        return [s for v, g, s in lookups["databases"] if g == key and v in ("", vpc)] or [
+            _Service(name="RDS", ports=(), resource_id=eni.get("NetworkInterfaceId", ""))
+        ]
+    if kind == "elasticache":
+        cluster = lookups["caches"].get(owner) or next(
+            (s for cid, s in lookups["caches"].items() if owner.startswith(cid)), None
+        )
+        return [cluster or _Service(name=owner, ports=(), resource_id=owner)]
+    if kind == "elb":
+        balancer = lookups["balancers"].get(owner)
+        return [
+            balancer
+            or _Service(name=owner.split("/")[1] if owner.count("/") >= 2 else owner, ports=(), resource_id=owner)
+        ]
+    return [_Service(name=owner, ports=() if kind == "lambda" else hinted, resource_id=owner)]
 
 
 def inventory(region: str) -> InventoryPass:
-    """Everything private the inventory covers in one region: EC2, RDS instances and clusters, ElastiCache,
-    internal load balancers. A kind that cannot be read is reported as a failure, not raised."""
+    """Every private address of every network interface in the region's VPCs, with what owns it (an instance,
+    a database, a load balancer, a cache node, a Lambda function, an endpoint) and the ports that owner
+    exposes. A kind whose details cannot be read is reported as a failure, not raised, and its interfaces are
+    left out; without the interfaces or the VPCs nothing is recorded."""
     result = InventoryPass()
-    for kind, service, prefix, calls, reader in _SOURCES:
+    ec2 = client("ec2", region)
+    try:
+        interfaces = list(_pages(ec2, "describe_network_interfaces", "NetworkInterfaces"))
+        result.vpcs = _vpcs(ec2)
+    except (ClientError, BotoCoreError) as exc:
+        actions = tuple(a for _, a in _BASE)
+        result.failures += [_failure(region, kind, actions, exc) for kind in INVENTORY_KINDS]
+        return result
+    lookups: dict[str, Any] = {}
+    failed: set[str] = set()
+    for name, (service, actions, reader) in _DETAILS.items():
         try:
-            items = list(reader(client(service, region)))
+            lookups[name] = reader(client(service, region))
         except (ClientError, BotoCoreError) as exc:
-            result.failures.append(_failure(region, kind, prefix, calls, exc))
+            failed.add(name)
+            for kind, needs in _NEEDS.items():
+                if name in needs and not any(f.kind == kind for f in result.failures):
+                    result.failures.append(_failure(region, kind, actions, exc))
+    for eni in interfaces:
+        kind, owner = _owner(eni)
+        if failed & set(_NEEDS[kind]) or not eni.get("VpcId"):
             continue
-        result.items.extend(items)
+        for service in _services(kind, owner, eni, lookups, eni["VpcId"]):
+            if not service.private:
+                continue
+            for address in _private_addresses(eni):
+                for port, protocol in service.ports or ((0, "ANY"),):
+                    result.items.append(
+                        InventoryItem(
+                            kind=kind,
+                            resource_id=str(service.resource_id)[:300],
+                            region=region,
+                            address=address,
+                            port=port,
+                            protocol=protocol,
+                            name=str(service.name)[:200],
+                            tags=service.tags,
+                            vpc_id=eni["VpcId"],
+                            interface_id=str(eni.get("NetworkInterfaceId", ""))[:64],
+                        )
+                    )
     return result

@@ -15,10 +15,13 @@ from discovery import services
 from discovery.models import InventoryRun, Origin
 from integrations import aws
 
+VNET = "3b1bd4e6-2a5e-4d53-9d3c-0e3e1d6b7a10"
+
 
 @pytest.fixture
 def estate(moto):
-    """A small AWS estate in moto: two instances behind security groups, a database, a cache, load balancers."""
+    """A small AWS estate in moto: instances behind security groups, a database, a cache, load balancers and a
+    Lambda function, each with the network interface AWS gives it in the VPC."""
     ec2 = aws.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
@@ -34,6 +37,7 @@ def estate(moto):
         ],
     )
     bare = ec2.create_security_group(GroupName="bare", Description="bare", VpcId=vpc)["GroupId"]
+    database = ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc)["GroupId"]
     ec2.run_instances(
         ImageId="ami-12c6146b",
         MinCount=1,
@@ -50,6 +54,9 @@ def estate(moto):
         SecurityGroupIds=[bare],
     )  # fmt: skip
     rds = aws.client("rds")
+    rds.create_db_subnet_group(
+        DBSubnetGroupName="private", DBSubnetGroupDescription="private", SubnetIds=[subnet, subnet_b]
+    )
     rds.create_db_instance(
         DBInstanceIdentifier="orders-db",
         DBInstanceClass="db.t3.micro",
@@ -58,37 +65,97 @@ def estate(moto):
         MasterUserPassword="not-a-secret-123",
         AllocatedStorage=20,
         PubliclyAccessible=False,
+        VpcSecurityGroupIds=[database],
+        DBSubnetGroupName="private",
     )
     aws.client("elasticache").create_cache_cluster(
         CacheClusterId="sessions", Engine="redis", CacheNodeType="cache.t3.micro", NumCacheNodes=1
     )
     elb = aws.client("elbv2")
     internal = elb.create_load_balancer(Name="internal-api", Subnets=[subnet, subnet_b], Scheme="internal")
-    elb.create_load_balancer(Name="public-site", Subnets=[subnet, subnet_b], Scheme="internet-facing")
+    public = elb.create_load_balancer(Name="public-site", Subnets=[subnet, subnet_b], Scheme="internet-facing")
     group = elb.create_target_group(Name="api", Protocol="HTTP", Port=8080, VpcId=vpc)["TargetGroups"][0]
+    internal_arn = internal["LoadBalancers"][0]["LoadBalancerArn"]
     elb.create_listener(
-        LoadBalancerArn=internal["LoadBalancers"][0]["LoadBalancerArn"],
+        LoadBalancerArn=internal_arn,
         Protocol="HTTP",
         Port=8080,
         DefaultActions=[{"Type": "forward", "TargetGroupArn": group["TargetGroupArn"]}],
     )
+    # The interfaces AWS itself creates for managed services, with the descriptions it gives them.
+    public_arn = public["LoadBalancers"][0]["LoadBalancerArn"]
+    for address, description, groups in [
+        ("10.40.1.20", "RDSNetworkInterface", [database]),
+        ("10.40.1.30", "ElastiCache sessions-0001", [bare]),
+        ("10.40.1.40", "ELB " + internal_arn.split(":loadbalancer/")[1], [bare]),
+        ("10.40.1.41", "ELB " + public_arn.split(":loadbalancer/")[1], [bare]),
+        ("10.40.1.50", "AWS Lambda VPC ENI-resize-images-1b2c3d4e", [bare]),
+    ]:
+        ec2.create_network_interface(SubnetId=subnet, PrivateIpAddress=address, Description=description, Groups=groups)
     return vpc
 
 
-def test_discover_aws_records_instances_databases_caches_and_internal_load_balancers(db, estate):
+def _route(network, vnet=VNET, name="prod"):
+    import uuid
+
+    from tunnels.models import Route, VirtualNetwork
+
+    network_row, _ = VirtualNetwork.objects.get_or_create(cf_id=vnet, defaults={"name": name})
+    return Route.objects.create(
+        cf_id=uuid.uuid4(), network=network, tunnel_cf_id=uuid.uuid4(), virtual_network=network_row
+    )
+
+
+def _inventory():
+    return {o.address: o for o in Origin.objects.filter(seen_in_inventory=True)}
+
+
+def test_discover_aws_records_every_private_address_of_every_network_interface_with_its_owner(db, estate):
     out = io.StringIO()
     call_command("discover_aws", stdout=out)
-    kinds = {o.inventory["kind"]: o for o in Origin.objects.all()}
-    # moto lists the cache cluster but not its nodes' endpoints, so there is no address to record for it.
-    assert set(kinds) == {"ec2", "rds", "elb"}
-    web = Origin.objects.get(address="10.40.1.10")
-    assert (web.port, web.protocol, web.inventory["name"]) == (443, "TCP", "<script>alert(1)</script>")
-    assert Origin.objects.get(address="10.40.1.11").protocol == "ANY"  # no single-port rule: the host itself
-    assert kinds["rds"].port == 5432 and "orders-db" in kinds["rds"].address
-    assert kinds["elb"].port == 8080 and "internal-api" in kinds["elb"].address
-    assert not Origin.objects.filter(address__contains="public-site").exists()
-    assert all(o.seen_in_inventory and not o.seen_in_traffic and o.vnet_id == "" for o in Origin.objects.all())
+    found = _inventory()
+    assert {a: (o.inventory["kind"], o.port, o.protocol) for a, o in found.items() if a.startswith("10.40.")} == {
+        "10.40.1.10": ("ec2", 443, "TCP"),
+        "10.40.1.11": ("ec2", 0, "ANY"),  # no single-port rule: the host itself
+        "10.40.1.20": ("rds", 5432, "TCP"),  # the engine's port
+        "10.40.1.30": ("elasticache", 6379, "TCP"),
+        "10.40.1.40": ("elb", 8080, "TCP"),  # the listener's port
+        "10.40.1.50": ("lambda", 0, "ANY"),
+    }
+    assert found["10.40.1.10"].inventory["name"] == "<script>alert(1)</script>"
+    assert found["10.40.1.20"].inventory["name"] == "orders-db (postgres)"
+    assert found["10.40.1.40"].inventory["name"] == "internal-api"
+    assert found["10.40.1.50"].inventory["name"] == "resize-images-1b2c3d4e"
+    # Every inventory origin is an address, like traffic's; an internet-facing load balancer is not inventory.
+    assert all(o.ip_key for o in Origin.objects.all())
+    assert "10.40.1.41" not in found
     assert "discover_aws:" in out.getvalue()
+
+
+def test_each_vpc_takes_the_virtual_network_whose_routes_cover_it(db, estate):
+    _route("10.40.0.0/16")
+    _route("10.40.1.0/24", vnet="9a7c3d4e-0000-4000-8000-00000000beef", name="lab")
+    services.inventory_discover(regions=["us-east-1"])
+    found = _inventory()
+    assert {o.vnet_id for a, o in found.items() if a.startswith("10.40.")} == {VNET}
+    # moto's default VPC (172.31.0.0/16) has no route: its network stays unknown.
+    assert {o.vnet_id for a, o in found.items() if a.startswith("172.31.")} <= {""}
+
+
+def test_a_vpc_two_networks_cover_alike_gets_no_network(db, estate):
+    _route("10.40.0.0/16")
+    _route("10.40.0.0/16", vnet="9a7c3d4e-0000-4000-8000-00000000beef", name="copy")
+    services.inventory_discover(regions=["us-east-1"])
+    assert {o.vnet_id for o in _inventory().values()} == {""}
+
+
+def test_an_inventory_origin_placed_later_in_its_network_keeps_its_row(db, estate):
+    services.inventory_discover(regions=["us-east-1"])
+    before = Origin.objects.get(address="10.40.1.20")
+    _route("10.40.0.0/16")
+    services.inventory_discover(regions=["us-east-1"])
+    after = Origin.objects.get(address="10.40.1.20")
+    assert after.pk == before.pk and after.vnet_id == VNET
 
 
 def test_running_the_inventory_twice_leaves_the_same_origins(db, estate):
@@ -100,15 +167,14 @@ def test_running_the_inventory_twice_leaves_the_same_origins(db, estate):
 
 def test_traffic_to_an_inventoried_host_makes_one_origin_seen_in_both(db, estate, s3):
     import gzip
-    import json
 
     from tests.discovery.conftest import BUCKET, PREFIX
 
+    _route("10.40.0.0/16")
     services.inventory_discover(regions=["us-east-1"])
-    vnet = "3b1bd4e6-2a5e-4d53-9d3c-0e3e1d6b7a10"
     record = {
         "SessionStartTime": 1763640000000000000, "SessionEndTime": 1763640001000000000, "OriginIP": "10.40.1.10",
-        "OriginPort": 443, "Protocol": "TCP", "VirtualNetworkID": vnet, "Email": "bob@example.com",
+        "OriginPort": 443, "Protocol": "TCP", "VirtualNetworkID": VNET, "Email": "bob@example.com",
         "BytesSent": 10, "BytesReceived": 20,
     }  # fmt: skip
     s3.create_bucket(Bucket=BUCKET)
@@ -116,14 +182,19 @@ def test_traffic_to_an_inventoried_host_makes_one_origin_seen_in_both(db, estate
     services.logpush_ingest(url=f"s3://{BUCKET}/{PREFIX}")
 
     [web] = Origin.objects.filter(address="10.40.1.10")
-    assert (web.source, web.vnet_id, web.sessions, web.users) == ("both", vnet, 1, 1)
+    assert (web.source, web.vnet_id, web.sessions, web.users) == ("both", VNET, 1, 1)
 
 
 def test_a_resource_gone_from_aws_loses_its_inventory_mark(db, estate):
     services.inventory_discover(regions=["us-east-1"])
-    aws.client("rds").delete_db_instance(DBInstanceIdentifier="orders-db", SkipFinalSnapshot=True)
+    ec2 = aws.client("ec2")
+    [interface] = ec2.describe_network_interfaces(Filters=[{"Name": "description", "Values": ["RDSNetworkInterface"]}])[
+        "NetworkInterfaces"
+    ]
+    ec2.delete_network_interface(NetworkInterfaceId=interface["NetworkInterfaceId"])
     services.inventory_discover(regions=["us-east-1"])
     assert not Origin.objects.get(inventory__kind="rds").seen_in_inventory
+    assert Origin.objects.get(address="10.40.1.10").seen_in_inventory
 
 
 def _readme_aws_actions() -> set[str]:
@@ -167,7 +238,7 @@ def test_the_readme_policy_allows_every_call_gatehouse_makes(db, estate, s3, aws
     run = services.inventory_discover(regions=["us-east-1"])
 
     assert run.warnings == []
-    assert {o.inventory["kind"] for o in Origin.objects.all()} == {"ec2", "rds", "elb"}
+    assert {o.inventory["kind"] for o in Origin.objects.all()} == {"ec2", "rds", "elasticache", "elb", "lambda"}
     [[listed]] = list(aws.list_objects(BUCKET, PREFIX))
     assert aws.open_object(BUCKET, listed.key, listed.etag).read() == b""
 
@@ -175,9 +246,18 @@ def test_the_readme_policy_allows_every_call_gatehouse_makes(db, estate, s3, aws
 def test_a_denied_call_costs_only_its_kind_and_the_discovery_page_says_which(db, estate, aws_policy, viewer_client):
     services.inventory_discover(regions=["us-east-1"])
     elb_before = Origin.objects.get(inventory__kind="elb")
+    # A new database: its interface carries its security group, which is how its port is found.
+    ec2 = aws.client("ec2")
+    [vpc_subnet] = ec2.describe_subnets(Filters=[{"Name": "cidr-block", "Values": ["10.40.1.0/24"]}])["Subnets"]
+    billing = ec2.create_security_group(GroupName="billing", Description="billing", VpcId=estate)["GroupId"]
     aws.client("rds").create_db_instance(
         DBInstanceIdentifier="billing-db", DBInstanceClass="db.t3.micro", Engine="mysql", MasterUsername="admin",
         MasterUserPassword="not-a-secret-123", AllocatedStorage=20, PubliclyAccessible=False,
+        VpcSecurityGroupIds=[billing], DBSubnetGroupName="private",
+    )  # fmt: skip
+    ec2.create_network_interface(
+        SubnetId=vpc_subnet["SubnetId"], PrivateIpAddress="10.40.1.21", Description="RDSNetworkInterface",
+        Groups=[billing],
     )  # fmt: skip
     aws_policy(_readme_aws_actions() - {"elasticloadbalancing:DescribeListeners"})
 
@@ -193,25 +273,37 @@ def test_a_denied_call_costs_only_its_kind_and_the_discovery_page_says_which(db,
     # The load balancer keeps what the earlier pass found; the other kinds moved on, the new database included.
     elb_after = Origin.objects.get(inventory__kind="elb")
     assert elb_after.seen_in_inventory and elb_after.inventory_seen_at == elb_before.inventory_seen_at
-    assert Origin.objects.filter(address__contains="billing-db", seen_in_inventory=True).exists()
+    billing_db = Origin.objects.get(address="10.40.1.21", seen_in_inventory=True)
+    assert (billing_db.port, billing_db.inventory["name"]) == (3306, "billing-db (mysql)")
     assert Origin.objects.filter(inventory__kind="ec2", inventory_seen_at__gt=elb_before.inventory_seen_at).exists()
     body = viewer_client.get(reverse("discovery:origin_list")).content.decode()
     assert "elasticloadbalancing:DescribeListeners</code> in us-east-1 (elb): AccessDenied" in body
 
 
 def test_every_denied_kind_is_a_warning_and_the_command_reports_them(db, estate, aws_policy):
-    aws_policy({"ec2:DescribeInstances", "ec2:DescribeSecurityGroups"})
+    aws_policy(
+        {"ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeInstances", "ec2:DescribeSecurityGroups"}
+    )
     out, err = io.StringIO(), io.StringIO()
     call_command("discover_aws", stdout=out, stderr=err)
-    assert sorted(w["action"] for w in InventoryRun.objects.get().warnings) == [
-        "elasticache:DescribeCacheClusters",
-        "elasticloadbalancing:DescribeLoadBalancers",
-        "rds:DescribeDBClusters",
-        "rds:DescribeDBInstances",
+    assert sorted((w["kind"], w["action"]) for w in InventoryRun.objects.get().warnings) == [
+        ("elasticache", "elasticache:DescribeCacheClusters"),
+        ("elb", "elasticloadbalancing:DescribeLoadBalancers"),
+        ("rds", "rds:DescribeDBInstances"),
     ]
-    assert set(Origin.objects.values_list("inventory__kind", flat=True)) == {"ec2"}
+    assert set(Origin.objects.values_list("inventory__kind", flat=True)) == {"ec2", "lambda"}
     assert "rds:DescribeDBInstances in us-east-1 failed: AccessDenied" in err.getvalue()
-    assert "4 warnings" in out.getvalue()
+    assert "3 warnings" in out.getvalue()
+
+
+def test_without_the_network_interfaces_nothing_changes_and_every_kind_warns(db, estate, aws_policy):
+    services.inventory_discover(regions=["us-east-1"])
+    before = set(Origin.objects.filter(seen_in_inventory=True).values_list("pk", flat=True))
+    aws_policy(_readme_aws_actions() - {"ec2:DescribeNetworkInterfaces"})
+    run = services.inventory_discover(regions=["us-east-1"])
+    assert {w["action"] for w in run.warnings} == {"ec2:DescribeNetworkInterfaces"}
+    assert {w["kind"] for w in run.warnings} == set(aws.INVENTORY_KINDS)
+    assert set(Origin.objects.filter(seen_in_inventory=True).values_list("pk", flat=True)) == before
 
 
 def test_inventory_warnings_are_escaped_and_bounded_on_the_page(db, viewer_client):
