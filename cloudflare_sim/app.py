@@ -26,6 +26,7 @@ CONTROL_PREFIX = "/__sim__"
 ID32 = re.compile(r"^[0-9a-f]{32}$")
 STATUS_TEXT = {
     200: "OK",
+    201: "Created",
     202: "Accepted",
     400: "Bad Request",
     401: "Unauthorized",

@@ -224,7 +224,7 @@ def policy_list(req: Request, account_id: str) -> Reply:
 def policy_create(req: Request, account_id: str) -> Reply:
     policy = _policy_doc(req.json(), req.now)
     req.store.put("access_policy", policy, account_id)
-    return Reply(_policy_reply(req, policy, 0))
+    return Reply(_policy_reply(req, policy, 0), status=201)
 
 
 @route("GET", "/accounts/{account_id}/access/policies/{policy_id}")
@@ -247,7 +247,7 @@ def policy_delete(req: Request, account_id: str, policy_id: str) -> Reply:
             f"The policy is used by {len(using)} application(s); remove it from them first", 12132
         )
     req.store.delete("access_policy", policy_id)
-    return Reply({"id": policy_id})
+    return Reply({"id": policy_id}, status=202)
 
 
 # -- applications -------------------------------------------------------------------------------------------
@@ -456,7 +456,7 @@ def app_delete(req: Request, account_id: str, app_id: str) -> Reply:
     with req.store.write():
         world.revoke_app_tokens(req.store, account_id, app_id)
         req.store.delete("access_app", app_id)
-    return Reply({"id": app_id})
+    return Reply({"id": app_id}, status=202)
 
 
 @route("POST", "/accounts/{account_id}/access/apps/{app_id}/revoke_tokens")

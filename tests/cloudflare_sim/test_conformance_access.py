@@ -392,3 +392,16 @@ def test_page_size_is_capped_per_endpoint_by_the_fault_configuration(cf, account
     assert len(cf.zero_trust.access.users.list(account_id=account_id, per_page=1000).result) == 21
     with pytest.raises(ValueError):
         faults.save(app.store, {"max_per_page": {"*": 0}})
+
+
+def test_creating_a_policy_answers_201_and_deleting_one_or_an_application_202(cf, account_id):
+    policies = cf.zero_trust.access.policies
+    created = policies.with_raw_response.create(
+        account_id=account_id, name="statuses", decision="allow", include=[{"everyone": {}}]
+    )
+    assert created.status_code == 201
+    app = cf.zero_trust.access.applications.create(
+        account_id=account_id, type="self_hosted", name="Statuses", domain="statuses.example.com"
+    )
+    assert cf.zero_trust.access.applications.with_raw_response.delete(app.id, account_id=account_id).status_code == 202
+    assert policies.with_raw_response.delete(created.parse().id, account_id=account_id).status_code == 202

@@ -71,10 +71,13 @@ def test_faults_control_endpoint_round_trip(app):
         }
         assert http.get("/faults").json()["rules"][0]["latency_ms"] == 20
         assert http.put("/faults", content=json.dumps({"rules": [{"error_rate": 3}]})).status_code == 400
+        capped = http.put("/faults", content=json.dumps({"max_per_page": {"GET /accounts/*": 3}}))
+        assert capped.json()["max_per_page"] == {"GET /accounts/*": 3}
+        assert http.put("/faults", content=json.dumps({"max_per_page": {"*": "big"}})).status_code == 400
         assert (
             http.delete("/faults").json()
             == faults.load(app.store)
-            == {"rules": [], "rate_limit": faults.DEFAULT_RATE_LIMIT}
+            == {"rules": [], "rate_limit": faults.DEFAULT_RATE_LIMIT, "max_per_page": {}}
         )
 
 

@@ -176,7 +176,11 @@ def test_vendor_page_shows_grants_tokens_and_runs_but_no_actions_to_viewers(
     assert page.status_code == 200
     text = page.content.decode()
     assert "Redis cache" in text
-    assert vendor.service_tokens.get().client_id in text
+    token = vendor.service_tokens.get()
+    assert token.client_id in text
+    # The expiry read back from Cloudflare after the token was created.
+    assert f"until {token.expires_at:%Y-%m-%d}" in text
+    assert f"<code>{vendor.service_policy_name}</code>" in text
     assert "Onboard" in text
     assert "Show secret once" not in text
     assert "Revoke all access" not in text
