@@ -314,3 +314,22 @@ def test_inventory_warnings_are_escaped_and_bounded_on_the_page(db, viewer_clien
     body = viewer_client.get(reverse("discovery:origin_list")).content.decode()
     assert "<b>x</b>" not in body and "&lt;b&gt;x&lt;/b&gt;" in body
     assert body.count("&lt;b&gt;x&lt;/b&gt;") < 300 // len("<b>x</b>") + 1
+
+
+def test_an_endpoint_that_does_not_answer_keeps_the_previous_pass_and_warns(db, estate, settings, viewer_client):
+    import socket
+
+    services.inventory_discover(regions=["us-east-1"])
+    before = set(Origin.objects.filter(seen_in_inventory=True).values_list("pk", flat=True))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        settings.AWS_ENDPOINT_URL = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    aws.forget_clients()
+
+    run = services.inventory_discover(regions=["us-east-1"])
+
+    assert {w["action"] for w in run.warnings} == {"ec2:DescribeNetworkInterfaces"}
+    assert all(w["error"] == "AWS did not answer (EndpointConnectionError)" for w in run.warnings)
+    assert set(Origin.objects.filter(seen_in_inventory=True).values_list("pk", flat=True)) == before
+    body = viewer_client.get(reverse("discovery:origin_list")).content.decode()
+    assert "AWS did not answer (EndpointConnectionError)" in body
