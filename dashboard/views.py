@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import selectors, services
+from dashboard.csv_export import csv_safe as _csv_safe
 from dashboard.forms import AuditFilterForm, RoleForm
 from dashboard.models import User
 from dashboard.permissions import role_required
@@ -98,13 +99,6 @@ def audit_export(request):
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="gatehouse-audit-{stamp}.csv"'
     return response
-
-
-def _csv_safe(value: str) -> str:
-    """Neutralise spreadsheet formulas: audit text can come from Cloudflare, logs or a hostile user."""
-    if value and value.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r", "\n"):
-        return "'" + value
-    return value
 
 
 @require_GET

@@ -1,17 +1,19 @@
 import ipaddress
+import re
 
 from django import forms
 
 from discovery import selectors
 from discovery.models import AccessPolicy, Application, Protocol, ReviewState
-from discovery.services import DECISIONS
+from discovery.services import DECISION_LABELS, DECISIONS
 
 _ANY = [("", "any")]
+_VNET_ID = re.compile(r"^[0-9a-f-]{1,36}$")
 
 
 class OriginFilterForm(forms.Form):
     state = forms.ChoiceField(label="Review", required=False, choices=_ANY + ReviewState.choices)
-    vnet = forms.RegexField(label="Virtual network", required=False, max_length=36, regex=r"^[0-9a-fA-F-]{1,36}$")
+    vnet = forms.ChoiceField(label="Virtual network", required=False)
     protocol = forms.ChoiceField(required=False, choices=_ANY + Protocol.choices)
     port = forms.IntegerField(required=False, min_value=0, max_value=65535)
     cidr = forms.CharField(label="CIDR", required=False, max_length=50)
@@ -19,12 +21,25 @@ class OriginFilterForm(forms.Form):
     covered = forms.ChoiceField(
         label="Access", required=False, choices=[*_ANY, ("yes", "covered"), ("no", "not covered")]
     )
+    route = forms.ChoiceField(
+        label="Private route", required=False, choices=[*_ANY, ("yes", "carried by a route"), ("no", "no route")]
+    )
     q = forms.CharField(label="Search", required=False, max_length=100)
     sort = forms.ChoiceField(
         required=False,
         choices=[("users", "users"), ("sessions", "sessions"), ("bytes", "bytes"), ("last_seen", "last seen")],
     )
     after = forms.CharField(required=False, max_length=80, widget=forms.HiddenInput)
+
+    def __init__(self, *args, vnet_names: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        names = vnet_names or {}
+        choices = [*_ANY, *sorted(names.items(), key=lambda item: item[1].lower())]
+        # A network Gatehouse has not synchronised yet can still be asked for by its id.
+        wanted = str(self.data.get("vnet", "")).strip().lower() if self.is_bound else ""
+        if wanted and wanted not in names and _VNET_ID.match(wanted):
+            choices.append((wanted, wanted))
+        self.fields["vnet"].choices = choices
 
     def clean_cidr(self):
         text = self.cleaned_data["cidr"].strip()
@@ -55,16 +70,17 @@ class OriginFilterForm(forms.Form):
             source=data.get("source") or "",
             covered={"yes": True, "no": False}.get(data.get("covered") or ""),
             text=(data.get("q") or "").strip(),
+            routed={"yes": True, "no": False}.get(data.get("route") or ""),
         )
 
 
 class ReviewForm(forms.Form):
-    decision = forms.ChoiceField(choices=[(d, d) for d in DECISIONS])
+    decision = forms.ChoiceField(choices=[(d, DECISION_LABELS[d]) for d in DECISIONS])
     reason = forms.CharField(required=False, max_length=500, widget=forms.TextInput)
 
 
 class BulkForm(forms.Form):
-    ACTIONS = [*[(d, d) for d in DECISIONS], ("add", "add to application")]
+    ACTIONS = [*[(d, DECISION_LABELS[d]) for d in DECISIONS], ("add", "add to application")]
     MAX_SELECTED = 500
 
     action = forms.ChoiceField(choices=ACTIONS)

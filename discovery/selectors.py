@@ -3,6 +3,7 @@ same few queries at a hundred origins and at a hundred thousand."""
 
 import datetime as dt
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db.models import F, Q, QuerySet
@@ -24,9 +25,74 @@ class OriginFilters:
     covered: bool | None = None
     application: Application | None = None
     text: str = ""
+    # True: only origins some private route carries; False: only those none does.
+    routed: bool | None = None
 
 
-def origins_filtered(filters: OriginFilters) -> QuerySet[Origin]:
+@dataclass
+class RouteTable:
+    """The synchronised private routes, read once, for any number of origins: the longest prefix in the origin's
+    virtual network (the default network for an origin whose network is unknown), as the origin page names it."""
+
+    known: bool
+    default_vnet: str
+    # virtual network id -> [(network, route)], longest prefix first
+    by_vnet: dict[str, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, object]]]
+
+    def lookup(self, origin: Origin):
+        if not self.known or not origin.ip_key:
+            return None
+        ip = ipaddress.ip_address(origin.address)
+        for network, route in self.by_vnet.get(origin.vnet_id or self.default_vnet, []):
+            if ip.version == network.version and ip in network:
+                return route
+        return None
+
+    def carried(self) -> Q:
+        """Origins some route carries, as ranges of ip_key per virtual network."""
+        carried = Q(pk__in=[])
+        for vnet, routes in self.by_vnet.items():
+            vnets = [vnet, ""] if vnet == self.default_vnet else [vnet]
+            spans = [(ip_key(str(n.network_address)), ip_key(str(n.broadcast_address))) for n, _ in routes]
+            for low, high in _merged(spans):
+                carried |= Q(vnet_id__in=vnets, ip_key__gte=low, ip_key__lte=high)
+        return carried
+
+
+def _merged(ranges: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    merged: list[list[str]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return [(low, high) for low, high in merged]
+
+
+def route_table() -> RouteTable:
+    """Two queries whatever the number of origins it is asked about."""
+    from tunnels.models import Route, VirtualNetwork
+
+    networks = {str(v.cf_id): v for v in VirtualNetwork.objects.filter(deleted_at__isnull=True)}
+    default = next((cf_id for cf_id, v in networks.items() if v.is_default), "")
+    by_vnet: dict[str, list] = {}
+    known = False
+    for route in Route.objects.select_related("tunnel", "virtual_network").order_by("id"):
+        known = True
+        vnet = str(route.virtual_network.cf_id) if route.virtual_network else ""
+        if vnet not in networks:
+            continue
+        try:
+            network = ipaddress.ip_network(route.network, strict=False)
+        except ValueError:
+            continue
+        by_vnet.setdefault(vnet, []).append((network, route))
+    for routes in by_vnet.values():
+        routes.sort(key=lambda item: -item[0].prefixlen)
+    return RouteTable(known=known, default_vnet=default, by_vnet=by_vnet)
+
+
+def origins_filtered(filters: OriginFilters, routes: RouteTable | None = None) -> QuerySet[Origin]:
     qs = Origin.objects.all()
     if filters.review_state:
         qs = qs.filter(review_state=filters.review_state)
@@ -54,6 +120,9 @@ def origins_filtered(filters: OriginFilters) -> QuerySet[Origin]:
     if filters.text:
         # Address, network and tunnel ids, hostnames and inventory words, from one trigram index.
         qs = qs.filter(search_text__has=filters.text.lower())
+    if filters.routed is not None:
+        carried = (routes or route_table()).carried()
+        qs = qs.filter(carried) if filters.routed else qs.exclude(carried)
     return qs
 
 
@@ -97,9 +166,24 @@ class OriginPage:
     is_first: bool
 
 
-def origin_page(*, filters: OriginFilters, sort: str, after: Cursor | None, size: int) -> OriginPage:
+@dataclass(frozen=True)
+class CatalogueRow:
+    """An origin as the catalogue shows it: with its virtual network's name and the route that carries it."""
+
+    origin: Origin
+    vnet_name: str
+    route: object | None
+
+
+def catalogue_rows(origins: list[Origin], routes: RouteTable, names: dict[str, str]) -> list[CatalogueRow]:
+    return [CatalogueRow(o, names.get(o.vnet_id, ""), routes.lookup(o)) for o in origins]
+
+
+def origin_page(
+    *, filters: OriginFilters, sort: str, after: Cursor | None, size: int, routes: RouteTable | None = None
+) -> OriginPage:
     column = SORTS.get(sort, "users")
-    qs = origins_filtered(filters).select_related("application")
+    qs = origins_filtered(filters, routes).select_related("application")
     if filters.source == "inventory":
         # Origins nobody reached have no users, sessions, bytes or last seen: every sort is by id alone, which
         # spares the database a walk down a sort index past all the origins with traffic.
@@ -175,7 +259,8 @@ CHART_DAYS = 30
 def origin_detail(origin: Origin) -> OriginDetail:
     days = list(reversed(OriginDaily.objects.filter(origin=origin).order_by("-day")[:CHART_DAYS]))
     history = list(ReviewEvent.objects.filter(origin=origin)[:50])
-    route, route_known = origin_route(origin)
+    routes = route_table()
+    route, route_known = routes.lookup(origin), routes.known and origin.is_ip
     return OriginDetail(
         origin=origin,
         session_bars=_bars(days, "sessions"),
@@ -185,24 +270,6 @@ def origin_detail(origin: Origin) -> OriginDetail:
         route_known=route_known,
         vnet_name=vnet_names().get(origin.vnet_id, ""),
     )
-
-
-def origin_route(origin: Origin):
-    """(the private route that carries the origin, whether Gatehouse knows the routes at all).
-
-    Longest-prefix match among the synchronised routes of the origin's virtual network; an origin whose
-    network is unknown (an inventory entry) is looked up in the default network.
-    """
-    from tunnels.models import Route, VirtualNetwork
-    from tunnels.selectors import route_lookup
-
-    if not origin.ip_key or not Route.objects.exists():
-        return None, False
-    networks = VirtualNetwork.objects.filter(deleted_at__isnull=True)
-    vnet = networks.filter(cf_id=origin.vnet_id).first() if origin.vnet_id else networks.filter(is_default=True).first()
-    if vnet is None:
-        return None, True
-    return route_lookup(address=origin.address, vnet=vnet), True
 
 
 def applications() -> QuerySet[Application]:
@@ -225,6 +292,36 @@ def ingest_runs(limit: int = 20) -> list[IngestRun]:
 
 def last_ingest_run() -> IngestRun | None:
     return IngestRun.objects.first()
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How current the traffic data is, rather than what the latest pass did (usually nothing between
+    deliveries): the newest session counted, the objects still waiting, and the last pass that read lines."""
+
+    newest_session: dt.datetime | None
+    objects_waiting: int
+    last_reading_run: IngestRun | None
+    last_run: IngestRun | None
+
+
+def freshness() -> Freshness:
+    from django.db.models import Max
+
+    from discovery.models import LogObject
+
+    return Freshness(
+        newest_session=Origin.objects.aggregate(newest=Max("last_seen"))["newest"],
+        objects_waiting=LogObject.objects.exclude(state=LogObject.State.DONE).count(),
+        last_reading_run=IngestRun.objects.filter(records__gt=0).first(),
+        last_run=IngestRun.objects.first(),
+    )
+
+
+def origins_for_export(filters: OriginFilters, routes: RouteTable) -> Iterator[Origin]:
+    """Every origin the filters select, busiest first, read in chunks so memory does not follow the catalogue."""
+    qs = origins_filtered(filters, routes).select_related("application").order_by("-users", "-id")
+    return qs.iterator(chunk_size=2000)
 
 
 def last_inventory_run() -> InventoryRun | None:

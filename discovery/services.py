@@ -553,12 +553,20 @@ def inventory_discover(*, regions: list[str]) -> InventoryRun:
 
 
 _DECISIONS = {
-    # decision -> (states it may be taken from, state it leads to)
-    "approve": ({ReviewState.IN_REVIEW}, ReviewState.APPROVED),
-    "unapprove": ({ReviewState.IN_REVIEW, ReviewState.APPROVED}, ReviewState.UNAPPROVED),
+    # decision -> (states it may be taken from, state it leads to). Any origin can be approved or unapproved
+    # directly; putting origins into an application is a way to review many together, not a step before it.
+    "approve": ({ReviewState.UNREVIEWED, ReviewState.IN_REVIEW, ReviewState.UNAPPROVED}, ReviewState.APPROVED),
+    "unapprove": ({ReviewState.UNREVIEWED, ReviewState.IN_REVIEW, ReviewState.APPROVED}, ReviewState.UNAPPROVED),
+    "start_review": ({ReviewState.UNREVIEWED}, ReviewState.IN_REVIEW),
     "reopen": ({ReviewState.APPROVED, ReviewState.UNAPPROVED}, ReviewState.IN_REVIEW),
 }
 DECISIONS = tuple(_DECISIONS)
+DECISION_LABELS = {"approve": "approve", "unapprove": "unapprove", "start_review": "start review", "reopen": "reopen"}
+
+
+def review_decisions(state: str) -> list[str]:
+    """The decisions that can be taken on an origin in this review state."""
+    return [decision for decision, (allowed, _) in _DECISIONS.items() if state in allowed]
 
 
 def _transition(
@@ -588,7 +596,8 @@ def _transition(
 def origin_review(
     *, actor: User, origins: list[Origin], decision: str, reason: str, request: RequestOrigin
 ) -> list[Origin]:
-    """Approve, unapprove or reopen origins. Unapproving needs a reason; origins must be in an application."""
+    """Approve, unapprove, start reviewing or reopen origins, each recorded with its reason. Unapproving needs
+    a reason."""
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators review origins.")
     if decision not in _DECISIONS:

@@ -7,6 +7,7 @@ app_name = "discovery"
 urlpatterns = [
     path("", views.origin_list, name="origin_list"),
     path("origins/bulk/", views.origin_bulk, name="origin_bulk"),
+    path("origins/export.csv", views.origin_export, name="origin_export"),
     path("origins/<uuid:public_id>/", views.origin_detail, name="origin_detail"),
     path("origins/<uuid:public_id>/review/", views.origin_review, name="origin_review"),
     path("applications/", views.application_list, name="application_list"),

@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.csv_export import csv_response
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
@@ -23,25 +24,71 @@ def _errors(exc: ValidationError) -> str:
 
 @require_GET
 def origin_list(request):
-    form = OriginFilterForm(request.GET or None)
-    page = None
+    names = selectors.vnet_names()
+    form = OriginFilterForm(request.GET or None, vnet_names=names)
+    page = rows = None
+    routes_known = False
     if not request.GET or form.is_valid():
         filters = form.filters() if form.is_bound else selectors.OriginFilters()
         sort = (form.cleaned_data.get("sort") if form.is_bound else "") or "users"
         after = form.cleaned_data.get("after") if form.is_bound else None
-        page = selectors.origin_page(filters=filters, sort=sort, after=after, size=PAGE_SIZE)
+        routes = selectors.route_table()
+        page = selectors.origin_page(filters=filters, sort=sort, after=after, size=PAGE_SIZE, routes=routes)
+        rows = selectors.catalogue_rows(page.origins, routes, names)
+        routes_known = routes.known
     query = request.GET.copy()
     query.pop("after", None)
     context = {
         "form": form,
         "page": page,
+        "rows": rows,
+        "routes_known": routes_known,
         "filter_query": query.urlencode(),
         "applications": selectors.applications() if request.user.has_role(User.Role.OPERATOR) else [],
-        "last_run": selectors.last_ingest_run(),
-        "inventory_run": selectors.last_inventory_run(),
         "bulk_actions": BulkForm.ACTIONS,
     }
+    if not request.htmx:
+        context["freshness"] = selectors.freshness()
+        context["inventory_run"] = selectors.last_inventory_run()
     return render(request, template_for(request, "discovery/origin_list.html", "origin-table"), context)
+
+
+EXPORT_HEADER = [
+    "origin", "address", "port", "protocol", "virtual network", "virtual network id", "source", "users", "sessions",
+    "bytes", "first seen (UTC)", "last seen (UTC)", "review", "application", "private route", "tunnel",
+    "hostnames", "inventory kind", "inventory id", "inventory name",
+]  # fmt: skip
+
+
+@require_GET
+def origin_export(request):
+    """The filtered catalogue as CSV, streamed: the same filters as the page, every origin they select."""
+    names = selectors.vnet_names()
+    form = OriginFilterForm(request.GET or None, vnet_names=names)
+    if form.is_bound and not form.is_valid():
+        messages.error(request, "Fix the filters before exporting.")
+        return redirect("discovery:origin_list")
+    filters = form.filters() if form.is_bound else selectors.OriginFilters()
+    routes = selectors.route_table()
+
+    def rows():
+        for o in selectors.origins_for_export(filters, routes):
+            route = routes.lookup(o)
+            inventory = o.inventory or {}
+            yield [
+                o.label, o.address, o.port, o.protocol, names.get(o.vnet_id, ""), o.vnet_id, o.source, o.users,
+                o.sessions, o.bytes_total, _stamp(o.first_seen), _stamp(o.last_seen), o.review_obj.label,
+                o.application.name if o.application else "", route.network if route else "",
+                (route.tunnel.name if route.tunnel else route.tunnel_cf_id) if route else "",
+                " ".join(o.hostnames or []), inventory.get("kind", ""), inventory.get("id", ""),
+                inventory.get("name", ""),
+            ]  # fmt: skip
+
+    return csv_response(name="origins", header=EXPORT_HEADER, rows=rows())
+
+
+def _stamp(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
 def _origin_or_404(public_id):
@@ -51,16 +98,22 @@ def _origin_or_404(public_id):
     return origin
 
 
-@require_GET
-def origin_detail(request, public_id):
-    origin = _origin_or_404(public_id)
-    context = {
+def _review_context(origin) -> dict:
+    return {
         "detail": selectors.origin_detail(origin),
         "o": origin,
         "review_form": ReviewForm(),
         "states": ReviewState,
+        "decisions": [(d, services.DECISION_LABELS[d]) for d in services.review_decisions(origin.review_state)],
     }
-    return render(request, template_for(request, "discovery/origin_detail.html", "origin-review"), context)
+
+
+@require_GET
+def origin_detail(request, public_id):
+    origin = _origin_or_404(public_id)
+    return render(
+        request, template_for(request, "discovery/origin_detail.html", "origin-review"), _review_context(origin)
+    )
 
 
 @require_POST
@@ -85,13 +138,7 @@ def origin_review(request, public_id):
         messages.error(request, "Choose a decision (and say why, under 500 characters).")
     if request.htmx:
         origin.refresh_from_db()
-        context = {
-            "detail": selectors.origin_detail(origin),
-            "o": origin,
-            "review_form": ReviewForm(),
-            "states": ReviewState,
-        }
-        return render(request, "discovery/origin_detail.html#origin-review", context)
+        return render(request, "discovery/origin_detail.html#origin-review", _review_context(origin))
     return redirect("discovery:origin_detail", public_id=origin.public_id)
 
 

@@ -38,14 +38,42 @@ def test_joining_an_application_puts_an_unreviewed_origin_in_review_and_audits_i
     assert AuditEntry.objects.filter(action="application.origins_added").exists()
 
 
-def test_an_unreviewed_origin_cannot_be_approved_or_unapproved_directly(operator, make_origin):
+@pytest.mark.parametrize(("decision", "state"), [("approve", "approved"), ("unapprove", "unapproved")])
+def test_any_origin_can_be_approved_or_unapproved_directly_with_its_reason(operator, make_origin, decision, state):
     o = make_origin()
-    for decision in ("approve", "unapprove", "reopen"):
-        with pytest.raises(ValidationError):
-            _review(operator, o, decision, "because")
+    _review(operator, o, decision, "owner confirmed on the phone")
+    o.refresh_from_db()
+    assert o.review_state == state and o.application is None
+    event = ReviewEvent.objects.get(origin=o)
+    assert (event.from_state, event.to_state, event.reason) == ("unreviewed", state, "owner confirmed on the phone")
+    entry = AuditEntry.objects.get(action="origin.reviewed")
+    assert entry.details == {"from": "unreviewed", "to": state, "reason": "owner confirmed on the phone"}
+
+
+def test_starting_a_review_puts_an_unreviewed_origin_in_review_and_nothing_else(operator, make_origin):
+    o = make_origin()
+    _review(operator, o, "start_review")
+    o.refresh_from_db()
+    assert o.review_state == ReviewState.IN_REVIEW
+    with pytest.raises(ValidationError):
+        _review(operator, o, "start_review")
+    assert ReviewEvent.objects.filter(origin=o).count() == 1
+
+
+def test_an_unreviewed_origin_cannot_be_reopened(operator, make_origin):
+    o = make_origin()
+    with pytest.raises(ValidationError):
+        _review(operator, o, "reopen", "because")
     o.refresh_from_db()
     assert o.review_state == ReviewState.UNREVIEWED
     assert not ReviewEvent.objects.exists()
+
+
+def test_each_state_offers_the_decisions_that_apply_to_it():
+    assert services.review_decisions("unreviewed") == ["approve", "unapprove", "start_review"]
+    assert services.review_decisions("in_review") == ["approve", "unapprove"]
+    assert services.review_decisions("approved") == ["unapprove", "reopen"]
+    assert services.review_decisions("unapproved") == ["approve", "reopen"]
 
 
 def test_the_whole_cycle_in_review_approved_unapproved_reopened(operator, app, make_origin):

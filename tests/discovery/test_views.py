@@ -233,14 +233,31 @@ def test_bulk_add_to_an_application_then_bulk_approve(operator_client, operator,
     assert (left.application_id, left.review_state) == (None, ReviewState.UNREVIEWED)
 
 
-def test_bulk_approving_unreviewed_origins_is_refused_and_changes_nothing(operator_client, make_origin):
-    o = make_origin()
+def test_bulk_approving_unreviewed_origins_approves_them_with_the_reason(operator_client, make_origin):
+    first, second = make_origin(), make_origin()
     response = operator_client.post(
-        reverse("discovery:origin_bulk"), {"action": "approve", "origin": [str(o.public_id)]}, follow=True
+        reverse("discovery:origin_bulk"),
+        {"action": "approve", "reason": "owners confirmed", "origin": [str(first.public_id), str(second.public_id)]},
+        follow=True,
     )
-    assert "Only in review origins can be approved" in response.content.decode()
-    o.refresh_from_db()
-    assert o.review_state == ReviewState.UNREVIEWED
+    assert "2 origin(s) updated." in response.content.decode()
+    for origin in (first, second):
+        origin.refresh_from_db()
+        assert origin.review_state == ReviewState.APPROVED
+        assert origin.review_events.get().reason == "owners confirmed"
+
+
+def test_a_decision_that_does_not_apply_to_one_of_the_selection_changes_none_of_it(operator_client, make_origin):
+    fresh = make_origin()
+    approved = make_origin(review_state=ReviewState.APPROVED)
+    response = operator_client.post(
+        reverse("discovery:origin_bulk"),
+        {"action": "start_review", "origin": [str(fresh.public_id), str(approved.public_id)]},
+        follow=True,
+    )
+    assert f"Only unreviewed origins can be in review: {approved.label}." in response.content.decode()
+    fresh.refresh_from_db()
+    assert fresh.review_state == ReviewState.UNREVIEWED
 
 
 def test_creating_an_application_and_seeing_it_listed(operator_client):
@@ -290,3 +307,127 @@ def test_the_origin_page_names_the_route_and_tunnel_by_longest_prefix_in_its_net
     assert "10.20.5.0/24 via db-narrow" in body and "prod-vpc" in body
     body = viewer_client.get(reverse("discovery:origin_detail", args=[unrouted.public_id])).content.decode()
     assert "no route<" in body.replace("</dd>", "<")
+
+
+@pytest.fixture
+def routes():
+    """Two virtual networks (prod-vpc the default) and their routes: 10.20.0.0/16 in prod, 10.30.0.0/16 in staging."""
+    import uuid
+
+    from tunnels.models import Route, Tunnel, VirtualNetwork
+
+    prod = VirtualNetwork.objects.create(cf_id=uuid.uuid4(), name="prod-vpc", is_default=True)
+    staging = VirtualNetwork.objects.create(cf_id=uuid.uuid4(), name="staging-vpc")
+    core = Tunnel.objects.create(cf_id=uuid.uuid4(), name="core")
+    for network, vnet in (("10.20.0.0/16", prod), ("10.30.0.0/16", staging)):
+        Route.objects.create(
+            cf_id=uuid.uuid4(), network=network, tunnel=core, tunnel_cf_id=core.cf_id, virtual_network=vnet
+        )
+    return {"prod": str(prod.cf_id), "staging": str(staging.cf_id)}
+
+
+def _table_ids(body: str) -> set[str]:
+    import re
+
+    return set(re.findall(r'href="/discovery/origins/([0-9a-f-]{36})/"', body))
+
+
+def test_the_catalogue_names_virtual_networks_and_the_route_of_each_origin(viewer_client, make_origin, routes):
+    make_origin(address="10.20.1.1", vnet_id=routes["prod"])
+    make_origin(address="10.20.1.2", vnet_id=routes["staging"])
+    body = viewer_client.get(LIST).content.decode()
+    assert f'<span title="{routes["prod"]}">prod-vpc</span>' in body
+    assert f'<span title="{routes["staging"]}">staging-vpc</span>' in body
+    assert "<code title=" not in body  # no network shown by its id
+    assert "10.20.0.0/16 via core" in body
+    assert body.count("no route</span>") == 1  # 10.20.1.2 is in staging, where only 10.30.0.0/16 is routed
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"), [("no", {"unrouted", "other-network", "hostname"}), ("yes", {"routed", "unknown-network"})]
+)
+def test_the_route_filter_finds_origins_no_private_route_carries(viewer_client, make_origin, routes, route, expected):
+    named = {
+        "routed": make_origin(address="10.20.1.1", vnet_id=routes["prod"]),
+        "unrouted": make_origin(address="10.21.0.1", vnet_id=routes["prod"]),
+        "other-network": make_origin(address="10.20.1.1", vnet_id=routes["staging"]),
+        # An origin of unknown network is looked up in the default network, as on its own page.
+        "unknown-network": make_origin(address="10.20.9.9", vnet_id=""),
+        "hostname": make_origin(address="orders.cluster.eu-west-1.rds.amazonaws.com", vnet_id=""),
+    }
+    body = viewer_client.get(LIST, {"route": route}).content.decode()
+    assert _table_ids(body) == {str(named[name].public_id) for name in expected}
+
+
+def test_the_catalogue_filters_by_virtual_network_name(viewer_client, make_origin, routes):
+    mine = make_origin(vnet_id=routes["staging"])
+    make_origin(vnet_id=routes["prod"])
+    body = viewer_client.get(LIST).content.decode()
+    assert f'<option value="{routes["staging"]}">staging-vpc</option>' in body
+    assert _table_ids(viewer_client.get(LIST, {"vnet": routes["staging"]}).content.decode()) == {str(mine.public_id)}
+
+
+def test_routes_and_names_cost_the_same_queries_at_ten_and_at_a_hundred_origins(viewer_client, make_origin, routes):
+    for _ in range(10):
+        make_origin(vnet_id=routes["prod"])
+    with CaptureQueriesContext(connection) as small:
+        viewer_client.get(LIST, {"route": "no"})
+    for i in range(90):
+        make_origin(vnet_id=routes["staging" if i % 2 else "prod"], address=f"10.20.{i}.1")
+    with CaptureQueriesContext(connection) as large:
+        body = viewer_client.get(LIST, {"route": "no"}).content.decode()
+    assert len(large) == len(small)
+    assert "no route</span>" in body
+
+
+def test_the_header_tells_how_fresh_the_traffic_is_and_the_last_pass_that_read_lines(viewer_client, make_origin):
+    import datetime as dt
+
+    from discovery.models import LogObject
+
+    make_origin(last_seen=dt.datetime(2026, 11, 20, 11, 55, tzinfo=dt.UTC))
+    IngestRun.objects.create(source="s3://logs/x", records=3000, accepted=2990, objects_done=2, malformed=10,
+                             started_at=dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC))  # fmt: skip
+    IngestRun.objects.create(source="s3://logs/x", started_at=dt.datetime(2026, 11, 20, 12, 5, tzinfo=dt.UTC))
+    LogObject.objects.create(bucket="logs", key="a.log.gz", etag="e1")
+    LogObject.objects.create(bucket="logs", key="b.log.gz", etag="e2", state=LogObject.State.DONE)
+
+    body = " ".join(viewer_client.get(LIST).content.decode().split())
+    assert "Traffic data up to" in body and "2026-11-20 11:55</time> UTC (newest session seen)" in body
+    assert "1 Logpush object waiting" in body
+    assert "Last pass that read lines: 2026-11-20 12:00 UTC, 2 objects, 2990 sessions counted" in body
+    assert "Last pass 2026-11-20 12:05 UTC" in body
+
+
+def test_the_export_streams_the_filtered_catalogue_as_csv_with_formulas_neutralised(viewer_client, make_origin, routes):
+    import csv
+    import io
+
+    hostile = make_origin(address="10.20.3.3", vnet_id=routes["prod"], hostnames=["=cmd|' /C calc'!a0"], port=5432,
+                          inventory={"kind": "ec2", "id": "i-1", "name": "@SUM(1+1)"})  # fmt: skip
+    make_origin(port=443)
+    response = viewer_client.get(reverse("discovery:origin_export"), {"port": "5432"})
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"].startswith('attachment; filename="gatehouse-origins-')
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [r["origin"] for r in rows] == [hostile.label]
+    [row] = rows
+    assert row["virtual network"] == "prod-vpc" and row["private route"] == "10.20.0.0/16" and row["tunnel"] == "core"
+    assert row["hostnames"] == "'=cmd|' /C calc'!a0" and row["inventory name"] == "'@SUM(1+1)"
+    assert row["review"] == "Unreviewed"
+
+
+def test_an_export_with_broken_filters_explains_instead_of_exporting(viewer_client):
+    response = viewer_client.get(reverse("discovery:origin_export"), {"cidr": "10.0.0.0/99"}, follow=True)
+    assert "Fix the filters before exporting." in response.content.decode()
+
+
+def test_the_origin_page_offers_the_decisions_of_its_state(operator_client, make_origin):
+    fresh = make_origin()
+    body = operator_client.get(reverse("discovery:origin_detail", args=[fresh.public_id])).content.decode()
+    assert 'value="approve"' in body and 'value="unapprove"' in body and 'value="start_review"' in body
+    assert 'value="reopen"' not in body
+    approved = make_origin(review_state=ReviewState.APPROVED)
+    body = operator_client.get(reverse("discovery:origin_detail", args=[approved.public_id])).content.decode()
+    assert 'value="unapprove"' in body and 'value="reopen"' in body and 'value="approve"' not in body

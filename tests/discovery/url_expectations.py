@@ -15,6 +15,7 @@ OPERATOR_REDIRECT = {ANON: LOGIN, VIEWER: 403, OPERATOR: 302, ADMIN: 302}
 EXPECTED = {
     "discovery:origin_list": ("get", {}, ALL_OK),
     "discovery:origin_bulk": ("post", {}, OPERATOR_REDIRECT),
+    "discovery:origin_export": ("get", {}, ALL_OK),
     "discovery:origin_detail": ("get", {"public_id": NOBODY}, ALL_404),
     "discovery:origin_review": ("post", {"public_id": NOBODY}, OPERATOR_404),
     "discovery:application_list": ("get", {}, ALL_OK),
