@@ -1,6 +1,7 @@
 """/healthz, /readyz and /metrics: answered before sign-in, the Host check and the HTTPS redirect."""
 
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,14 @@ from django.utils import timezone
 from alerts.models import Alert, Channel, Delivery
 from dashboard.models import Heartbeat
 from integrations.cloudflare import budget
+
+
+@pytest.fixture(autouse=True)
+def own_budget(settings, tmp_path):
+    """A budget of this test's own, so another test's 429 cannot make this one not ready."""
+    settings.VAR_DIR = tmp_path
+    settings.REDIS_URL = ""
+    settings.GATEHOUSE_CLOUDFLARE_BUDGET_NAME = f"health-{uuid.uuid4().hex}"
 
 
 @pytest.fixture
@@ -65,9 +74,7 @@ def test_readyz_is_not_ready_when_the_broker_is_unreachable_and_does_not_show_it
     assert "s3cret" not in response.content.decode()
 
 
-def test_readyz_is_not_ready_while_cloudflare_has_blocked_the_budget(client, fresh_heartbeat, settings, tmp_path):
-    settings.VAR_DIR = tmp_path
-    settings.GATEHOUSE_CLOUDFLARE_BUDGET_NAME = "readyz-test"
+def test_readyz_is_not_ready_while_cloudflare_has_blocked_the_budget(client, fresh_heartbeat):
     budget().block(120)
     response = client.get("/readyz")
     assert response.status_code == 503
@@ -100,9 +107,7 @@ def test_metrics_with_a_token_needs_exactly_that_token(client, db, settings):
     assert response.status_code == 200
 
 
-def test_metrics_name_every_figure_operators_alert_on(client, db, settings, tmp_path):
-    settings.VAR_DIR = tmp_path
-    settings.GATEHOUSE_CLOUDFLARE_BUDGET_NAME = "metrics-test"
+def test_metrics_name_every_figure_operators_alert_on(client, db):
     Heartbeat.objects.create(name="worker", seen_at=timezone.now() - timedelta(seconds=12))
     channel = Channel.objects.create(name="c", kind="email", target="a@example.com")
     alert = Alert.objects.create(kind="k", subject="s")
@@ -133,13 +138,12 @@ def test_metrics_name_every_figure_operators_alert_on(client, db, settings, tmp_
         assert f"# TYPE {name} " in body
 
 
-def test_metrics_read_sync_logpush_and_workflow_figures_from_the_database(client, db, settings, tmp_path):
+def test_metrics_read_sync_logpush_and_workflow_figures_from_the_database(client, db):
     from discovery.models import IngestRun, Origin
     from tests.factories import make_user
     from tunnels.models import SyncPass
     from vendors.models import Vendor, WorkflowRun
 
-    settings.VAR_DIR = tmp_path
     now = timezone.now()
     SyncPass.objects.create(
         started_at=now - timedelta(seconds=70), finished_at=now - timedelta(seconds=60), complete=True, api_calls=7
@@ -179,3 +183,16 @@ def test_health_command_exits_non_zero_on_a_stale_heartbeat_and_zero_when_fresh(
     Heartbeat.objects.create(name="worker", seen_at=timezone.now())
     call_command("health", "--check", "heartbeat", "--check", "database")
     assert '"heartbeat": {"ok": true' in capsys.readouterr().out
+
+
+def test_redis_budget_counts_429s_and_says_how_long_it_is_blocked(settings):
+    from tests.workers import redis_url
+
+    settings.REDIS_URL = redis_url()
+    spend = budget()
+    assert (spend.blocked_for(), spend.rate_limited()) == (0.0, 0)
+    spend.block(30)
+    spend.block(10)  # a shorter block does not shorten the longer one, and counts as one more 429
+    assert 25 < spend.blocked_for() <= 30
+    assert spend.rate_limited() == 2
+    spend.redis.delete(spend.key, spend.blocked_key, f"{spend.key}:rate-limited")
