@@ -543,16 +543,12 @@ ACCESS_PAGE_SIZE = 1000
 
 def access_apps_all(*, priority: Priority = Priority.BACKGROUND) -> list[AccessApplication]:
     """Every Access application with its policies (reusable ones resolved) as Cloudflare reports them."""
-    return [
-        AccessApplication.from_sdk(app)
-        for app in _all_pages(
-            "access.apps.list",
-            lambda c, p: c.zero_trust.access.applications.list(
-                account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE
-            ),
-            priority=priority,
-        )
-    ]
+    pages = _all_pages(
+        "access.apps.list",
+        lambda c, p: c.zero_trust.access.applications.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
+        priority=priority,
+    )
+    return _records(AccessApplication.from_sdk, pages)
 
 
 def access_app_get(app_id: str, *, priority: Priority = Priority.BACKGROUND) -> AccessApplication:
@@ -561,7 +557,7 @@ def access_app_get(app_id: str, *, priority: Priority = Priority.BACKGROUND) -> 
         lambda c: c.zero_trust.access.applications.get(app_id, account_id=account_id()),
         priority=priority,
     )
-    return AccessApplication.from_sdk(app)
+    return _record("access.apps.get", AccessApplication.from_sdk, app)
 
 
 def access_app_set_policies(
@@ -579,7 +575,7 @@ def access_app_set_policies(
     path = f"/accounts/{account_id()}/access/apps/{app.id}"
     answer = call("access.apps.update", lambda c: c.put(path, body=body, cast_to=object), priority=priority)
     result = answer.get("result") if isinstance(answer, dict) else None
-    return AccessApplication.from_sdk(result if isinstance(result, dict) else {"id": app.id})
+    return _record("access.apps.update", AccessApplication.from_sdk, result if isinstance(result, dict) else {})
 
 
 def access_app_revoke_tokens(app_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
@@ -592,16 +588,12 @@ def access_app_revoke_tokens(app_id: str, *, priority: Priority = Priority.BACKG
 
 def access_policies_all(*, priority: Priority = Priority.BACKGROUND) -> list[AccessPolicy]:
     """The account's reusable policies."""
-    return [
-        AccessPolicy.from_sdk(policy)
-        for policy in _all_pages(
-            "access.policies.list",
-            lambda c, p: c.zero_trust.access.policies.list(
-                account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE
-            ),
-            priority=priority,
-        )
-    ]
+    pages = _all_pages(
+        "access.policies.list",
+        lambda c, p: c.zero_trust.access.policies.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
+        priority=priority,
+    )
+    return _records(AccessPolicy.from_sdk, pages)
 
 
 def access_policy_create(
@@ -623,7 +615,7 @@ def access_policy_create(
         ),
         priority=priority,
     )
-    return AccessPolicy.from_sdk(policy)
+    return _record("access.policies.create", AccessPolicy.from_sdk, policy)
 
 
 def access_policy_update(
@@ -647,7 +639,7 @@ def access_policy_update(
         ),
         priority=priority,
     )
-    return AccessPolicy.from_sdk(policy)
+    return _record("access.policies.update", AccessPolicy.from_sdk, policy)
 
 
 def access_policy_delete(policy_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
@@ -659,27 +651,23 @@ def access_policy_delete(policy_id: str, *, priority: Priority = Priority.BACKGR
 
 
 def access_groups_all(*, priority: Priority = Priority.BACKGROUND) -> list[AccessGroup]:
-    return [
-        AccessGroup.from_sdk(group)
-        for group in _all_pages(
-            "access.groups.list",
-            lambda c, p: c.zero_trust.access.groups.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
-            priority=priority,
-        )
-    ]
+    pages = _all_pages(
+        "access.groups.list",
+        lambda c, p: c.zero_trust.access.groups.list(account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE),
+        priority=priority,
+    )
+    return _records(AccessGroup.from_sdk, pages)
 
 
 def service_tokens_all(*, priority: Priority = Priority.BACKGROUND) -> list[ServiceToken]:
-    return [
-        ServiceToken.from_sdk(token)
-        for token in _all_pages(
-            "access.service_tokens.list",
-            lambda c, p: c.zero_trust.access.service_tokens.list(
-                account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE
-            ),
-            priority=priority,
-        )
-    ]
+    pages = _all_pages(
+        "access.service_tokens.list",
+        lambda c, p: c.zero_trust.access.service_tokens.list(
+            account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE
+        ),
+        priority=priority,
+    )
+    return _records(ServiceToken.from_sdk, pages)
 
 
 def service_token_get(token_id: str, *, priority: Priority = Priority.BACKGROUND) -> ServiceToken:
@@ -689,7 +677,7 @@ def service_token_get(token_id: str, *, priority: Priority = Priority.BACKGROUND
         lambda c: c.zero_trust.access.service_tokens.get(token_id, account_id=account_id()),
         priority=priority,
     )
-    return ServiceToken.from_sdk(token)
+    return _record("access.service_tokens.get", ServiceToken.from_sdk, token)
 
 
 def service_token_create(*, name: str, duration: str, priority: Priority = Priority.BACKGROUND) -> NewServiceToken:
@@ -699,7 +687,7 @@ def service_token_create(*, name: str, duration: str, priority: Priority = Prior
         lambda c: c.zero_trust.access.service_tokens.create(account_id=account_id(), name=name, duration=duration),
         priority=priority,
     )
-    return NewServiceToken.from_sdk(token)
+    return _record("access.service_tokens.create", NewServiceToken.from_sdk, token)
 
 
 def service_token_delete(token_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
@@ -713,16 +701,14 @@ def service_token_delete(token_id: str, *, priority: Priority = Priority.BACKGRO
 def access_users(*, email: str = "", search: str = "", priority: Priority = Priority.BACKGROUND) -> list[AccessUser]:
     """Access users with exactly this email, or whose email or name contains `search`."""
     filters = {"email": email} if email else {"search": search}
-    return [
-        AccessUser.from_sdk(user)
-        for user in _all_pages(
-            "access.users.list",
-            lambda c, p: c.zero_trust.access.users.list(
-                account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE, **filters
-            ),
-            priority=priority,
-        )
-    ]
+    pages = _all_pages(
+        "access.users.list",
+        lambda c, p: c.zero_trust.access.users.list(
+            account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE, **filters
+        ),
+        priority=priority,
+    )
+    return _records(AccessUser.from_sdk, pages)
 
 
 def access_users_in_domain(domain: str, *, priority: Priority = Priority.BACKGROUND) -> list[AccessUser]:

@@ -302,6 +302,14 @@ _DURATION = 32
 APP_READ_ONLY = frozenset({"id", "aud", "created_at", "updated_at", "policies"})
 
 
+def _access_id(value: Any, what: str) -> str:
+    """An Access object's id in its canonical form; Malformed when it is missing or not a UUID."""
+    parsed = _uuid(value) if value is not None else None
+    if parsed is None:
+        raise Malformed(f"{what} without a valid id")
+    return str(parsed)
+
+
 def _plain(model: Any) -> Any:
     """An SDK model (or a list or mapping of them) as JSON-ready data, with only the fields Cloudflare sent."""
     if hasattr(model, "to_dict"):
@@ -352,7 +360,7 @@ class AccessPolicy:
         precedence = field(model, "precedence", 0)
         app_count = field(model, "app_count", 0)
         return cls(
-            id=text(field(model, "id"), _ID),
+            id=_access_id(field(model, "id"), "a policy"),
             name=text(field(model, "name"), _NAME),
             decision=text(field(model, "decision"), _DURATION),
             include=_rules(field(model, "include")),
@@ -395,7 +403,7 @@ class AccessApplication:
         data = _plain(model)
         policies = tuple(AccessPolicy.from_sdk(p) for p in data.get("policies") or [] if isinstance(p, dict))
         return cls(
-            id=text(data.get("id"), _ID),
+            id=_access_id(data.get("id"), "an application"),
             name=text(data.get("name") or data.get("id"), _NAME),
             type=text(data.get("type"), _DURATION),
             domain=text(data.get("domain"), _HOST),
@@ -425,7 +433,7 @@ class AccessGroup:
     @classmethod
     def from_sdk(cls, model: Any) -> "AccessGroup":
         return cls(
-            id=text(field(model, "id"), _ID),
+            id=_access_id(field(model, "id"), "a group"),
             name=text(field(model, "name"), _NAME),
             include=_rules(field(model, "include")),
         )
@@ -444,7 +452,7 @@ class ServiceToken:
     @classmethod
     def from_sdk(cls, model: Any) -> "ServiceToken":
         return cls(
-            id=text(field(model, "id"), _ID),
+            id=_access_id(field(model, "id"), "a service token"),
             name=text(field(model, "name"), _NAME),
             client_id=text(field(model, "client_id"), _NAME),
             duration=text(field(model, "duration"), _DURATION),
@@ -463,7 +471,7 @@ class NewServiceToken:
     @classmethod
     def from_sdk(cls, model: Any) -> "NewServiceToken":
         return cls(
-            id=text(field(model, "id"), _ID),
+            id=_access_id(field(model, "id"), "a new service token"),
             client_id=text(field(model, "client_id"), _NAME),
             client_secret=str(field(model, "client_secret", "")),
         )
@@ -478,7 +486,7 @@ class AccessUser:
     @classmethod
     def from_sdk(cls, model: Any) -> "AccessUser":
         return cls(
-            id=text(field(model, "id"), _ID),
+            id=_access_id(field(model, "id"), "a user"),
             email=text(field(model, "email"), _EMAIL).lower(),
             name=text(field(model, "name"), _NAME),
         )

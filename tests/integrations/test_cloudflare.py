@@ -228,3 +228,15 @@ def test_domain_users_are_matched_exactly_by_address(cloudflare_sim):
 def test_revoking_someone_access_does_not_know_is_not_an_error(cloudflare_sim):
     assert cf.access_revoke_user("nobody@nowhere.example") is False
     assert cf.access_revoke_user("priya@acme-analytics.com") is True
+
+
+def test_an_access_object_without_a_valid_id_is_left_out_with_a_warning(cloudflare_sim, caplog):
+    store, account = cloudflare_sim.store, cloudflare_sim.account_id
+    grafana = next(a for a in store.list("access_app", account) if a["name"] == "Grafana")
+    store.put("access_app", {**grafana, "id": "not-a-uuid", "name": "Broken\u202egrafana"}, account)
+    apps = cf.access_apps_all()
+    assert len(apps) == 12 and "not-a-uuid" not in {a.id for a in apps}
+    assert "left out an application without a valid id" in caplog.text
+    with pytest.raises(cf.CloudflareError) as caught:
+        cf.access_app_get("not-a-uuid")
+    assert "an application without a valid id" in caught.value.message
