@@ -240,3 +240,21 @@ def test_an_access_object_without_a_valid_id_is_left_out_with_a_warning(cloudfla
     with pytest.raises(cf.CloudflareError) as caught:
         cf.access_app_get("not-a-uuid")
     assert "an application without a valid id" in caught.value.message
+
+
+def test_access_text_is_clipped_and_cleaned_once_at_the_boundary(cloudflare_sim, db):
+    from vendors import services
+    from vendors.models import AccessApplication
+
+    store, account = cloudflare_sim.store, cloudflare_sim.account_id
+    grafana = next(a for a in store.list("access_app", account) if a["name"] == "Grafana")
+    store.put("access_app", {**grafana, "name": "Graf\u202eana\x07 " + "x" * 400}, account)
+    world_user = {"email": "MIXED.Case@Vendor.Example", "name": "N\u2066ame"}
+    user = next(u for u in store.list("access_user", account) if u["email"] == "priya@acme-analytics.com")
+    store.put("access_user", {**user, **world_user}, account)
+    app = next(a for a in cf.access_apps_all() if a.id == grafana["id"])
+    assert app.name.startswith("Grafana x") and len(app.name) == 200
+    (found,) = cf.access_users(search="vendor.example")
+    assert (found.email, found.name) == ("mixed.case@vendor.example", "Name")
+    services.access_apps_refresh()
+    assert AccessApplication.objects.get(cf_id=grafana["id"]).name == app.name
