@@ -68,8 +68,8 @@ _SHAPE_FIELDS = itemgetter(
 _NUMBER_FIELDS = itemgetter("SessionStartTime", "SessionEndTime", "BytesSent", "BytesReceived")
 
 # Decompressed bytes handed to the parser at a time: the object is never whole in memory, nor is a gzip bomb.
-CHUNK = 1 << 20
-OUT_CHUNK = 8 << 20
+CHUNK = 256 << 10
+OUT_CHUNK = 1 << 20
 
 
 class Rejected(Exception):

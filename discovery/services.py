@@ -54,23 +54,35 @@ class ClaimLost(Exception):
 
 def log_object_claim(*, bucket: str, obj: aws.S3Object, lease_seconds: int = LEASE_SECONDS) -> Claim | None:
     """Claim an object for reading, or None when it is done or another worker's lease on it is still running."""
-    row, _ = LogObject.objects.get_or_create(bucket=bucket, key=obj.key, etag=obj.etag, defaults={"size": obj.size})
-    if row.state == LogObject.State.DONE:
-        return None
+    return log_objects_claim(bucket=bucket, objects=[obj], lease_seconds=lease_seconds).get((obj.key, obj.etag))
+
+
+def log_objects_claim(
+    *, bucket: str, objects: list[aws.S3Object], lease_seconds: int = LEASE_SECONDS
+) -> dict[tuple[str, str], Claim]:
+    """Claim a batch of objects at once (a few queries whatever its size): {(key, etag): claim} for those this
+    worker got, one token for all of them. The others are done or under another worker's running lease."""
+    if not objects:
+        return {}
+    LogObject.objects.bulk_create(
+        [LogObject(bucket=bucket, key=o.key, etag=o.etag, size=o.size) for o in objects], ignore_conflicts=True
+    )
+    wanted = {(o.key, o.etag) for o in objects}
+    rows = LogObject.objects.filter(bucket=bucket, key__in={o.key for o in objects}).values_list("pk", "key", "etag")
+    ids = [pk for pk, key, etag in rows if (key, etag) in wanted]
     now = timezone.now()
     token = uuid.uuid4()
-    # A conditional update that must change exactly one row: of two workers racing, only one gets it.
-    claimed = (
-        LogObject.objects.filter(pk=row.pk)
-        .filter(Q(state=LogObject.State.PENDING) | Q(state=LogObject.State.CLAIMED, lease_until__lt=now))
-        .update(
-            state=LogObject.State.CLAIMED,
-            claim_token=token,
-            lease_until=now + dt.timedelta(seconds=lease_seconds),
-            attempts=F("attempts") + 1,
-        )
+    # One conditional update: of two workers racing for an object, only one changes its row.
+    LogObject.objects.filter(pk__in=ids).filter(
+        Q(state=LogObject.State.PENDING) | Q(state=LogObject.State.CLAIMED, lease_until__lt=now)
+    ).update(
+        state=LogObject.State.CLAIMED,
+        claim_token=token,
+        lease_until=now + dt.timedelta(seconds=lease_seconds),
+        attempts=F("attempts") + 1,
     )
-    return Claim(row.pk, token) if claimed == 1 else None
+    mine = LogObject.objects.filter(pk__in=ids, claim_token=token).values_list("pk", "key", "etag")
+    return {(key, etag): Claim(pk, token) for pk, key, etag in mine}
 
 
 def _read(bucket: str, obj: aws.S3Object, batch: logparse.Batch) -> logparse.ObjectTotals:
@@ -97,11 +109,8 @@ def log_objects_ingest(
     claim an object (after the lease) reads it again from the start. Applying a batch at once costs the database
     one pass over the origins the batch touched instead of one per object.
     """
-    claimed = []
-    for obj in objects:
-        claim = log_object_claim(bucket=bucket, obj=obj, lease_seconds=lease_seconds)
-        if claim is not None:
-            claimed.append((obj, claim))
+    claims = log_objects_claim(bucket=bucket, objects=objects, lease_seconds=lease_seconds)
+    claimed = [(obj, claims[(obj.key, obj.etag)]) for obj in objects if (obj.key, obj.etag) in claims]
     if not claimed:
         return None
     batch = logparse.Batch()
