@@ -15,5 +15,11 @@ class TunnelsConfig(AppConfig):
                 "tunnel.route_added": "Private route added",
                 "tunnel.route_removed": "Private route removed",
                 "tunnel.change_failed": "Tunnel change failed",
+                "tunnel.deleted": "Tunnel deleted",
+                "tunnel.connections_cleaned": "Stale tunnel connections removed",
+                "tunnel.token_rotated": "Tunnel token rotated",
+                "vnet.created": "Virtual network created",
+                "vnet.renamed": "Virtual network renamed",
+                "vnet.deleted": "Virtual network deleted",
             }
         )

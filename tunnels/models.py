@@ -47,6 +47,8 @@ class Tunnel(models.Model):
     # Distinct cloudflared versions of the connectors, oldest first, comma-separated.
     versions = models.CharField(max_length=200, blank=True)
     config_synced_at = models.DateTimeField(null=True)
+    # When someone opened the tunnel's page and a read of its configuration was queued (one at a time).
+    config_requested_at = models.DateTimeField(null=True, blank=True)
     config_version = models.IntegerField(null=True)
     route_count = models.PositiveIntegerField(default=0)
     hostname_count = models.PositiveIntegerField(default=0)
@@ -228,6 +230,23 @@ class SyncPass(models.Model):
         return f"sync pass {self.started_at:%Y-%m-%d %H:%M:%S}"
 
 
+class ObservedSpan(models.Model):
+    """A stretch of time Gatehouse watched the whole account: passes that read the tunnel list, close together.
+
+    Each pass that reads the whole list extends the latest span, or opens a new one when the previous pass is
+    further back than `tunnels.sync.observed_gap()`; the rule and how uptime uses it are in tunnels/uptime.py.
+    """
+
+    start = models.DateTimeField()
+    end = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["start"]
+
+    def __str__(self):
+        return f"observed {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}"
+
+
 class SyncCursor(models.Model):
     """When a slower part of the sync last ran, and the lease that keeps two passes from overlapping."""
 
@@ -248,6 +267,12 @@ class TunnelChange(models.Model):
         HOSTNAME_REMOVE = "hostname_remove", "Remove public hostname"
         ROUTE_ADD = "route_add", "Add private route"
         ROUTE_REMOVE = "route_remove", "Remove private route"
+        TUNNEL_DELETE = "tunnel_delete", "Delete tunnel"
+        CONNECTIONS_CLEANUP = "connections_cleanup", "Clean up stale connections"
+        TOKEN_ROTATE = "token_rotate", "Rotate token"
+        VNET_CREATE = "vnet_create", "Create virtual network"
+        VNET_RENAME = "vnet_rename", "Rename virtual network"
+        VNET_DELETE = "vnet_delete", "Delete virtual network"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -294,6 +319,12 @@ class TunnelChange(models.Model):
             "hostname_remove": lambda: p.get("hostname", ""),
             "route_add": lambda: p.get("network", ""),
             "route_remove": lambda: p.get("network", ""),
+            "tunnel_delete": lambda: p.get("name", ""),
+            "connections_cleanup": lambda: p.get("name", ""),
+            "token_rotate": lambda: p.get("name", ""),
+            "vnet_create": lambda: p.get("name", ""),
+            "vnet_rename": lambda: f"{p.get('old_name', '')} → {p.get('name', '')}",
+            "vnet_delete": lambda: p.get("name", ""),
         }[self.kind]()
 
     def token_available(self, now: datetime | None = None) -> bool:
