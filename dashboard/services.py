@@ -10,6 +10,7 @@ from django.utils import timezone
 from dashboard.audit_actions import AUDIT_ACTIONS
 from dashboard.models import AuditEntry, Heartbeat, User
 from dashboard.requestinfo import Origin
+from integrations.records import text
 
 # Audit details are shown on a page and exported; keep any one value readable and bounded.
 _MAX_DETAIL_CHARS = 2000
@@ -44,7 +45,8 @@ def audit_record(
         actor_email=(actor.email if actor else actor_email)[:254],
         target_type=target_type[:32],
         target_id=str(target_id)[:64],
-        target_label=str(target_label)[:200],
+        # Labels are names from Cloudflare, AWS and logs: one line, no bidirectional overrides (see records.text).
+        target_label=text(target_label, 200),
         details=_bounded(details or {}),
         source_ip=origin.source_ip,
         request_id=origin.request_id[:64],

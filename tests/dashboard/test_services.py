@@ -173,3 +173,9 @@ def test_an_admin_demoted_meanwhile_changes_no_role():
         services.user_set_role(actor=stale_bob, user=cyd, role=User.Role.ADMIN, origin=ORIGIN)
     cyd.refresh_from_db()
     assert cyd.role == User.Role.VIEWER
+
+
+@pytest.mark.django_db
+def test_audit_labels_lose_bidirectional_overrides_and_line_breaks():
+    entry = services.audit_record(action="user.role_changed", target_label="prod\u202e-db\u2069\nforged: line")
+    assert entry.target_label == "prod-dbforged: line"
