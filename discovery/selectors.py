@@ -54,8 +54,11 @@ class RouteTable:
         for vnet, routes in self.by_vnet.items():
             vnets = [vnet, ""] if vnet == self.default_vnet else [vnet]
             spans = [(ip_key(str(n.network_address)), ip_key(str(n.broadcast_address))) for n, _ in routes]
+            inside = Q(pk__in=[])
             for low, high in _merged(spans):
-                carried |= Q(vnet_id__in=vnets, ip_key__gte=low, ip_key__lte=high)
+                inside |= Q(ip_key__gte=low, ip_key__lte=high)
+            # The network first: a row of another network is passed over without looking at its ranges.
+            carried |= Q(vnet_id__in=vnets) & inside
         return carried
 
 
