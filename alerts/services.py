@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
@@ -261,7 +261,10 @@ def _send(delivery: Delivery) -> None:
     if channel.secret_sealed:
         # The delivery's id is the message id: a receiver sees the same id on every retry and can drop repeats.
         message_id, timestamp = f"msg_{delivery.public_id.hex}", int(timezone.now().timestamp())
-        secret = _fernet().decrypt(channel.secret_sealed.encode()).decode()
+        try:
+            secret = _fernet().decrypt(channel.secret_sealed.encode()).decode()
+        except InvalidToken:
+            raise DeliveryError("signing secret unreadable (was SECRET_KEY changed?); add the channel again") from None
         headers |= {
             "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),

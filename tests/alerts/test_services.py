@@ -370,3 +370,16 @@ def test_silence_accepts_only_the_offered_durations(db, operator):
     with pytest.raises(ValidationError):
         services.alert_silence(actor=operator, alert=alert, hours=10_000, origin=Origin())
     assert not AuditEntry.objects.filter(action="alert.silenced").exists()
+
+
+def test_a_secret_sealed_under_another_secret_key_fails_the_delivery_with_a_reason(db, admin, receiver, settings):
+    services.channel_create(actor=admin, name="hook", kind="webhook", target=receiver.url, origin=Origin())
+    settings.SECRET_KEY = "another-secret-key-after-a-rotation-0123456789abcdef"
+    delivery = Delivery.objects.create(
+        alert=Alert.objects.create(kind="k", subject="s"), channel=Channel.objects.get(), event="raised"
+    )
+    services.delivery_attempt(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.RETRYING
+    assert delivery.last_error.startswith("signing secret unreadable")
+    assert receiver.bodies == []
