@@ -76,11 +76,12 @@ def cmd_event(args: argparse.Namespace) -> int:
     if args.url:
         result = _call(args.url, "POST", "/events", body)
     else:
-        from cloudflare_sim import control
+        from cloudflare_sim import alerting, control
 
+        store = _store(args)
         try:
             result = control.run_event(
-                _store(args),
+                store,
                 args.event,
                 time.time(),
                 tunnel=args.tunnel,
@@ -90,6 +91,8 @@ def cmd_event(args: argparse.Namespace) -> int:
         except (LookupError, ValueError) as error:
             print(error, file=sys.stderr)
             return 1
+        # The notifications this event sent are posted before the command returns.
+        alerting.flush(store)
     print(json.dumps(result))
     return 0
 
@@ -106,13 +109,22 @@ def _fault_config(args: argparse.Namespace, current: dict[str, Any]) -> dict[str
         }.items()
         if v is not None
     }
-    config = {"rules": list(current["rules"]), "rate_limit": dict(current["rate_limit"])}
+    config = {
+        "rules": list(current["rules"]),
+        "rate_limit": dict(current["rate_limit"]),
+        "max_per_page": dict(current.get("max_per_page", {})),
+        "webhooks": dict(current.get("webhooks", {})),
+    }
     if set(rule) - {"endpoint"}:
         config["rules"].append(rule)
     if args.rate_limit is not None:
         config["rate_limit"]["limit"] = args.rate_limit
     if args.rate_window is not None:
         config["rate_limit"]["window"] = args.rate_window
+    if args.webhook_drop_rate is not None:
+        config["webhooks"]["drop_rate"] = args.webhook_drop_rate
+    if args.webhook_delay_s is not None:
+        config["webhooks"]["delay_s"] = args.webhook_delay_s
     return config
 
 
@@ -199,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, help="hold matching requests this long, then answer 504")
     p.add_argument("--rate-limit", type=int, help="requests per window per token (Cloudflare: 1200)")
     p.add_argument("--rate-window", type=float, help="window length in seconds (Cloudflare: 300)")
+    p.add_argument("--webhook-drop-rate", type=float, help="probability that a notification is never sent, 0..1")
+    p.add_argument("--webhook-delay-s", type=float, help="post notifications this many seconds late")
     p.set_defaults(func=cmd_faults)
 
     p = sub.add_parser("stats", help="calls per endpoint and status since the last reset")

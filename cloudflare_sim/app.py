@@ -178,7 +178,7 @@ def route(method: str, template: str) -> Callable[[Handler], Handler]:
 
 def _load_endpoints() -> None:
     # Importing the endpoint modules registers their routes.
-    from cloudflare_sim import endpoints_access, endpoints_networks  # noqa: F401
+    from cloudflare_sim import endpoints_access, endpoints_alerting, endpoints_networks  # noqa: F401
 
 
 def token_key(token: str) -> str:

@@ -10,7 +10,7 @@ import json
 import random
 from typing import TYPE_CHECKING, Any
 
-from cloudflare_sim import faults, world
+from cloudflare_sim import alerting, faults, world
 from cloudflare_sim.store import Doc, Store
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ def handle(
                 connector=payload.get("connector"),
                 seed=app.seed,
             )
+        if path == "/webhooks" and method == "GET":
+            return 200, alerting.delivery_stats(store)
         if path == "/health" and method == "GET":
             return 200, {"ok": True, "accounts": store.accounts()}
     except LookupError as error:

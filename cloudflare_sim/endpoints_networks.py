@@ -10,6 +10,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from cloudflare_sim import world
 from cloudflare_sim.app import ApiError, Reply, Request, bad_request, not_found, paginate, route
 from cloudflare_sim.store import Doc
 from cloudflare_sim.world import (
@@ -178,7 +179,9 @@ def tunnel_create(req: Request, account_id: str) -> Reply:
         raise bad_request("config_src must be local or cloudflare", 1001, "/config_src")
     secret = _check_secret(body["tunnel_secret"]) if "tunnel_secret" in body else None
     tunnel = make_tunnel(account_id, name, req.now, config_src=config_src, secret=secret)
-    req.store.put("tunnel", tunnel, account_id)
+    with req.store.write():
+        req.store.put("tunnel", tunnel, account_id)
+        world.tunnel_created(req.store, tunnel, req.now)
     credentials = {
         "AccountTag": account_id,
         "TunnelID": tunnel["id"],
@@ -214,6 +217,7 @@ def tunnel_delete(req: Request, account_id: str, tunnel_id: str) -> Reply:
         req.store.delete_children("connector", tunnel_id)
         tunnel["deleted_at"] = iso(req.now)
         req.store.put("tunnel", tunnel, account_id)
+        world.tunnel_deleted(req.store, tunnel, req.now)
     return Reply(public(tunnel))
 
 

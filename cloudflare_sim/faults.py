@@ -5,13 +5,15 @@ A fault configuration looks like::
     {"rules": [{"endpoint": "GET /accounts/{account_id}/cfd_tunnel*", "latency_ms": 150,
                 "error_rate": 0.2, "error_status": 503, "timeout_s": 0}],
      "rate_limit": {"limit": 1200, "window": 300},
-     "max_per_page": {"GET /accounts/{account_id}/access/*": 2}}
+     "max_per_page": {"GET /accounts/{account_id}/access/*": 2},
+     "webhooks": {"drop_rate": 0.0, "delay_s": 0.0}}
 
 `endpoint` is a shell-style pattern over the stable endpoint names that /__sim__/stats reports ("*" for all).
 Every matching rule applies; latencies add up. The rate limit is Cloudflare's: 1,200 requests per 5 minutes
 per token, after which every call is refused with 429 until the window ends. `max_per_page` caps the page size of
 the matching lists below their own maximum (the smallest matching cap wins), so that a client's paging is exercised
-by pages smaller than the ones it asked for.
+by pages smaller than the ones it asked for. `webhooks` applies to notifications sent to webhook destinations:
+each one is dropped with probability `drop_rate`, and the others are posted `delay_s` seconds late.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from cloudflare_sim.store import Store
 
 DEFAULT_RATE_LIMIT = {"limit": 1200, "window": 300}
 RULE_KEYS = {"endpoint", "latency_ms", "error_rate", "error_status", "timeout_s"}
+DEFAULT_WEBHOOKS = {"drop_rate": 0.0, "delay_s": 0.0}
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ def load(store: Store) -> dict[str, Any]:
         "rules": config.get("rules", []),
         "rate_limit": {**DEFAULT_RATE_LIMIT, **config.get("rate_limit", {})},
         "max_per_page": config.get("max_per_page", {}),
+        "webhooks": {**DEFAULT_WEBHOOKS, **config.get("webhooks", {})},
     }
 
 
@@ -65,10 +69,19 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         isinstance(pattern, str) and isinstance(size, int) and size >= 1 for pattern, size in max_per_page.items()
     ):
         raise ValueError("max_per_page maps endpoint patterns to a page size of at least 1")
+    webhooks = config.get("webhooks", {})
+    if not isinstance(webhooks, dict) or set(webhooks) - set(DEFAULT_WEBHOOKS):
+        raise ValueError(f"webhooks takes only {sorted(DEFAULT_WEBHOOKS)}")
+    webhooks = {**DEFAULT_WEBHOOKS, **webhooks}
+    if not 0 <= float(webhooks["drop_rate"]) <= 1:
+        raise ValueError("webhooks.drop_rate is a probability between 0 and 1")
+    if float(webhooks["delay_s"]) < 0:
+        raise ValueError("webhooks.delay_s cannot be negative")
     return {
         "rules": rules,
         "rate_limit": {"limit": int(rate_limit["limit"]), "window": float(rate_limit["window"])},
         "max_per_page": dict(max_per_page),
+        "webhooks": {"drop_rate": float(webhooks["drop_rate"]), "delay_s": float(webhooks["delay_s"])},
     }
 
 

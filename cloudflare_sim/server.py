@@ -8,7 +8,7 @@ import time
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from cloudflare_sim import world
+from cloudflare_sim import alerting, world
 from cloudflare_sim.app import SimulatorApp
 from cloudflare_sim.store import Store
 
@@ -54,6 +54,8 @@ def serve(
     clock = Clock(state_path, seed, clock_interval) if clock_interval else None
     if clock:
         clock.start()
+    # Notifications queued by any process on this state file (the CLI's events too) are posted from here.
+    alerting.dispatcher_for(state_path, permanent=True)
     log.info("cloudflare_sim serving http://%s:%d/client/v4 (state %s)", host, server.server_port, state_path)
     try:
         server.serve_forever()

@@ -18,6 +18,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 
+from cloudflare_sim import alerting
 from cloudflare_sim.store import Doc, Store
 
 CONNS_PER_CONNECTOR = 4
@@ -173,7 +174,18 @@ def refresh_tunnel(store: Store, tunnel: Doc, now: float, tunnel_connectors: lis
     if after != before or is_serving != was_serving:
         tunnel["status"] = after
         store.put("tunnel", tunnel, tunnel["account_tag"])
+    if after != before:
+        # Every status change, whatever moved it (the clock, an API call, a forced event), is notified.
+        alerting.tunnel_health_changed(store, tunnel, before, after, now)
     return tunnel
+
+
+def tunnel_created(store: Store, tunnel: Doc, now: float) -> None:
+    alerting.tunnel_lifecycle(store, tunnel, "created", now)
+
+
+def tunnel_deleted(store: Store, tunnel: Doc, now: float) -> None:
+    alerting.tunnel_lifecycle(store, tunnel, "deleted", now)
 
 
 def _save_connectors(store: Store, tunnel: Doc, tunnel_connectors: list[Doc], now: float) -> Doc:

@@ -77,7 +77,12 @@ def test_faults_control_endpoint_round_trip(app):
         assert (
             http.delete("/faults").json()
             == faults.load(app.store)
-            == {"rules": [], "rate_limit": faults.DEFAULT_RATE_LIMIT, "max_per_page": {}}
+            == {
+                "rules": [],
+                "rate_limit": faults.DEFAULT_RATE_LIMIT,
+                "max_per_page": {},
+                "webhooks": faults.DEFAULT_WEBHOOKS,
+            }
         )
 
 
