@@ -1,17 +1,14 @@
-import csv
 import json
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import selectors, services
-from dashboard.csv_export import csv_safe as _csv_safe
+from dashboard.csv_export import csv_response
 from dashboard.forms import AuditFilterForm, RoleForm
 from dashboard.models import User
 from dashboard.permissions import role_required
@@ -44,11 +41,6 @@ def audit_list(request):
     return render(request, template_for(request, "dashboard/audit_list.html", "audit-table"), context)
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
 @require_GET
 @role_required(User.Role.ADMIN)
 def audit_export(request):
@@ -63,42 +55,24 @@ def audit_export(request):
         details={k: str(v) for k, v in filters.__dict__.items() if v},
         origin=Origin.from_request(request),
     )
-    writer = csv.writer(_Echo())
-    header = [
-        "id",
-        "at",
-        "actor",
-        "action",
-        "target_type",
-        "target_id",
-        "target",
-        "details",
-        "source_ip",
-        "request_id",
-    ]
-
-    def rows():
-        yield writer.writerow(header)
-        for entry in selectors.audit_entries(filters=filters).iterator(chunk_size=2000):
-            row = [
-                entry.id,
-                entry.at.isoformat(),
-                entry.actor_display,
-                entry.action,
-                entry.target_type,
-                entry.target_id,
-                entry.target_label,
-                json.dumps(entry.details, ensure_ascii=False, sort_keys=True),
-                entry.source_ip or "",
-                entry.request_id,
-            ]
-            # Every column: an actor's address, an action name or an id is text someone else chose, too.
-            yield writer.writerow([_csv_safe(str(value)) for value in row])
-
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="gatehouse-audit-{stamp}.csv"'
-    return response
+    header = ["id", "at", "actor", "action", "target_type", "target_id", "target", "details", "source_ip", "request_id"]
+    # csv_response neutralises every cell: an actor's address, an action name or an id is text someone chose, too.
+    rows = (
+        [
+            entry.id,
+            entry.at.isoformat(),
+            entry.actor_display,
+            entry.action,
+            entry.target_type,
+            entry.target_id,
+            entry.target_label,
+            json.dumps(entry.details, ensure_ascii=False, sort_keys=True),
+            entry.source_ip or "",
+            entry.request_id,
+        ]
+        for entry in selectors.audit_entries(filters=filters).iterator(chunk_size=2000)
+    )
+    return csv_response(name="audit", header=header, rows=rows)
 
 
 @require_GET
