@@ -6,7 +6,8 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import BooleanField, F, Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from discovery.models import Application, IngestRun, InventoryRun, Origin, OriginDaily, ReviewEvent, ip_key
 
@@ -29,6 +30,15 @@ class OriginFilters:
     routed: bool | None = None
 
 
+@dataclass(frozen=True)
+class RouteName:
+    """A private route as the catalogue and the origin page name it: its network and the tunnel that carries it."""
+
+    network: str
+    tunnel_name: str
+    tunnel_cf_id: str
+
+
 @dataclass
 class RouteTable:
     """The synchronised private routes, read once, for any number of origins: the longest prefix in the origin's
@@ -37,9 +47,9 @@ class RouteTable:
     known: bool
     default_vnet: str
     # virtual network id -> [(network, route)], longest prefix first
-    by_vnet: dict[str, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, object]]]
+    by_vnet: dict[str, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, RouteName]]]
 
-    def lookup(self, origin: Origin):
+    def lookup(self, origin: Origin) -> RouteName | None:
         if not self.known or not origin.ip_key:
             return None
         ip = ipaddress.ip_address(origin.address)
@@ -48,18 +58,23 @@ class RouteTable:
                 return route
         return None
 
-    def carried(self) -> Q:
-        """Origins some route carries, as ranges of ip_key per virtual network."""
-        carried = Q(pk__in=[])
+    def carried(self) -> RawSQL:
+        """A condition on origins: some route carries it (its ip_key lies in a route's range in its network).
+
+        One SQL expression with parameters rather than a tree of Q objects: an account's hundreds of routes
+        would otherwise cost more to compile than the query costs to run.
+        """
+        parts, params = [], []
         for vnet, routes in self.by_vnet.items():
             vnets = [vnet, ""] if vnet == self.default_vnet else [vnet]
-            spans = [(ip_key(str(n.network_address)), ip_key(str(n.broadcast_address))) for n, _ in routes]
-            inside = Q(pk__in=[])
-            for low, high in _merged(spans):
-                inside |= Q(ip_key__gte=low, ip_key__lte=high)
+            spans = _merged([(ip_key(str(n.network_address)), ip_key(str(n.broadcast_address))) for n, _ in routes])
+            ranges = " OR ".join(['"discovery_origin"."ip_key" BETWEEN %s AND %s'] * len(spans))
+            marks = ", ".join(["%s"] * len(vnets))
             # The network first: a row of another network is passed over without looking at its ranges.
-            carried |= Q(vnet_id__in=vnets) & inside
-        return carried
+            parts.append(f'("discovery_origin"."vnet_id" IN ({marks}) AND ({ranges}))')
+            params += vnets + [key for span in spans for key in span]
+        sql = f"({' OR '.join(parts) or '1 = 0'})"  # only placeholders; every value is a parameter
+        return RawSQL(sql, params, output_field=BooleanField())  # noqa: S611
 
 
 def _merged(ranges: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -76,20 +91,21 @@ def route_table() -> RouteTable:
     """Two queries whatever the number of origins it is asked about."""
     from tunnels.models import Route, VirtualNetwork
 
-    networks = {str(v.cf_id): v for v in VirtualNetwork.objects.filter(deleted_at__isnull=True)}
-    default = next((cf_id for cf_id, v in networks.items() if v.is_default), "")
+    networks = dict(VirtualNetwork.objects.filter(deleted_at__isnull=True).values_list("cf_id", "is_default"))
+    default = next((str(cf_id) for cf_id, is_default in networks.items() if is_default), "")
     by_vnet: dict[str, list] = {}
     known = False
-    for route in Route.objects.select_related("tunnel", "virtual_network").order_by("id"):
+    rows = Route.objects.order_by("id").values_list("network", "virtual_network__cf_id", "tunnel__name", "tunnel_cf_id")
+    for network_text, vnet, tunnel_name, tunnel_cf_id in rows:
         known = True
-        vnet = str(route.virtual_network.cf_id) if route.virtual_network else ""
         if vnet not in networks:
             continue
         try:
-            network = ipaddress.ip_network(route.network, strict=False)
+            network = ipaddress.ip_network(network_text, strict=False)
         except ValueError:
             continue
-        by_vnet.setdefault(vnet, []).append((network, route))
+        route = RouteName(network=network_text, tunnel_name=tunnel_name or "", tunnel_cf_id=str(tunnel_cf_id))
+        by_vnet.setdefault(str(vnet), []).append((network, route))
     for routes in by_vnet.values():
         routes.sort(key=lambda item: -item[0].prefixlen)
     return RouteTable(known=known, default_vnet=default, by_vnet=by_vnet)

@@ -79,7 +79,7 @@ def origin_export(request):
                 o.label, o.address, o.port, o.protocol, names.get(o.vnet_id, ""), o.vnet_id, o.source, o.users,
                 o.sessions, o.bytes_total, _stamp(o.first_seen), _stamp(o.last_seen), o.review_obj.label,
                 o.application.name if o.application else "", route.network if route else "",
-                (route.tunnel.name if route.tunnel else route.tunnel_cf_id) if route else "",
+                (route.tunnel_name or route.tunnel_cf_id) if route else "",
                 " ".join(o.hostnames or []), inventory.get("kind", ""), inventory.get("id", ""),
                 inventory.get("name", ""),
             ]  # fmt: skip
