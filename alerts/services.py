@@ -16,10 +16,9 @@ from datetime import timedelta
 import httpx
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from alerts import outbound
@@ -312,6 +311,7 @@ SILENCE_CHOICES = {1: "1 hour", 4: "4 hours", 24: "1 day", 168: "1 week"}
 
 def alert_acknowledge(*, actor: User, alert: Alert, origin: Origin) -> Alert:
     """Say someone is on it; acknowledging twice keeps the first person and time."""
+    _operator_only(actor)
     with transaction.atomic():
         changed = Alert.objects.filter(pk=alert.pk, state=Alert.State.OPEN, acknowledged_at__isnull=True).update(
             acknowledged_at=timezone.now(), acknowledged_by=actor
@@ -324,25 +324,28 @@ def alert_acknowledge(*, actor: User, alert: Alert, origin: Origin) -> Alert:
 
 def alert_silence(*, actor: User, alert: Alert, hours: int, origin: Origin) -> Alert:
     """Send nothing about this alert, or about it being raised again, for `hours` hours (0 lifts the silence)."""
+    _operator_only(actor)
     if hours != 0 and hours not in SILENCE_CHOICES:
         raise ValidationError({"hours": "Choose one of the offered durations."})
-    until = timezone.now() + timedelta(hours=hours) if hours else None
     with transaction.atomic():
-        Alert.objects.filter(pk=alert.pk).update(silenced_until=until)
-        if not hours and alert.dedupe_key:
+        if hours:
+            Alert.objects.filter(pk=alert.pk).update(silenced_until=timezone.now() + timedelta(hours=hours))
+            _audit_alert(action="alert.silenced", actor=actor, alert=alert, details={"hours": hours}, origin=origin)
+        else:
             # Lifting the silence lifts it for the key, also where it was set on an earlier alert.
-            Alert.objects.filter(Q(dedupe_key=alert.dedupe_key), silenced_until__isnull=False).update(
-                silenced_until=None
+            silenced = Alert.objects.filter(silenced_until__isnull=False)
+            silenced = (
+                silenced.filter(dedupe_key=alert.dedupe_key) if alert.dedupe_key else silenced.filter(pk=alert.pk)
             )
-        _audit_alert(
-            action="alert.silenced" if hours else "alert.unsilenced",
-            actor=actor,
-            alert=alert,
-            details={"hours": hours} if hours else {},
-            origin=origin,
-        )
+            if silenced.update(silenced_until=None):
+                _audit_alert(action="alert.unsilenced", actor=actor, alert=alert, details={}, origin=origin)
     alert.refresh_from_db()
     return alert
+
+
+def _operator_only(actor: User) -> None:
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators and admins acknowledge or silence alerts.")
 
 
 def _audit_alert(*, action: str, actor: User, alert: Alert, details: dict, origin: Origin) -> None:

@@ -383,3 +383,21 @@ def test_a_secret_sealed_under_another_secret_key_fails_the_delivery_with_a_reas
     assert delivery.state == Delivery.State.RETRYING
     assert delivery.last_error.startswith("signing secret unreadable")
     assert receiver.bodies == []
+
+
+def test_lifting_a_silence_nobody_set_records_nothing(db, operator):
+    alert = services.alert_raise(kind="k", subject="s", body="b")
+    services.alert_silence(actor=operator, alert=alert, hours=0, origin=Origin())
+    assert not AuditEntry.objects.filter(action="alert.unsilenced").exists()
+
+
+def test_viewers_cannot_acknowledge_or_silence(db, viewer):
+    from django.core.exceptions import PermissionDenied
+
+    alert = services.alert_raise(kind="k", subject="s", body="b")
+    with pytest.raises(PermissionDenied):
+        services.alert_acknowledge(actor=viewer, alert=alert, origin=Origin())
+    with pytest.raises(PermissionDenied):
+        services.alert_silence(actor=viewer, alert=alert, hours=4, origin=Origin())
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is None and alert.silenced_until is None
