@@ -259,12 +259,43 @@ def tunnels_page(page: int, *, per_page: int = TUNNEL_PAGE_SIZE) -> tuple[list[r
     return _records(records.Tunnel.from_sdk, items), total
 
 
-def tunnel_connectors(tunnel_id: str) -> list[records.Connector]:
+def tunnel_connectors(tunnel_id: str, *, priority: Priority = Priority.BACKGROUND) -> list[records.Connector]:
     page = call(
         "tunnels.connections",
         lambda c: c.zero_trust.tunnels.cloudflared.connections.get(tunnel_id, account_id=account_id()),
+        priority=priority,
     )
     return _records(records.Connector.from_sdk, page.result)
+
+
+def tunnel_connections_delete(tunnel_id: str, *, client_id: str | None = None) -> None:
+    """Remove one connector (`client_id`) from the tunnel, or all of them, whatever their state."""
+    extra = {"client_id": client_id} if client_id else {}
+    call(
+        "tunnels.connections_delete",
+        lambda c: c.zero_trust.tunnels.cloudflared.connections.delete(tunnel_id, account_id=account_id(), **extra),
+        priority=Priority.INTERACTIVE,
+    )
+
+
+def tunnel_delete(tunnel_id: str) -> records.Tunnel:
+    """Cloudflare refuses while the tunnel has active connections."""
+    result = call(
+        "tunnels.delete",
+        lambda c: c.zero_trust.tunnels.cloudflared.delete(tunnel_id, account_id=account_id()),
+        priority=Priority.INTERACTIVE,
+    )
+    return _record("tunnels.delete", records.Tunnel.from_sdk, result)
+
+
+def tunnel_secret_set(tunnel_id: str, secret: str) -> records.Tunnel:
+    """Give the tunnel a new secret (base64, at least 32 bytes): its token changes, the old one stops working."""
+    result = call(
+        "tunnels.edit",
+        lambda c: c.zero_trust.tunnels.cloudflared.edit(tunnel_id, account_id=account_id(), tunnel_secret=secret),
+        priority=Priority.INTERACTIVE,
+    )
+    return _record("tunnels.edit", records.Tunnel.from_sdk, result)
 
 
 def _as_sent(raw: Any) -> Any:
@@ -352,6 +383,19 @@ def routes_all() -> list[records.Route]:
     )
 
 
+def routes_of_tunnel(tunnel_id: str) -> list[records.Route]:
+    return _records(
+        records.Route.from_sdk,
+        _all_pages(
+            "routes.list_by_tunnel",
+            lambda c, page: c.zero_trust.networks.routes.list(
+                account_id=account_id(), is_deleted=False, tunnel_id=tunnel_id, page=page, per_page=1000
+            ),
+            priority=Priority.INTERACTIVE,
+        ),
+    )
+
+
 def route_create(*, network: str, tunnel_id: str, virtual_network_id: str, comment: str) -> records.Route:
     route = call(
         "routes.create",
@@ -375,12 +419,40 @@ def route_delete(route_id: str) -> None:
     )
 
 
-def virtual_networks() -> list[records.VirtualNetwork]:
+def virtual_networks(*, priority: Priority = Priority.BACKGROUND) -> list[records.VirtualNetwork]:
     page = call(
         "virtual_networks.list",
         lambda c: c.zero_trust.networks.virtual_networks.list(account_id=account_id(), is_deleted=False),
+        priority=priority,
     )
     return _records(records.VirtualNetwork.from_sdk, page.result)
+
+
+def virtual_network_create(*, name: str, comment: str) -> records.VirtualNetwork:
+    vnet = call(
+        "virtual_networks.create",
+        lambda c: c.zero_trust.networks.virtual_networks.create(account_id=account_id(), name=name, comment=comment),
+        priority=Priority.INTERACTIVE,
+    )
+    return _record("virtual_networks.create", records.VirtualNetwork.from_sdk, vnet)
+
+
+def virtual_network_rename(vnet_id: str, *, name: str) -> records.VirtualNetwork:
+    vnet = call(
+        "virtual_networks.edit",
+        lambda c: c.zero_trust.networks.virtual_networks.edit(vnet_id, account_id=account_id(), name=name),
+        priority=Priority.INTERACTIVE,
+    )
+    return _record("virtual_networks.edit", records.VirtualNetwork.from_sdk, vnet)
+
+
+def virtual_network_delete(vnet_id: str) -> None:
+    """Cloudflare refuses the default network, and one that still has routes."""
+    call(
+        "virtual_networks.delete",
+        lambda c: c.zero_trust.networks.virtual_networks.delete(vnet_id, account_id=account_id()),
+        priority=Priority.INTERACTIVE,
+    )
 
 
 def zones() -> list[records.Zone]:
@@ -427,6 +499,20 @@ def dns_records_named(zone_id: str, name: str) -> list[records.DnsRecord]:
         priority=Priority.INTERACTIVE,
     )
     return _records(records.DnsRecord.from_sdk, page.result)
+
+
+def dns_records_pointing(zone_id: str, target: str) -> list[records.DnsRecord]:
+    """Every record of the zone whose content is exactly `target`, with its comment."""
+    return _records(
+        records.DnsRecord.from_sdk,
+        _all_pages(
+            "dns.list_by_content",
+            lambda c, page: c.dns.records.list(
+                zone_id=zone_id, content={"exact": target}, page=page, per_page=5000
+            ),
+            priority=Priority.INTERACTIVE,
+        ),
+    )
 
 
 def dns_record_delete(zone_id: str, record_id: str) -> None:

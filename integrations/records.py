@@ -271,6 +271,8 @@ class DnsRecord:
     type: str
     content: str
     proxied: bool
+    # Gatehouse marks the records it creates here; a record without the mark is someone else's.
+    comment: str = ""
 
     @classmethod
     def from_sdk(cls, model: Any) -> "DnsRecord":
@@ -280,6 +282,7 @@ class DnsRecord:
             type=text(field(model, "type"), 10),
             content=text(field(model, "content"), 253),
             proxied=field(model, "proxied") is True,
+            comment=text(field(model, "comment"), 100),
         )
 
     @property

@@ -52,3 +52,25 @@ class RouteLookupForm(forms.Form):
         to_field_name="cf_id",
         empty_label=None,
     )
+
+
+class TunnelDeleteForm(forms.Form):
+    confirm = forms.CharField(label="Type the tunnel's name to confirm", max_length=255)
+
+    def __init__(self, *args, tunnel: Tunnel, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tunnel = tunnel
+
+    def clean_confirm(self):
+        if self.cleaned_data["confirm"].strip() != self.tunnel.name:
+            raise forms.ValidationError(f"Type {self.tunnel.name} exactly to delete this tunnel.")
+        return self.cleaned_data["confirm"]
+
+
+class VnetCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Letters, digits, spaces, dots, hyphens or underscores.")
+    comment = forms.CharField(required=False, max_length=100)
+
+
+class VnetRenameForm(forms.Form):
+    name = forms.CharField(label="New name", max_length=100)

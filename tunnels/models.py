@@ -234,7 +234,7 @@ class ObservedSpan(models.Model):
     """A stretch of time Gatehouse watched the whole account: passes that read the tunnel list, close together.
 
     Each pass that reads the whole list extends the latest span, or opens a new one when the previous pass is
-    further back than `tunnels.sync.observed_gap()`; the rule and how uptime uses it are in tunnels/uptime.py.
+    further back than `tunnels.observed.gap()`; the rule and how uptime uses it are in tunnels/uptime.py.
     """
 
     start = models.DateTimeField()
@@ -244,7 +244,7 @@ class ObservedSpan(models.Model):
         ordering = ["start"]
 
     def __str__(self):
-        return f"observed {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}"
+        return f"observed {self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M}"
 
 
 class SyncCursor(models.Model):

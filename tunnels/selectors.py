@@ -9,7 +9,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from alerts import selectors as alert_selectors
-from tunnels import uptime
+from tunnels import observed, uptime
 from tunnels.models import (
     Connector,
     DnsRecord,
@@ -106,6 +106,32 @@ def tunnel_page(
     return current, rows
 
 
+@dataclass(frozen=True)
+class Picture:
+    """How much of the account Gatehouse has read: every tunnel's status, connectors and configurations."""
+
+    tunnels: int
+    connectors_read: int
+    remote: int
+    configs_read: int
+
+    @property
+    def complete(self) -> bool:
+        return self.connectors_read >= self.tunnels and self.configs_read >= self.remote
+
+
+def picture() -> Picture:
+    """One query, whatever the fleet's size."""
+    live = Tunnel.objects.filter(deleted_at__isnull=True)
+    counts = live.aggregate(
+        tunnels=Count("pk"),
+        connectors_read=Count("pk", filter=Q(connectors_synced_at__isnull=False)),
+        remote=Count("pk", filter=Q(remote_config=True)),
+        configs_read=Count("pk", filter=Q(remote_config=True, config_synced_at__isnull=False)),
+    )
+    return Picture(**counts)
+
+
 def freshness() -> datetime | None:
     cursor = SyncCursor.objects.filter(name="status").first()
     return cursor.synced_at if cursor else None
@@ -125,7 +151,7 @@ class Detail:
     connectors: list[Connector]
     routes: list[Route]
     dns_records: list[DnsRecord]
-    windows: dict[str, float | None]
+    windows: dict[str, uptime.Tally]
     days: list[uptime.DayCell]
     months: list[uptime.Month]
     history: list[StatusChange]
@@ -141,14 +167,17 @@ def tunnel_detail(tunnel: Tunnel, *, now: datetime | None = None) -> Detail:
     recent = list(tunnel.status_changes.filter(at__gte=start).order_by("at", "id"))
     before = tunnel.status_changes.filter(at__lt=start).order_by("-at", "-id").first()
     pairs = uptime.as_pairs(([before] if before else []) + recent)
+    seen = uptime.tunnel_observed(
+        observed.spans(start, now), first_seen=tunnel.first_seen_at, deleted=tunnel.deleted_at, now=now
+    )
     return Detail(
         tunnel=tunnel,
         connectors=list(tunnel.connectors.all()),
         routes=list(tunnel.routes.select_related("virtual_network")),
         dns_records=list(DnsRecord.objects.filter(tunnel_cf_id=tunnel.cf_id).select_related("zone")),
-        windows=uptime.uptime_windows(pairs, now),
-        days=uptime.day_cells(pairs, now),
-        months=uptime.monthly(pairs, now),
+        windows=uptime.uptime_windows(pairs, now, observed=seen),
+        days=uptime.day_cells(pairs, now, observed=seen),
+        months=uptime.monthly(pairs, now, observed=seen),
         history=list(reversed(recent))[:20],
         alerts=alert_selectors.alerts_for_target(target_type="tunnel", target_id=str(tunnel.cf_id)),
         changes=list(tunnel.changes.select_related("actor")[:10]),
@@ -169,6 +198,26 @@ def change_get(public_id) -> TunnelChange | None:
 
 def virtual_networks() -> list[VirtualNetwork]:
     return list(VirtualNetwork.objects.filter(deleted_at__isnull=True))
+
+
+def virtual_network_get(cf_id) -> VirtualNetwork | None:
+    return VirtualNetwork.objects.filter(cf_id=cf_id, deleted_at__isnull=True).first()
+
+
+def virtual_networks_with_routes() -> list[VirtualNetwork]:
+    """Live virtual networks, each with `route_total`."""
+    return list(VirtualNetwork.objects.filter(deleted_at__isnull=True).annotate(route_total=Count("routes")))
+
+
+def tunnel_delete_preview(tunnel: Tunnel) -> dict:
+    """What deleting the tunnel would touch, as Gatehouse last saw it (the change reads Cloudflare again)."""
+    connectors = list(tunnel.connectors.all())
+    return {
+        "routes": list(tunnel.routes.select_related("virtual_network")),
+        "dns_records": list(DnsRecord.objects.filter(tunnel_cf_id=tunnel.cf_id).select_related("zone")),
+        "serving": [c for c in connectors if c.conns_active],
+        "stale": [c for c in connectors if not c.conns_active],
+    }
 
 
 @dataclass

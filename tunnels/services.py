@@ -12,6 +12,7 @@ import copy
 import hashlib
 import ipaddress
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from dashboard.requestinfo import Origin
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations import records
+from tunnels import observed
 from tunnels.models import (
     TOKEN_SHOW_WINDOW,
     DnsRecord,
@@ -51,6 +53,8 @@ CHANGE_CLAIM = timedelta(minutes=5)
 CLAIM_WAIT_SECONDS = 30.0
 # Reads of a configuration someone else keeps changing before Gatehouse gives up for now.
 CONFIG_ATTEMPTS = 3
+# A tunnel page asks for a read of its configuration at most this often.
+CONFIG_REQUEST_EVERY = timedelta(minutes=1)
 
 # --- Alerts ------------------------------------------------------------------------------------------------
 
@@ -62,16 +66,25 @@ def _alert_key(tunnel: Tunnel) -> str:
 def tunnel_alerts_evaluate(*, now: datetime, deleted: list[Tunnel] | None = None) -> None:
     """Alert on tunnels that went down (at once) or degraded (after the grace), and resolve recovered ones.
 
-    A recovery must also last the grace before the alert closes, so a tunnel flapping between states keeps one
-    open alert instead of a stream of them. Idempotent: open alerts are keyed by tunnel.
+    The grace is GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS. A recovery must also last the grace before the alert
+    closes, so a tunnel flapping between states keeps one open alert instead of a stream of them. Both count only
+    time Gatehouse observed (tunnels/uptime.py): from the later of the status's own start, the tunnel's first
+    sighting and the start of the current observed span, so a status seen on a first sync or after a break in
+    the passes waits its grace from then. Down is alerted as soon as a pass observes it. Idempotent: open
+    alerts are keyed by tunnel.
     """
     grace = timedelta(seconds=settings.GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS)
+    watching = observed.current_start(now)
+
+    def lasted(tunnel: Tunnel) -> bool:
+        return watching is not None and max(tunnel.status_since, tunnel.first_seen_at, watching) <= now - grace
+
     unhealthy = Tunnel.objects.filter(deleted_at__isnull=True).filter(
         Q(status=Tunnel.Status.DOWN) | Q(status=Tunnel.Status.DEGRADED, status_since__lte=now - grace)
     )
     open_ids = set(alert_selectors.open_alert_target_ids(target_type="tunnel"))
     for tunnel in unhealthy:
-        if str(tunnel.cf_id) in open_ids:
+        if str(tunnel.cf_id) in open_ids or (tunnel.status == Tunnel.Status.DEGRADED and not lasted(tunnel)):
             continue
         alert_raise(
             kind=f"tunnel.{tunnel.status}",
@@ -87,7 +100,7 @@ def tunnel_alerts_evaluate(*, now: datetime, deleted: list[Tunnel] | None = None
     for tunnel in Tunnel.objects.filter(cf_id__in=list(open_ids)):
         if tunnel.deleted_at:
             alert_resolve(dedupe_key=_alert_key(tunnel), body=f"Tunnel {tunnel.name} was deleted.")
-        elif tunnel.status not in (Tunnel.Status.DOWN, Tunnel.Status.DEGRADED) and tunnel.status_since <= now - grace:
+        elif tunnel.status not in (Tunnel.Status.DOWN, Tunnel.Status.DEGRADED) and lasted(tunnel):
             alert_resolve(
                 dedupe_key=_alert_key(tunnel),
                 body=f"Tunnel {tunnel.name} is {tunnel.status_obj.label.lower()} again "
@@ -261,6 +274,97 @@ def route_remove(*, actor: User, route: Route, origin: Origin) -> TunnelChange:
     return _request(actor=actor, kind=TunnelChange.Kind.ROUTE_REMOVE, tunnel=route.tunnel, params=params, origin=origin)
 
 
+def tunnel_delete(*, actor: User, tunnel: Tunnel, origin: Origin) -> TunnelChange:
+    """Delete the tunnel at Cloudflare with its private routes and the DNS records Gatehouse created for it."""
+    if tunnel.deleted_at:
+        raise ValidationError("This tunnel is already deleted.")
+    return _request(
+        actor=actor, kind=TunnelChange.Kind.TUNNEL_DELETE, tunnel=tunnel, params={"name": tunnel.name}, origin=origin
+    )
+
+
+def connections_cleanup(*, actor: User, tunnel: Tunnel, origin: Origin) -> TunnelChange:
+    """Remove the connectors that hold no open connection (each one only waits to reconnect, or has none)."""
+    if tunnel.deleted_at:
+        raise ValidationError("This tunnel is deleted.")
+    return _request(
+        actor=actor,
+        kind=TunnelChange.Kind.CONNECTIONS_CLEANUP,
+        tunnel=tunnel,
+        params={"name": tunnel.name},
+        origin=origin,
+    )
+
+
+def token_rotate(*, actor: User, tunnel: Tunnel, origin: Origin) -> TunnelChange:
+    """Give the tunnel a new secret; its new token is shown once to whoever asked, like a new tunnel's."""
+    if tunnel.deleted_at:
+        raise ValidationError("This tunnel is deleted.")
+    return _request(
+        actor=actor, kind=TunnelChange.Kind.TOKEN_ROTATE, tunnel=tunnel, params={"name": tunnel.name}, origin=origin
+    )
+
+
+def _vnet_name(name: str, *, keep: VirtualNetwork | None = None) -> str:
+    name = name.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}", name):
+        raise ValidationError({"name": "Use 1 to 100 letters, digits, spaces, dots, hyphens or underscores."})
+    taken = VirtualNetwork.objects.filter(name=name, deleted_at__isnull=True)
+    if keep is not None:
+        taken = taken.exclude(pk=keep.pk)
+    if taken.exists():
+        raise ValidationError({"name": "A virtual network with this name already exists."})
+    return name
+
+
+def vnet_create(*, actor: User, name: str, comment: str, origin: Origin) -> TunnelChange:
+    params = {"name": _vnet_name(name), "comment": comment.strip()[:100]}
+    return _request(actor=actor, kind=TunnelChange.Kind.VNET_CREATE, tunnel=None, params=params, origin=origin)
+
+
+def vnet_rename(*, actor: User, vnet: VirtualNetwork, name: str, origin: Origin) -> TunnelChange:
+    if vnet.deleted_at:
+        raise ValidationError("This virtual network is deleted.")
+    params = {"vnet": str(vnet.cf_id), "old_name": vnet.name, "name": _vnet_name(name, keep=vnet)}
+    return _request(actor=actor, kind=TunnelChange.Kind.VNET_RENAME, tunnel=None, params=params, origin=origin)
+
+
+def vnet_delete(*, actor: User, vnet: VirtualNetwork, origin: Origin) -> TunnelChange:
+    if vnet.deleted_at:
+        raise ValidationError("This virtual network is already deleted.")
+    if vnet.is_default:
+        raise ValidationError("The default virtual network cannot be deleted; make another one the default first.")
+    routes = vnet.routes.count()
+    if routes:
+        raise ValidationError(
+            f"{vnet.name} still has {routes} private route{'s' if routes != 1 else ''}; remove them first."
+        )
+    params = {"vnet": str(vnet.cf_id), "name": vnet.name}
+    return _request(actor=actor, kind=TunnelChange.Kind.VNET_DELETE, tunnel=None, params=params, origin=origin)
+
+
+def tunnel_config_request(*, tunnel: Tunnel, now: datetime | None = None) -> bool:
+    """Queue a read of a remotely managed tunnel's configuration for someone looking at its page.
+
+    Only when it was never read or is older than the rotation keeps it, and at most once a minute per tunnel
+    (the page polls); the read runs at interactive priority in a task, so the page never waits on Cloudflare.
+    """
+    from tunnels.tasks import tunnel_config_read
+
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS)
+    with transaction.atomic():
+        claimed = (
+            Tunnel.objects.filter(pk=tunnel.pk, remote_config=True, deleted_at__isnull=True)
+            .filter(Q(config_synced_at__isnull=True) | Q(config_synced_at__lte=stale))
+            .filter(Q(config_requested_at__isnull=True) | Q(config_requested_at__lte=now - CONFIG_REQUEST_EVERY))
+            .update(config_requested_at=now)
+        )
+        if claimed:
+            tunnel_config_read.delay_on_commit(tunnel.pk)
+    return bool(claimed)
+
+
 # --- Carrying changes out (called by the task) -----------------------------------------------------------
 
 
@@ -278,6 +382,12 @@ _AUDIT = {
     "hostname_remove": "tunnel.hostname_removed",
     "route_add": "tunnel.route_added",
     "route_remove": "tunnel.route_removed",
+    "tunnel_delete": "tunnel.deleted",
+    "connections_cleanup": "tunnel.connections_cleaned",
+    "token_rotate": "tunnel.token_rotated",
+    "vnet_create": "vnet.created",
+    "vnet_rename": "vnet.renamed",
+    "vnet_delete": "vnet.deleted",
 }
 
 
@@ -304,12 +414,14 @@ def tunnel_change_execute(*, change: TunnelChange) -> TunnelChange:
         if token:
             updates["token_ciphertext"] = _fernet().encrypt(token.encode()).decode()
             updates["token_expires_at"] = timezone.now() + TOKEN_SHOW_WINDOW
-        if change.tunnel_id is None and result.get("tunnel_pk"):
+        # The executor may have set change.tunnel in memory (a new tunnel): the row must get it too.
+        if result.get("tunnel_pk"):
             updates["tunnel_id"] = result["tunnel_pk"]
         if not TunnelChange.objects.filter(pk=change.pk, state=TunnelChange.State.PENDING).update(**updates):
             return change
         change.refresh_from_db()
-        _audit(change, _AUDIT[change.kind], dict(change.params))
+        details = {**change.params, **{k: v for k, v in result.items() if k in _AUDITED_RESULTS}}
+        _audit(change, _AUDIT[change.kind], details)
     return change
 
 
@@ -346,14 +458,32 @@ def tunnel_change_fail(*, change: TunnelChange, reason: str) -> TunnelChange:
     return change
 
 
+# What a change's result adds to its audit entry (never a secret: a token is not in the result).
+_AUDITED_RESULTS = (
+    "tunnel",
+    "vnet",
+    "routes_removed",
+    "dns_removed",
+    "dns_left",
+    "connectors_removed",
+    "connectors_removed_count",
+)
+
+
 def _audit(change: TunnelChange, action: str, details: dict) -> None:
     tunnel = change.tunnel
+    if change.kind.startswith("vnet_"):
+        target = ("virtual_network", details.get("vnet", ""), change.params.get("name", ""))
+    elif tunnel:
+        target = ("tunnel", str(tunnel.cf_id), tunnel.name)
+    else:
+        target = ("tunnel", "", change.params.get("name", ""))
     audit_record(
         action=action,
         actor=change.actor,
-        target_type="tunnel",
-        target_id=str(tunnel.cf_id) if tunnel else "",
-        target_label=tunnel.name if tunnel else change.params.get("name", ""),
+        target_type=target[0],
+        target_id=target[1],
+        target_label=target[2],
         details=details,
         origin=Origin(source_ip=change.source_ip, request_id=change.request_id),
     )
@@ -573,10 +703,124 @@ def _execute_route_remove(change: TunnelChange) -> tuple[dict, None]:
     return {}, None
 
 
+def _execute_tunnel_delete(change: TunnelChange) -> tuple[dict, None]:
+    """Stale connectors, private routes, Gatehouse's DNS records, then the tunnel; refused while it serves.
+
+    Cloudflare refuses to delete a tunnel with active connections, and removing the connectors of a running
+    cloudflared would only have it reconnect: a tunnel with an open connection is refused with what to do.
+    """
+    tunnel = change.tunnel
+    tunnel_id = str(tunnel.cf_id)
+    try:
+        connectors = cf.tunnel_connectors(tunnel_id, priority=cf.Priority.INTERACTIVE)
+    except cf.CloudflareNotFound:
+        connectors = []
+    serving = [k for k in connectors if any(not c.is_pending_reconnect for c in k.conns)]
+    if serving:
+        count = sum(1 for k in serving for c in k.conns if not c.is_pending_reconnect)
+        raise ChangeRefused(
+            f"Tunnel {tunnel.name} still has {count} active connection{'s' if count != 1 else ''} from "
+            f"{len(serving)} connector{'s' if len(serving) != 1 else ''} (origin "
+            f"{', '.join(sorted({c.origin_ip for k in serving for c in k.conns if c.origin_ip})[:5]) or 'unknown'}). "
+            "Stop cloudflared there first, then delete the tunnel again."
+        )
+    if connectors:
+        with contextlib.suppress(cf.CloudflareNotFound):
+            cf.tunnel_connections_delete(tunnel_id)
+    routes_removed = []
+    for route in cf.routes_of_tunnel(tunnel_id):
+        with contextlib.suppress(cf.CloudflareNotFound):
+            cf.route_delete(str(route.id))
+        routes_removed.append(route.network)
+    target = f"{tunnel_id}.cfargotunnel.com"
+    dns_removed, dns_left = [], []
+    for zone in Zone.objects.all():
+        for record in cf.dns_records_pointing(zone.cf_id, target):
+            if MANAGED_COMMENT in record.comment:
+                with contextlib.suppress(cf.CloudflareNotFound):
+                    cf.dns_record_delete(zone.cf_id, record.id)
+                DnsRecord.objects.filter(cf_id=record.id).delete()
+                dns_removed.append(record.name)
+            else:
+                dns_left.append(record.name)
+    with contextlib.suppress(cf.CloudflareNotFound):
+        cf.tunnel_delete(tunnel_id)
+    now = timezone.now()
+    with transaction.atomic():
+        Route.objects.filter(tunnel_cf_id=tunnel.cf_id).delete()
+        tunnel.connectors.all().delete()
+        Tunnel.objects.filter(pk=tunnel.pk).update(
+            deleted_at=now, connectors_due=False, route_count=0, connector_count=0, up_since=None
+        )
+    alert_resolve(dedupe_key=_alert_key(tunnel), body=f"Tunnel {tunnel.name} was deleted.")
+    return {
+        "tunnel": tunnel_id,
+        "routes_removed": routes_removed,
+        "dns_removed": sorted(dns_removed),
+        "dns_left": sorted(dns_left),
+        "connectors_removed_count": len(connectors),
+    }, None
+
+
+def _execute_connections_cleanup(change: TunnelChange) -> tuple[dict, None]:
+    """Remove, one by one, the connectors that hold no open connection; a serving connector stays."""
+    tunnel = change.tunnel
+    tunnel_id = str(tunnel.cf_id)
+    stale = [
+        k
+        for k in cf.tunnel_connectors(tunnel_id, priority=cf.Priority.INTERACTIVE)
+        if all(c.is_pending_reconnect for c in k.conns)
+    ]
+    for connector in stale:
+        with contextlib.suppress(cf.CloudflareNotFound):
+            cf.tunnel_connections_delete(tunnel_id, client_id=str(connector.id))
+    with transaction.atomic():
+        tunnel.connectors.filter(cf_id__in=[k.id for k in stale]).delete()
+        Tunnel.objects.filter(pk=tunnel.pk).update(connectors_due=True, connector_count=tunnel.connectors.count())
+    return {"connectors_removed": [str(k.id) for k in stale]}, None
+
+
+def _execute_token_rotate(change: TunnelChange) -> tuple[dict, str]:
+    tunnel_id = str(change.tunnel.cf_id)
+    cf.tunnel_secret_set(tunnel_id, base64.b64encode(secrets.token_bytes(32)).decode())
+    return {"tunnel": tunnel_id}, cf.tunnel_token(tunnel_id)
+
+
+def _execute_vnet_create(change: TunnelChange) -> tuple[dict, None]:
+    name = change.params["name"]
+    # A retry after a lost answer finds the network the first try made (names are unique at Cloudflare).
+    existing = [v for v in cf.virtual_networks(priority=cf.Priority.INTERACTIVE) if v.name == name]
+    vnet = existing[0] if existing else cf.virtual_network_create(name=name, comment=change.params["comment"])
+    VirtualNetwork.objects.update_or_create(
+        cf_id=vnet.id,
+        defaults={"name": vnet.name, "comment": vnet.comment, "is_default": vnet.is_default, "deleted_at": None},
+    )
+    return {"vnet": str(vnet.id)}, None
+
+
+def _execute_vnet_rename(change: TunnelChange) -> tuple[dict, None]:
+    vnet = cf.virtual_network_rename(change.params["vnet"], name=change.params["name"])
+    VirtualNetwork.objects.filter(cf_id=vnet.id).update(name=vnet.name)
+    return {"vnet": str(vnet.id)}, None
+
+
+def _execute_vnet_delete(change: TunnelChange) -> tuple[dict, None]:
+    with contextlib.suppress(cf.CloudflareNotFound):
+        cf.virtual_network_delete(change.params["vnet"])
+    VirtualNetwork.objects.filter(cf_id=change.params["vnet"]).update(deleted_at=timezone.now())
+    return {"vnet": change.params["vnet"]}, None
+
+
 _EXECUTORS = {
     "tunnel_create": _execute_tunnel_create,
     "hostname_add": _execute_hostname_add,
     "hostname_remove": _execute_hostname_remove,
     "route_add": _execute_route_add,
     "route_remove": _execute_route_remove,
+    "tunnel_delete": _execute_tunnel_delete,
+    "connections_cleanup": _execute_connections_cleanup,
+    "token_rotate": _execute_token_rotate,
+    "vnet_create": _execute_vnet_create,
+    "vnet_rename": _execute_vnet_rename,
+    "vnet_delete": _execute_vnet_delete,
 }

@@ -3,7 +3,11 @@
 Cost per pass: ceil(tunnels / 1000) calls for status. Connectors cost one call per tunnel, so they are fetched for
 tunnels whose status or connection timestamps changed, then for the tunnels refreshed longest ago, with what is left
 of this pass's slice of the background budget (the allowance spread evenly over the passes of one window). Virtual
-networks, private routes, zones with their tunnel CNAMEs, and remote configurations refresh more slowly.
+networks, private routes, zones with their tunnel CNAMEs, and remote configurations refresh more slowly. Until every
+tunnel's connectors have been read once, the first picture comes first (see `sync_pass`).
+
+Each pass that reads the whole list also records that Gatehouse observed the account (`ObservedSpan`): uptime and
+alerts count only observed time (the rule is in tunnels/uptime.py).
 
 A refused call (our budget spent, or a 429 from Cloudflare) ends the pass early; the next pass starts where this
 one left off, so nothing retries into the limit.
@@ -16,7 +20,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from integrations import cloudflare as cf
@@ -32,6 +36,7 @@ from tunnels.models import (
     VirtualNetwork,
     Zone,
 )
+from tunnels.observed import observe
 from tunnels.services import public_hostnames_store, tunnel_alerts_evaluate
 
 log = logging.getLogger(__name__)
@@ -110,8 +115,20 @@ def _cursor_mark(name: str, now: datetime) -> None:
     SyncCursor.objects.update_or_create(name=name, defaults={"synced_at": now})
 
 
+def picture_complete() -> bool:
+    """Every live tunnel's connectors have been read at least once since Gatehouse first saw it."""
+    return not Tunnel.objects.filter(deleted_at__isnull=True, connectors_synced_at__isnull=True).exists()
+
+
 def sync_pass() -> SyncPass | None:
-    """Run one pass; None when another pass holds the lease."""
+    """Run one pass; None when another pass holds the lease.
+
+    Until the account's picture is complete (the first sync, or a burst of new tunnels), the pass spends what
+    the window allows on what a person looks at first: status for all, then connectors of the tunnels that are
+    not healthy, then routes, virtual networks and DNS, then the connectors of the rest, worst first.
+    Configurations are read lazily: when someone opens a remotely managed tunnel's page (`config_read`, queued
+    at interactive priority), and in rotation once the picture is complete.
+    """
     now = timezone.now()
     if not _lease(now):
         return None
@@ -122,35 +139,42 @@ def sync_pass() -> SyncPass | None:
     try:
         outcome = _sync_status(record, now)
         _cursor_mark("status", now)
+        observe(now)
         due = sorted(Tunnel.objects.filter(connectors_due=True, deleted_at__isnull=True), key=_worst)
-        for tunnel in due[: plan.for_changes(outcome.list_calls)]:
+        unhealthy = [t for t in due if t.status != Tunnel.Status.HEALTHY]
+        for tunnel in unhealthy[: plan.for_changes(outcome.list_calls)]:
             _sync_connectors(tunnel, now)
             record.connectors_fetched += 1
-        # A tunnel's hostnames are unknown until its configuration is read once; that is a change too.
-        unread = Tunnel.objects.filter(remote_config=True, config_synced_at__isnull=True, deleted_at__isnull=True)
-        for tunnel in unread.order_by("pk")[: plan.for_changes(outcome.list_calls)]:
-            _sync_config(tunnel, now)
-            record.configs_fetched += 1
         for part in SLOW_PARTS:
             if _cursor_due(part, settings.GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS, now):
                 {"virtual_networks": _sync_vnets, "routes": _sync_routes, "dns": _sync_dns}[part]()
                 _cursor_mark(part, now)
                 slow.append(part)
-        configs_due = Tunnel.objects.filter(
-            Q(config_synced_at__isnull=True)
-            | Q(config_synced_at__lte=now - timedelta(seconds=settings.GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS)),
-            deleted_at__isnull=True,
-            remote_config=True,
-        ).order_by("config_synced_at", "pk")
-        for tunnel in configs_due[: plan.rotation(outcome.list_calls) // 6]:
-            _sync_config(tunnel, now)
-            record.configs_fetched += 1
+        healthy = [t for t in due if t.status == Tunnel.Status.HEALTHY]
+        for tunnel in healthy[: plan.for_changes(outcome.list_calls)]:
+            _sync_connectors(tunnel, now)
+            record.connectors_fetched += 1
         rotation = (
             Tunnel.objects.filter(Q(connectors_synced_at__isnull=True) | Q(connectors_synced_at__lt=now))
             .filter(deleted_at__isnull=True)
             .exclude(status=Tunnel.Status.INACTIVE, connectors_synced_at__isnull=False)
-            .order_by("connectors_synced_at", "pk")
+            .order_by(F("connectors_synced_at").asc(nulls_first=True), "status_rank", "pk")
         )
+        if not picture_complete():
+            # Until every tunnel has been read once, the window's whole remainder goes to tunnels never read.
+            for tunnel in rotation.filter(connectors_synced_at__isnull=True)[: plan.for_changes(outcome.list_calls)]:
+                _sync_connectors(tunnel, now)
+                record.connectors_fetched += 1
+        if picture_complete():
+            configs_due = Tunnel.objects.filter(
+                Q(config_synced_at__isnull=True)
+                | Q(config_synced_at__lte=now - timedelta(seconds=settings.GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS)),
+                deleted_at__isnull=True,
+                remote_config=True,
+            ).order_by(F("config_synced_at").asc(nulls_first=True), "pk")
+            for tunnel in configs_due[: plan.rotation(outcome.list_calls) // 6]:
+                _sync_config(tunnel, now)
+                record.configs_fetched += 1
         for tunnel in rotation[: plan.rotation(outcome.list_calls)]:
             _sync_connectors(tunnel, now)
             record.connectors_fetched += 1
@@ -319,12 +343,17 @@ def version_key(version: str) -> tuple:
     return tuple(parts)
 
 
-def _sync_config(tunnel: Tunnel, now: datetime) -> None:
+def _sync_config(tunnel: Tunnel, now: datetime, *, priority: cf.Priority = cf.Priority.BACKGROUND) -> None:
     try:
-        configuration = cf.tunnel_configuration(str(tunnel.cf_id))
+        configuration = cf.tunnel_configuration(str(tunnel.cf_id), priority=priority)
     except cf.CloudflareNotFound:
         configuration = records.TunnelConfiguration.from_sdk(None)
     public_hostnames_store(tunnel=tunnel, configuration=configuration, now=now)
+
+
+def config_read(tunnel: Tunnel) -> None:
+    """Read one remotely managed tunnel's configuration now, for someone looking at its page."""
+    _sync_config(tunnel, timezone.now(), priority=cf.Priority.INTERACTIVE)
 
 
 def _sync_vnets() -> None:

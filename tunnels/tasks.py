@@ -1,8 +1,12 @@
+import logging
+
 from celery import shared_task
 
 from integrations import cloudflare as cf
 from tunnels import services, sync
-from tunnels.models import TunnelChange
+from tunnels.models import Tunnel, TunnelChange
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True)
@@ -30,3 +34,67 @@ def tunnel_change_run(self, change_id: int):
             services.tunnel_change_fail(change=change, reason=str(exc))
             return
         raise self.retry(countdown=2 ** (self.request.retries + 2)) from exc
+
+
+@shared_task(ignore_result=True)
+def tunnel_config_read(tunnel_id: int):
+    """Someone opened the tunnel's page. No retry: the next visit, or the rotation, reads it again."""
+    tunnel = Tunnel.objects.filter(pk=tunnel_id, deleted_at__isnull=True, remote_config=True).first()
+    if tunnel is None:
+        return
+    try:
+        sync.config_read(tunnel)
+    except cf.CloudflareError as exc:
+        log.info("configuration of tunnel %s not read now: %s", tunnel.cf_id, exc.message)
+
+
+# --- push events (tunnels/push.py) ------------------------------------------------------------------------------
+
+
+def _push_step(task, step, state) -> None:
+    from tunnels import push
+    from tunnels.models import PushConnection
+
+    conn = PushConnection.objects.filter(pk=1, state=state).first()
+    if conn is None:
+        return
+    try:
+        step(conn=conn)
+    except cf.CloudflareTransient as exc:
+        if task.request.retries >= task.max_retries:
+            push.fail(conn=conn, reason=f"Cloudflare kept refusing: {exc.message}")
+            return
+        raise task.retry(countdown=max(2 ** (task.request.retries + 2), exc.retry_after or 0)) from exc
+    except cf.CloudflareError as exc:
+        push.fail(conn=conn, reason=exc.message)
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=5)
+def push_connect_run(self):
+    from tunnels import push
+    from tunnels.models import PushConnection
+
+    _push_step(self, push.connect_execute, PushConnection.State.CONNECTING)
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=5)
+def push_disconnect_run(self):
+    from tunnels import push
+    from tunnels.models import PushConnection
+
+    _push_step(self, push.disconnect_execute, PushConnection.State.DISCONNECTING)
+
+
+@shared_task(ignore_result=True)
+def push_refresh(event_id: int):
+    """A notification arrived. No retry: the pass's status list and rotation catch up with a refused call."""
+    from tunnels import push
+    from tunnels.models import PushEvent
+
+    event = PushEvent.objects.filter(pk=event_id).first()
+    if event is None:
+        return
+    try:
+        push.refresh(event=event)
+    except cf.CloudflareError as exc:
+        log.info("tunnel %s not refreshed after a notification: %s", event.tunnel_cf_id, exc.message)

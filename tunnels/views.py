@@ -17,9 +17,12 @@ from tunnels.forms import (
     RouteAddForm,
     RouteLookupForm,
     TunnelCreateForm,
+    TunnelDeleteForm,
     TunnelFilterForm,
+    VnetCreateForm,
+    VnetRenameForm,
 )
-from tunnels.models import Route, Tunnel
+from tunnels.models import Route, Tunnel, VirtualNetwork
 
 PAGE_SIZE = 50
 
@@ -51,6 +54,7 @@ def tunnel_list(request):
         "counts": counts,
         "statuses": Tunnel.Status,
         "freshness": selectors.freshness(),
+        "picture": selectors.picture(),
         "filter_query": query.urlencode(),
         "now": timezone.now(),
     }
@@ -67,6 +71,8 @@ def _tunnel(tunnel_id) -> Tunnel:
 @require_GET
 def tunnel_detail(request, tunnel_id):
     tunnel = _tunnel(tunnel_id)
+    # A remotely managed tunnel's hostnames are read when someone looks (the sync reads the rest in rotation).
+    services.tunnel_config_request(tunnel=tunnel)
     return _render_detail(request, tunnel)
 
 
@@ -219,3 +225,139 @@ def route_list(request):
         "dangling": selectors.dangling_dns_records(),
     }
     return render(request, template_for(request, "tunnels/route_list.html", "route-lookup"), context)
+
+
+def _change_or_back(request, tunnel, make) -> object:
+    """Queue the change and show it, or go back to the tunnel with the reason it was refused."""
+    try:
+        change = make()
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("tunnels:tunnel_detail", tunnel_id=tunnel.cf_id)
+    return redirect("tunnels:change_detail", change_id=change.public_id)
+
+
+def _delete_context(tunnel: Tunnel, form) -> dict:
+    return {"t": tunnel, "form": form, **selectors.tunnel_delete_preview(tunnel)}
+
+
+@require_GET
+@role_required(User.Role.OPERATOR)
+def tunnel_delete_confirm(request, tunnel_id):
+    tunnel = _tunnel(tunnel_id)
+    return render(request, "tunnels/tunnel_delete.html", _delete_context(tunnel, TunnelDeleteForm(tunnel=tunnel)))
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def tunnel_delete(request, tunnel_id):
+    tunnel = _tunnel(tunnel_id)
+    form = TunnelDeleteForm(request.POST, tunnel=tunnel)
+    if form.is_valid():
+        try:
+            change = services.tunnel_delete(actor=request.user, tunnel=tunnel, origin=Origin.from_request(request))
+            return redirect("tunnels:change_detail", change_id=change.public_id)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+    return render(request, "tunnels/tunnel_delete.html", _delete_context(tunnel, form), status=400)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def connections_cleanup(request, tunnel_id):
+    tunnel = _tunnel(tunnel_id)
+    origin = Origin.from_request(request)
+    return _change_or_back(
+        request, tunnel, lambda: services.connections_cleanup(actor=request.user, tunnel=tunnel, origin=origin)
+    )
+
+
+@require_GET
+@role_required(User.Role.OPERATOR)
+def token_rotate_confirm(request, tunnel_id):
+    return render(request, "tunnels/token_rotate.html", {"t": _tunnel(tunnel_id)})
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def token_rotate(request, tunnel_id):
+    tunnel = _tunnel(tunnel_id)
+    origin = Origin.from_request(request)
+    return _change_or_back(
+        request, tunnel, lambda: services.token_rotate(actor=request.user, tunnel=tunnel, origin=origin)
+    )
+
+
+def _vnet(vnet_id) -> VirtualNetwork:
+    vnet = selectors.virtual_network_get(vnet_id)
+    if vnet is None:
+        raise Http404("No such virtual network.")
+    return vnet
+
+
+def _render_vnets(request, *, status=200, create_form=None, rename=None):
+    context = {
+        "rows": selectors.virtual_networks_with_routes(),
+        "create_form": create_form or VnetCreateForm(),
+        "rename": rename,
+        "can_change": request.user.has_role(User.Role.OPERATOR),
+    }
+    return render(request, "tunnels/vnet_list.html", context, status=status)
+
+
+@require_GET
+def vnet_list(request):
+    return _render_vnets(request)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def vnet_create(request):
+    form = VnetCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            change = services.vnet_create(
+                actor=request.user,
+                name=form.cleaned_data["name"],
+                comment=form.cleaned_data["comment"],
+                origin=Origin.from_request(request),
+            )
+            return redirect("tunnels:change_detail", change_id=change.public_id)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+    return _render_vnets(request, status=400, create_form=form)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def vnet_rename(request, vnet_id):
+    vnet = _vnet(vnet_id)
+    form = VnetRenameForm(request.POST)
+    if form.is_valid():
+        try:
+            change = services.vnet_rename(
+                actor=request.user, vnet=vnet, name=form.cleaned_data["name"], origin=Origin.from_request(request)
+            )
+            return redirect("tunnels:change_detail", change_id=change.public_id)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+    return _render_vnets(request, status=400, rename=(vnet, form))
+
+
+@require_GET
+@role_required(User.Role.OPERATOR)
+def vnet_delete_confirm(request, vnet_id):
+    vnet = _vnet(vnet_id)
+    return render(request, "tunnels/vnet_delete.html", {"vnet": vnet, "routes": vnet.routes.count()})
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def vnet_delete(request, vnet_id):
+    vnet = _vnet(vnet_id)
+    try:
+        change = services.vnet_delete(actor=request.user, vnet=vnet, origin=Origin.from_request(request))
+    except ValidationError as exc:
+        context = {"vnet": vnet, "routes": vnet.routes.count(), "errors": exc.messages}
+        return render(request, "tunnels/vnet_delete.html", context, status=400)
+    return redirect("tunnels:change_detail", change_id=change.public_id)

@@ -18,4 +18,15 @@ EXPECTED = {
     "tunnels:hostname_remove": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
     "tunnels:route_add": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
     "tunnels:route_remove": ("post", {"route_id": UNKNOWN}, CHANGERS_404),
+    "tunnels:tunnel_delete_confirm": ("get", {"tunnel_id": UNKNOWN}, CHANGERS_404),
+    "tunnels:tunnel_delete": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
+    "tunnels:connections_cleanup": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
+    "tunnels:token_rotate_confirm": ("get", {"tunnel_id": UNKNOWN}, CHANGERS_404),
+    "tunnels:token_rotate": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
+    "tunnels:vnet_list": ("get", {}, ALL_OK),
+    # The posted form has no name, so operators get the page back with the error.
+    "tunnels:vnet_create": ("post", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 400, ADMIN: 400}),
+    "tunnels:vnet_rename": ("post", {"vnet_id": UNKNOWN}, CHANGERS_404),
+    "tunnels:vnet_delete_confirm": ("get", {"vnet_id": UNKNOWN}, CHANGERS_404),
+    "tunnels:vnet_delete": ("post", {"vnet_id": UNKNOWN}, CHANGERS_404),
 }
