@@ -217,6 +217,11 @@ def tunnel_delete(req: Request, account_id: str, tunnel_id: str) -> Reply:
         req.store.delete_children("connector", tunnel_id)
         tunnel["deleted_at"] = iso(req.now)
         req.store.put("tunnel", tunnel, account_id)
+        # Cloudflare deletes the tunnel's private routes with it; a later DELETE of one answers 404.
+        for route_doc in req.store.list("route", account_id):
+            if route_doc["tunnel_id"] == tunnel_id and route_doc["deleted_at"] is None:
+                route_doc["deleted_at"] = tunnel["deleted_at"]
+                req.store.put("route", route_doc, account_id)
         world.tunnel_deleted(req.store, tunnel, req.now)
     return Reply(public(tunnel))
 

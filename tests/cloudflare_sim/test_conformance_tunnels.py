@@ -371,3 +371,53 @@ def test_tunnel_list_serves_no_more_than_its_page_size_whatever_was_asked(cf, ap
     page = cf.zero_trust.tunnels.cloudflared.list(account_id=account_id, per_page=1000)
     assert len(page.result) == 5
     assert (page.result_info.per_page, page.result_info.total_count) == (5, 24)
+
+
+def test_deleting_a_tunnel_deletes_its_routes_and_a_later_route_delete_is_404(cf, app, clock, account_id):
+    tunnels, routes = cf.zero_trust.tunnels.cloudflared, cf.zero_trust.networks.routes
+    tunnel = tunnels.create(account_id=account_id, name="short-lived-routed")
+    route = routes.create(account_id=account_id, network="172.31.9.0/24", tunnel_id=tunnel.id)
+    tunnels.delete(tunnel.id, account_id=account_id)
+    assert route.id not in {r.id for r in routes.list(account_id=account_id, tunnel_id=tunnel.id).result}
+    with pytest.raises(cloudflare.NotFoundError):
+        routes.delete(route.id, account_id=account_id)
+
+
+def test_removing_an_unknown_connector_is_404(cf, account_id):
+    tunnels = cf.zero_trust.tunnels.cloudflared
+    tunnel = tunnels.list(account_id=account_id, status="healthy").result[0]
+    with pytest.raises(cloudflare.NotFoundError) as error:
+        tunnels.connections.delete(tunnel.id, account_id=account_id, client_id="00000000-0000-4000-8000-000000000000")
+    assert error.value.errors[0].code == 1004
+
+
+def test_a_new_secret_changes_the_token_and_a_short_one_is_refused(cf, account_id):
+    tunnels = cf.zero_trust.tunnels.cloudflared
+    tunnel = tunnels.create(account_id=account_id, name="rotating", config_src="cloudflare")
+    before = tunnels.token.get(tunnel.id, account_id=account_id)
+    secret = base64.b64encode(b"n" * 32).decode()
+    assert tunnels.edit(tunnel.id, account_id=account_id, tunnel_secret=secret).id == tunnel.id
+    after = tunnels.token.get(tunnel.id, account_id=account_id)
+    assert after != before and json.loads(base64.b64decode(after))["s"] == secret
+    with pytest.raises(cloudflare.BadRequestError) as error:
+        tunnels.edit(tunnel.id, account_id=account_id, tunnel_secret=base64.b64encode(b"x" * 8).decode())
+    assert error.value.errors[0].code == 1006
+
+
+def test_a_virtual_network_cannot_take_a_name_in_use_nor_be_deleted_with_routes(cf, account_id):
+    vnets, routes = cf.zero_trust.networks.virtual_networks, cf.zero_trust.networks.routes
+    first = vnets.create(account_id=account_id, name="net-one")
+    second = vnets.create(account_id=account_id, name="net-two")
+    with pytest.raises(cloudflare.ConflictError) as error:
+        vnets.edit(second.id, account_id=account_id, name="net-one")
+    assert error.value.status_code == 409 and error.value.errors[0].code == 1020
+    assert vnets.edit(second.id, account_id=account_id, name="net-three").name == "net-three"
+    tunnel = cf.zero_trust.tunnels.cloudflared.list(account_id=account_id, status="healthy").result[0]
+    route = routes.create(
+        account_id=account_id, network="172.31.10.0/24", tunnel_id=tunnel.id, virtual_network_id=first.id
+    )
+    with pytest.raises(cloudflare.BadRequestError) as error:
+        vnets.delete(first.id, account_id=account_id)
+    assert error.value.errors[0].code == 1024
+    routes.delete(route.id, account_id=account_id)
+    assert vnets.delete(first.id, account_id=account_id).deleted_at is not None
