@@ -305,6 +305,12 @@ GATEHOUSE_TUNNEL_SYNC_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_SYNC_SECO
 GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS", "600"))
 GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS", "3600"))
 GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS", "120"))
+# Push events: the address Cloudflare reaches Gatehouse at (the webhook registered on connecting is this plus
+# /hooks/cloudflare/); how recent the last notification must be for Gatehouse to rely on them; and, while it does,
+# seconds between reads of the whole tunnel list (the calls saved go to connector rotation).
+GATEHOUSE_PUBLIC_URL = os.environ.get("GATEHOUSE_PUBLIC_URL", "").rstrip("/")
+GATEHOUSE_PUSH_TRUST_SECONDS = float(os.environ.get("GATEHOUSE_PUSH_TRUST_SECONDS", "21600"))
+GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS", "300"))
 
 # --- AWS -----------------------------------------------------------------------------------------------
 AWS_REGION = os.environ.get("AWS_REGION", "us-east-1")

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from dashboard import views
+from tunnels import push_views
 
 app_name = "dashboard"
 
@@ -10,4 +11,7 @@ urlpatterns = [
     path("audit/export.csv", views.audit_export, name="audit_export"),
     path("settings/", views.settings_page, name="settings"),
     path("settings/users/<uuid:public_id>/role", views.user_role_update, name="user_role_update"),
+    path("settings/push/connect", push_views.push_connect, name="push_connect"),
+    path("settings/push/disconnect", push_views.push_disconnect, name="push_disconnect"),
+    path("hooks/cloudflare/", push_views.push_webhook, name="push_webhook"),
 ]

@@ -14,6 +14,7 @@ from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
 from dashboard.requestinfo import Origin
+from tunnels import push
 from tunnels import selectors as tunnel_selectors
 
 
@@ -81,6 +82,7 @@ def settings_page(request):
         "users": selectors.users_for_admin() if request.user.has_role(User.Role.ADMIN) else None,
         "roles": User.Role,
         "heartbeats": selectors.heartbeats(),
+        "push": push.overview(),
         # What the admin registers at Google: the callback allauth actually serves, on the host this page came from.
         "google_redirect_uri": request.build_absolute_uri(
             reverse(

@@ -825,3 +825,132 @@ def access_revoke_user(email: str, *, priority: Priority = Priority.BACKGROUND) 
         priority=priority,
     )
     return answer is True
+
+
+# --- Push events: notification webhook destinations and policies, and an Access bypass for their path -----------
+# Everything here is created under a deterministic name carrying Gatehouse's mark, so a retried step finds what
+# an interrupted one made, and only objects with that mark are ever changed or deleted.
+
+
+def webhook_destinations(*, priority: Priority = Priority.BACKGROUND) -> list[records.WebhookDestination]:
+    page = call(
+        "alerting.webhooks.list",
+        lambda c: c.alerting.destinations.webhooks.list(account_id=account_id()),
+        priority=priority,
+    )
+    return _records(records.WebhookDestination.from_sdk, page.result)
+
+
+def webhook_destination_save(
+    *, name: str, url: str, secret: str, webhook_id: str = "", priority: Priority = Priority.BACKGROUND
+) -> str:
+    """Create the destination (or replace the one with `webhook_id`); Cloudflare posts its test message first.
+
+    The secret goes out in the body and is never logged; Cloudflare never sends it back.
+    """
+    if webhook_id:
+        answer = call(
+            "alerting.webhooks.update",
+            lambda c: c.alerting.destinations.webhooks.update(
+                webhook_id, account_id=account_id(), name=name, url=url, secret=secret
+            ),
+            priority=priority,
+        )
+    else:
+        answer = call(
+            "alerting.webhooks.create",
+            lambda c: c.alerting.destinations.webhooks.create(
+                account_id=account_id(), name=name, url=url, secret=secret
+            ),
+            priority=priority,
+        )
+    try:
+        return records.created_id(answer, "webhook destination")
+    except records.Malformed as exc:
+        raise CloudflareError(f"alerting.webhooks.save: Cloudflare answered with {exc}") from None
+
+
+def webhook_destination_delete(webhook_id: str, *, priority: Priority = Priority.BACKGROUND) -> bool:
+    """False when it was already gone."""
+    try:
+        call(
+            "alerting.webhooks.delete",
+            lambda c: c.alerting.destinations.webhooks.delete(webhook_id, account_id=account_id()),
+            priority=priority,
+        )
+    except CloudflareNotFound:
+        return False
+    return True
+
+
+def notification_policies(*, priority: Priority = Priority.BACKGROUND) -> list[records.NotificationPolicy]:
+    page = call(
+        "alerting.policies.list", lambda c: c.alerting.policies.list(account_id=account_id()), priority=priority
+    )
+    return _records(records.NotificationPolicy.from_sdk, page.result)
+
+
+def notification_policy_save(
+    *, name: str, alert_type: str, webhook_id: str, policy_id: str = "", priority: Priority = Priority.BACKGROUND
+) -> str:
+    """An enabled policy sending every event of `alert_type` (no filters: every tunnel) to the one webhook."""
+    fields = {
+        "name": name,
+        "alert_type": alert_type,
+        "enabled": True,
+        "mechanisms": {"webhooks": [{"id": webhook_id}]},
+        "description": "Tunnel events for Gatehouse; created and removed by Gatehouse.",
+    }
+    if policy_id:
+        answer = call(
+            "alerting.policies.update",
+            lambda c: c.alerting.policies.update(policy_id, account_id=account_id(), **fields),
+            priority=priority,
+        )
+    else:
+        answer = call(
+            "alerting.policies.create",
+            lambda c: c.alerting.policies.create(account_id=account_id(), **fields),
+            priority=priority,
+        )
+    try:
+        return records.created_id(answer, "notification policy")
+    except records.Malformed as exc:
+        raise CloudflareError(f"alerting.policies.save: Cloudflare answered with {exc}") from None
+
+
+def notification_policy_delete(policy_id: str, *, priority: Priority = Priority.BACKGROUND) -> bool:
+    try:
+        call(
+            "alerting.policies.delete",
+            lambda c: c.alerting.policies.delete(policy_id, account_id=account_id()),
+            priority=priority,
+        )
+    except CloudflareNotFound:
+        return False
+    return True
+
+
+def access_bypass_app_create(*, name: str, domain: str, policy_id: str) -> AccessApplication:
+    """A self-hosted Access application on one path (`host/path`) admitting everyone through a bypass policy."""
+    created = call(
+        "access.applications.create",
+        lambda c: c.zero_trust.access.applications.create(
+            account_id=account_id(),
+            type="self_hosted",
+            name=name,
+            domain=domain,
+            policies=[{"id": policy_id, "precedence": 1}],
+            session_duration="24h",
+        ),
+        priority=Priority.BACKGROUND,
+    )
+    return _record("access.applications.create", AccessApplication.from_sdk, created)
+
+
+def access_apps_named(name: str) -> list[AccessApplication]:
+    found = call(
+        "access.applications.list",
+        lambda c: c.zero_trust.access.applications.list(account_id=account_id(), name=name, exact=True),
+    )
+    return [app for app in _records(AccessApplication.from_sdk, found.result) if app.name == name]

@@ -513,3 +513,61 @@ class AccessSession:
             expires_at=datetime.fromtimestamp(expiration, UTC) if isinstance(expiration, int | float) else None,
             app_ids=tuple(text(app_id, _ID) for app_id in apps or {}),
         )
+
+
+# --- Notifications: webhook destinations and notification policies (push events) ------------------------------
+# Alerting ids are Cloudflare's (32 hex digits for destinations, UUIDs for policies) and go back into URLs, so one
+# that is neither is refused whole.
+
+_ALERT_ID = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+
+
+def _alert_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _ALERT_ID.match(value):
+        raise Malformed(f"a {what} without a valid id")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDestination:
+    id: str
+    name: str
+    url: str
+    last_success: datetime | None
+    last_failure: datetime | None
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "WebhookDestination":
+        return cls(
+            id=_alert_id(field(model, "id"), "webhook destination"),
+            name=text(field(model, "name"), _NAME),
+            url=text(field(model, "url"), 2048),
+            last_success=timestamp(field(model, "last_success")),
+            last_failure=timestamp(field(model, "last_failure")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationPolicy:
+    id: str
+    name: str
+    alert_type: str
+    enabled: bool
+    webhook_ids: tuple[str, ...]
+
+    @classmethod
+    def from_sdk(cls, model: Any) -> "NotificationPolicy":
+        mechanisms = field(model, "mechanisms")
+        webhooks = field(mechanisms, "webhooks", []) if mechanisms is not None else []
+        return cls(
+            id=_alert_id(field(model, "id"), "notification policy"),
+            name=text(field(model, "name"), _NAME),
+            alert_type=text(field(model, "alert_type"), 64),
+            enabled=field(model, "enabled") is True,
+            webhook_ids=tuple(text(field(w, "id"), 64) for w in webhooks or []),
+        )
+
+
+def created_id(model: Any, what: str) -> str:
+    """The id a create answers with (`{id}` only, for alerting objects)."""
+    return _alert_id(field(model, "id"), what)

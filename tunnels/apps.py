@@ -23,3 +23,6 @@ class TunnelsConfig(AppConfig):
                 "vnet.deleted": "Virtual network deleted",
             }
         )
+        from tunnels.push import AUDIT_ACTIONS as PUSH_AUDIT_ACTIONS
+
+        audit_actions.register(PUSH_AUDIT_ACTIONS)

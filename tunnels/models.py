@@ -333,3 +333,62 @@ class TunnelChange(models.Model):
 
 
 TOKEN_SHOW_WINDOW = timedelta(minutes=15)
+
+
+class PushConnection(models.Model):
+    """Cloudflare's notifications of tunnel events, sent to Gatehouse's webhook (one row: the account's).
+
+    What Gatehouse created at Cloudflare is recorded by id so that disconnecting removes exactly that. The secret
+    Cloudflare sends back in `cf-webhook-auth` is kept sealed (vendors.workflows.seal), never shown.
+    """
+
+    class State(models.TextChoices):
+        OFF = "off", "Not connected"
+        CONNECTING = "connecting", "Connecting"
+        CONNECTED = "connected", "Connected"
+        DISCONNECTING = "disconnecting", "Disconnecting"
+        FAILED = "failed", "Failed"
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OFF)
+    secret_sealed = models.TextField(blank=True)
+    url = models.CharField(max_length=500, blank=True)
+    destination_id = models.CharField(max_length=64, blank=True)
+    health_policy_id = models.CharField(max_length=64, blank=True)
+    update_policy_id = models.CharField(max_length=64, blank=True)
+    # The Access application (and its bypass policy) letting Cloudflare reach the webhook path, when asked for.
+    bypass_wanted = models.BooleanField(default=False)
+    bypass_app_id = models.CharField(max_length=64, blank=True)
+    bypass_policy_id = models.CharField(max_length=64, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    refused_count = models.PositiveIntegerField(default=0)
+    last_refused_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"push events ({self.state})"
+
+    @property
+    def state_obj(self) -> "PushConnection.State":
+        return PushConnection.State(self.state)
+
+
+class PushEvent(models.Model):
+    """One notification Cloudflare posted (or its test message), recorded once however often it is sent."""
+
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # alert type, correlation id and time of the event: a replayed notification has the same key.
+    key = models.CharField(max_length=200, unique=True)
+    alert_type = models.CharField(max_length=64)
+    sent_at = models.DateTimeField(null=True)
+    tunnel_cf_id = models.UUIDField(null=True)
+    tunnel_name = models.CharField(max_length=255, blank=True)
+    new_status = models.CharField(max_length=16, blank=True)
+    event_type = models.CharField(max_length=16, blank=True)
+    text = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self):
+        return f"{self.alert_type} {self.tunnel_name or self.tunnel_cf_id or ''}".strip()
