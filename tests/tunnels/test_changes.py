@@ -7,17 +7,6 @@ from tunnels.models import DnsRecord, PublicHostname, Route, Tunnel, TunnelChang
 from tunnels.tasks import tunnel_change_run
 
 
-@pytest.fixture
-def run(django_capture_on_commit_callbacks):
-    """Post a change form and let its Celery task run (eagerly) when the request's transaction commits."""
-
-    def post(client, url, data):
-        with django_capture_on_commit_callbacks(execute=True):
-            return client.post(url, data)
-
-    return post
-
-
 def _live(sim, kind):
     return [d for d in sim.store.list(kind, sim.account_id) if d.get("deleted_at") is None]
 
