@@ -58,6 +58,13 @@ def parse_session(value: str) -> timedelta:
     return length
 
 
+def session_text(length: timedelta) -> str:
+    """A session length written one way only (90m and 1h30m are both 1h30m), so equal lengths share a policy."""
+    minutes = int(length.total_seconds()) // 60
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+
+
 def validate_domain(value: str) -> None:
     if not DOMAIN_RE.match(value):
         raise ValidationError(f"{value!r} is not a domain name like example.com.", code="domain")
@@ -96,9 +103,6 @@ class Vendor(models.Model):
     review_due = models.DateField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ONBOARDING)
     status_reason = models.CharField(max_length=500, blank=True)
-    cf_policy_id = models.CharField(max_length=64, blank=True)
-    # The Service Auth policy that admits the vendor's service tokens (machine access), once it has tokens.
-    cf_service_policy_id = models.CharField(max_length=64, blank=True)
     # The review-due date the sponsor was last told about, so each overdue review is flagged once.
     review_flagged_for = models.DateField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -139,11 +143,19 @@ class Vendor(models.Model):
 
     @property
     def policy_name(self) -> str:
+        """The stem of the vendor's policy names; every policy named so, or with this stem and a dash, is its own."""
         return f"{MANAGED_PREFIX}{self.public_id}"
 
-    @property
-    def service_policy_name(self) -> str:
-        return f"{MANAGED_PREFIX}{self.public_id}-service-auth"
+    def policy_name_for(self, session: str) -> str:
+        """The Allow policy for the vendor's people on grants with this session length."""
+        return f"{self.policy_name}-{session}"
+
+    def service_policy_name_for(self, session: str) -> str:
+        """The Service Auth policy for the vendor's service tokens on grants with this session length."""
+        return f"{self.policy_name}-service-auth-{session}"
+
+    def owns_policy_name(self, name: str) -> bool:
+        return name == self.policy_name or name.startswith(self.policy_name + "-")
 
     @property
     def token_prefix(self) -> str:
@@ -215,13 +227,17 @@ class AccessApplication(models.Model):
 
 class Grant(models.Model):
     class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Starts later"
         ACTIVE = "active", "Active"
         EXPIRED = "expired", "Expired"
+        ENDED = "ended", "Ended"
         REVOKED = "revoked", "Revoked"
 
         @property
         def colour(self) -> str:
-            return {"active": "green", "expired": "grey", "revoked": "grey"}[self.value]
+            return {"scheduled": "blue", "active": "green", "expired": "grey", "ended": "grey", "revoked": "grey"}[
+                self.value
+            ]
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="grants")
@@ -230,6 +246,11 @@ class Grant(models.Model):
     ends_at = models.DateTimeField()
     session_duration = models.CharField(max_length=16, default="8h")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # The vendor's policies that admit through this grant: grants with the same session length share them, since a
+    # reusable policy's session length holds on every application it is attached to.
+    cf_policy_id = models.CharField(max_length=64, blank=True)
+    cf_service_policy_id = models.CharField(max_length=64, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
     expiry_notice_sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -248,7 +269,7 @@ class Grant(models.Model):
 
     def clean(self):
         try:
-            parse_session(self.session_duration)
+            self.session_duration = session_text(parse_session(self.session_duration))
         except ValidationError as error:
             raise ValidationError({"session_duration": error.messages}) from None
         if self.ends_at and self.starts_at and self.ends_at <= self.starts_at:
@@ -301,6 +322,7 @@ class WorkflowRun(models.Model):
         ONBOARD = "onboard", "Onboard"
         CHANGE = "change", "Apply changes"
         EXPIRE = "expire", "Expire grants"
+        END_GRANT = "end_grant", "End a grant"
         SUSPEND = "suspend", "Suspend"
         REVOKE = "revoke", "Revoke"
 
