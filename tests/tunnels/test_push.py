@@ -1,0 +1,255 @@
+"""Push events: the public webhook, and connecting, receiving and disconnecting against the simulator."""
+
+import json
+import time
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from cloudflare_sim import control
+from dashboard.models import AuditEntry
+from tunnels import push
+from tunnels.models import PushConnection, PushEvent, StatusChange, SyncCursor, Tunnel
+from vendors.workflows import seal
+
+SECRET = "the-shared-secret"
+
+
+def _health(tunnel_id, *, status="DOWN", correlation="c0ffee", ts=1_790_000_000) -> dict:
+    return {
+        "name": "gatehouse-push tunnel health",
+        "text": "Tunnel changed status",
+        "data": {"tunnel_id": str(tunnel_id), "tunnel_name": "t1", "new_status": f"TUNNEL_STATUS_TYPE_{status}"},
+        "ts": ts,
+        "account_id": "0" * 32,
+        "policy_id": str(uuid.uuid4()),
+        "policy_name": "gatehouse-push tunnel health",
+        "alert_type": "tunnel_health_event",
+        "alert_correlation_id": correlation,
+        "alert_event": "ALERT_STATE_EVENT_START",
+    }
+
+
+@pytest.fixture
+def connected(db):
+    return PushConnection.objects.create(
+        pk=1,
+        state=PushConnection.State.CONNECTED,
+        secret_sealed=seal(SECRET),
+        url="https://g.example/hooks/cloudflare/",
+    )
+
+
+@pytest.fixture
+def tunnel(db):
+    return Tunnel.objects.create(cf_id=uuid.uuid4(), name="t1", status="healthy", status_rank=3)
+
+
+def _post(client, body, *, secret=SECRET, raw=None):
+    headers = {"HTTP_CF_WEBHOOK_AUTH": secret} if secret is not None else {}
+    data = raw if raw is not None else json.dumps(body)
+    return client.post(reverse("dashboard:push_webhook"), data=data, content_type="application/json", **headers)
+
+
+def test_a_wrong_secret_is_refused_bare_and_counted(client, connected, tunnel):
+    response = _post(client, _health(tunnel.cf_id), secret="guess")
+    assert (response.status_code, response.content) == (403, b"")
+    assert not PushEvent.objects.exists()
+    assert PushConnection.objects.get().refused_count == 1
+
+
+def test_a_missing_secret_is_refused_with_401(client, connected, tunnel):
+    response = _post(client, _health(tunnel.cf_id), secret=None)
+    assert (response.status_code, response.content) == (401, b"")
+    assert not PushEvent.objects.exists()
+
+
+def test_nothing_is_accepted_while_push_events_are_off(client, db, tunnel):
+    PushConnection.objects.create(pk=1, state=PushConnection.State.OFF, secret_sealed=seal(SECRET))
+    assert _post(client, _health(tunnel.cf_id)).status_code == 403
+    assert not PushEvent.objects.exists()
+
+
+def test_a_body_over_64_kib_is_refused_with_413(client, connected, tunnel):
+    body = _health(tunnel.cf_id)
+    body["text"] = "x" * (64 * 1024)
+    assert _post(client, body).status_code == 413
+    assert not PushEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "{not json",
+        "[]",
+        json.dumps({"text": "no ts", "data": {}}),
+        json.dumps(
+            {**_health(uuid.uuid4()), "data": {"tunnel_id": "not-a-uuid", "new_status": "TUNNEL_STATUS_TYPE_UP"}}
+        ),
+        json.dumps({**_health(uuid.uuid4()), "alert_type": "dos_attack_l7"}),
+        json.dumps({**_health(uuid.uuid4()), "alert_correlation_id": "<script>"}),
+    ],
+)
+def test_a_malformed_notification_is_refused_with_400(client, connected, raw):
+    assert _post(client, None, raw=raw).status_code == 400
+    assert not PushEvent.objects.exists()
+
+
+def test_a_notification_is_recorded_and_queues_one_refresh(
+    client, connected, tunnel, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as queued:
+        response = _post(client, _health(tunnel.cf_id))
+    assert (response.status_code, response.content) == (200, b"")
+    event = PushEvent.objects.get()
+    assert (event.alert_type, event.tunnel_cf_id, event.new_status) == ("tunnel_health_event", tunnel.cf_id, "down")
+    assert len(queued) == 1
+
+
+def test_a_replayed_notification_is_recorded_once(client, connected, tunnel, django_capture_on_commit_callbacks):
+    body = _health(tunnel.cf_id)
+    with django_capture_on_commit_callbacks() as queued:
+        assert _post(client, body).status_code == 200
+        assert _post(client, body).status_code == 200
+        assert _post(client, {**body, "ts": body["ts"] + 1}).status_code == 200
+    assert PushEvent.objects.count() == 2
+    assert len(queued) == 2
+
+
+def test_cloudflares_test_message_is_recorded_without_a_refresh(client, connected, django_capture_on_commit_callbacks):
+    body = {"name": "gatehouse", "text": "Hello World! This is a test message", "data": {}, "ts": 1_790_000_000}
+    with django_capture_on_commit_callbacks() as queued:
+        assert _post(client, body).status_code == 200
+    assert PushEvent.objects.get().alert_type == "test"
+    assert queued == []
+
+
+def test_an_unknown_tunnel_makes_the_next_pass_read_the_whole_list(client, connected, db):
+    SyncCursor.objects.create(name="status", synced_at="2026-11-30T00:00:00Z")
+    assert _post(client, _health(uuid.uuid4())).status_code == 200
+    push.refresh(event=PushEvent.objects.get())
+    assert SyncCursor.objects.get(name="status").synced_at is None
+    assert not Tunnel.objects.exists()
+
+
+def test_an_older_status_than_the_one_held_is_not_applied(connected, tunnel, cloudflare_sim):
+    event = PushEvent.objects.create(
+        key="k",
+        alert_type="tunnel_health_event",
+        sent_at=tunnel.status_since.replace(year=2020),
+        tunnel_cf_id=tunnel.cf_id,
+        new_status="down",
+    )
+    push.refresh(event=event)
+    tunnel.refresh_from_db()
+    assert tunnel.status == "healthy"
+    assert not StatusChange.objects.exists()
+
+
+def test_the_settings_page_says_whether_events_are_arriving(admin_client, connected, client, tunnel):
+    _post(client, _health(tunnel.cf_id))
+    page = admin_client.get(reverse("dashboard:settings")).content.decode()
+    assert "1 in the last hour" in page and "yes: events are arriving" in page
+    assert SECRET not in page
+
+
+def test_connecting_needs_a_public_url(admin_client, db, settings):
+    settings.GATEHOUSE_PUBLIC_URL = ""
+    response = admin_client.post(reverse("dashboard:push_connect"), follow=True)
+    assert "GATEHOUSE_PUBLIC_URL" in response.content.decode()
+    assert push.connection().state == PushConnection.State.OFF
+
+
+# --- against the simulator, with Gatehouse served for real ------------------------------------------------------
+
+
+@pytest.fixture
+def public(live_server, settings, cloudflare_sim):
+    settings.GATEHOUSE_PUBLIC_URL = live_server.url
+    return cloudflare_sim
+
+
+def _ours(sim, kind):
+    return [d for d in sim.store.list(kind, sim.account_id) if d["name"].startswith("gatehouse-push ")]
+
+
+def test_connecting_creates_the_destination_and_policies_and_answers_cloudflares_test(admin_client, public):
+    admin_client.post(reverse("dashboard:push_connect"))
+
+    conn = push.connection()
+    assert conn.state == PushConnection.State.CONNECTED, conn.error
+    [webhook] = _ours(public, "alert_webhook")
+    assert webhook["url"] == push.webhook_url() and webhook["_secret"]
+    assert webhook["id"] == conn.destination_id
+    policies = {p["alert_type"]: p for p in _ours(public, "alert_policy")}
+    assert set(policies) == {"tunnel_health_event", "tunnel_update_event"}
+    assert {policies["tunnel_health_event"]["id"], policies["tunnel_update_event"]["id"]} == {
+        conn.health_policy_id,
+        conn.update_policy_id,
+    }
+    assert all(p["mechanisms"] == {"webhooks": [{"id": webhook["id"]}]} and p["enabled"] for p in policies.values())
+    # Cloudflare's test message reached Gatehouse and was answered before the destination was saved.
+    assert PushEvent.objects.filter(alert_type="test").count() == 1
+    actions = set(AuditEntry.objects.values_list("action", flat=True))
+    assert {"push.connect_requested", "push.connected"} <= actions
+    assert webhook["_secret"] not in json.dumps(list(AuditEntry.objects.values_list("details", flat=True)))
+
+
+def test_disconnecting_removes_everything_gatehouse_created(admin_client, public, live_server, settings):
+    # An Access application's domain is a host name in a zone (not "localhost"); the address serves the same.
+    settings.GATEHOUSE_PUBLIC_URL = live_server.url.replace("localhost", "127.0.0.1")
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
+    admin_client.post(reverse("dashboard:push_connect"), {"access_bypass": "on"})
+    assert push.connection().bypass_app_id, push.connection().error
+    [app] = _ours(public, "access_app")
+    assert app["domain"].endswith("/hooks/cloudflare/")
+
+    admin_client.post(reverse("dashboard:push_disconnect"))
+
+    conn = push.connection()
+    assert (conn.state, conn.secret_sealed, conn.destination_id) == (PushConnection.State.OFF, "", "")
+    assert _ours(public, "alert_webhook") == [] and _ours(public, "alert_policy") == []
+    assert not [
+        a for a in public.store.list("access_app", public.account_id) if a["name"].startswith("gatehouse-push ")
+    ]
+    assert not [
+        p for p in public.store.list("access_policy", public.account_id) if p["name"].startswith("gatehouse-push ")
+    ]
+    assert "push.disconnected" in set(AuditEntry.objects.values_list("action", flat=True))
+
+
+def test_a_connection_cloudflare_cannot_test_fails_visibly(admin_client, cloudflare_sim, settings, transactional_db):
+    settings.GATEHOUSE_PUBLIC_URL = "http://127.0.0.1:9"
+    admin_client.post(reverse("dashboard:push_connect"))
+    conn = push.connection()
+    assert conn.state == PushConnection.State.FAILED
+    assert "test message" in conn.error
+    assert _ours(cloudflare_sim, "alert_webhook") == []
+
+
+def test_a_pushed_status_change_is_reflected_within_seconds(admin_client, public):
+    from tunnels import sync
+
+    sync.sync_pass()
+    admin_client.post(reverse("dashboard:push_connect"))
+    assert push.connection().state == PushConnection.State.CONNECTED
+    target = Tunnel.objects.get(name="prod-eu-west-1-core")
+    assert target.status == "healthy"
+
+    started = time.monotonic()
+    control.run_event(public.store, "tunnel-down", time.time(), tunnel=target.name)
+    deadline = started + 5
+    while time.monotonic() < deadline:
+        target.refresh_from_db()
+        if (
+            target.status == "down"
+            and target.connectors.exists()
+            and all(c.conns_pending == c.conns_total for c in target.connectors.all())
+        ):
+            break
+        time.sleep(0.05)
+    assert target.status == "down", "the pushed change was not reflected within 5 s"
+    assert all(c.conns_pending == c.conns_total for c in target.connectors.all())
+    assert StatusChange.objects.filter(tunnel=target, new_status="down").exists()
+    assert PushEvent.objects.filter(alert_type="tunnel_health_event", tunnel_cf_id=target.cf_id).count() == 1
