@@ -49,7 +49,7 @@ def test_an_admin_finds_an_unrouted_origin_approves_it_directly_and_exports_the_
 
     page.get_by_role("link", name=stray.label).click()
     page.get_by_label("Reason").fill("owner confirmed: the reporting database")
-    page.get_by_role("button", name="Approve").click()
+    page.get_by_role("button", name="Approve", exact=True).click()
     expect(page.locator("#origin-review")).to_contain_text("owner confirmed: the reporting database")
     expect(page.locator("#origin-review .badge").first).to_have_text("Approved")
     context.close()
