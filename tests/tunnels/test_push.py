@@ -3,9 +3,11 @@
 import json
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from cloudflare_sim import control
 from dashboard.models import AuditEntry
@@ -253,3 +255,27 @@ def test_a_pushed_status_change_is_reflected_within_seconds(admin_client, public
     assert all(c.conns_pending == c.conns_total for c in target.connectors.all())
     assert StatusChange.objects.filter(tunnel=target, new_status="down").exists()
     assert PushEvent.objects.filter(alert_type="tunnel_health_event", tunnel_cf_id=target.cf_id).count() == 1
+
+
+def _list_calls(sim) -> int:
+    return sim.stats()["endpoints"].get("GET /accounts/{account_id}/cfd_tunnel", {"calls": 0})["calls"]
+
+
+def test_while_events_arrive_the_pass_reads_the_list_less_often_and_rotates_connectors(
+    connected, cloudflare_sim, settings
+):
+    from tunnels import sync
+
+    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 300
+    sync.sync_pass()
+    listed = _list_calls(cloudflare_sim)
+    event = PushEvent.objects.create(key="k", alert_type="test", received_at=timezone.now())
+
+    relying = sync.sync_pass()
+    assert _list_calls(cloudflare_sim) == listed
+    assert relying.complete and relying.tunnels_seen == 0
+
+    PushEvent.objects.filter(pk=event.pk).update(received_at=timezone.now() - timedelta(days=1))
+    polling = sync.sync_pass()
+    assert _list_calls(cloudflare_sim) == listed + 1
+    assert polling.tunnels_seen == Tunnel.objects.count()
