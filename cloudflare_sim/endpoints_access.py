@@ -585,7 +585,7 @@ def service_token_create(req: Request, account_id: str) -> Reply:
         "created_at": iso(req.now),
         "updated_at": iso(req.now),
         "last_seen_at": None,
-        "_secret_digest": secrets.token_hex(8),
+        "_secret_digest": world.secret_digest(secret),
     }
     req.store.put("service_token", token, account_id)
     return Reply(_token_reply(token, secret), status=201)
@@ -629,8 +629,22 @@ def service_token_refresh(req: Request, account_id: str, token_id: str) -> Reply
 @route("POST", "/accounts/{account_id}/access/service_tokens/{token_id}/rotate")
 def service_token_rotate(req: Request, account_id: str, token_id: str) -> Reply:
     token = get_service_token(req, token_id)
+    until = req.json().get("previous_client_secret_expires_at")
+    if until is None:
+        # Without it, Cloudflare expires the previous secret at once.
+        previous_until = req.now
+    else:
+        try:
+            previous_until = world.parse_time(until)
+        except (AttributeError, TypeError, ValueError):
+            raise bad_request(
+                "previous_client_secret_expires_at must be an RFC 3339 timestamp",
+                12130,
+                "/previous_client_secret_expires_at",
+            ) from None
     secret = secrets.token_hex(32)
-    token["_secret_digest"] = secrets.token_hex(8)
+    token["_previous_secret"] = {"digest": token.get("_secret_digest", ""), "until": previous_until}
+    token["_secret_digest"] = world.secret_digest(secret)
     token["updated_at"] = iso(req.now)
     req.store.put("service_token", token, account_id)
     return Reply(_token_reply(token, secret))

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import ipaddress
 import os
 import random
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -417,14 +419,40 @@ def open_session(store: Store, account_id: str, user: Doc, app: Doc, now: float,
     return session
 
 
-def token_admitted(store: Store, app: Doc, token_id: str) -> bool:
-    """A request carrying this service token gets in only through a Service Auth (non_identity) policy naming it."""
+def secret_digest(secret: str) -> str:
+    """What the simulator keeps of a client secret: enough to check one presented, never the secret itself."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_secret_accepted(token: Doc, client_secret: str, now: float) -> bool:
+    """Access takes a token's current secret, and its previous one until the moment the rotation set for it; a
+    disabled token takes neither."""
+    if not token.get("enabled", True):
+        return False
+    digest = secret_digest(client_secret)
+    if hmac.compare_digest(digest, token.get("_secret_digest", "")):
+        return True
+    previous = token.get("_previous_secret") or {}
+    return hmac.compare_digest(digest, previous.get("digest", "")) and now < previous.get("until", 0)
+
+
+def token_admitted(
+    store: Store, app: Doc, token_id: str, client_secret: str | None = None, now: float | None = None
+) -> bool:
+    """A request carrying this service token gets in only through a Service Auth (non_identity) policy naming it,
+    while the token exists and is enabled, and (when the request's client secret is given) with a secret Access
+    still takes."""
     for policy in app_policies(store, app):
         if policy.get("decision") != "non_identity":
             continue
         for rule in policy.get("include") or []:
             if rule.get("service_token", {}).get("token_id") == token_id or "any_valid_service_token" in rule:
-                return store.get("service_token", token_id, app["_account_id"]) is not None
+                token = store.get("service_token", token_id, app["_account_id"])
+                if token is None or not token.get("enabled", True):
+                    return False
+                if client_secret is None:
+                    return True
+                return token_secret_accepted(token, client_secret, time.time() if now is None else now)
     return False
 
 

@@ -405,3 +405,62 @@ def test_creating_a_policy_answers_201_and_deleting_one_or_an_application_202(cf
     )
     assert cf.zero_trust.access.applications.with_raw_response.delete(app.id, account_id=account_id).status_code == 202
     assert policies.with_raw_response.delete(created.parse().id, account_id=account_id).status_code == 202
+
+
+def test_rotating_a_token_stops_its_old_secret_at_once_unless_told_when(cf, app, clock, account_id):
+    tokens = cf.zero_trust.access.service_tokens
+    created = tokens.create(account_id=account_id, name="rotated job", duration="24h")
+    target = _token_app(cf, account_id, "non_identity", [{"service_token": {"token_id": created.id}}], "Rotated")
+    stored_app = app.store.get("access_app", target.id)
+
+    def admitted(secret):
+        return world.token_admitted(app.store, stored_app, created.id, client_secret=secret, now=clock())
+
+    assert admitted(created.client_secret) and not admitted("not-the-secret")
+    rotated = tokens.rotate(created.id, account_id=account_id)
+    assert admitted(rotated.client_secret) and not admitted(created.client_secret)
+
+    # A grace period keeps the previous secret working until the moment given, and no longer.
+    clock.advance(1)
+    from datetime import UTC, datetime
+
+    grace = tokens.rotate(
+        created.id,
+        account_id=account_id,
+        previous_client_secret_expires_at=datetime.fromtimestamp(clock() + 600, UTC),
+    )
+    assert admitted(grace.client_secret) and admitted(rotated.client_secret)
+    clock.advance(601)
+    assert admitted(grace.client_secret) and not admitted(rotated.client_secret)
+
+
+def test_rotate_refuses_a_previous_secret_expiry_that_is_not_a_timestamp(cf, account_id):
+    tokens = cf.zero_trust.access.service_tokens
+    created = tokens.create(account_id=account_id, name="bad rotate", duration="24h")
+    with pytest.raises(cloudflare.BadRequestError) as refused:
+        tokens.rotate(created.id, account_id=account_id, previous_client_secret_expires_at="next tuesday")
+    assert refused.value.body["errors"][0]["code"] == 12130
+    with pytest.raises(cloudflare.NotFoundError):
+        tokens.rotate("6d0b5c3e-8d0e-4f57-9a39-7d2d2a0f0c11", account_id=account_id)
+
+
+def test_a_disabled_token_is_not_admitted(cf, app, account_id):
+    tokens = cf.zero_trust.access.service_tokens
+    created = tokens.create(account_id=account_id, name="disabled job", duration="24h")
+    target = _token_app(cf, account_id, "non_identity", [{"service_token": {"token_id": created.id}}], "Disabled")
+    token = app.store.get("service_token", created.id, account_id)
+    app.store.put("service_token", {**token, "enabled": False}, account_id)
+    assert not world.token_admitted(app.store, app.store.get("access_app", target.id), created.id)
+
+
+def test_refresh_extends_a_token_by_its_duration_from_now_and_answers_the_token(cf, clock, account_id):
+    tokens = cf.zero_trust.access.service_tokens
+    created = tokens.create(account_id=account_id, name="refreshed job", duration="48h")
+    before = tokens.get(created.id, account_id=account_id).expires_at
+    clock.advance(7200)
+    raw = tokens.with_raw_response.refresh(created.id, account_id=account_id)
+    refreshed = raw.parse()
+    assert "client_secret" not in raw.http_response.json()["result"]
+    assert (refreshed.expires_at - before).total_seconds() == pytest.approx(7200, abs=1)
+    with pytest.raises(cloudflare.NotFoundError):
+        tokens.refresh("6d0b5c3e-8d0e-4f57-9a39-7d2d2a0f0c11", account_id=account_id)
