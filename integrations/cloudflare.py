@@ -682,6 +682,16 @@ def access_policies_all(*, priority: Priority = Priority.BACKGROUND) -> list[Acc
     return _records(AccessPolicy.from_sdk, pages)
 
 
+def access_policy_get(policy_id: str, *, priority: Priority = Priority.BACKGROUND) -> AccessPolicy:
+    """One reusable policy as Cloudflare keeps it now, with how many applications use it."""
+    policy = call(
+        "access.policies.get",
+        lambda c: c.zero_trust.access.policies.get(policy_id, account_id=account_id()),
+        priority=priority,
+    )
+    return _record("access.policies.get", AccessPolicy.from_sdk, policy)
+
+
 def access_policy_create(
     *,
     name: str,
@@ -774,6 +784,29 @@ def service_token_create(*, name: str, duration: str, priority: Priority = Prior
         priority=priority,
     )
     return _record("access.service_tokens.create", NewServiceToken.from_sdk, token)
+
+
+def service_token_rotate(token_id: str, *, priority: Priority = Priority.BACKGROUND) -> NewServiceToken:
+    """A new client secret for the token; Cloudflare stops taking the previous one at once.
+
+    The answer carries the new secret, which Cloudflare never shows again: the caller must not log it.
+    """
+    token = call(
+        "access.service_tokens.rotate",
+        lambda c: c.zero_trust.access.service_tokens.rotate(token_id, account_id=account_id()),
+        priority=priority,
+    )
+    return _record("access.service_tokens.rotate", NewServiceToken.from_sdk, token)
+
+
+def service_token_refresh(token_id: str, *, priority: Priority = Priority.BACKGROUND) -> ServiceToken:
+    """Extend the token's expiry by its duration from now; the token as it now is."""
+    token = call(
+        "access.service_tokens.refresh",
+        lambda c: c.zero_trust.access.service_tokens.refresh(token_id, account_id=account_id()),
+        priority=priority,
+    )
+    return _record("access.service_tokens.refresh", ServiceToken.from_sdk, token)
 
 
 def service_token_delete(token_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:

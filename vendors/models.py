@@ -105,6 +105,15 @@ class Vendor(models.Model):
     status_reason = models.CharField(max_length=500, blank=True)
     # The review-due date the sponsor was last told about, so each overdue review is flagged once.
     review_flagged_for = models.DateField(null=True, blank=True)
+    # The policy a vendor was adopted from, as it was named at Cloudflare before Gatehouse took it over.
+    adopted_from = models.CharField(max_length=200, blank=True)
+    # Off the main list; kept, with its history and receipts, but nothing more is done to it.
+    archived_at = models.DateTimeField(null=True, blank=True)
+    # What the last read-back found at Cloudflare that differs from what Gatehouse applied: a list of
+    # {"subject", "expected", "found"} (and "token", a token's public id, when the token is gone).
+    drift = models.JSONField(default=list, blank=True)
+    drift_checked_at = models.DateTimeField(null=True, blank=True)
+    drift_found_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -140,6 +149,10 @@ class Vendor(models.Model):
     @property
     def status_obj(self) -> "Vendor.Status":
         return Vendor.Status(self.status)
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
 
     @property
     def policy_name(self) -> str:
@@ -181,6 +194,8 @@ class AccessApplication(models.Model):
     # Legacy policies that exist only on this application. Cloudflare refuses an application whose policy list
     # mixes them with reusable ones, so Gatehouse cannot attach a vendor's policy until they are converted.
     inline_policies = models.PositiveIntegerField(default=0)
+    # The ids of the policies the application carries, as last read, so unmanaged ones can be shown with them.
+    policy_ids = models.JSONField(default=list, blank=True)
     present = models.BooleanField(default=True)
     synced_at = models.DateTimeField(default=timezone.now)
 
@@ -300,6 +315,8 @@ class ServiceToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     # The client secret, encrypted, between its creation and the one time someone reveals it; then emptied.
     secret_sealed = models.TextField(blank=True)
+    # False for a token adopted from Cloudflare: its secret was given out before Gatehouse knew of it.
+    secret_known = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
