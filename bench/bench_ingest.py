@@ -115,6 +115,8 @@ def phase_ingest(prefix: str, processes: int) -> dict:
 
     from django.core.management import call_command
 
+    from django.db.models import Sum
+
     from discovery.models import IngestRun, Origin, OriginDaily
 
     call_command("migrate", verbosity=0)
@@ -130,6 +132,7 @@ def phase_ingest(prefix: str, processes: int) -> dict:
         "refused": run.rejected,
         "objects": run.objects_done,
         "origins": Origin.objects.count(),
+        "origin_sessions": Origin.objects.aggregate(total=Sum("sessions"))["total"] or 0,
         "daily_rows": OriginDaily.objects.count(),
         "seconds": seconds,
         "peak_mb": me,
@@ -237,6 +240,9 @@ def main() -> int:
                 f"{ingest['accepted']:,} sessions counted, {ingest['refused']:,} refused, {ingest['origins']} origins, "
                 f"{ingest['daily_rows']} daily rows"
             )
+            # Every counted session must be in some origin's total, whatever the batching and folding did.
+            check = "ok" if ingest["origin_sessions"] == ingest["accepted"] else "MISMATCH"
+            print(f"  sessions in origins: {ingest['origin_sessions']:,} ({check})")
     finally:
         moto.terminate()
         moto.wait()

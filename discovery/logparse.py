@@ -535,7 +535,7 @@ class Batch:
                     users[email] = sessions
                 else:
                     origin.user_sketch = sketch.merge(origin.user_sketch, [sketch.user_hash(email)])
-        self.groups = {}
+        self.groups.clear()  # in place: the reader of the object being read holds this same table
 
     def finish(self) -> ObjectTotals:
         """The batch's totals per origin; each origin's users become a sketch too."""

@@ -237,6 +237,35 @@ def test_the_fast_path_and_the_reference_checks_agree_line_for_line():
     assert origin.users == {"alice@example.com": 5}
 
 
+def test_a_batch_that_folds_its_groups_early_counts_the_same_as_one_that_does_not(monkeypatch):
+    import io
+
+    from discovery import logparse
+
+    lines = [
+        _base_record(Email=f"user{i % 37}@example.com", OriginPort=1000 + i % 5, SessionEndTime=1763640001000000000 + i)
+        for i in range(3000)
+    ]
+    body = gzip.compress(b"\n".join(lines))
+
+    def totals() -> logparse.ObjectTotals:
+        batch = logparse.Batch()
+        batch.read_gzip(io.BytesIO(body))
+        return batch.finish()
+
+    whole = totals()
+    monkeypatch.setattr(logparse.Batch, "GROUP_LIMIT", 10)
+    folded = totals()
+    assert whole.accepted == folded.accepted == 3000
+    assert whole.origins.keys() == folded.origins.keys()
+    for key, origin in whole.origins.items():
+        other = folded.origins[key]
+        assert (origin.sessions, origin.bytes_total, origin.users, origin.first, origin.last) == (
+            other.sessions, other.bytes_total, other.users, other.first, other.last,
+        )  # fmt: skip
+        assert {d: b[:2] for d, b in origin.days.items()} == {d: b[:2] for d, b in other.days.items()}
+
+
 def test_ipv6_unique_local_and_rfc1918_are_private_and_other_space_is_public():
     totals = read_lines(
         [
