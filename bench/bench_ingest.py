@@ -114,7 +114,6 @@ def phase_ingest(prefix: str, processes: int) -> dict:
     import io
 
     from django.core.management import call_command
-
     from django.db.models import Sum
 
     from discovery.models import IngestRun, Origin, OriginDaily
