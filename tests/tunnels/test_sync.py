@@ -133,13 +133,6 @@ def test_rotation_refreshes_the_connectors_checked_longest_ago(synced, db, setti
     assert oldest.connectors_synced_at.year > 2020
 
 
-def test_new_remote_tunnels_get_their_configuration_in_their_first_pass(cloudflare_sim, db, settings):
-    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 30
-    sync.sync_pass()
-    remote = Tunnel.objects.filter(remote_config=True)
-    assert remote.exists() and not remote.filter(config_synced_at__isnull=True).exists()
-
-
 def test_sync_pass_twice_leaves_the_same_world(synced, db):
     def world():
         return (
