@@ -1,20 +1,21 @@
-"""Parsing Logpush network-session objects: gunzip, validate each line and add it up per origin, for one object.
+"""Parsing Logpush network-session objects: gunzip, validate each line and add it up per origin, for a batch of
+objects applied together.
 
 Lines come from Cloudflare, but through a bucket anyone with write access could fill, so every field is
 checked for type, range and size before it counts; refusals are counted by kind and never stop the object.
 Both datasets are read: ``zero_trust_network_sessions`` (OriginIP, OriginPort, Protocol, ...) and
 ``gateway_network`` (DestinationIP, DestinationPort, TransportProtocol, SNI, Datetime).
 
-Two paths give the same answer. The fast path takes the shape almost every line has (orjson, every field
-present, integer timestamps in nanoseconds): the fields naming where a session went, who made it and how it
-ended repeat from line to line, so they are checked once per distinct combination and a line costs a lookup
-and a few integer comparisons. Any line the fast path does not accept outright goes to the reference checks
-(the standard library's parser and one check per field), which decide what it is: accepted in another
-shape, or refused, and for which reason.
+Two paths give the same answer. The fast path takes the shape almost every network-session line has (orjson,
+every field present, integer timestamps in nanoseconds): the fields naming where a session went, who made it
+and how it ended repeat from line to line, so they are checked once per distinct combination and a line costs
+a lookup and a few integer comparisons. Any other line (gateway_network lines among them) goes to the
+reference checks (the standard library's parser and one check per field), which decide what it is: accepted
+in another shape, or refused, and for which reason.
 
-Memory is bounded by the object's distinct sessions shapes, not by its size or the bucket's: the object is
-decompressed in bounded chunks, and per-user counts are capped at MAX_USERS_PER_ORIGIN (beyond that, users
-only feed the distinct-user sketch).
+Memory does not follow the object or the bucket: objects are decompressed in bounded chunks, a batch keeps at
+most Batch.GROUP_LIMIT groups of lines before folding them into per-origin totals, and per-user counts are
+capped at MAX_USERS_PER_ORIGIN (beyond that, users only feed the distinct-user sketch).
 """
 
 import contextlib
