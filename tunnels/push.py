@@ -157,24 +157,25 @@ def connect_execute(*, conn: PushConnection) -> None:
     try:
         if conn.bypass_wanted:
             _bypass_ensure(conn, names)
-        existing = {d.name: d for d in cf.webhook_destinations(priority=priority)}
-        known = existing.get(names["destination"])
+        # An object found by id or by its name is updated; one deleted at Cloudflare meanwhile is created again.
+        existing = {d.name: d.id for d in cf.webhook_destinations(priority=priority)}
+        known = {conn.destination_id, existing.get(names["destination"], "")} & set(existing.values())
         webhook_id = cf.webhook_destination_save(
             name=names["destination"],
             url=conn.url,
             secret=secret,
-            webhook_id=conn.destination_id or (known.id if known else ""),
+            webhook_id=min(known, default=""),
             priority=priority,
         )
         _save(conn, destination_id=webhook_id)
-        policies = {p.name: p for p in cf.notification_policies(priority=priority)}
+        policies = {p.name: p.id for p in cf.notification_policies(priority=priority)}
         for alert_type, field in ((HEALTH, "health_policy_id"), (UPDATE, "update_policy_id")):
-            found = policies.get(names[alert_type])
+            known = {getattr(conn, field), policies.get(names[alert_type], "")} & set(policies.values())
             policy_id = cf.notification_policy_save(
                 name=names[alert_type],
                 alert_type=alert_type,
                 webhook_id=webhook_id,
-                policy_id=getattr(conn, field) or (found.id if found else ""),
+                policy_id=min(known, default=""),
                 priority=priority,
             )
             _save(conn, **{field: policy_id})

@@ -273,3 +273,13 @@ def test_the_event_command_on_a_state_file_posts_before_it_returns(app, cf, acco
     [delivery] = receiver.notifications()
     assert delivery["body"]["data"]["new_status"] == "TUNNEL_STATUS_TYPE_HEALTHY"
     assert delivery["body"]["alert_event"] == "ALERT_STATE_EVENT_END"
+
+
+def test_the_faults_command_sets_the_delivery_fault_and_keeps_the_rest(app, capsys):
+    faults.save(app.store, {"max_per_page": {"GET /accounts/*": 3}})
+    state = ["--state", app.store.path]
+    assert main(["faults", "add", "--webhook-drop-rate", "0.5", "--webhook-delay-s", "2", *state]) == 0
+    config = faults.load(app.store)
+    assert config["webhooks"] == {"drop_rate": 0.5, "delay_s": 2.0}
+    assert config["max_per_page"] == {"GET /accounts/*": 3}
+    assert main(["faults", "add", "--webhook-drop-rate", "7", *state]) == 1

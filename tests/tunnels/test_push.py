@@ -279,3 +279,20 @@ def test_while_events_arrive_the_pass_reads_the_list_less_often_and_rotates_conn
     polling = sync.sync_pass()
     assert _list_calls(cloudflare_sim) == listed + 1
     assert polling.tunnels_seen == Tunnel.objects.count()
+
+
+def test_reconnecting_updates_what_exists_and_recreates_what_was_deleted_at_cloudflare(admin_client, public):
+    admin_client.post(reverse("dashboard:push_connect"))
+    first = push.connection()
+    public.store.delete("alert_webhook", first.destination_id)
+    PushConnection.objects.filter(pk=1).update(state=PushConnection.State.FAILED)
+
+    admin_client.post(reverse("dashboard:push_connect"))
+
+    again = push.connection()
+    assert again.state == PushConnection.State.CONNECTED, again.error
+    [webhook] = _ours(public, "alert_webhook")
+    assert webhook["id"] == again.destination_id != first.destination_id
+    policies = _ours(public, "alert_policy")
+    assert len(policies) == 2 and {p["id"] for p in policies} == {first.health_policy_id, first.update_policy_id}
+    assert all(p["mechanisms"]["webhooks"] == [{"id": webhook["id"]}] for p in policies)
