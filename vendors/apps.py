@@ -26,3 +26,23 @@ class VendorsConfig(AppConfig):
                 "vendor.workflow_retried": "Vendor workflow retried",
             }
         )
+        register(
+            {
+                "vendor.grant_changed": "Vendor grant changed",
+                "vendor.grant_ended": "Vendor grant ended",
+                "vendor.grants_started": "Vendor grants started",
+                "vendor.bulk_revoke_requested": "Several vendors revoked at once",
+            }
+        )
+        register(
+            {
+                "vendor.adopted": "Vendor adopted from Cloudflare",
+                "vendor.token_rotated": "Service token rotated",
+                "vendor.token_refreshed": "Service token refreshed",
+                "vendor.archived": "Vendor archived",
+                "vendor.drift_found": "Vendor changed at Cloudflare outside Gatehouse",
+                "vendor.drift_cleared": "Vendor matches Cloudflare again",
+                "vendor.drift_checked": "Vendor read back from Cloudflare",
+                "vendor.drift_reapplied": "Vendor re-applied at Cloudflare",
+            }
+        )

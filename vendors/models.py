@@ -340,6 +340,7 @@ class WorkflowRun(models.Model):
         CHANGE = "change", "Apply changes"
         EXPIRE = "expire", "Expire grants"
         END_GRANT = "end_grant", "End a grant"
+        ADOPT = "adopt", "Adopt"
         SUSPEND = "suspend", "Suspend"
         REVOKE = "revoke", "Revoke"
 

@@ -329,6 +329,7 @@ def access_apps_refresh() -> int:
                     "domain": app.domain,
                     "destinations": list(app.destinations),
                     "inline_policies": len(app.inline_policies(reusable)),
+                    "policy_ids": [p.id for p in app.policies],
                     "present": True,
                     "synced_at": now,
                 },
