@@ -6,7 +6,7 @@ from django.core.validators import validate_email
 from django.utils import timezone
 
 from dashboard.models import User
-from vendors.models import CONSUMER_DOMAINS, AccessApplication, parse_session, validate_domain
+from vendors.models import CONSUMER_DOMAINS, AccessApplication, Vendor, parse_session, validate_domain
 
 _MAX_LINES = 200
 
@@ -42,6 +42,12 @@ class VendorForm(forms.Form):
     review_due = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
     applications = ApplicationChoiceField(
         queryset=AccessApplication.objects.filter(present=True), widget=forms.CheckboxSelectMultiple
+    )
+    starts_on = forms.DateField(
+        label="Access from",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Leave empty to grant access now; a later date is started by Gatehouse on that day.",
     )
     ends_on = forms.DateField(label="Access until", widget=forms.DateInput(attrs={"type": "date"}))
     session_duration = forms.CharField(max_length=16, initial="8h", help_text="15m to 730h, e.g. 8h or 1h30m.")
@@ -112,11 +118,24 @@ class VendorForm(forms.Form):
             )
         if "contacts" in data and "domains" in data and not data["contacts"] and not data["domains"]:
             self.add_error("contacts", "Give at least one contact email or email domain.")
+        starts, ends = data.get("starts_on"), data.get("ends_on")
+        if starts and starts < timezone.localdate():
+            self.add_error("starts_on", "The start is in the past; leave it empty to grant access now.")
+        elif starts and ends and ends <= starts:
+            self.add_error("ends_on", "Access must end after it starts.")
         return data
 
     @property
     def ends_at(self) -> datetime:
         return datetime.combine(self.cleaned_data["ends_on"], time(23, 59), tzinfo=timezone.get_current_timezone())
+
+    @property
+    def starts_at(self) -> datetime | None:
+        """The start of the chosen day; None (now) when no day or today is chosen."""
+        day = self.cleaned_data.get("starts_on")
+        if not day or day <= timezone.localdate():
+            return None
+        return datetime.combine(day, time(0, 0), tzinfo=timezone.get_current_timezone())
 
 
 class VendorChangeForm(VendorForm):
@@ -139,9 +158,52 @@ class VendorChangeForm(VendorForm):
             )
 
 
+class GrantForm(forms.Form):
+    """One grant's own session length and end."""
+
+    session_duration = forms.CharField(max_length=16, help_text="15m to 730h, e.g. 8h or 1h30m.")
+    ends_on = forms.DateField(label="Until", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean_session_duration(self) -> str:
+        value = self.cleaned_data["session_duration"].strip()
+        parse_session(value)
+        return value
+
+    def clean_ends_on(self) -> date:
+        value = self.cleaned_data["ends_on"]
+        if value < timezone.localdate():
+            raise ValidationError("The end is in the past; end the grant instead.")
+        return value
+
+    @property
+    def ends_at(self) -> datetime:
+        return datetime.combine(self.cleaned_data["ends_on"], time(23, 59), tzinfo=timezone.get_current_timezone())
+
+
+class RevokeSelectionForm(forms.Form):
+    """The vendors ticked on the list, to revoke together."""
+
+    vendors = forms.ModelMultipleChoiceField(
+        queryset=Vendor.objects.exclude(status=Vendor.Status.REVOKED),
+        to_field_name="public_id",
+        error_messages={
+            "required": "Tick the vendors to revoke first.",
+            "invalid_choice": "One of the selected vendors is revoked already or no longer exists.",
+            "invalid_pk_value": "That is not a vendor.",
+        },
+    )
+
+    def clean_vendors(self):
+        vendors = self.cleaned_data["vendors"]
+        if len(vendors) > _MAX_LINES:
+            raise ValidationError(f"Revoke at most {_MAX_LINES} vendors at once.")
+        return vendors
+
+
 class ExtendForm(forms.Form):
     days = forms.TypedChoiceField(choices=[(7, "7 days"), (30, "30 days"), (90, "90 days")], coerce=int, initial=30)
 
 
 class VendorSettingsForm(forms.Form):
     auto_suspend_overdue = forms.BooleanField(required=False, label="Suspend vendors whose review is overdue")
+

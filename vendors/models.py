@@ -294,6 +294,14 @@ class Grant(models.Model):
     def status_obj(self) -> "Grant.Status":
         return Grant.Status(self.status)
 
+    @property
+    def policy_name(self) -> str:
+        return self.vendor.policy_name_for(self.session_duration)
+
+    @property
+    def service_policy_name(self) -> str:
+        return self.vendor.service_policy_name_for(self.session_duration)
+
 
 class ServiceToken(models.Model):
     class Status(models.TextChoices):

@@ -52,3 +52,22 @@ def token_get(*, public_id) -> ServiceToken:
 
 def vendor_settings() -> VendorSettings:
     return VendorSettings.load()
+
+
+def runs_in_progress(*, vendors: list[Vendor]) -> dict[int, WorkflowRun]:
+    """Each listed vendor's active run, by vendor id, with how many of its steps are done and the current one."""
+    runs = (
+        WorkflowRun.objects.filter(vendor__in=vendors, status__in=WorkflowRun.ACTIVE)
+        .annotate(
+            steps_done=Count("steps", filter=Q(steps__status=WorkflowStep.Status.DONE)),
+            steps_total=Count("steps"),
+        )
+        .prefetch_related(
+            Prefetch(
+                "steps",
+                queryset=WorkflowStep.objects.exclude(status=WorkflowStep.Status.DONE).order_by("position"),
+                to_attr="steps_left",
+            )
+        )
+    )
+    return {run.vendor_id: run for run in runs}

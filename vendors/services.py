@@ -79,8 +79,12 @@ def vendor_create(
     service_tokens: int,
     token_duration: str,
     origin: Origin | None,
+    starts_at: datetime | None = None,
 ) -> Vendor:
-    """A new vendor with its grants and service tokens; onboarding starts once this commits."""
+    """A new vendor with its grants and service tokens; onboarding starts once this commits.
+
+    Grants that start later are scheduled: onboarding waits for beat to start them (grants_start).
+    """
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators add vendors.")
     if not sponsor.has_role(User.Role.OPERATOR):
@@ -90,12 +94,17 @@ def vendor_create(
     if not applications:
         raise ValidationError({"applications": "Grant at least one application."})
     _check_grantable(applications)
+    scheduled = _scheduled(starts_at)
     with transaction.atomic():
         vendor = Vendor(name=name.strip(), sponsor=sponsor, contacts=contacts, domains=domains, review_due=review_due)
+        if scheduled:
+            vendor.status_reason = f"Access starts on {starts_at:%Y-%m-%d %H:%M} UTC."
         vendor.full_clean()
         vendor.save()
         for app in applications:
             grant = Grant(vendor=vendor, application=app, ends_at=ends_at, session_duration=session_duration)
+            if scheduled:
+                grant.starts_at, grant.status = starts_at, Grant.Status.SCHEDULED
             grant.full_clean(exclude=["vendor", "application"])
             grant.save()
         _tokens_add(vendor=vendor, count=service_tokens, duration=token_duration)
@@ -111,10 +120,17 @@ def vendor_create(
                 "until": ends_at.isoformat(),
                 "session": session_duration,
                 "service_tokens": service_tokens,
+                "from": starts_at.isoformat() if scheduled else "",
             },
         )
-        run_start(vendor=vendor, kind=WorkflowRun.Kind.ONBOARD, actor=actor, origin=origin)
+        if not scheduled:
+            run_start(vendor=vendor, kind=WorkflowRun.Kind.ONBOARD, actor=actor, origin=origin)
     return vendor
+
+
+def _scheduled(starts_at: datetime | None) -> bool:
+    """Whether grants starting then wait for beat; a start in the past or within a minute is now."""
+    return starts_at is not None and starts_at > timezone.now() + timedelta(minutes=1)
 
 
 def _check_grantable(applications: list[AccessApplication]) -> None:
@@ -142,11 +158,13 @@ def vendor_update(
     service_tokens: int,
     token_duration: str,
     origin: Origin | None,
-) -> WorkflowRun:
+    starts_at: datetime | None = None,
+) -> WorkflowRun | None:
     """Change who the vendor is and what it may reach; the change is applied at Cloudflare by a workflow.
 
-    Applications listed are granted until `ends_at` (an active grant is changed to the new end and session).
-    A suspended vendor is reactivated this way; a revoked one stays revoked.
+    Applications listed are granted until `ends_at` (an active grant is changed to the new end and session), or,
+    when `starts_at` is later, scheduled for beat to start. A suspended vendor is reactivated this way; a revoked
+    one stays revoked. Returns the run applying the change, or None when the vendor has only scheduled grants.
     """
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators change vendors.")
@@ -161,15 +179,23 @@ def vendor_update(
         vendor.contacts, vendor.domains, vendor.review_due = contacts, domains, review_due
         vendor.full_clean()
         vendor.save()
+        scheduled = _scheduled(starts_at)
         for app in applications:
-            grant = vendor.grants.filter(application=app, status=Grant.Status.ACTIVE).first() or Grant(
-                vendor=vendor, application=app
-            )
+            current = vendor.grants.filter(
+                application=app, status__in=[Grant.Status.ACTIVE, Grant.Status.SCHEDULED]
+            ).first()
+            if scheduled and current is not None and current.status == Grant.Status.ACTIVE:
+                raise ValidationError(
+                    {"applications": f"{app.name} is granted now; change that grant's end instead of scheduling one."}
+                )
+            grant = current or Grant(vendor=vendor, application=app)
             grant.ends_at, grant.session_duration, grant.expiry_notice_sent_at = ends_at, session_duration, None
+            if scheduled:
+                grant.starts_at, grant.status = starts_at, Grant.Status.SCHEDULED
             grant.full_clean(exclude=["vendor", "application"])
             grant.save()
         _tokens_add(vendor=vendor, count=service_tokens, duration=token_duration)
-        if not vendor.grants.filter(status=Grant.Status.ACTIVE).exists():
+        if not vendor.grants.filter(status__in=[Grant.Status.ACTIVE, Grant.Status.SCHEDULED]).exists():
             raise ValidationError({"applications": "The vendor has no active grant; grant at least one application."})
         _audit(
             action="vendor.changed",
@@ -183,9 +209,12 @@ def vendor_update(
                 "review_due": str(vendor.review_due),
                 "applications": [a.name for a in applications],
                 "until": ends_at.isoformat() if applications else "",
+                "from": starts_at.isoformat() if scheduled else "",
                 "new_service_tokens": service_tokens,
             },
         )
+        if not vendor.grants.filter(status=Grant.Status.ACTIVE).exists():
+            return None
         return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, origin=origin)
 
 
@@ -194,6 +223,27 @@ def vendor_revoke(*, actor: User | None, vendor: Vendor, origin: Origin | None) 
     if actor is not None and not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators revoke vendors.")
     return _take_over(actor=actor, vendor=vendor, origin=origin, kind=WorkflowRun.Kind.REVOKE)
+
+
+def vendors_revoke(*, actor: User, vendors: list[Vendor], origin: Origin | None) -> list[WorkflowRun]:
+    """Revoke several vendors in one action (an incident): each gets its own verified run, started at once."""
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators revoke vendors.")
+    if not vendors:
+        raise ValidationError("Select at least one vendor to revoke.")
+    if done := [v.name for v in vendors if v.status == Vendor.Status.REVOKED]:
+        raise ValidationError(f"Already revoked: {', '.join(done)}.")
+    with transaction.atomic():
+        runs = [_take_over(actor=actor, vendor=v, origin=origin, kind=WorkflowRun.Kind.REVOKE) for v in vendors]
+        audit_record(
+            action="vendor.bulk_revoke_requested",
+            actor=actor,
+            target_type="vendor",
+            target_label=f"{len(vendors)} vendors",
+            details={"vendors": [{"id": str(v.public_id), "name": v.name} for v in vendors]},
+            origin=origin,
+        )
+    return runs
 
 
 def _take_over(*, actor: User | None, vendor: Vendor, origin: Origin | None, kind: WorkflowRun.Kind) -> WorkflowRun:
@@ -250,6 +300,132 @@ def grant_extend(*, actor: User, grant: Grant, days: int, origin: Origin) -> Wor
             },
         )
         return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, origin=origin)
+
+
+def grant_update(
+    *, actor: User, grant: Grant, session_duration: str, ends_at: datetime, origin: Origin | None
+) -> WorkflowRun | None:
+    """Give one grant its own session length and end; applied at Cloudflare unless the grant has not started yet."""
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators change grants.")
+    vendor = grant.vendor
+    if vendor.status in (Vendor.Status.REVOKED, Vendor.Status.REVOKING, Vendor.Status.SUSPENDED):
+        raise ValidationError(f"{vendor.name} is {vendor.get_status_display().lower()}; its grants cannot change.")
+    if ends_at <= timezone.now():
+        raise ValidationError({"ends_at": "The end of the grant is in the past; end the grant instead."})
+    with transaction.atomic():
+        grant = Grant.objects.select_for_update().select_related("application").get(pk=grant.pk)
+        if grant.status not in (Grant.Status.ACTIVE, Grant.Status.SCHEDULED):
+            raise ValidationError(f"The grant of {grant.application.name} has {grant.get_status_display().lower()}.")
+        before = {"session": grant.session_duration, "until": grant.ends_at.isoformat()}
+        grant.session_duration, grant.ends_at, grant.expiry_notice_sent_at = session_duration, ends_at, None
+        grant.full_clean(exclude=["vendor", "application"])
+        grant.save()
+        _audit(
+            action="vendor.grant_changed",
+            actor=actor,
+            vendor=vendor,
+            origin=origin,
+            details={
+                "application": grant.application.name,
+                "before": before,
+                "session": grant.session_duration,
+                "until": grant.ends_at.isoformat(),
+            },
+        )
+        if grant.status == Grant.Status.SCHEDULED:
+            return None
+        return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, origin=origin)
+
+
+def grant_end(*, actor: User | None, grant: Grant, origin: Origin | None) -> WorkflowRun | None:
+    """End one grant now: its application stops admitting the vendor, read back like a revocation; the vendor's
+    other grants go on. A grant that has not started is simply cancelled."""
+    if actor is not None and not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators end grants.")
+    try:
+        with transaction.atomic():
+            grant = Grant.objects.select_for_update().select_related("vendor", "application").get(pk=grant.pk)
+            vendor = grant.vendor
+            if grant.status not in (Grant.Status.ACTIVE, Grant.Status.SCHEDULED):
+                raise ValidationError(
+                    f"The grant of {grant.application.name} has {grant.get_status_display().lower()} already."
+                )
+            was_active = grant.status == Grant.Status.ACTIVE
+            now = timezone.now()
+            grant.status, grant.ended_at = Grant.Status.ENDED, now
+            grant.save(update_fields=["status", "ended_at"])
+            _audit(
+                action="vendor.grant_ended",
+                actor=actor,
+                vendor=vendor,
+                origin=origin,
+                details={"application": grant.application.name, "grant": str(grant.public_id)},
+            )
+            if not was_active or vendor.status in (Vendor.Status.REVOKED, Vendor.Status.REVOKING):
+                return None
+            return run_start(
+                vendor=vendor,
+                kind=WorkflowRun.Kind.END_GRANT,
+                actor=actor,
+                origin=origin,
+                data={"ended_apps": [grant.application.cf_id]},
+            )
+    except RunConflict:
+        raise RunConflict(
+            f"Another workflow is running for {grant.vendor.name}; end the grant once that finishes."
+        ) from None
+
+
+def grants_start(*, now: datetime | None = None) -> list[int]:
+    """Scheduled grants whose start has come: make them active and apply them at Cloudflare, one run per vendor.
+
+    A vendor never onboarded is onboarded now (its contacts get their instructions); one busy with another run
+    is left for the next pass, its grants still scheduled.
+    """
+    now = now or timezone.now()
+    started = []
+    vendor_ids = set(
+        Grant.objects.filter(status=Grant.Status.SCHEDULED, starts_at__lte=now)
+        .exclude(vendor__status__in=[Vendor.Status.REVOKED, Vendor.Status.REVOKING, Vendor.Status.SUSPENDED])
+        .values_list("vendor_id", flat=True)
+    )
+    for vendor in Vendor.objects.filter(pk__in=vendor_ids):
+        if WorkflowRun.objects.filter(vendor=vendor, status__in=WorkflowRun.ACTIVE).exists():
+            continue
+        onboarded = vendor.runs.filter(kind=WorkflowRun.Kind.ONBOARD, status=WorkflowRun.Status.SUCCEEDED).exists()
+        try:
+            with transaction.atomic():
+                due = list(
+                    vendor.grants.filter(status=Grant.Status.SCHEDULED, starts_at__lte=now).select_related(
+                        "application"
+                    )
+                )
+                for grant in due:
+                    # An active grant of the same application (granted again meanwhile) gives way to this one.
+                    vendor.grants.filter(application=grant.application, status=Grant.Status.ACTIVE).update(
+                        status=Grant.Status.ENDED, ended_at=now
+                    )
+                    Grant.objects.filter(pk=grant.pk).update(status=Grant.Status.ACTIVE)
+                if vendor.status_reason.startswith("Access starts on"):
+                    Vendor.objects.filter(pk=vendor.pk).update(status_reason="")
+                _audit(
+                    action="vendor.grants_started",
+                    actor=None,
+                    vendor=vendor,
+                    origin=None,
+                    details={"applications": [g.application.name for g in due]},
+                )
+                run = run_start(
+                    vendor=vendor,
+                    kind=WorkflowRun.Kind.CHANGE if onboarded else WorkflowRun.Kind.ONBOARD,
+                    actor=None,
+                    origin=None,
+                )
+        except RunConflict:
+            continue
+        started.append(run.pk)
+    return started
 
 
 def run_retry(*, actor: User, run: WorkflowRun, origin: Origin) -> WorkflowRun:
@@ -312,9 +488,11 @@ def access_apps_refresh() -> int:
     """Bring Gatehouse's list of Access applications up to date; returns how many Cloudflare reports.
 
     Each application's legacy (app-scoped) policies are counted against the account's reusable ones, so that the
-    list shows, before anyone tries, which applications a vendor cannot be granted yet.
+    list shows, before anyone tries, which applications a vendor cannot be granted yet. The reusable policies are
+    kept too, for the page that offers those Gatehouse does not own for adoption.
     """
-    reusable = {p.id for p in cf.access_policies_all()}
+    policies = cf.access_policies_all()
+    reusable = {p.id for p in policies}
     apps = cf.access_apps_all()
     now = timezone.now()
     seen = set()
@@ -358,7 +536,7 @@ def grants_expire(*, now: datetime | None = None) -> list[int]:
                 expired = list(
                     vendor.grants.filter(status=Grant.Status.ACTIVE, ends_at__lte=now).select_related("application")
                 )
-                vendor.grants.filter(pk__in=[g.pk for g in expired]).update(status=Grant.Status.EXPIRED)
+                vendor.grants.filter(pk__in=[g.pk for g in expired]).update(status=Grant.Status.EXPIRED, ended_at=now)
                 _audit(
                     action="vendor.grants_expired",
                     actor=None,
@@ -366,7 +544,13 @@ def grants_expire(*, now: datetime | None = None) -> list[int]:
                     origin=None,
                     details={"applications": [g.application.name for g in expired]},
                 )
-                run = run_start(vendor=vendor, kind=WorkflowRun.Kind.EXPIRE, actor=None, origin=None)
+                run = run_start(
+                    vendor=vendor,
+                    kind=WorkflowRun.Kind.EXPIRE,
+                    actor=None,
+                    origin=None,
+                    data={"ended_apps": sorted({g.application.cf_id for g in expired})},
+                )
         except RunConflict:
             continue
         started.append(run.pk)

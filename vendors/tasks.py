@@ -1,6 +1,7 @@
 """Celery tasks for vendors: each takes ids, loads rows and calls a service or advances a workflow by one step."""
 
 import logging
+import time
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -13,22 +14,35 @@ log = logging.getLogger(__name__)
 # Backoff for temporary Cloudflare errors: 1, 2, 4, 8, then every 10 s (someone is waiting on the click), or
 # longer when Cloudflare or the budget says so; about two minutes in all before the run stops with the reason.
 _MAX_RETRIES = 14
+# How long one task goes on from step to step before handing the run back to the broker, so that a long run
+# cannot hold a worker from other runs (and stays far inside the task time limit).
+_GO_ON_SECONDS = 20.0
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=_MAX_RETRIES)
 def workflow_advance(self, run_id: int) -> None:
-    """Run one step of a workflow; the step re-enqueues this task on commit for the next one."""
-    try:
-        outcome = workflows.advance(run_id=run_id)
-    except CloudflareTransient as exc:
-        if self.request.retries >= _MAX_RETRIES:
-            workflows.give_up(run_id=run_id, reason=f"Cloudflare kept failing: {exc.message}")
-            return
-        countdown = max(exc.retry_after or 0.0, min(10.0, 2.0**self.request.retries))
-        log.warning("workflow run %s: %s; retrying in %.0f s", run_id, exc.message, countdown)
-        raise self.retry(exc=exc, countdown=countdown) from None
-    if not outcome.done:
-        workflow_advance.apply_async((run_id,), countdown=outcome.wait)
+    """Run a workflow's steps, one committed transaction each, without a trip through the broker between them.
+
+    Every step is durable before the next starts, and the message is acknowledged only when the task returns: a
+    worker killed between steps leaves the run where the database says, for the message's redelivery or the
+    resume sweep to pick up.
+    """
+    give_back_at = time.monotonic() + _GO_ON_SECONDS
+    while True:
+        try:
+            outcome = workflows.advance(run_id=run_id)
+        except CloudflareTransient as exc:
+            if self.request.retries >= _MAX_RETRIES:
+                workflows.give_up(run_id=run_id, reason=f"Cloudflare kept failing: {exc.message}")
+                return
+            countdown = max(exc.retry_after or 0.0, min(10.0, 2.0**self.request.retries))
+            log.warning("workflow run %s: %s; retrying in %.0f s", run_id, exc.message, countdown)
+            raise self.retry(exc=exc, countdown=countdown) from None
+        if outcome.go_on and time.monotonic() < give_back_at:
+            continue
+        if not outcome.done:
+            workflow_advance.apply_async((run_id,), countdown=outcome.wait)
+        return
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -56,6 +70,8 @@ def access_apps_refresh() -> None:
 
 @shared_task(acks_late=True, ignore_result=True)
 def grants_expire() -> None:
+    # Beat's pass over grants: scheduled ones whose start has come, ended ones, and secrets nobody revealed.
+    services.grants_start()
     services.grants_expire()
     services.grants_notify_expiring()
     services.tokens_forget_unshown_secrets()

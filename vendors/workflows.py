@@ -17,6 +17,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
@@ -26,7 +27,16 @@ from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations import records
 from integrations.cloudflare import CloudflareError, CloudflareNotFound, CloudflareTransient, Priority
-from vendors.models import MANAGED_PREFIX, AccessApplication, Grant, ServiceToken, Vendor, WorkflowRun, WorkflowStep
+from vendors.models import (
+    MANAGED_PREFIX,
+    AccessApplication,
+    Grant,
+    ServiceToken,
+    Vendor,
+    WorkflowRun,
+    WorkflowStep,
+    parse_session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +161,15 @@ def unseal(sealed: str) -> str:
 # --- reading Cloudflare ---------------------------------------------------------------------------------------
 
 
-def _is_ours(vendor: Vendor, policy: records.AccessPolicy) -> bool:
-    """The vendor's own policies: found by their deterministic names, or by the ids Gatehouse recorded."""
-    return policy.name in (vendor.policy_name, vendor.service_policy_name) or (
-        bool(policy.id) and policy.id in {vendor.cf_policy_id, vendor.cf_service_policy_id} - {""}
-    )
+def _recorded_policy_ids(vendor: Vendor) -> set[str]:
+    ids = vendor.grants.values_list("cf_policy_id", "cf_service_policy_id")
+    return {policy_id for pair in ids for policy_id in pair} - {""}
+
+
+def _owned(vendor: Vendor) -> Callable[[records.AccessPolicy], bool]:
+    """Whether a policy is the vendor's own: by its deterministic name, or by an id Gatehouse recorded."""
+    recorded = _recorded_policy_ids(vendor)
+    return lambda policy: vendor.owns_policy_name(policy.name) or (bool(policy.id) and policy.id in recorded)
 
 
 def _rule_admits(
@@ -178,13 +192,14 @@ def _rule_admits(
 
 @dataclass(frozen=True)
 class WantedPolicy:
-    """One of the vendor's policies as it should be at Cloudflare, and the Vendor column that records its id."""
+    """One of the vendor's policies as it should be at Cloudflare, the grants it serves, and their column for its id."""
 
     column: str
     name: str
     decision: str
     include: tuple[dict[str, Any], ...]
     session: str
+    grant_ids: tuple[int, ...]
 
 
 def _active_tokens(vendor: Vendor) -> list[ServiceToken]:
@@ -192,17 +207,37 @@ def _active_tokens(vendor: Vendor) -> list[ServiceToken]:
 
 
 def _wanted_policies(vendor: Vendor) -> list[WantedPolicy]:
-    """The vendor's people through an Allow policy; its service tokens, if any, through a Service Auth policy.
+    """Per session length among the active grants: an Allow policy for the vendor's people and, if it has service
+    tokens, a Service Auth policy for them.
 
+    A reusable policy's session length holds on every application it is attached to, so grants of different
+    lengths cannot share one; grants of the same length do, which keeps the vendor's objects as few as its lengths.
     A service token presents no identity, so only a `non_identity` policy naming it lets it in.
     """
-    session = _session(_active_grants(vendor))
-    wanted = [WantedPolicy("cf_policy_id", vendor.policy_name, "allow", tuple(vendor.include_rules()), session)]
-    if tokens := _active_tokens(vendor):
-        include = tuple({"service_token": {"token_id": t.cf_id}} for t in tokens)
+    by_session: dict[str, list[int]] = {}
+    for grant in _active_grants(vendor):
+        by_session.setdefault(grant.session_duration, []).append(grant.pk)
+    tokens = _active_tokens(vendor)
+    service_include = tuple({"service_token": {"token_id": t.cf_id}} for t in tokens)
+    wanted = []
+    for session, grant_ids in sorted(by_session.items()):
+        ids = tuple(grant_ids)
         wanted.append(
-            WantedPolicy("cf_service_policy_id", vendor.service_policy_name, "non_identity", include, session)
+            WantedPolicy(
+                "cf_policy_id", vendor.policy_name_for(session), "allow", tuple(vendor.include_rules()), session, ids
+            )
         )
+        if tokens:
+            wanted.append(
+                WantedPolicy(
+                    "cf_service_policy_id",
+                    vendor.service_policy_name_for(session),
+                    "non_identity",
+                    service_include,
+                    session,
+                    ids,
+                )
+            )
     return wanted
 
 
@@ -222,13 +257,6 @@ def _refuse_inline(apps: list[records.AccessApplication], reusable_ids: set[str]
 
 def _active_grants(vendor: Vendor) -> list[Grant]:
     return list(vendor.grants.filter(status=Grant.Status.ACTIVE).select_related("application"))
-
-
-def _session(grants: list[Grant]) -> str:
-    from vendors.models import parse_session
-
-    # One policy serves every granted application, so it carries the shortest session any grant asks for.
-    return min((g.session_duration for g in grants), key=parse_session) if grants else "8h"
 
 
 def _read_apps_and_policies(ctx: Context) -> tuple[list[records.AccessApplication], list[records.AccessPolicy]]:
@@ -323,19 +351,32 @@ def step_tokens(ctx: Context) -> None:
 
 
 def step_policy(ctx: Context) -> None:
-    """Create or update each of the vendor's policies; an interrupted create's twin is deleted."""
+    """Create or update each of the vendor's policies; an interrupted create's twin is deleted.
+
+    A policy already recorded for a grant is kept (and renamed, if its name is not the wanted one), so a vendor's
+    policies carry over when its grants' session lengths change.
+    """
     vendor = ctx.vendor
     wanted = _wanted_policies(vendor)
     (policies,) = run_concurrently(
         ctx, [Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority))]
     )
+    recorded_by_grant = {
+        pk: {"cf_policy_id": people, "cf_service_policy_id": service}
+        for pk, people, service in vendor.grants.values_list("pk", "cf_policy_id", "cf_service_policy_id")
+    }
+    by_name = {spec.name for spec in wanted}
     calls: list[Call] = []
-    kept: dict[str, str] = {}
-    created: dict[int, str] = {}
-    for spec in wanted:
-        recorded = getattr(vendor, spec.column)
-        ours = [p for p in policies if p.name == spec.name or (recorded and p.id == recorded)]
-        keep = next((p for p in ours if p.id == recorded), ours[0] if ours else None)
+    kept: dict[int, str] = {}
+    created: dict[int, int] = {}
+    claimed: set[str] = set()
+    for n, spec in enumerate(wanted):
+        recorded = {recorded_by_grant[pk][spec.column] for pk in spec.grant_ids} - {""}
+        named = [p for p in policies if p.name == spec.name]
+        # A recorded policy now named for another spec of this vendor belongs to that spec.
+        reused = [p for p in policies if p.id in recorded and p.name not in by_name - {spec.name}]
+        candidates = [p for p in [*named, *reused] if p.id not in claimed]
+        keep = next((p for p in candidates if p.name == spec.name), candidates[0] if candidates else None)
         calls += [
             Call(
                 "access.policies.delete",
@@ -343,14 +384,12 @@ def step_policy(ctx: Context) -> None:
                 lambda pid=p.id: cf.access_policy_delete(pid, priority=ctx.priority),
                 missing_ok=True,
             )
-            for p in ours
+            for p in named
             if keep is not None and p.id != keep.id and not p.app_count
         ]
-        write = dict(
-            name=spec.name, decision=spec.decision, include=list(spec.include), session_duration=spec.session
-        )
+        write = dict(name=spec.name, decision=spec.decision, include=list(spec.include), session_duration=spec.session)
         if keep is None:
-            created[len(calls)] = spec.column
+            created[n] = len(calls)
             calls.append(
                 Call(
                     "access.policies.create",
@@ -359,7 +398,8 @@ def step_policy(ctx: Context) -> None:
                 )
             )
             continue
-        kept[spec.column] = keep.id
+        kept[n] = keep.id
+        claimed.add(keep.id)
         if (keep.name, keep.decision, keep.include, keep.session_duration) != (
             spec.name,
             spec.decision,
@@ -376,32 +416,38 @@ def step_policy(ctx: Context) -> None:
         else:
             ctx.note("access.policies.get", spec.name, "already as wanted")
     results = run_concurrently(ctx, calls)
-    ids = {**kept, **{column: results[i].id for i, column in created.items()}}
-    Vendor.objects.filter(pk=vendor.pk).update(**ids)
-    for column, policy_id in ids.items():
-        setattr(vendor, column, policy_id)
+    with transaction.atomic():
+        for n, spec in enumerate(wanted):
+            policy_id = kept[n] if n in kept else results[created[n]].id
+            Grant.objects.filter(pk__in=spec.grant_ids).update(**{spec.column: policy_id})
+        if not _active_tokens(vendor):
+            vendor.grants.filter(status=Grant.Status.ACTIVE).update(cf_service_policy_id="")
+
+
+def _wanted_on(grant: Grant, with_tokens: bool) -> set[str]:
+    return {grant.cf_policy_id} | ({grant.cf_service_policy_id} if with_tokens else set())
 
 
 def step_attach(ctx: Context) -> None:
-    """Attach the vendor's policies to every granted application and detach them from every other one."""
+    """Attach each grant's policies to its application, detach the vendor's others, and delete policies left unused."""
     vendor = ctx.vendor
-    if not vendor.cf_policy_id:
-        raise StepFailed("The vendor's policy does not exist yet.")
-    wanted_ids = [vendor.cf_policy_id]
-    if vendor.cf_service_policy_id and _active_tokens(vendor):
-        wanted_ids.append(vendor.cf_service_policy_id)
-    granted = {g.application.cf_id for g in _active_grants(vendor)}
+    grants = _active_grants(vendor)
+    if any(not g.cf_policy_id for g in grants):
+        raise StepFailed("The vendor's policies do not exist yet.")
+    with_tokens = bool(_active_tokens(vendor))
+    granted = {g.application.cf_id: _wanted_on(g, with_tokens) for g in grants}
     apps, policies = _read_apps_and_policies(ctx)
+    ours = _owned(vendor)
     reusable = {p.id for p in policies}
     changes: list[tuple[records.AccessApplication, list[dict[str, Any]], str]] = []
     for app in apps:
-        mine = {p.id for p in app.policies if _is_ours(vendor, p)}
-        target = wanted_ids if app.id in granted else []
-        if mine == set(target):
+        mine = {p.id for p in app.policies if ours(p)}
+        target = granted.get(app.id, set())
+        if mine == target:
             continue
         refs = [ref for ref in app.references(reusable) if ref["id"] not in mine]
         top = max((ref["precedence"] for ref in refs), default=0)
-        refs += [{"id": policy_id, "precedence": top + i} for i, policy_id in enumerate(target, 1)]
+        refs += [{"id": policy_id, "precedence": top + i} for i, policy_id in enumerate(sorted(target), 1)]
         changes.append((app, refs, "attach to" if target else "detach from"))
     _refuse_inline([app for app, _refs, _verb in changes], reusable)
     calls = [
@@ -418,6 +464,22 @@ def step_attach(ctx: Context) -> None:
     run_concurrently(ctx, calls)
     ctx.run.data["detached_apps"] = sorted(
         {app.id for app, _refs, verb in changes if verb == "detach from"} | set(ctx.run.data.get("detached_apps", []))
+    )
+    # Policies of the vendor no grant uses any more (a session length no grant has now, the last grant ended) are
+    # detached everywhere by now; Cloudflare refuses to delete one still attached.
+    in_use = set().union(*granted.values()) if granted else set()
+    run_concurrently(
+        ctx,
+        [
+            Call(
+                "access.policies.delete",
+                p.name,
+                lambda pid=p.id: cf.access_policy_delete(pid, priority=ctx.priority),
+                missing_ok=True,
+            )
+            for p in policies
+            if ours(p) and p.id not in in_use
+        ],
     )
 
 
@@ -438,10 +500,76 @@ def step_notify(ctx: Context) -> None:
         ctx.note("email", "contacts", "no contact addresses; domain-only vendor")
 
 
+def _same_session(a: str, b: str) -> bool:
+    try:
+        return parse_session(a) == parse_session(b)
+    except ValidationError:
+        return False
+
+
+def _granted_findings(
+    vendor: Vendor,
+    apps: list[records.AccessApplication],
+    policies: list[records.AccessPolicy],
+    tokens: list[records.ServiceToken],
+) -> list[str]:
+    """What, read back from Cloudflare, differs from the vendor's active grants (empty when all is as granted)."""
+    grants = _active_grants(vendor)
+    ours = _active_tokens(vendor)
+    owned = _owned(vendor)
+    by_id = {p.id: p for p in policies}
+    findings = []
+    for grant in grants:
+        name = grant.application.name
+        policy = by_id.get(grant.cf_policy_id)
+        if policy is None:
+            findings.append(f"The vendor's policy for {name} is missing.")
+        elif policy.include != tuple(vendor.include_rules()) or policy.decision != "allow":
+            findings.append(f"The vendor's policy for {name} admits other people than its contacts and domains.")
+        elif not _same_session(policy.session_duration, grant.session_duration):
+            findings.append(
+                f"The vendor's policy for {name} keeps sessions for {policy.session_duration}, "
+                f"not {grant.session_duration}."
+            )
+        if ours:
+            service = by_id.get(grant.cf_service_policy_id)
+            if service is None:
+                findings.append(f"The vendor's Service Auth policy for {name} is missing.")
+            elif service.decision != "non_identity" or service.service_token_ids != {t.cf_id for t in ours}:
+                findings.append(
+                    f"The vendor's Service Auth policy for {name} does not admit exactly its service tokens."
+                )
+    wanted = {g.application.cf_id: g for g in grants}
+    for app in apps:
+        attached = {p.id for p in app.policies if owned(p)}
+        grant = wanted.get(app.id)
+        if grant is None:
+            if attached:
+                findings.append(f"{app.name} carries the vendor's policy without a grant.")
+            continue
+        if grant.cf_policy_id not in attached:
+            findings.append(f"{app.name} does not carry the vendor's policy.")
+        if extra := attached - _wanted_on(grant, bool(ours)):
+            findings.append(f"{app.name} carries {len(extra)} more of the vendor's policies than its grant.")
+        findings += [
+            f"{app.name} does not admit service token {token.label}."
+            for token in ours
+            if not any(owned(p) and p.admits_service_token(token.cf_id) for p in app.policies)
+        ]
+    findings += [
+        f"{grant.application.name} is gone from Cloudflare."
+        for app_id, grant in sorted(wanted.items())
+        if app_id not in {a.id for a in apps}
+    ]
+    token_ids = {t.id for t in tokens}
+    findings += [f"Service token {token.label} is missing." for token in ours if token.cf_id not in token_ids]
+    return findings
+
+
 def step_verify_granted(ctx: Context) -> None:
-    """Read Cloudflare back: each granted application admits the vendor's people and each of its service tokens."""
+    """Read Cloudflare back: each granted application admits the vendor's people (for the grant's session length)
+    and each of its service tokens, and no other application carries its policies."""
     vendor = ctx.vendor
-    wanted = {g.application.cf_id for g in _active_grants(vendor)}
     apps, policies, tokens = run_concurrently(
         ctx,
         [
@@ -450,38 +578,17 @@ def step_verify_granted(ctx: Context) -> None:
             Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority)),
         ],
     )
-    findings = []
-    policy = next((p for p in policies if p.id == vendor.cf_policy_id), None)
-    if policy is None:
-        findings.append("The vendor's policy is missing.")
-    elif policy.include != tuple(vendor.include_rules()) or policy.decision != "allow":
-        findings.append("The vendor's policy admits other people than the vendor's contacts and domains.")
-    ours = _active_tokens(vendor)
-    if ours:
-        service = next((p for p in policies if p.id == vendor.cf_service_policy_id), None)
-        if service is None:
-            findings.append("The vendor's Service Auth policy is missing.")
-        elif service.decision != "non_identity" or service.service_token_ids != {t.cf_id for t in ours}:
-            findings.append("The vendor's Service Auth policy does not admit exactly the vendor's service tokens.")
-    for app in apps:
-        attached = {p.id for p in app.policies if _is_ours(vendor, p)}
-        if app.id in wanted and vendor.cf_policy_id not in attached:
-            findings.append(f"{app.name} does not carry the vendor's policy.")
-        if app.id not in wanted and attached:
-            findings.append(f"{app.name} carries the vendor's policy without a grant.")
-        if app.id in wanted:
-            findings += [
-                f"{app.name} does not admit service token {token.label}."
-                for token in ours
-                if not any(_is_ours(vendor, p) and p.admits_service_token(token.cf_id) for p in app.policies)
-            ]
-    findings += [f"Application {app_id} is gone." for app_id in sorted(wanted - {a.id for a in apps})]
-    token_ids = {t.id for t in tokens}
-    findings += [f"Service token {token.label} is missing." for token in ours if token.cf_id not in token_ids]
-    if findings:
+    if findings := _granted_findings(vendor, apps, policies, tokens):
         raise VerificationFailed(findings)
+    granted = _active_grants(vendor)
+    ours = _active_tokens(vendor)
     admitted = f"; {len(ours)} service token(s) admitted on each" if ours else ""
-    ctx.note("verify", vendor.name, f"policy attached to {len(wanted)} granted application(s){admitted}")
+    sessions = sorted({g.session_duration for g in granted})
+    ctx.note(
+        "verify",
+        vendor.name,
+        f"policy attached to {len(granted)} granted application(s), sessions {', '.join(sessions) or 'none'}{admitted}",
+    )
 
 
 def _people_calls(ctx: Context) -> list[Call]:
@@ -508,10 +615,26 @@ def _revoke_call(ctx: Context, email: str) -> Call:
 
 
 def step_end_grant_sessions(ctx: Context) -> None:
-    """After grants expire, end the sessions of the vendor's people (contacts, domain users): none outlives them."""
+    """After grants end, end the sessions of the vendor's people (contacts, domain users) and the tokens issued for
+    the ended applications (service tokens' too): no session outlives its grant.
+
+    Cloudflare ends a person's sessions everywhere at once; on the applications still granted they sign in again.
+    """
     user_lists = run_concurrently(ctx, _people_calls(ctx))
-    emails = sorted({u.email for users in user_lists for u in users} | set(ctx.vendor.contacts))
-    run_concurrently(ctx, [_revoke_call(ctx, email) for email in emails])
+    users = {u.id: u.email for group in user_lists for u in group if u.email}
+    emails = sorted(set(users.values()) | set(ctx.vendor.contacts))
+    ctx.run.data["users"] = {**ctx.run.data.get("users", {}), **users}
+    calls = [_revoke_call(ctx, email) for email in emails]
+    calls += [
+        Call(
+            "access.apps.revoke_tokens",
+            app_id,
+            lambda a=app_id: cf.access_app_revoke_tokens(a, priority=ctx.priority),
+            missing_ok=True,
+        )
+        for app_id in ctx.run.data.get("ended_apps", [])
+    ]
+    run_concurrently(ctx, calls)
 
 
 def step_quiesce(ctx: Context) -> None:
@@ -543,8 +666,9 @@ def step_cut_off(ctx: Context) -> None:
     ]
     apps, policies, tokens, *user_lists = run_concurrently(ctx, reads)
     reusable = {p.id for p in policies}
-    our_policies = [p for p in policies if _is_ours(vendor, p)]
-    touched = [a for a in apps if any(_is_ours(vendor, p) for p in a.policies)]
+    ours = _owned(vendor)
+    our_policies = [p for p in policies if ours(p)]
+    touched = [a for a in apps if any(ours(p) for p in a.policies)]
     _refuse_inline(touched, reusable)
     mine = {p.id for p in our_policies}
     kept = {app.id: [r for r in app.references(reusable) if r["id"] not in mine] for app in touched}
@@ -572,9 +696,7 @@ def step_cut_off(ctx: Context) -> None:
     granted = set(vendor.grants.values_list("application__cf_id", flat=True))
     data = ctx.run.data
     data["policy_ids"] = sorted({p.id for p in our_policies} | set(data.get("policy_ids", [])))
-    data["app_ids"] = sorted(
-        {a.id for a in touched} | (granted & {a.id for a in apps}) | set(data.get("app_ids", []))
-    )
+    data["app_ids"] = sorted({a.id for a in touched} | (granted & {a.id for a in apps}) | set(data.get("app_ids", [])))
     users = {u.id: u.email for group in user_lists for u in group if u.email}
     data["emails"] = sorted(set(users.values()) | set(vendor.contacts) | set(data.get("emails", [])))
     # Verification reads these users' sessions alongside its other reads instead of after them.
@@ -607,14 +729,48 @@ def step_end_access(ctx: Context) -> None:
         for app_id in data.get("app_ids", [])
     ]
     run_concurrently(ctx, calls)
-    Vendor.objects.filter(pk=ctx.vendor.pk).update(cf_policy_id="", cf_service_policy_id="")
+    ctx.vendor.grants.update(cf_policy_id="", cf_service_policy_id="")
 
 
-def step_verify_revoked(ctx: Context) -> None:
-    """Read Cloudflare back: nothing of ours remains and nothing else admits the vendor's people or tokens."""
+def _admitting(
+    app: records.AccessApplication,
+    owned: Callable[[records.AccessPolicy], bool],
+    emails: set[str],
+    domains: set[str],
+    groups: dict[str, records.AccessGroup],
+    token_ids: set[str],
+) -> list[str]:
+    """How this application still lets the vendor in: its policy, or another admitting its people or tokens."""
+    findings = []
+    for policy in app.policies:
+        if owned(policy):
+            findings.append(f"{app.name} still carries the vendor's policy.")
+        elif policy.decision == "allow":
+            for rule in policy.include:
+                if reason := _rule_admits(rule, emails, domains, groups):
+                    findings.append(f"{app.name}: policy {policy.name!r} admits by {reason}.")
+                    break
+        elif policy.decision == "non_identity" and any(policy.admits_service_token(t) for t in token_ids):
+            findings.append(f"{app.name}: policy {policy.name!r} admits the vendor's service tokens.")
+    return findings
+
+
+@dataclass
+class ReadBack:
+    """Cloudflare as read back after access was taken away, with the live sessions of the vendor's people."""
+
+    apps: list[records.AccessApplication]
+    policies: list[records.AccessPolicy]
+    groups: dict[str, records.AccessGroup]
+    tokens: list[records.ServiceToken]
+    emails: set[str]
+    sessions: dict[str, tuple[str, list[records.AccessSession]]]
+
+
+def _read_back(ctx: Context) -> ReadBack:
+    """Every application, policy, group and token, the vendor's people, and each one's live sessions."""
     vendor = ctx.vendor
     emails = set(ctx.run.data.get("emails", [])) | set(vendor.contacts)
-    domains = set(vendor.domains)
     reads = [
         Call("access.apps.list", "account", lambda: cf.access_apps_all(priority=ctx.priority)),
         Call("access.policies.list", "account", lambda: cf.access_policies_all(priority=ctx.priority)),
@@ -627,59 +783,83 @@ def step_verify_revoked(ctx: Context) -> None:
     ]
     reads += [
         Call("access.users.list", f"@{d}", lambda d=d: cf.access_users_in_domain(d, priority=ctx.priority))
-        for d in sorted(domains)
+        for d in sorted(vendor.domains)
     ]
     known = dict(ctx.run.data.get("users", {}))
-    reads += [
-        Call(
-            "access.users.active_sessions",
-            email,
-            lambda uid=uid: cf.access_user_sessions(uid, priority=ctx.priority),
-            missing_ok=True,
-        )
-        for uid, email in known.items()
-    ]
+    reads += [_sessions_call(ctx, uid, email) for uid, email in known.items()]
     n = len(reads) - len(known)
     results = run_concurrently(ctx, reads)
     apps, policies, groups, tokens, *user_lists = results[:n]
-    live_sessions = dict(zip(known, results[n:], strict=True))
-    findings = [f"Policy {p.name} still exists." for p in policies if _is_ours(vendor, p)]
-    group_by_id = {g.id: g for g in groups}
-    for app in apps:
-        for policy in app.policies:
-            if _is_ours(vendor, policy):
-                findings.append(f"{app.name} still carries the vendor's policy.")
-                continue
-            if policy.decision != "allow":
-                continue
-            for rule in policy.include:
-                if reason := _rule_admits(rule, emails, domains, group_by_id):
-                    findings.append(f"{app.name}: policy {policy.name!r} admits by {reason}.")
-                    break
-    # A deleted token admits nothing, whichever policy still names it; one left behind is the finding.
-    findings += [f"Service token {t.name} still exists." for t in _our_tokens(vendor, tokens)]
+    live = dict(zip(known, results[n:], strict=True))
     users = {u.id: u.email for group in user_lists for u in group}
     # Users Gatehouse did not know of when it cut access off (someone signed in since) are read now.
-    unknown = [uid for uid in users if uid not in live_sessions]
-    more = run_concurrently(
-        ctx,
-        [
-            Call(
-                "access.users.active_sessions",
-                users[uid],
-                lambda uid=uid: cf.access_user_sessions(uid, priority=ctx.priority),
-                missing_ok=True,
-            )
-            for uid in unknown
-        ],
+    unknown = [uid for uid in users if uid not in live]
+    more = run_concurrently(ctx, [_sessions_call(ctx, uid, users[uid]) for uid in unknown])
+    live.update(zip(unknown, more, strict=True))
+    return ReadBack(
+        apps=apps,
+        policies=policies,
+        groups={g.id: g for g in groups},
+        tokens=tokens,
+        emails=emails | set(users.values()),
+        sessions={uid: (users.get(uid) or known.get(uid) or uid, found or []) for uid, found in live.items()},
     )
-    live_sessions.update(zip(unknown, more, strict=True))
-    for uid, live in live_sessions.items():
-        if live:
-            findings.append(f"{users.get(uid) or known.get(uid)} still has {len(live)} active session(s).")
+
+
+def _sessions_call(ctx: Context, user_id: str, email: str) -> Call:
+    return Call(
+        "access.users.active_sessions",
+        email,
+        lambda: cf.access_user_sessions(user_id, priority=ctx.priority),
+        missing_ok=True,
+    )
+
+
+def step_verify_revoked(ctx: Context) -> None:
+    """Read Cloudflare back: nothing of ours remains and nothing else admits the vendor's people or tokens."""
+    vendor = ctx.vendor
+    seen = _read_back(ctx)
+    ours = _owned(vendor)
+    findings = [f"Policy {p.name} still exists." for p in seen.policies if ours(p)]
+    for app in seen.apps:
+        findings += _admitting(app, ours, seen.emails, set(vendor.domains), seen.groups, set())
+    # A deleted token admits nothing, whichever policy still names it; one left behind is the finding.
+    findings += [f"Service token {t.name} still exists." for t in _our_tokens(vendor, seen.tokens)]
+    findings += [f"{email} still has {len(live)} active session(s)." for email, live in seen.sessions.values() if live]
     if findings:
         raise VerificationFailed(findings)
     ctx.note("verify", vendor.name, "no policy, reference, service token or session admits the vendor")
+
+
+def step_verify_grants_ended(ctx: Context) -> None:
+    """Read Cloudflare back: on each ended grant's application nothing admits the vendor (its policy, anyone else's
+    policy, a session); on the applications still granted, everything does, as granted."""
+    vendor = ctx.vendor
+    ended = set(ctx.run.data.get("ended_apps", []))
+    seen = _read_back(ctx)
+    ours = _owned(vendor)
+    token_ids = {t.cf_id for t in _active_tokens(vendor)}
+    findings = []
+    for app in seen.apps:
+        if app.id in ended:
+            findings += _admitting(app, ours, seen.emails, set(vendor.domains), seen.groups, token_ids)
+    names = {a.id: a.name for a in seen.apps}
+    for email, live in seen.sessions.values():
+        findings += [
+            f"{email} still has a session on {names.get(app_id, app_id)}."
+            for session in live
+            for app_id in session.app_ids
+            if app_id in ended
+        ]
+    findings += _granted_findings(vendor, seen.apps, seen.policies, seen.tokens)
+    if findings:
+        raise VerificationFailed(findings)
+    still = len(_active_grants(vendor))
+    ctx.note(
+        "verify",
+        vendor.name,
+        f"nothing admits the vendor on {len(ended)} ended application(s); {still} grant(s) still admit it",
+    )
 
 
 # --- definitions --------------------------------------------------------------------------------------------
@@ -696,6 +876,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context], None]] = {
     "cut_off": step_cut_off,
     "end_access": step_end_access,
     "verify_revoked": step_verify_revoked,
+    "verify_grants_ended": step_verify_grants_ended,
 }
 
 _REVOKE_STEPS = [
@@ -703,6 +884,12 @@ _REVOKE_STEPS = [
     ("cut_off", "Detach the vendor's policies from every application; delete its service tokens"),
     ("end_access", "Delete the policies; end the sessions of its people (devices too) and the applications' tokens"),
     ("verify_revoked", "Read Cloudflare back: no policy, token or session admits the vendor"),
+]
+
+_END_GRANT_STEPS = [
+    ("attach", "Detach the policies from applications whose grant ended; delete policies no grant uses"),
+    ("end_grant_sessions", "End the sessions of the vendor's people and the ended applications' tokens"),
+    ("verify_grants_ended", "Read Cloudflare back: nothing admits the vendor where its grant ended; the rest do"),
 ]
 
 STEPS: dict[str, list[tuple[str, str]]] = {
@@ -721,10 +908,16 @@ STEPS: dict[str, list[tuple[str, str]]] = {
         ("attach", "Attach the policies to granted applications; detach them from the others"),
         ("verify_granted", "Read Cloudflare back: people and service tokens are admitted"),
     ],
-    Kind.EXPIRE: [
-        ("attach", "Detach the policies from applications whose grant ended"),
-        ("end_grant_sessions", "End the sessions of the vendor's people (contacts and email domains)"),
-        ("verify_granted", "Read Cloudflare back to verify"),
+    Kind.EXPIRE: _END_GRANT_STEPS,
+    Kind.END_GRANT: _END_GRANT_STEPS,
+    # An adopted policy keeps its id: the policy step gives it Gatehouse's name, and its service tokens move to
+    # the vendor's Service Auth policy.
+    Kind.ADOPT: [
+        ("validate", "Check the vendor, its grants and the applications at Cloudflare"),
+        ("tokens", "Read the adopted service tokens"),
+        ("policy", "Give the adopted policy Gatehouse's name and rules (people; service tokens)"),
+        ("attach", "Keep the policies on the granted applications"),
+        ("verify_granted", "Read Cloudflare back: people and service tokens are admitted"),
     ],
     Kind.SUSPEND: _REVOKE_STEPS,
     Kind.REVOKE: _REVOKE_STEPS,
@@ -736,6 +929,8 @@ PRIORITY = {
     Kind.REVOKE: Priority.INTERACTIVE,
     Kind.SUSPEND: Priority.INTERACTIVE,
     Kind.EXPIRE: Priority.BACKGROUND,
+    Kind.END_GRANT: Priority.INTERACTIVE,
+    Kind.ADOPT: Priority.INTERACTIVE,
 }
 
 # What the vendor becomes when a run of each kind succeeds.
@@ -743,6 +938,8 @@ FINAL_STATUS = {
     Kind.ONBOARD: Vendor.Status.ACTIVE,
     Kind.CHANGE: Vendor.Status.ACTIVE,
     Kind.EXPIRE: Vendor.Status.ACTIVE,
+    Kind.END_GRANT: Vendor.Status.ACTIVE,
+    Kind.ADOPT: Vendor.Status.ACTIVE,
     Kind.SUSPEND: Vendor.Status.SUSPENDED,
     Kind.REVOKE: Vendor.Status.REVOKED,
 }
@@ -779,10 +976,12 @@ def create_steps(run: WorkflowRun) -> None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the task should do next: nothing (`done`), or the same run again after `wait` seconds."""
+    """What the task should do next: nothing (`done`), the same run again after `wait` seconds, or (`go_on`) its
+    next step at once: the step just done is committed, so the worker that did it may take the next one itself."""
 
     done: bool = True
     wait: float = 0.0
+    go_on: bool = False
 
 
 def advance(*, run_id: int) -> Outcome:
@@ -823,7 +1022,8 @@ def advance(*, run_id: int) -> Outcome:
     except (CloudflareError, StepFailed) as exc:
         _stop(run, step, ctx, status=WorkflowRun.Status.FAILED, reason=str(exc))
         return Outcome()
-    _complete(run, step, ctx)
+    if _complete(run, step, ctx):
+        return Outcome(done=False, go_on=True)
     return Outcome()
 
 
@@ -833,9 +1033,8 @@ def _release(run: WorkflowRun, step: WorkflowStep, ctx: Context, *, error: str) 
         WorkflowRun.objects.filter(pk=run.pk).update(lease_until=None, data=run.data, updated_at=timezone.now())
 
 
-def _complete(run: WorkflowRun, step: WorkflowStep, ctx: Context) -> None:
-    from vendors.tasks import workflow_advance
-
+def _complete(run: WorkflowRun, step: WorkflowStep, ctx: Context) -> bool:
+    """Record the step as done, in its own transaction; whether the run still has work (it was not cancelled)."""
     with transaction.atomic():
         current = WorkflowRun.objects.select_for_update().get(pk=run.pk)
         step.status = WorkflowStep.Status.DONE
@@ -851,8 +1050,7 @@ def _complete(run: WorkflowRun, step: WorkflowStep, ctx: Context) -> None:
             "vendor.workflow_step_done",
             {"step": step.label, "calls": len(ctx.answers), "attempts": step.attempts},
         )
-        if current.is_active:
-            workflow_advance.delay_on_commit(run.pk)
+    return current.is_active
 
 
 def _finish(run: WorkflowRun) -> None:

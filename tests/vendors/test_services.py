@@ -31,7 +31,7 @@ def test_expired_grants_are_removed_at_cloudflare(make_vendor, cloudflare_sim, d
     redis_app = next(
         a for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id) if a["name"] == "Redis cache"
     )
-    assert vendor.cf_policy_id not in [r["id"] for r in redis_app["_policy_refs"]]
+    assert vendor.grants.get().cf_policy_id not in [r["id"] for r in redis_app["_policy_refs"]]
     assert not vendor.grants.filter(status=Grant.Status.ACTIVE).exists()
     # Running the beat pass again changes nothing.
     with django_capture_on_commit_callbacks(execute=True):

@@ -157,14 +157,14 @@ def test_changing_a_vendor_applies_contacts_and_new_grants_at_cloudflare(
     assert response.status_code == 302
     run = vendor.runs.get(kind=WorkflowRun.Kind.CHANGE)
     assert run.status == WorkflowRun.Status.SUCCEEDED, list(run.steps.values_list("key", "error"))
-    vendor.refresh_from_db()
-    policy = cloudflare_sim.store.get("access_policy", vendor.cf_policy_id, cloudflare_sim.account_id)
+    kibana_grant = vendor.grants.get(application__name="Kibana", status="active")
+    policy = cloudflare_sim.store.get("access_policy", kibana_grant.cf_policy_id, cloudflare_sim.account_id)
     assert {"email": {"email": "new.person@vendor.example.net"}} in policy["include"]
     assert policy["session_duration"] == "4h"
     kibana = next(
         a for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id) if a["name"] == "Kibana"
     )
-    assert vendor.cf_policy_id in [r["id"] for r in kibana["_policy_refs"]]
+    assert kibana_grant.cf_policy_id in [r["id"] for r in kibana["_policy_refs"]]
 
 
 def test_vendor_page_shows_grants_tokens_and_runs_but_no_actions_to_viewers(
@@ -180,7 +180,7 @@ def test_vendor_page_shows_grants_tokens_and_runs_but_no_actions_to_viewers(
     assert token.client_id in text
     # The expiry read back from Cloudflare after the token was created.
     assert f"until {token.expires_at:%Y-%m-%d}" in text
-    assert f"<code>{vendor.service_policy_name}</code>" in text
+    assert f"<code>{vendor.service_policy_name_for('8h')}</code>" in text
     assert "Onboard" in text
     assert "Show secret once" not in text
     assert "Revoke all access" not in text

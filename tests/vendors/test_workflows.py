@@ -28,8 +28,8 @@ def test_onboarding_creates_one_policy_attaches_it_and_creates_tokens(
     run = vendor.runs.get()
     assert run.status == WorkflowRun.Status.SUCCEEDED, (run.reason, list(run.steps.values("key", "status", "error")))
     assert vendor.status == Vendor.Status.ACTIVE
-    ours = [p for p in _policies(cloudflare_sim) if p["name"] == vendor.policy_name]
-    assert len(ours) == 1
+    ours = [p for p in _policies(cloudflare_sim) if vendor.owns_policy_name(p["name"]) and p["decision"] == "allow"]
+    assert [p["name"] for p in ours] == [vendor.policy_name_for("8h")]
     assert ours[0]["include"] == [{"email": {"email": vendor.contacts[0]}}]
     apps = {a["name"]: a for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id)}
     for name in ("PostgreSQL orders", "Internal API"):
@@ -59,7 +59,7 @@ def test_revoke_removes_vendor_from_every_policy_and_verifies(
     vendor.refresh_from_db()
     assert run.status == WorkflowRun.Status.SUCCEEDED, (run.reason, list(run.steps.values("key", "status", "error")))
     assert vendor.status == Vendor.Status.REVOKED
-    assert not [p for p in _policies(cloudflare_sim) if p["name"] == vendor.policy_name]
+    assert not [p for p in _policies(cloudflare_sim) if vendor.owns_policy_name(p["name"])]
     assert not [
         t
         for t in cloudflare_sim.store.list("service_token", cloudflare_sim.account_id)
@@ -77,7 +77,7 @@ def test_running_onboarding_again_leaves_cloudflare_as_after_once(
         vendor = make_vendor(tokens=2)
 
     def world():
-        policies = sorted(p["id"] for p in _policies(cloudflare_sim) if p["name"] == vendor.policy_name)
+        policies = sorted(p["id"] for p in _policies(cloudflare_sim) if vendor.owns_policy_name(p["name"]))
         refs = sorted(
             (a["id"], r["id"])
             for a in cloudflare_sim.store.list("access_app", cloudflare_sim.account_id)
@@ -121,8 +121,10 @@ def test_onboarding_admits_each_service_token_on_each_granted_application(
     run = vendor.runs.get()
     _succeeded(run)
     vendor.refresh_from_db()
-    policy = cloudflare_sim.store.get("access_policy", vendor.cf_service_policy_id)
-    assert policy["name"] == vendor.service_policy_name and policy["decision"] == "non_identity"
+    service_ids = set(vendor.grants.values_list("cf_service_policy_id", flat=True))
+    assert len(service_ids) == 1
+    policy = cloudflare_sim.store.get("access_policy", service_ids.pop())
+    assert policy["name"] == vendor.service_policy_name_for("8h") and policy["decision"] == "non_identity"
     tokens = list(vendor.service_tokens.all())
     assert policy["include"] == [{"service_token": {"token_id": t.cf_id}} for t in tokens]
     apps = _apps(cloudflare_sim)
@@ -135,7 +137,7 @@ def test_onboarding_admits_each_service_token_on_each_granted_application(
         assert token.expires_at is not None and token.expires_at.timestamp() == world.parse_time(kept["expires_at"])
     assert [c for c, _t, _a in _receipt(run, "tokens")].count("access.service_tokens.get") == 2
     assert _receipt(run, "verify_granted")[-1][2] == (
-        "policy attached to 2 granted application(s); 2 service token(s) admitted on each"
+        "policy attached to 2 granted application(s), sessions 8h; 2 service token(s) admitted on each"
     )
 
 
@@ -146,7 +148,7 @@ def test_verification_finds_a_service_token_no_policy_admits(
         vendor = make_vendor(tokens=2)
     vendor.refresh_from_db()
     first, second = vendor.service_tokens.all()
-    policy = cloudflare_sim.store.get("access_policy", vendor.cf_service_policy_id)
+    policy = cloudflare_sim.store.get("access_policy", vendor.grants.first().cf_service_policy_id)
     policy["include"] = [{"service_token": {"token_id": first.cf_id}}]
     cloudflare_sim.store.put("access_policy", policy, cloudflare_sim.account_id)
     run = vendor.runs.get()
@@ -157,7 +159,7 @@ def test_verification_finds_a_service_token_no_policy_admits(
     run.refresh_from_db()
     assert run.status == WorkflowRun.Status.NEEDS_ATTENTION
     assert f"PostgreSQL orders does not admit service token {second.label}." in run.reason
-    assert "does not admit exactly the vendor's service tokens" in run.reason
+    assert "does not admit exactly its service tokens" in run.reason
 
 
 def test_revoke_leaves_no_policy_admitting_the_vendors_tokens(
@@ -172,7 +174,7 @@ def test_revoke_leaves_no_policy_admitting_the_vendors_tokens(
     _succeeded(run)
     store = cloudflare_sim.store
     policies = store.list("access_policy", cloudflare_sim.account_id)
-    assert not [p for p in policies if p["name"] == vendor.service_policy_name]
+    assert not [p for p in policies if vendor.owns_policy_name(p["name"])]
     assert not [
         p for p in policies if any(r.get("service_token", {}).get("token_id") in token_ids for r in p["include"])
     ]
@@ -278,8 +280,8 @@ def test_expiry_ends_the_sessions_of_people_admitted_by_the_vendors_domain(
     assert ("access.users.list", "@eta-vendor.example", "1 item(s)") in receipt
     assert ("access.organizations.revoke_user", "bo@eta-vendor.example", "sessions ended") in receipt
     redis = _apps(cloudflare_sim)["Redis cache"]
-    vendor.refresh_from_db()
-    assert {vendor.cf_policy_id, vendor.cf_service_policy_id}.isdisjoint(r["id"] for r in redis["_policy_refs"])
+    grant = vendor.grants.get(application__name="Redis cache")
+    assert {grant.cf_policy_id, grant.cf_service_policy_id}.isdisjoint(r["id"] for r in redis["_policy_refs"])
 
 
 def test_a_change_that_adds_the_first_service_token_creates_and_attaches_the_service_auth_policy(
@@ -287,8 +289,7 @@ def test_a_change_that_adds_the_first_service_token_creates_and_attaches_the_ser
 ):
     with django_capture_on_commit_callbacks(execute=True):
         vendor = make_vendor(apps=("Redis cache",), tokens=0)
-    vendor.refresh_from_db()
-    assert vendor.cf_service_policy_id == ""
+    assert vendor.grants.get().cf_service_policy_id == ""
     with django_capture_on_commit_callbacks(execute=True):
         run = services.vendor_update(
             actor=operator,
@@ -307,7 +308,7 @@ def test_a_change_that_adds_the_first_service_token_creates_and_attaches_the_ser
     vendor.refresh_from_db()
     token = vendor.service_tokens.get()
     assert world.token_admitted(cloudflare_sim.store, _apps(cloudflare_sim)["Redis cache"], token.cf_id)
-    assert ("access.policies.create", vendor.service_policy_name, "ok") in _receipt(run, "policy")
+    assert ("access.policies.create", vendor.service_policy_name_for("8h"), "ok") in _receipt(run, "policy")
     assert ("access.apps.update", "attach to Redis cache", "ok") in _receipt(run, "attach")
 
 
