@@ -24,6 +24,7 @@ import ipaddress
 import json
 import re
 import zlib
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -153,43 +154,60 @@ class Verdicts:
         self.ips: dict[str, tuple[str, str] | None] = {}
         self.emails: dict[str, bool] = {}
         self.destinations: dict[tuple, tuple[str, str, int, str] | str] = {}
-        self.reasons: set[str] = set()
+        # Close reasons already checked; "" and None stand for none.
+        self.reasons: set[str | None] = {"", None}
         # A user as logged -> as counted (lower case); only valid ones.
         self.users: dict[str, str] = {}
 
 
-def _group(shape: tuple) -> list:
-    """The lines of one shape, where shape is (origin key, tunnel, close reason, user, hostname):
+def _group(where: tuple) -> list:
+    """The lines to one destination, where ``where`` is (origin key, tunnel, hostname):
 
-    [sessions, bytes, first ns, last ns, {day: [sessions, bytes]} for days other than the main one,
-     main day's start ns, main day's end ns, shape]
+    [sessions, bytes, first ns, last ns, {day: [sessions, bytes, {user: sessions}]} for days other than the
+     main one, main day's start ns, main day's end ns, {user: sessions} on the main day, {close reason: sessions},
+     where]
 
     An object covers minutes, so nearly every line of a group ends on the group's main day (the day its first
-    line ended): those count in the group's own totals, and only the others in the per-day table.
+    line ended): those count in the group's own tables, and only the others in the per-day table. The user ""
+    and the close reason "" (or None) stand for none.
     """
-    return [0, 0, _LATEST_NS, _EARLIEST_NS, {}, 0, 0, shape]
+    return [0, 0, _LATEST_NS, _EARLIEST_NS, {}, 0, 0, defaultdict(int), defaultdict(int), where]
 
 
-def _other_day(group: list, end: int, size: int) -> None:
+def _other_day(group: list, end: int, size: int, user: str) -> None:
     """A line that did not end on the group's main day (or the group's first line, which sets the main day)."""
     if group[0] == 1 and not group[4]:
         day = end // _DAY_NS
         group[5], group[6] = day * _DAY_NS, (day + 1) * _DAY_NS
+        group[7][user] += 1
         return
-    bucket = group[4].setdefault(end // _DAY_NS, [0, 0])
+    bucket = group[4].setdefault(end // _DAY_NS, [0, 0, defaultdict(int)])
     bucket[0] += 1
     bucket[1] += size
+    bucket[2][user] += 1
 
 
-def _days(group: list) -> Iterable[tuple[int, int, int]]:
-    """(day, sessions, bytes) of a group's lines."""
+def _count(group: list, start: int, end: int, size: int, user: str, reason) -> None:
+    group[0] += 1
+    group[1] += size
+    group[2] = min(group[2], start)
+    group[3] = max(group[3], end)
+    group[8][reason] += 1
+    if group[5] <= end < group[6]:
+        group[7][user] += 1
+    else:
+        _other_day(group, end, size, user)
+
+
+def _days(group: list) -> Iterable[tuple[int, int, int, dict[str, int]]]:
+    """(day, sessions, bytes, {user: sessions}) of a group's lines."""
     sessions, size = group[0], group[1]
-    for day, (day_sessions, day_size) in group[4].items():
+    for day, (day_sessions, day_size, users) in group[4].items():
         sessions -= day_sessions
         size -= day_size
-        yield day, day_sessions, day_size
+        yield day, day_sessions, day_size, users
     if sessions:
-        yield group[5] // _DAY_NS, sessions, size
+        yield group[5] // _DAY_NS, sessions, size, group[7]
 
 
 class Reader:
@@ -203,7 +221,7 @@ class Reader:
         self._destinations = verdicts.destinations
         self._reasons = verdicts.reasons
         self._users = verdicts.users
-        # A fast-path shape (the raw values) -> its group, or None when the reference checks decide its lines.
+        # A fast-path destination (the raw values) -> its group, or None when the reference checks decide.
         self.groups = batch.groups
 
     # -- the fast path -------------------------------------------------------------------------------------
@@ -211,6 +229,8 @@ class Reader:
     def add_lines(self, lines: list[bytes]) -> None:
         """Add lines (without their newlines; empty ones are skipped)."""
         groups = self.groups
+        users = self._users
+        reasons = self._reasons
         loads = orjson.loads
         shape_of, numbers_of = _SHAPE_FIELDS, _NUMBER_FIELDS
         earliest, latest, max_bytes = _EARLIEST_NS, _LATEST_NS, MAX_BYTES
@@ -225,18 +245,23 @@ class Reader:
                 continue
             try:
                 record = loads(line)
-                shape = shape_of(record)
+                ip, port, protocol, vnet, tunnel, reason, email = shape_of(record)
                 start, end, sent, received = numbers_of(record)
-                group = groups.get(shape)
+                group = groups.get((ip, port, protocol, vnet, tunnel))
+                user = users.get(email)
+                known_reason = reason in reasons
             except (ValueError, KeyError, TypeError):  # not JSON, another dataset or shape, an unhashable value
                 slow(line, counted=True)
                 continue
-            if group is None:
-                group = self._new_group(shape)
+            if group is None or user is None or not known_reason:
+                if not self._learn(ip, port, protocol, vnet, tunnel, reason, email):
+                    slow(line, counted=True)
+                    continue
+                group = groups[(ip, port, protocol, vnet, tunnel)]
+                user = users[email]
             if (
-                group is None
                 # True == 1 and 1.0 == 1 to a dict, not to us
-                or not type(shape[1]) is type(start) is type(end) is type(sent) is type(received) is int
+                not type(port) is type(start) is type(end) is type(sent) is type(received) is int
                 or not (earliest <= start < latest and earliest <= end < latest)
                 or not (0 <= sent < max_bytes and 0 <= received < max_bytes)
             ):
@@ -249,30 +274,44 @@ class Reader:
                 group[2] = start
             if end > group[3]:
                 group[3] = end
-            if not group[5] <= end < group[6]:
-                _other_day(group, end, size)
+            group[8][reason] += 1
+            if group[5] <= end < group[6]:
+                group[7][user] += 1
+            else:
+                _other_day(group, end, size, user)
         self.totals.records += records
 
-    def _new_group(self, shape: tuple) -> list | None:
-        """The group of a fast-path shape the batch has not shown yet, or None when the shape is not one its lines
-        would be accepted with (the reference checks then decide, line by line)."""
-        groups = self.groups
-        if shape in groups:
-            return None
-        ip, port, protocol, vnet, tunnel, reason, email = shape
-        group = None
-        if type(port) is int and type(protocol) is str:
-            vnet, tunnel = vnet or "", tunnel or ""
-            with contextlib.suppress(Rejected):
-                key = self._destination_cached(ip, port, protocol, _PROTOCOLS, vnet, tunnel, "")
-                user = self._users.get(email)
-                if user is None:
-                    user = self._email(email)
-                    if len(self._users) < CACHE_LIMIT:
-                        self._users[email] = user
-                group = _group((key, tunnel.lower(), self._reason(reason or ""), user, ""))
-        groups[shape] = group
-        return group
+    def _learn(self, ip, port, protocol, vnet, tunnel, reason, email) -> bool:
+        """Check the parts of a line the batch has not met yet (destination, user, close reason) and remember
+        them; False when one is not what the fast path accepts (the reference checks then decide)."""
+        destination = (ip, port, protocol, vnet, tunnel)
+        if destination not in self.groups:
+            group = None
+            if type(port) is int and type(protocol) is str:
+                with contextlib.suppress(Rejected):
+                    key = self._destination_cached(ip, port, protocol, _PROTOCOLS, vnet or "", tunnel or "", "")
+                    group = _group((key, (tunnel or "").lower(), ""))
+            self.groups[destination] = group
+        if self.groups[destination] is None:
+            return False
+        if email not in self._users:
+            try:
+                user = self._email(email)
+            except Rejected:
+                return False
+            if len(self._users) >= CACHE_LIMIT:
+                return False
+            self._users[email] = user
+        if reason not in self._reasons:
+            if reason is not None and type(reason) is not str:
+                return False
+            try:
+                self._reason(reason or "")
+            except Rejected:
+                return False
+            if reason not in self._reasons:  # the table is full
+                return False
+        return True
 
     # -- the reference path --------------------------------------------------------------------------------
 
@@ -301,15 +340,12 @@ class Reader:
         except Rejected as verdict:
             setattr(totals, verdict.kind, getattr(totals, verdict.kind) + 1)
             return
-        group = self.groups.get(shape)
+        key, tunnel, reason, user, hostname = shape
+        where = (key, tunnel, hostname)
+        group = self.groups.get(where)
         if group is None:
-            group = self.groups[shape] = _group(shape)
-        group[0] += 1
-        group[1] += size
-        group[2] = min(group[2], start)
-        group[3] = max(group[3], end)
-        if not group[5] <= end < group[6]:
-            _other_day(group, end, size)
+            group = self.groups[where] = _group(where)
+        _count(group, start, end, size, user, reason)
 
     def _address(self, value) -> tuple[str, str]:
         """(normalised IP, its key) for a private destination; Rejected otherwise."""
@@ -453,13 +489,14 @@ class Reader:
 
 
 class Batch:
-    """The objects applied together: their lines grouped by shape, their counts, and the checks they share.
+    """The objects applied together: their lines grouped by destination, their counts, and the checks they share.
 
-    Groups are folded into per-origin totals whenever there are more than GROUP_LIMIT of them, so a batch of
-    objects that never repeat a shape still holds a bounded number of groups.
+    Groups are folded into per-origin totals whenever they hold more than GROUP_LIMIT destinations or
+    ENTRY_LIMIT users, close reasons and days, so a batch whose lines never repeat stays bounded too.
     """
 
     GROUP_LIMIT = 16_384
+    ENTRY_LIMIT = 200_000
 
     def __init__(self) -> None:
         self.verdicts = Verdicts()
@@ -471,9 +508,10 @@ class Batch:
         one more malformed line after the lines read before the break."""
         reader = Reader(self)
         try:
-            for lines in reader.gzip_lines(body):
+            for chunk, lines in enumerate(reader.gzip_lines(body)):
                 reader.add_lines(lines)
-                if len(self.groups) > self.GROUP_LIMIT:
+                # Counting entries costs a walk over the groups: every 16th chunk (at most ~200,000 lines) is enough.
+                if len(self.groups) > self.GROUP_LIMIT or (chunk % 16 == 15 and self._entries() > self.ENTRY_LIMIT):
                     self._fold()
         except (zlib.error, EOFError):
             reader.totals.records += 1
@@ -487,6 +525,10 @@ class Batch:
         reader.add_lines([line.rstrip(b"\r\n") for line in lines])
         return self._add(reader)
 
+    def _entries(self) -> int:
+        groups = [g for g in self.groups.values() if g]
+        return sum(len(g[7]) + len(g[8]) + sum(len(bucket[2]) + 1 for bucket in g[4].values()) for g in groups)
+
     def _add(self, reader: Reader) -> ObjectTotals:
         counts = reader.totals
         counts.accepted = counts.records - reader.rejected()
@@ -499,7 +541,7 @@ class Batch:
         for group in self.groups.values():
             if not group or not group[0]:
                 continue
-            sessions, size, first, last, _, _, _, (key, tunnel, reason, email, hostname) = group
+            sessions, size, first, last, _, _, _, _, reasons, (key, tunnel, hostname) = group
             origin = origins.get(key)
             if origin is None:
                 origin = origins[key] = OriginTotals()
@@ -510,32 +552,36 @@ class Batch:
             if tunnel and last / 1e9 >= origin.last:
                 origin.tunnel_id = tunnel
             origin.last = max(origin.last, last / 1e9)
-            if reason:
-                reasons = origin.close_reasons
-                if reason in reasons:
-                    reasons[reason] += sessions
-                elif len(reasons) < MAX_CLOSE_REASONS:
-                    reasons[reason] = sessions
+            close = origin.close_reasons
+            for reason, count in reasons.items():
+                if not reason:
+                    continue
+                if reason in close:
+                    close[reason] += count
+                elif len(close) < MAX_CLOSE_REASONS:
+                    close[reason] = count
                 if reason == "ORIGIN_UNREACHABLE":
-                    origin.unreachable += sessions
+                    origin.unreachable += count
             if hostname and len(origin.hostnames) < MAX_HOSTNAMES:
                 origin.hostnames.add(hostname)
-            for day, day_sessions, day_size in _days(group):
+            users = origin.users
+            for day, day_sessions, day_size, day_users in _days(group):
                 bucket = origin.days.get(day)
                 if bucket is None:
                     bucket = origin.days[day] = [0, 0, set()]
                 bucket[0] += day_sessions
                 bucket[1] += day_size
-                if email and len(bucket[2]) < MAX_USERS_PER_ORIGIN:
-                    bucket[2].add(email)
-            if email:
-                users = origin.users
-                if email in users:
-                    users[email] += sessions
-                elif len(users) < MAX_USERS_PER_ORIGIN:
-                    users[email] = sessions
-                else:
-                    origin.user_sketch = sketch.merge(origin.user_sketch, [sketch.user_hash(email)])
+                for email, count in day_users.items():
+                    if not email:
+                        continue
+                    if len(bucket[2]) < MAX_USERS_PER_ORIGIN:
+                        bucket[2].add(email)
+                    if email in users:
+                        users[email] += count
+                    elif len(users) < MAX_USERS_PER_ORIGIN:
+                        users[email] = count
+                    else:
+                        origin.user_sketch = sketch.merge(origin.user_sketch, [sketch.user_hash(email)])
         self.groups.clear()  # in place: the reader of the object being read holds this same table
 
     def finish(self) -> ObjectTotals:
