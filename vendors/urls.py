@@ -11,6 +11,8 @@ urlpatterns = [
     path("applications/", views.application_list, name="application_list"),
     path("applications/refresh/", views.apps_refresh, name="apps_refresh"),
     path("settings/", views.settings_update, name="settings_update"),
+    path("revoke/", views.vendors_revoke, name="vendors_revoke"),
+    path("revoke/confirm/", views.vendors_revoke_confirm, name="vendors_revoke_confirm"),
     path("<uuid:public_id>/", views.vendor_detail, name="vendor_detail"),
     path("<uuid:public_id>/edit/", views.vendor_edit, name="vendor_edit"),
     path("<uuid:public_id>/update/", views.vendor_update, name="vendor_update"),
@@ -19,5 +21,8 @@ urlpatterns = [
     path("runs/<uuid:public_id>/", views.run_detail, name="run_detail"),
     path("runs/<uuid:public_id>/retry/", views.run_retry, name="run_retry"),
     path("grants/<uuid:public_id>/extend/", views.grant_extend, name="grant_extend"),
+    path("grants/<uuid:public_id>/update/", views.grant_update, name="grant_update"),
+    path("grants/<uuid:public_id>/end/", views.grant_end, name="grant_end"),
+    path("grants/<uuid:public_id>/end/confirm/", views.grant_end_confirm, name="grant_end_confirm"),
     path("tokens/<uuid:public_id>/secret/", views.token_reveal, name="token_reveal"),
 ]

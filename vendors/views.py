@@ -10,7 +10,15 @@ from dashboard.permissions import role_required
 from dashboard.rendering import template_for
 from dashboard.requestinfo import Origin
 from vendors import selectors, services, tasks
-from vendors.forms import ExtendForm, VendorChangeForm, VendorForm, VendorSettingsForm
+from vendors.forms import (
+    ExtendForm,
+    GrantForm,
+    RevokeSelectionForm,
+    VendorChangeForm,
+    VendorForm,
+    VendorSettingsForm,
+)
+from vendors.models import Vendor
 
 
 def _errors(error: ValidationError) -> str:
@@ -19,8 +27,14 @@ def _errors(error: ValidationError) -> str:
 
 @require_GET
 def vendor_list(request):
+    vendors = list(selectors.vendor_list())
+    progress = selectors.runs_in_progress(vendors=vendors)
+    for vendor in vendors:
+        vendor.active_run = progress.get(vendor.pk)
     context = {
-        "vendors": selectors.vendor_list(),
+        "vendors": vendors,
+        "live": bool(progress),
+        "can_revoke": request.user.has_role(User.Role.OPERATOR),
         "settings_form": VendorSettingsForm(
             initial={"auto_suspend_overdue": selectors.vendor_settings().auto_suspend_overdue}
         ),
@@ -59,12 +73,17 @@ def vendor_create(request):
                 service_tokens=data["service_tokens"],
                 token_duration=data["token_duration"],
                 origin=Origin.from_request(request),
+                starts_at=form.starts_at,
             )
         except ValidationError as error:
             _form_errors(form, error)
         else:
+            run = vendor.runs.first()
+            if run is None:
+                messages.success(request, f"{vendor.name} is added; its access starts on {data['starts_on']:%Y-%m-%d}.")
+                return redirect("vendors:vendor_detail", public_id=vendor.public_id)
             messages.success(request, f"Onboarding {vendor.name}.")
-            return redirect("vendors:run_detail", public_id=vendor.runs.get().public_id)
+            return redirect("vendors:run_detail", public_id=run.public_id)
     return render(request, "vendors/vendor_form.html", {"form": form}, status=400)
 
 
@@ -103,10 +122,14 @@ def vendor_update(request, public_id):
                 service_tokens=data["service_tokens"],
                 token_duration=data["token_duration"],
                 origin=Origin.from_request(request),
+                starts_at=form.starts_at,
             )
         except ValidationError as error:
             _form_errors(form, error)
         else:
+            if run is None:
+                messages.success(request, f"Saved; {vendor.name}'s access starts on {data['starts_on']:%Y-%m-%d}.")
+                return redirect("vendors:vendor_detail", public_id=vendor.public_id)
             messages.success(request, f"Applying the changes to {vendor.name}.")
             return redirect("vendors:run_detail", public_id=run.public_id)
     return render(request, "vendors/vendor_change.html", {"vendor": vendor, "form": form}, status=400)
@@ -121,6 +144,8 @@ def vendor_detail(request, public_id):
         "tokens": selectors.vendor_tokens(vendor=vendor),
         "runs": selectors.vendor_runs(vendor=vendor),
         "extend_form": ExtendForm(),
+        "can_change_grants": request.user.has_role(User.Role.OPERATOR)
+        and vendor.status not in (Vendor.Status.REVOKED, Vendor.Status.REVOKING, Vendor.Status.SUSPENDED),
     }
     return render(request, "vendors/vendor_detail.html", context)
 
@@ -142,6 +167,34 @@ def vendor_revoke(request, public_id):
     if request.htmx:
         return HttpResponseClientRedirect(reverse("vendors:run_detail", kwargs={"public_id": run.public_id}))
     return redirect("vendors:run_detail", public_id=run.public_id)
+
+
+@require_GET
+@role_required(User.Role.OPERATOR)
+def vendors_revoke_confirm(request):
+    """The one confirmation for the vendors ticked on the list (a GET form: choosing changes nothing)."""
+    form = RevokeSelectionForm(request.GET)
+    if not form.is_valid():
+        messages.error(request, _errors(ValidationError(form.errors["vendors"])))
+        return redirect("vendors:vendor_list")
+    return render(request, "vendors/vendors_revoke_confirm.html", {"vendors": form.cleaned_data["vendors"]})
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def vendors_revoke(request):
+    form = RevokeSelectionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _errors(ValidationError(form.errors["vendors"])))
+        return redirect("vendors:vendor_list")
+    vendors = list(form.cleaned_data["vendors"])
+    try:
+        services.vendors_revoke(actor=request.user, vendors=vendors, origin=Origin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+        return redirect("vendors:vendor_list")
+    messages.warning(request, f"Revoking {len(vendors)} vendors: {', '.join(v.name for v in vendors)}.")
+    return redirect("vendors:vendor_list")
 
 
 @require_GET
@@ -178,6 +231,58 @@ def grant_extend(request, public_id):
         return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
     messages.success(request, f"Extending {grant.application.name} for {grant.vendor.name}.")
     return redirect("vendors:run_detail", public_id=run.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def grant_update(request, public_id):
+    grant = selectors.grant_get(public_id=public_id)
+    form = GrantForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
+    try:
+        run = services.grant_update(
+            actor=request.user,
+            grant=grant,
+            session_duration=form.cleaned_data["session_duration"],
+            ends_at=form.ends_at,
+            origin=Origin.from_request(request),
+        )
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+        return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
+    messages.success(request, f"Changing {grant.vendor.name}'s grant of {grant.application.name}.")
+    if run is None:
+        return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
+    return redirect("vendors:run_detail", public_id=run.public_id)
+
+
+@require_GET
+@role_required(User.Role.OPERATOR)
+def grant_end_confirm(request, public_id):
+    """The confirmation a browser without JavaScript gets instead of the dialog."""
+    return render(request, "vendors/grant_end_confirm.html", {"grant": selectors.grant_get(public_id=public_id)})
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def grant_end(request, public_id):
+    grant = selectors.grant_get(public_id=public_id)
+    try:
+        run = services.grant_end(actor=request.user, grant=grant, origin=Origin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+        target = reverse("vendors:vendor_detail", kwargs={"public_id": grant.vendor.public_id})
+    else:
+        messages.warning(request, f"Ending {grant.vendor.name}'s access to {grant.application.name}.")
+        target = reverse(
+            "vendors:run_detail" if run else "vendors:vendor_detail",
+            kwargs={"public_id": run.public_id if run else grant.vendor.public_id},
+        )
+    if request.htmx:
+        return HttpResponseClientRedirect(target)
+    return redirect(target)
 
 
 @require_POST

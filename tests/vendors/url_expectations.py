@@ -29,4 +29,10 @@ EXPECTED = {
     "vendors:run_retry": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
     "vendors:grant_extend": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
     "vendors:token_reveal": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
+    # Nothing ticked: operators are sent back to the list with a message.
+    "vendors:vendors_revoke_confirm": ("get", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 302, ADMIN: 302}),
+    "vendors:vendors_revoke": ("post", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 302, ADMIN: 302}),
+    "vendors:grant_update": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
+    "vendors:grant_end": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
+    "vendors:grant_end_confirm": ("get", {"public_id": UNKNOWN}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 404, ADMIN: 404}),
 }
