@@ -272,6 +272,8 @@ CELERY_BEAT_SCHEDULE = {
     "vendors-expire-grants": {"task": "vendors.tasks.grants_expire", "schedule": 300.0},
     "vendors-recertify": {"task": "vendors.tasks.vendors_recertify", "schedule": 3600.0},
     "vendors-refresh-access-applications": {"task": "vendors.tasks.access_apps_refresh", "schedule": 900.0},
+    # Every five minutes, a twelfth of the active vendors: each is read back about hourly (vendors/drift.py).
+    "vendors-drift-check": {"task": "vendors.tasks.vendors_drift_check", "schedule": 300.0},
     "tunnels-sync-cloudflare": {
         "task": "tunnels.tasks.sync_cloudflare",
         "schedule": float(os.environ.get("GATEHOUSE_TUNNEL_SYNC_SECONDS", "30")),

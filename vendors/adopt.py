@@ -23,6 +23,7 @@ from vendors import services
 from vendors.models import (
     MANAGED_PREFIX,
     AccessApplication,
+    AccessPolicy,
     Grant,
     ServiceToken,
     Vendor,
@@ -129,14 +130,32 @@ def _unowned(policies: list[records.AccessPolicy]) -> list[records.AccessPolicy]
     ]
 
 
-def adopt_candidates() -> list[Candidate]:
-    """Reusable policies Gatehouse does not own whose rules name only people and service tokens, by name.
+def _from_copy(row: AccessPolicy) -> records.AccessPolicy:
+    return records.AccessPolicy(
+        id=row.cf_id,
+        name=row.name,
+        decision=row.decision,
+        include=tuple(row.include),
+        exclude=tuple(row.exclude),
+        require=tuple(row.require),
+        session_duration=row.session_duration,
+    )
 
-    Applications come from the stored list (refreshed with the application list), policies from Cloudflare now.
-    """
+
+def adopt_candidates() -> list[Candidate]:
+    """Reusable policies Gatehouse does not own whose rules name only people and service tokens, by name, as last
+    read with the application list (refreshing that list reads them again)."""
     by_policy = _applications_by_policy()
-    policies = _unowned(cf.access_policies_all(priority=Priority.INTERACTIVE))
+    policies = _unowned([_from_copy(row) for row in AccessPolicy.objects.filter(present=True)])
     return sorted((_candidate(p, by_policy.get(p.id, [])) for p in policies), key=lambda c: c.policy.name.lower())
+
+
+def stored_candidate(policy_id: str) -> Candidate:
+    """The candidate as last read; NotAdoptable if Gatehouse knows no such unowned policy."""
+    found = [c for c in adopt_candidates() if c.policy.id == policy_id]
+    if not found:
+        raise NotAdoptable("Gatehouse knows no such policy to adopt; refresh the application list.")
+    return found[0]
 
 
 def adopt_candidate(policy_id: str, *, tokens: bool = True) -> Candidate:
@@ -158,6 +177,18 @@ def adopt_candidate(policy_id: str, *, tokens: bool = True) -> Candidate:
             "missing_token_ids": [i for i in candidate.token_ids if i not in found],
         }
     )
+
+
+def service_policy_choices_now(candidate: Candidate) -> list[Candidate]:
+    """The Service Auth policies that may come with this one, each read from Cloudflare now."""
+    stored = service_policy_choices(candidate, adopt_candidates())
+    live = []
+    for choice in stored:
+        try:
+            live.append(adopt_candidate(choice.policy.id, tokens=False))
+        except NotAdoptable:
+            continue
+    return service_policy_choices(candidate, live)
 
 
 def service_policy_choices(candidate: Candidate, all_candidates: list[Candidate]) -> list[Candidate]:

@@ -240,6 +240,27 @@ class AccessApplication(models.Model):
         return lines
 
 
+class AccessPolicy(models.Model):
+    """Gatehouse's copy of a reusable Access policy, read with the applications, so that those it does not own
+    can be offered for adoption without asking Cloudflare on every page view."""
+
+    cf_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    decision = models.CharField(max_length=32)
+    include = models.JSONField(default=list, blank=True)
+    exclude = models.JSONField(default=list, blank=True)
+    require = models.JSONField(default=list, blank=True)
+    session_duration = models.CharField(max_length=32, blank=True)
+    present = models.BooleanField(default=True)
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
 class Grant(models.Model):
     class Status(models.TextChoices):
         SCHEDULED = "scheduled", "Starts later"

@@ -6,9 +6,11 @@ from django.shortcuts import get_object_or_404
 from vendors.models import AccessApplication, Grant, ServiceToken, Vendor, VendorSettings, WorkflowRun, WorkflowStep
 
 
-def vendor_list() -> QuerySet[Vendor]:
+def vendor_list(*, archived: bool = False) -> QuerySet[Vendor]:
+    """Vendors in use, or (archived=True) only the archived ones."""
     return (
-        Vendor.objects.select_related("sponsor")
+        Vendor.objects.filter(archived_at__isnull=not archived)
+        .select_related("sponsor")
         .annotate(active_grants=Count("grants", filter=Q(grants__status=Grant.Status.ACTIVE)))
         .order_by("name")
     )

@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from integrations.cloudflare import CloudflareTransient
-from vendors import services, workflows
+from vendors import drift, services, workflows
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +80,12 @@ def grants_expire() -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def vendors_recertify() -> None:
     services.vendors_recertify()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def vendors_drift_check() -> None:
+    try:
+        drift.drift_check()
+    except CloudflareTransient as exc:
+        # Background reads give way to interactive work; the vendors not read are first in line next pass.
+        log.warning("vendor drift check: %s; trying again next pass", exc.message)
