@@ -185,7 +185,7 @@ def service_policy_choices_now(candidate: Candidate) -> list[Candidate]:
     live = []
     for choice in stored:
         try:
-            live.append(adopt_candidate(choice.policy.id, tokens=False))
+            live.append(adopt_candidate(choice.policy.id))
         except NotAdoptable:
             continue
     return service_policy_choices(candidate, live)

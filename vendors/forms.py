@@ -207,3 +207,40 @@ class ExtendForm(forms.Form):
 class VendorSettingsForm(forms.Form):
     auto_suspend_overdue = forms.BooleanField(required=False, label="Suspend vendors whose review is overdue")
 
+
+class AdoptForm(forms.Form):
+    """Who answers for an adopted vendor and how long its access lasts; who it admits comes from Cloudflare."""
+
+    name = forms.CharField(max_length=120)
+    sponsor = forms.ModelChoiceField(queryset=User.objects.none(), help_text="An operator or admin who answers for it.")
+    review_due = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    ends_on = forms.DateField(label="Access until", widget=forms.DateInput(attrs={"type": "date"}))
+    service_policy = forms.ChoiceField(required=False, label="Service Auth policy to adopt with it")
+    fingerprint = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args, service_choices=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["sponsor"].queryset = User.objects.filter(
+            role__in=[User.Role.OPERATOR, User.Role.ADMIN], is_active=True
+        )
+        # Each choice carries the fingerprint of the policy as shown, so that a change before confirming is caught.
+        self.fields["service_policy"].choices = [("", "None")] + [
+            (
+                f"{c.policy.id}:{c.fingerprint()}",
+                f"{c.policy.name}: service tokens {', '.join(t.name for t in c.tokens) or 'none left'}",
+            )
+            for c in service_choices
+        ]
+        self.fields["review_due"].initial = date.today() + timedelta(days=90)
+        self.fields["ends_on"].initial = date.today() + timedelta(days=90)
+
+    clean_review_due = VendorForm.clean_review_due
+    clean_ends_on = VendorForm.clean_ends_on
+    ends_at = VendorForm.ends_at
+
+    @property
+    def chosen_service_policy(self) -> tuple[str, str]:
+        """(policy id, fingerprint) of the Service Auth policy chosen, or ("", "")."""
+        chosen = self.cleaned_data.get("service_policy") or ""
+        policy_id, _, fingerprint = chosen.partition(":")
+        return policy_id, fingerprint

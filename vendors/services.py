@@ -14,6 +14,7 @@ from integrations import cloudflare as cf
 from vendors import workflows
 from vendors.models import (
     AccessApplication,
+    AccessPolicy,
     Grant,
     ServiceToken,
     Vendor,
@@ -222,6 +223,8 @@ def vendor_revoke(*, actor: User | None, vendor: Vendor, origin: Origin | None) 
     """Revoke wins: any other active run of the vendor is cancelled, and the revocation starts."""
     if actor is not None and not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators revoke vendors.")
+    if vendor.archived:
+        raise ValidationError(f"{vendor.name} is archived; nothing more is done to it.")
     return _take_over(actor=actor, vendor=vendor, origin=origin, kind=WorkflowRun.Kind.REVOKE)
 
 
@@ -434,6 +437,8 @@ def run_retry(*, actor: User, run: WorkflowRun, origin: Origin) -> WorkflowRun:
 
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators retry workflows.")
+    if run.vendor.archived:
+        raise ValidationError(f"{run.vendor.name} is archived; nothing more is done to it.")
     if run.status not in (WorkflowRun.Status.FAILED, WorkflowRun.Status.NEEDS_ATTENTION):
         raise ValidationError("Only a stopped workflow can be retried.")
     try:
@@ -513,6 +518,21 @@ def access_apps_refresh() -> int:
                 },
             )
         AccessApplication.objects.exclude(cf_id__in=seen).update(present=False, synced_at=now)
+        for policy in policies:
+            AccessPolicy.objects.update_or_create(
+                cf_id=policy.id,
+                defaults={
+                    "name": policy.name,
+                    "decision": policy.decision,
+                    "include": list(policy.include),
+                    "exclude": list(policy.exclude),
+                    "require": list(policy.require),
+                    "session_duration": policy.session_duration,
+                    "present": True,
+                    "synced_at": now,
+                },
+            )
+        AccessPolicy.objects.exclude(cf_id__in=reusable).update(present=False, synced_at=now)
     return len(apps)
 
 

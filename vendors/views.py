@@ -1,5 +1,6 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -9,8 +10,10 @@ from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
 from dashboard.requestinfo import Origin
-from vendors import selectors, services, tasks
+from integrations.cloudflare import CloudflareError
+from vendors import adopt, archive, drift, selectors, services, tasks, tokens
 from vendors.forms import (
+    AdoptForm,
     ExtendForm,
     GrantForm,
     RevokeSelectionForm,
@@ -27,12 +30,14 @@ def _errors(error: ValidationError) -> str:
 
 @require_GET
 def vendor_list(request):
-    vendors = list(selectors.vendor_list())
+    archived = request.GET.get("archived") == "1"
+    vendors = list(selectors.vendor_list(archived=archived))
     progress = selectors.runs_in_progress(vendors=vendors)
     for vendor in vendors:
         vendor.active_run = progress.get(vendor.pk)
     context = {
         "vendors": vendors,
+        "archived": archived,
         "live": bool(progress),
         "can_revoke": request.user.has_role(User.Role.OPERATOR),
         "settings_form": VendorSettingsForm(
@@ -162,7 +167,11 @@ def vendor_revoke_confirm(request, public_id):
 @role_required(User.Role.OPERATOR)
 def vendor_revoke(request, public_id):
     vendor = selectors.vendor_get(public_id=public_id)
-    run = services.vendor_revoke(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+    try:
+        run = services.vendor_revoke(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+        return redirect("vendors:vendor_detail", public_id=vendor.public_id)
     messages.warning(request, f"Revoking {vendor.name}.")
     if request.htmx:
         return HttpResponseClientRedirect(reverse("vendors:run_detail", kwargs={"public_id": run.public_id}))
@@ -319,3 +328,156 @@ def settings_update(request):
         )
         messages.success(request, "Vendor settings saved.")
     return redirect("vendors:vendor_list")
+
+
+# --- adopting existing access, drift, token rotation and archiving -----------------------------------------------
+
+
+@require_GET
+@role_required(User.Role.OPERATOR)
+def adopt_list(request):
+    """Access policies Gatehouse does not own that look like vendor access, as last read; this changes nothing."""
+    return render(request, "vendors/adopt_list.html", {"candidates": adopt.adopt_candidates()})
+
+
+def _adopt_page(request, candidate, form, *, status=200):
+    return render(request, "vendors/adopt_confirm.html", {"candidate": candidate, "form": form}, status=status)
+
+
+def _adopt_read(request, policy_id):
+    """The candidate and the Service Auth policies that may come with it, as Cloudflare holds them now, or a
+    redirect saying why not; 404 for a policy Gatehouse does not know as a candidate."""
+    try:
+        adopt.stored_candidate(str(policy_id))
+    except adopt.NotAdoptable:
+        raise Http404("No such policy to adopt.") from None
+    try:
+        candidate = adopt.adopt_candidate(str(policy_id))
+        choices = adopt.service_policy_choices_now(candidate) if not candidate.problem else []
+    except adopt.NotAdoptable as error:
+        messages.error(request, _errors(error))
+        return None, [], redirect("vendors:adopt_list")
+    except CloudflareError as error:
+        messages.error(request, f"Cloudflare could not be read: {error.message}")
+        return None, [], redirect("vendors:adopt_list")
+    return candidate, choices, None
+
+
+@require_GET
+@role_required(User.Role.ADMIN)
+def adopt_confirm(request, policy_id):
+    candidate, choices, refused = _adopt_read(request, policy_id)
+    if refused:
+        return refused
+    form = AdoptForm(
+        service_choices=choices,
+        initial={"name": candidate.policy.name.removeprefix("Vendor: ")[:120], "fingerprint": candidate.fingerprint()},
+    )
+    return _adopt_page(request, candidate, form)
+
+
+@require_POST
+@role_required(User.Role.ADMIN)
+def adopt_create(request, policy_id):
+    candidate, choices, refused = _adopt_read(request, policy_id)
+    if refused:
+        return refused
+    form = AdoptForm(request.POST, service_choices=choices)
+    if form.is_valid():
+        data = form.cleaned_data
+        service_policy_id, service_fingerprint = form.chosen_service_policy
+        try:
+            vendor = adopt.vendor_adopt(
+                actor=request.user,
+                policy_id=candidate.policy.id,
+                fingerprint=data["fingerprint"],
+                service_policy_id=service_policy_id,
+                service_fingerprint=service_fingerprint,
+                name=data["name"],
+                sponsor=data["sponsor"],
+                review_due=data["review_due"],
+                ends_at=form.ends_at,
+                origin=Origin.from_request(request),
+            )
+        except CloudflareError as error:
+            form.add_error(None, f"Cloudflare could not be read: {error.message}")
+        except ValidationError as error:
+            _form_errors(form, error)
+            # What Cloudflare holds now is what the admin confirms next time.
+            form.data = {**form.data.dict(), "fingerprint": candidate.fingerprint()}
+        else:
+            messages.success(request, f"Adopting {vendor.name}: Gatehouse now marks its policy at Cloudflare.")
+            return redirect("vendors:run_detail", public_id=vendor.runs.get().public_id)
+    return _adopt_page(request, candidate, form, status=400)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def drift_check(request, public_id):
+    vendor = selectors.vendor_get(public_id=public_id)
+    try:
+        vendor = drift.drift_check_vendor(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+    except CloudflareError as error:
+        messages.error(request, f"Cloudflare could not be read: {error.message}")
+    else:
+        if vendor.drift:
+            messages.warning(request, f"{vendor.name} differs from what Gatehouse applied; see below.")
+        else:
+            messages.success(request, f"{vendor.name} is at Cloudflare as Gatehouse applied it.")
+    return redirect("vendors:vendor_detail", public_id=vendor.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def drift_reapply(request, public_id):
+    vendor = selectors.vendor_get(public_id=public_id)
+    try:
+        run = drift.drift_reapply(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+        return redirect("vendors:vendor_detail", public_id=vendor.public_id)
+    messages.success(request, f"Re-applying {vendor.name} at Cloudflare.")
+    return redirect("vendors:run_detail", public_id=run.public_id)
+
+
+def _token_action(request, public_id, action, done: str):
+    token = selectors.token_get(public_id=public_id)
+    try:
+        action(actor=request.user, token=token, origin=Origin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+    else:
+        messages.success(request, done.format(label=token.label))
+    return redirect("vendors:vendor_detail", public_id=token.vendor.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def token_rotate(request, public_id):
+    return _token_action(
+        request,
+        public_id,
+        tokens.token_rotate,
+        "{label} has a new secret and the old one no longer works. Show the new one below (once).",
+    )
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def token_refresh(request, public_id):
+    return _token_action(request, public_id, tokens.token_refresh, "{label} now expires later.")
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def vendor_archive(request, public_id):
+    vendor = selectors.vendor_get(public_id=public_id)
+    try:
+        archive.vendor_archive(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, _errors(error))
+    else:
+        messages.success(request, f"{vendor.name} is archived: off the list, its history kept.")
+    return redirect("vendors:vendor_detail", public_id=vendor.public_id)

@@ -35,4 +35,13 @@ EXPECTED = {
     "vendors:grant_update": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
     "vendors:grant_end": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
     "vendors:grant_end_confirm": ("get", {"public_id": UNKNOWN}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 404, ADMIN: 404}),
+    # Operators see what could be adopted; only admins adopt (an unknown policy is not found).
+    "vendors:adopt_list": ("get", {}, OPERATORS_ONLY),
+    "vendors:adopt_confirm": ("get", {"policy_id": UNKNOWN}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 403, ADMIN: 404}),
+    "vendors:adopt_create": ("post", {"policy_id": UNKNOWN}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 403, ADMIN: 404}),
+    "vendors:vendor_archive": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
+    "vendors:drift_check": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
+    "vendors:drift_reapply": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
+    "vendors:token_rotate": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
+    "vendors:token_refresh": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
 }
