@@ -51,6 +51,8 @@ class Candidate:
     emails: list[str]
     domains: list[str]
     token_ids: list[str]
+    # Applications carrying it that Gatehouse's stored list does not know yet (read live, at confirmation).
+    unknown_apps: list[str] = field(default_factory=list)
     problem: str = ""
     # Filled in for the confirmation only: the tokens as Cloudflare holds them, and ids that name no token.
     tokens: list[records.ServiceToken] = field(default_factory=list)
@@ -85,12 +87,21 @@ def _looks_like_vendor(policy: records.AccessPolicy) -> bool:
     return policy.decision in ("allow", "non_identity") and bool(kinds) and kinds <= VENDOR_RULES
 
 
-def _candidate(policy: records.AccessPolicy, apps: list[AccessApplication]) -> Candidate:
+def _candidate(
+    policy: records.AccessPolicy, apps: list[AccessApplication], unknown_apps: list[str] | None = None
+) -> Candidate:
     subjects = [records.rule_subject(rule) for rule in policy.include]
     emails = sorted({s for kind, s in subjects if kind == "email" and s})
     domains = sorted({s for kind, s in subjects if kind == "email_domain" and s})
     token_ids = sorted({s for kind, s in subjects if kind == "service_token" and s})
-    candidate = Candidate(policy=policy, applications=apps, emails=emails, domains=domains, token_ids=token_ids)
+    candidate = Candidate(
+        policy=policy,
+        applications=apps,
+        emails=emails,
+        domains=domains,
+        token_ids=token_ids,
+        unknown_apps=unknown_apps or [],
+    )
     return Candidate(**{**candidate.__dict__, "problem": _problem(candidate)})
 
 
@@ -108,6 +119,11 @@ def _problem(candidate: Candidate) -> str:
         parse_session(policy.session_duration or DEFAULT_SESSION)
     except ValidationError:
         return f"Its session length {policy.session_duration!r} is outside the 15m to 730h Gatehouse offers."
+    if candidate.unknown_apps:
+        return (
+            f"It is also on {', '.join(candidate.unknown_apps)}, which Gatehouse has not read yet: refresh the "
+            "application list, then adopt it."
+        )
     if not candidate.applications:
         return "No application carries it (refresh the application list if that is not so)."
     if reasons := [app.not_grantable_reason() for app in candidate.applications if not app.grantable]:
@@ -158,16 +174,27 @@ def stored_candidate(policy_id: str) -> Candidate:
     return found[0]
 
 
-def adopt_candidate(policy_id: str, *, tokens: bool = True) -> Candidate:
-    """One candidate as Cloudflare holds it now, with its service tokens read; NotAdoptable if it is not one."""
+def adopt_candidate(policy_id: str) -> Candidate:
+    """One candidate as Cloudflare holds it now: the policy, the applications carrying it and its service tokens;
+    NotAdoptable if it is not one.
+
+    The applications are read now too: a grant missing for one would have the adoption detach the policy there.
+    """
     try:
         policy = cf.access_policy_get(policy_id, priority=Priority.INTERACTIVE)
     except CloudflareNotFound:
         raise NotAdoptable("This policy is no longer at Cloudflare.") from None
     if not _unowned([policy]):
         raise NotAdoptable(f"Policy {policy.name!r} is Gatehouse's already, or does not look like vendor access.")
-    candidate = _candidate(policy, _applications_by_policy().get(policy.id, []))
-    if not tokens or not candidate.token_ids:
+    carrying = {
+        app.id: app.name
+        for app in cf.access_apps_all(priority=Priority.INTERACTIVE)
+        if policy.id in {p.id for p in app.policies}
+    }
+    known = list(AccessApplication.objects.filter(cf_id__in=carrying, present=True).order_by("name"))
+    unknown = sorted(name for app_id, name in carrying.items() if app_id not in {a.cf_id for a in known})
+    candidate = _candidate(policy, known, unknown)
+    if not candidate.token_ids:
         return candidate
     found = {t.id: t for t in cf.service_tokens_all(priority=Priority.INTERACTIVE)}
     return Candidate(

@@ -201,3 +201,34 @@ def test_an_adopted_vendor_is_revoked_and_verified_out_on_a_real_worker(
         assert not world.token_admitted(store, app, token.id, client_secret=token.client_secret)
         assert {people.id, machines.id}.isdisjoint(r["id"] for r in app["_policy_refs"])
     assert revoke.steps.get(key="verify_revoked").status == "done"
+
+
+def test_a_policy_on_an_application_gatehouse_has_not_read_yet_waits_for_a_refresh(
+    hand_made, cloudflare_sim, admin, admin_client
+):
+    people = hand_made["people"]
+    # Attached to a new application after Gatehouse last read the list: adopting now would detach it there.
+    cf.client().zero_trust.access.applications.create(
+        account_id=cloudflare_sim.account_id,
+        type="self_hosted",
+        name="New wiki",
+        domain="wiki.example.com",
+        policies=[{"id": people.id, "precedence": 1}],
+    )
+    url = reverse("vendors:adopt_confirm", kwargs={"policy_id": people.id})
+    shown = admin_client.get(url)
+    assert b"It is also on New wiki, which Gatehouse has not read yet" in shown.content
+    assert b"Adopt as a vendor" not in shown.content
+    data = {
+        "name": "Contoso",
+        "sponsor": admin.pk,
+        "review_due": (date.today() + timedelta(days=30)).isoformat(),
+        "ends_on": (date.today() + timedelta(days=30)).isoformat(),
+        "fingerprint": adopt.adopt_candidate(people.id).fingerprint(),
+    }
+    response = admin_client.post(reverse("vendors:adopt_create", kwargs={"policy_id": people.id}), data)
+    assert response.status_code == 400 and not Vendor.objects.exists()
+
+    services.access_apps_refresh()
+    shown = admin_client.get(url)
+    assert b"Adopt as a vendor" in shown.content and b"New wiki" in shown.content
