@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 _MAX_CONNS_KEPT = 16
 SLOW_PARTS = ("virtual_networks", "routes", "dns")
+# What one slower part usually costs (a few pages); one that costs more ends the pass at the budget, safely.
+SLOW_PART_CALLS = 5
 
 
 @dataclass
@@ -143,16 +145,28 @@ def sync_pass() -> SyncPass | None:
             _cursor_mark("status", now)
         # While Cloudflare's push events are relied on, the time between two reads of the list is observed too.
         observe(now)
-        due = sorted(Tunnel.objects.filter(connectors_due=True, deleted_at__isnull=True), key=_worst)
+        # Tunnels not healthy first: changed ones, and inactive ones never read (they are not due, having no
+        # connection to lose, but a first picture reads them too).
+        due = sorted(
+            Tunnel.objects.filter(
+                Q(connectors_due=True) | Q(status=Tunnel.Status.INACTIVE, connectors_synced_at__isnull=True),
+                deleted_at__isnull=True,
+            ),
+            key=_worst,
+        )
         unhealthy = [t for t in due if t.status != Tunnel.Status.HEALTHY]
         for tunnel in unhealthy[: plan.for_changes(outcome.list_calls)]:
             _sync_connectors(tunnel, now)
             record.connectors_fetched += 1
         for part in SLOW_PARTS:
-            if _cursor_due(part, settings.GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS, now):
-                {"virtual_networks": _sync_vnets, "routes": _sync_routes, "dns": _sync_dns}[part]()
-                _cursor_mark(part, now)
-                slow.append(part)
+            # A slower part waits for a pass with room for it, so it never eats the status list's reserve.
+            if plan.for_changes(outcome.list_calls) < SLOW_PART_CALLS:
+                break
+            if not _cursor_due(part, settings.GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS, now):
+                continue
+            {"virtual_networks": _sync_vnets, "routes": _sync_routes, "dns": _sync_dns}[part]()
+            _cursor_mark(part, now)
+            slow.append(part)
         healthy = [t for t in due if t.status == Tunnel.Status.HEALTHY]
         for tunnel in healthy[: plan.for_changes(outcome.list_calls)]:
             _sync_connectors(tunnel, now)

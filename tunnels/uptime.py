@@ -2,8 +2,11 @@
 
 What counts as observed (the rule every figure here follows):
 
-- Gatehouse observes the account when a sync pass reads the whole tunnel list (`SyncPass.tunnels_seen` set).
-- Two such passes at most `tunnels.observed.gap()` apart (three sync intervals, at least two minutes)
+- Gatehouse observes the account when a sync pass reads the whole tunnel list (`SyncPass.tunnels_seen` set),
+  and when a pass runs while Cloudflare's push events are connected and arriving (`tunnels.push.trusted`): a
+  change then arrives as an event, so the pass need not read the list. A pass that fails before that observes
+  nothing.
+- Two observing passes at most `tunnels.observed.gap()` apart (three sync intervals, at least two minutes)
   observe the time between them: a status change in between carries Cloudflare's own timestamp, so nothing
   goes unseen. Passes further apart leave the time between them unobserved. Each pass extends the latest
   `ObservedSpan` or opens a new one.
