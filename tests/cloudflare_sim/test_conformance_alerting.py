@@ -27,10 +27,11 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
+                status = receiver.status
                 receiver.received.append(
                     {"path": self.path, "headers": dict(self.headers), "body": json.loads(self.rfile.read(length))}
                 )
-                self.send_response(receiver.status)
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -189,7 +190,11 @@ def test_a_status_change_is_posted_in_cloudflares_payload_shape_to_matching_webh
     assert (body["alert_type"], body["policy_id"], body["account_id"]) == ("tunnel_health_event", policy_id, account_id)
     assert body["data"]["tunnel_id"] == tunnel["id"] and body["data"]["new_status"] == "TUNNEL_STATUS_TYPE_DOWN"
     assert body["alert_event"] == "ALERT_STATE_EVENT_START" and isinstance(body["ts"], int)
-    assert cf.alerting.destinations.webhooks.get(webhook_id, account_id=account_id).last_success is not None
+    # The delivery thread notes the success once the receiver has answered.
+    deadline = time.monotonic() + 2
+    while cf.alerting.destinations.webhooks.get(webhook_id, account_id=account_id).last_success is None:
+        assert time.monotonic() < deadline, "last_success was never set"
+        time.sleep(0.02)
 
 
 def test_filters_leave_out_other_tunnels_and_statuses(app, cf, account_id, receiver):
