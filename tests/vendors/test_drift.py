@@ -8,6 +8,7 @@ from alerts.models import Alert
 from cloudflare_sim import world
 from dashboard.models import AuditEntry
 from integrations import cloudflare as cf
+from tests.vendors.test_worker import _finished, _steps, workers  # noqa: F401 (the fixture)
 from vendors import drift, services
 from vendors.models import ServiceToken, Vendor, WorkflowRun
 
@@ -170,3 +171,48 @@ def test_a_vendor_with_a_workflow_running_is_left_alone(
     calls = cloudflare_sim.calls()
     assert drift.drift_check() == 0
     assert cloudflare_sim.calls() == calls
+
+
+def test_check_now_reads_one_vendor_and_says_what_it_found(
+    make_vendor, cloudflare_sim, operator, operator_client, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    vendor = _onboarded(make_vendor, capture, tokens=0)
+    url = reverse("vendors:drift_check", kwargs={"public_id": vendor.public_id})
+    response = operator_client.post(url, follow=True)
+    assert b"as Gatehouse applied it" in response.content
+    grant = vendor.grants.get(application__name="PostgreSQL orders")
+    app = cf.access_app_get(grant.application.cf_id)
+    reusable = {p.id for p in cf.access_policies_all()}
+    cf.access_app_set_policies(app, [r for r in app.references(reusable) if r["id"] != grant.cf_policy_id])
+    with capture(execute=True):
+        response = operator_client.post(url, follow=True)
+    assert b"differs from what Gatehouse applied" in response.content
+    assert f"{grant.policy_name} detached".encode() in response.content
+    entry = AuditEntry.objects.get(action="vendor.drift_found", target_id=str(vendor.public_id))
+    assert entry.actor_email == operator.email
+
+
+def test_drift_is_reapplied_on_a_real_worker(workers, make_vendor, cloudflare_sim, operator):  # noqa: F811
+    workers.start()
+    vendor = make_vendor(tokens=0)
+    assert _finished(vendor.runs.get()).status == WorkflowRun.Status.SUCCEEDED
+    vendor.refresh_from_db()
+    policy_id = vendor.grants.first().cf_policy_id
+    current = cf.access_policy_get(policy_id)
+    cf.access_policy_update(
+        policy_id,
+        name=current.name,
+        decision="allow",
+        include=[{"email_domain": {"domain": "everyone-at-elsewhere.example"}}],
+        session_duration=current.session_duration,
+    )
+    drift.drift_check()
+    vendor.refresh_from_db()
+    assert "removed email " + vendor.contacts[0] in vendor.drift[0]["subject"]
+    run = _finished(drift.drift_reapply(actor=operator, vendor=vendor, origin=None))
+    assert run.status == WorkflowRun.Status.SUCCEEDED, _steps(run)
+    drift.drift_check()
+    vendor.refresh_from_db()
+    assert vendor.drift == []
+    assert cloudflare_sim.store.get("access_policy", policy_id)["include"] == vendor.include_rules()
