@@ -380,13 +380,18 @@ def refresh(*, event: PushEvent) -> None:
         return
     now = timezone.now()
     at = min(event.sent_at or now, now)
-    if event.new_status and event.new_status != tunnel.status and at >= tunnel.status_since:
-        with transaction.atomic():
+    # Due until the read below succeeds: a refused call leaves the tunnel first in line for the next pass.
+    fields: dict[str, Any] = {"connectors_due": True}
+    with transaction.atomic():
+        if event.new_status and event.new_status != tunnel.status and at >= tunnel.status_since:
             StatusChange.objects.create(tunnel=tunnel, at=at, old_status=tunnel.status, new_status=event.new_status)
-            Tunnel.objects.filter(pk=tunnel.pk).update(
-                status=event.new_status, status_rank=Tunnel.Status(event.new_status).rank, status_since=at
-            )
-        tunnel.refresh_from_db()
+            fields |= {
+                "status": event.new_status,
+                "status_rank": Tunnel.Status(event.new_status).rank,
+                "status_since": at,
+            }
+        Tunnel.objects.filter(pk=tunnel.pk).update(**fields)
+    tunnel.refresh_from_db()
     # The pass's own connector refresh, for this one tunnel.
     sync._sync_connectors(tunnel, now)
     tunnel_alerts_evaluate(now=timezone.now())

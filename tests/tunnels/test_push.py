@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from cloudflare_sim import control
 from dashboard.models import AuditEntry
+from integrations import cloudflare as cf
 from tunnels import push
 from tunnels.models import PushConnection, PushEvent, StatusChange, SyncCursor, Tunnel
 from vendors.workflows import seal
@@ -296,3 +297,24 @@ def test_reconnecting_updates_what_exists_and_recreates_what_was_deleted_at_clou
     policies = _ours(public, "alert_policy")
     assert len(policies) == 2 and {p["id"] for p in policies} == {first.health_policy_id, first.update_policy_id}
     assert all(p["mechanisms"]["webhooks"] == [{"id": webhook["id"]}] for p in policies)
+
+
+def test_a_refresh_cloudflare_refuses_leaves_the_tunnel_first_in_line_for_the_next_pass(
+    connected, cloudflare_sim, settings
+):
+    from cloudflare_sim import faults
+    from tunnels import sync
+
+    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 300
+    sync.sync_pass()
+    target = Tunnel.objects.get(name="prod-eu-west-1-core")
+    faults.save(cloudflare_sim.store, {"rules": [{"endpoint": "GET *connections", "error_rate": 1.0}]})
+    event = PushEvent.objects.create(
+        key="k", alert_type="tunnel_health_event", sent_at=timezone.now(), tunnel_cf_id=target.cf_id, new_status="down"
+    )
+
+    with pytest.raises(cf.CloudflareTransient):
+        push.refresh(event=event)
+
+    target.refresh_from_db()
+    assert (target.status, target.connectors_due) == ("down", True)
