@@ -243,6 +243,7 @@ class VirtualNetwork:
     name: str
     comment: str
     is_default: bool
+    created_at: datetime | None = None
 
     @classmethod
     def from_sdk(cls, model: Any) -> "VirtualNetwork":
@@ -251,6 +252,7 @@ class VirtualNetwork:
             name=text(field(model, "name"), 255),
             comment=text(field(model, "comment"), 500),
             is_default=field(model, "is_default_network") is True,
+            created_at=timestamp(field(model, "created_at")),
         )
 
 

@@ -788,8 +788,12 @@ def _execute_token_rotate(change: TunnelChange) -> tuple[dict, str]:
 
 def _execute_vnet_create(change: TunnelChange) -> tuple[dict, None]:
     name = change.params["name"]
-    # A retry after a lost answer finds the network the first try made (names are unique at Cloudflare).
+    # A retry after a lost answer finds the network the first try made (names are unique at Cloudflare); one of
+    # that name made before this request is someone else's.
     existing = [v for v in cf.virtual_networks(priority=cf.Priority.INTERACTIVE) if v.name == name]
+    born = existing[0].created_at if existing else None
+    if existing and (born is None or born < change.created_at - timedelta(minutes=1)):
+        raise ChangeRefused(f"A virtual network named {name} already exists at Cloudflare.")
     vnet = existing[0] if existing else cf.virtual_network_create(name=name, comment=change.params["comment"])
     VirtualNetwork.objects.update_or_create(
         cf_id=vnet.id,

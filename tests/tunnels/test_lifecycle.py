@@ -193,3 +193,15 @@ def test_viewers_cannot_use_the_lifecycle(viewer_client, synced):
     page = viewer_client.get(reverse("tunnels:tunnel_detail", args=[tunnel.cf_id])).content.decode()
     assert "Delete the tunnel" not in page and "Rotate the token" not in page
     assert not TunnelChange.objects.exists()
+
+
+def test_creating_a_virtual_network_never_adopts_an_older_one_of_the_same_name(operator_client, synced, run):
+    made = cf.virtual_network_create(name="older-net", comment="someone else's")
+    doc = synced.store.get("vnet", str(made.id), synced.account_id)
+    doc["created_at"] = "2026-01-01T00:00:00.000000Z"
+    synced.store.put("vnet", doc, synced.account_id)
+    run(operator_client, reverse("tunnels:vnet_create"), {"name": "older-net"})
+    change = TunnelChange.objects.get()
+    assert change.state == TunnelChange.State.FAILED and "already exists at Cloudflare" in change.error
+    assert not VirtualNetwork.objects.filter(cf_id=made.id).exists()
+    assert _sim_vnets(synced)["older-net"]["comment"] == "someone else's"

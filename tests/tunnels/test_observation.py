@@ -85,12 +85,15 @@ def test_a_first_pass_on_a_thin_budget_reads_status_of_all_and_unhealthy_connect
     assert f"configurations for 0 of {remote} remotely managed" in page
 
 
-def test_configurations_come_in_rotation_once_every_tunnels_connectors_were_read(cloudflare_sim, db, settings):
+def test_configurations_come_in_rotation_once_every_tunnels_connectors_were_read(
+    cloudflare_sim, db, settings, viewer_client
+):
     settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 300
     record = sync.sync_pass()
     assert sync.picture_complete()
     remote = Tunnel.objects.filter(remote_config=True)
     assert record.configs_fetched == remote.count() and not remote.filter(config_synced_at__isnull=True).exists()
+    assert "Still reading the account" not in viewer_client.get(reverse("tunnels:tunnel_list")).content.decode()
 
 
 def test_opening_a_tunnels_page_queues_one_read_of_its_configuration(
