@@ -12,6 +12,7 @@ from datetime import date, datetime
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from dashboard.models import User
 from dashboard.requestinfo import Origin
@@ -255,6 +256,8 @@ def vendor_adopt(
         raise PermissionDenied("Only admins adopt vendors.")
     if not sponsor.has_role(User.Role.OPERATOR):
         raise ValidationError({"sponsor": "The sponsor must be an operator or an admin."})
+    if ends_at <= timezone.now():
+        raise ValidationError({"ends_on": "The end of the grants is in the past."})
     people = adopt_candidate(policy_id)
     changed = "It changed at Cloudflare since you opened this page; review it again below."
     if people.fingerprint() != fingerprint:

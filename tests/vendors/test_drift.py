@@ -71,14 +71,19 @@ def test_a_rule_added_at_cloudflare_is_found_alerted_shown_and_reapplied(
     assert alert.state == Alert.State.OPEN and "intruder@elsewhere.example" in alert.body
     page = operator_client.get(reverse("vendors:vendor_detail", kwargs={"public_id": vendor.public_id}))
     assert b"Changed at Cloudflare outside Gatehouse" in page.content and b"Re-apply" in page.content
+    assert b"changed at Cloudflare</span>" in operator_client.get(reverse("vendors:vendor_list")).content
 
     _reapplied(operator_client, vendor, capture)
     assert cloudflare_sim.store.get("access_policy", policy_id)["include"] == [
         {"email": {"email": vendor.contacts[0]}}
     ]
+    page = operator_client.get(reverse("vendors:vendor_detail", kwargs={"public_id": vendor.public_id}))
+    assert b"workflow has run since; check again" in page.content
     _check(capture)
     vendor.refresh_from_db()
     assert vendor.drift == [] and vendor.drift_found_at is None
+    page = operator_client.get(reverse("vendors:vendor_detail", kwargs={"public_id": vendor.public_id}))
+    assert b"Changed at Cloudflare outside Gatehouse" not in page.content
     assert _alert(vendor).state == Alert.State.RESOLVED
     actions = list(
         AuditEntry.objects.filter(target_id=str(vendor.public_id), action__startswith="vendor.drift").values_list(
