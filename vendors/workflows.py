@@ -25,7 +25,7 @@ from django.utils import timezone
 from dashboard.requestinfo import Origin
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
-from integrations import records
+from integrations import locks, records
 from integrations.cloudflare import CloudflareError, CloudflareNotFound, CloudflareTransient, Priority
 from vendors.models import (
     MANAGED_PREFIX,
@@ -424,6 +424,43 @@ def step_policy(ctx: Context) -> None:
             vendor.grants.filter(status=Grant.Status.ACTIVE).update(cf_service_policy_id="")
 
 
+def _app_write(
+    ctx: Context,
+    app: records.AccessApplication,
+    owned: Callable[[records.AccessPolicy], bool],
+    target: set[str],
+    reusable: set[str],
+) -> Call:
+    """Set which of the vendor's policies the application carries (`target`), keeping everyone else's as they are.
+
+    The application is read again and written back under its lock: another vendor's run may have changed it since
+    this step's read, and a PUT of the stale list would undo that change.
+    """
+    verb = "attach to" if target else "detach from"
+
+    def write() -> str:
+        try:
+            with locks.hold(f"access-app:{app.id}"):
+                fresh = cf.access_app_get(app.id, priority=ctx.priority)
+                known = reusable | target
+                if any(p.id not in known for p in fresh.policies):
+                    # Attached since this step read the policies (another run's): read them again, not guess.
+                    known |= {p.id for p in cf.access_policies_all(priority=ctx.priority)}
+                _refuse_inline([fresh], known)
+                mine = {p.id for p in fresh.policies if owned(p)}
+                if mine == target:
+                    return "already as wanted"
+                refs = [ref for ref in fresh.references(known) if ref["id"] not in mine]
+                top = max((ref["precedence"] for ref in refs), default=0)
+                refs += [{"id": policy_id, "precedence": top + i} for i, policy_id in enumerate(sorted(target), 1)]
+                cf.access_app_set_policies(fresh, refs, priority=ctx.priority)
+                return "ok"
+        except locks.LockTimeout:
+            raise CloudflareTransient(f"access.apps.update: {app.name} is being changed by another run") from None
+
+    return Call("access.apps.update", f"{verb} {app.name}", write, missing_ok=not target, describe=str)
+
+
 def _wanted_on(grant: Grant, with_tokens: bool) -> set[str]:
     return {grant.cf_policy_id} | ({grant.cf_service_policy_id} if with_tokens else set())
 
@@ -439,31 +476,17 @@ def step_attach(ctx: Context) -> None:
     apps, policies = _read_apps_and_policies(ctx)
     ours = _owned(vendor)
     reusable = {p.id for p in policies}
-    changes: list[tuple[records.AccessApplication, list[dict[str, Any]], str]] = []
-    for app in apps:
-        mine = {p.id for p in app.policies if ours(p)}
-        target = granted.get(app.id, set())
-        if mine == target:
-            continue
-        refs = [ref for ref in app.references(reusable) if ref["id"] not in mine]
-        top = max((ref["precedence"] for ref in refs), default=0)
-        refs += [{"id": policy_id, "precedence": top + i} for i, policy_id in enumerate(sorted(target), 1)]
-        changes.append((app, refs, "attach to" if target else "detach from"))
-    _refuse_inline([app for app, _refs, _verb in changes], reusable)
-    calls = [
-        Call(
-            "access.apps.update",
-            f"{verb} {app.name}",
-            lambda app=app, refs=refs: cf.access_app_set_policies(app, refs, priority=ctx.priority),
-            describe=lambda _answer: "ok",
-        )
-        for app, refs, verb in changes
+    changes = [
+        (app, granted.get(app.id, set()))
+        for app in apps
+        if {p.id for p in app.policies if ours(p)} != granted.get(app.id, set())
     ]
+    calls = [_app_write(ctx, app, ours, target, reusable) for app, target in changes]
     if not calls:
         ctx.note("access.apps.update", "all applications", "already as wanted")
     run_concurrently(ctx, calls)
     ctx.run.data["detached_apps"] = sorted(
-        {app.id for app, _refs, verb in changes if verb == "detach from"} | set(ctx.run.data.get("detached_apps", []))
+        {app.id for app, target in changes if not target} | set(ctx.run.data.get("detached_apps", []))
     )
     # Policies of the vendor no grant uses any more (a session length no grant has now, the last grant ended) are
     # detached everywhere by now; Cloudflare refuses to delete one still attached.
@@ -669,18 +692,7 @@ def step_cut_off(ctx: Context) -> None:
     ours = _owned(vendor)
     our_policies = [p for p in policies if ours(p)]
     touched = [a for a in apps if any(ours(p) for p in a.policies)]
-    _refuse_inline(touched, reusable)
-    mine = {p.id for p in our_policies}
-    kept = {app.id: [r for r in app.references(reusable) if r["id"] not in mine] for app in touched}
-    writes = [
-        Call(
-            "access.apps.update",
-            f"detach from {app.name}",
-            lambda app=app: cf.access_app_set_policies(app, kept[app.id], priority=ctx.priority),
-            describe=lambda _answer: "ok",
-        )
-        for app in touched
-    ]
+    writes = [_app_write(ctx, app, ours, set(), reusable) for app in touched]
     writes += [
         Call(
             "access.service_tokens.delete",

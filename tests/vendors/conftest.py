@@ -5,6 +5,7 @@ import pytest
 from django.utils import timezone
 
 from dashboard.requestinfo import Origin
+from tests.vendors.test_worker import workers  # noqa: F401 - real Celery workers, for the tests of every module here
 from vendors import services
 from vendors.models import AccessApplication
 
