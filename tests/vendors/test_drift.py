@@ -8,8 +8,9 @@ from alerts.models import Alert
 from cloudflare_sim import world
 from dashboard.models import AuditEntry
 from integrations import cloudflare as cf
+from integrations.cloudflare import Priority
 from tests.vendors.test_worker import _finished, _steps, workers  # noqa: F401 (the fixture)
-from vendors import drift, services
+from vendors import drift, services, tasks
 from vendors.models import ServiceToken, Vendor, WorkflowRun
 
 
@@ -221,3 +222,20 @@ def test_drift_is_reapplied_on_a_real_worker(workers, make_vendor, cloudflare_si
     vendor.refresh_from_db()
     assert vendor.drift == []
     assert cloudflare_sim.store.get("access_policy", policy_id)["include"] == vendor.include_rules()
+
+
+def test_the_beat_pass_gives_way_to_clicks_when_the_budget_is_spent(
+    make_vendor, cloudflare_sim, operator_client, django_capture_on_commit_callbacks
+):
+    vendor = _onboarded(make_vendor, django_capture_on_commit_callbacks, tokens=0)
+    budget = cf.budget()
+    while budget.take(Priority.BACKGROUND).granted:
+        pass
+    calls = cloudflare_sim.calls()
+    tasks.vendors_drift_check()
+    vendor.refresh_from_db()
+    assert vendor.drift_checked_at is None and cloudflare_sim.calls() == calls
+    # The reserve kept for people's clicks still reads it at once.
+    operator_client.post(reverse("vendors:drift_check", kwargs={"public_id": vendor.public_id}))
+    vendor.refresh_from_db()
+    assert vendor.drift_checked_at is not None and cloudflare_sim.calls() == calls + 3
