@@ -230,6 +230,7 @@ def service_policy_choices(candidate: Candidate, all_candidates: list[Candidate]
         and c.token_ids
         and not c.admits_people
         and not (c.policy.exclude or c.policy.require)
+        and not c.unknown_apps
         and c.app_ids
         and set(c.app_ids) <= apps
     ]

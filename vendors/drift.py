@@ -105,7 +105,7 @@ def _policy_differences(
 
 def vendor_differences(vendor: Vendor, account: Account) -> list[Difference]:
     """How Cloudflare differs from what Gatehouse applied for this vendor; [] when it matches."""
-    grants = [g for g in vendor.grants.filter(status=Grant.Status.ACTIVE).select_related("application")]
+    grants = list(vendor.grants.filter(status=Grant.Status.ACTIVE).select_related("application"))
     tokens = list(vendor.service_tokens.filter(status=ServiceToken.Status.ACTIVE).exclude(cf_id=""))
     out: list[Difference] = []
     people: dict[str, str] = {}
@@ -188,7 +188,7 @@ def _resolve_alert(vendor: Vendor) -> None:
     alert_resolve(dedupe_key=_alert_key(vendor), body=f"{vendor.name} matches Cloudflare again.")
 
 
-def _checkable() -> "Q":
+def _checkable() -> Q:
     return Q(status=Vendor.Status.ACTIVE, archived_at=None) & ~Q(runs__status__in=WorkflowRun.ACTIVE)
 
 

@@ -346,6 +346,8 @@ class ServiceToken(models.Model):
     secret_sealed = models.TextField(blank=True)
     # False for a token adopted from Cloudflare: its secret was given out before Gatehouse knew of it.
     secret_known = models.BooleanField(default=True)
+    # When a rotation sealed a new secret (the token itself may be much older); unset, the token's creation counts.
+    secret_sealed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.models import User
@@ -662,7 +663,8 @@ def vendor_settings_update(*, actor: User, auto_suspend_overdue: bool, origin: O
 def tokens_forget_unshown_secrets(*, older_than: timedelta = timedelta(days=1)) -> int:
     """A secret nobody revealed within a day is dropped: Gatehouse keeps no secret longer than it must."""
     cutoff = timezone.now() - older_than
-    return ServiceToken.objects.exclude(secret_sealed="").filter(created_at__lt=cutoff).update(secret_sealed="")
+    sealed_before = Q(secret_sealed_at__lt=cutoff) | Q(secret_sealed_at=None, created_at__lt=cutoff)
+    return ServiceToken.objects.exclude(secret_sealed="").filter(sealed_before).update(secret_sealed="")
 
 
 def workflows_resume(*, on_start: bool = False) -> int:

@@ -2,6 +2,7 @@
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from dashboard.models import User
 from dashboard.requestinfo import Origin
@@ -59,9 +60,10 @@ def token_rotate(*, actor: User, token: ServiceToken, origin: Origin) -> Service
         except CloudflareError as error:
             raise _refused(token, error) from None
         token.secret_sealed = workflows.seal(rotated.client_secret)
+        token.secret_sealed_at = timezone.now()
         token.secret_known = True
         token.client_id = rotated.client_id or token.client_id
-        token.save(update_fields=["secret_sealed", "secret_known", "client_id"])
+        token.save(update_fields=["secret_sealed", "secret_sealed_at", "secret_known", "client_id"])
         _audit(action="vendor.token_rotated", actor=actor, token=token, origin=origin, details={})
     return token
 

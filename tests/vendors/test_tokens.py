@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from cloudflare_sim import world
 from dashboard.models import AuditEntry
-from vendors import services
+from vendors import services, tokens
 from vendors.models import ServiceToken, Vendor, WorkflowRun
 
 
@@ -106,3 +106,18 @@ def test_viewers_may_not_rotate(make_vendor, cloudflare_sim, viewer_client, djan
     calls = cloudflare_sim.calls()
     response = viewer_client.post(reverse("vendors:token_rotate", kwargs={"public_id": token.public_id}))
     assert response.status_code == 403 and cloudflare_sim.calls() == calls
+
+
+def test_a_rotated_secret_of_an_old_token_is_kept_a_day_for_revealing_then_dropped(
+    make_vendor, cloudflare_sim, operator, django_capture_on_commit_callbacks
+):
+    _vendor, token = _onboarded(make_vendor, django_capture_on_commit_callbacks)
+    ServiceToken.objects.filter(pk=token.pk).update(created_at=timezone.now() - timedelta(days=200), secret_sealed="")
+    tokens.token_rotate(actor=operator, token=token, origin=None)
+    services.tokens_forget_unshown_secrets()
+    token.refresh_from_db()
+    assert token.secret_sealed, "a token's age is not its secret's"
+    ServiceToken.objects.filter(pk=token.pk).update(secret_sealed_at=timezone.now() - timedelta(days=2))
+    assert services.tokens_forget_unshown_secrets() == 1
+    token.refresh_from_db()
+    assert token.secret_sealed == ""
