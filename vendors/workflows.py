@@ -400,7 +400,8 @@ def step_policy(ctx: Context) -> None:
             continue
         kept[n] = keep.id
         claimed.add(keep.id)
-        if (keep.name, keep.decision, keep.include, keep.session_duration) != (
+        # Exclude and require rules added at Cloudflare count as a difference: the update (a PUT) removes them.
+        if (keep.name, keep.decision, keep.include, keep.exclude, keep.require, keep.session_duration) != (
             spec.name,
             spec.decision,
             spec.include,

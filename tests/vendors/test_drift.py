@@ -239,3 +239,29 @@ def test_the_beat_pass_gives_way_to_clicks_when_the_budget_is_spent(
     operator_client.post(reverse("vendors:drift_check", kwargs={"public_id": vendor.public_id}))
     vendor.refresh_from_db()
     assert vendor.drift_checked_at is not None and cloudflare_sim.calls() == calls + 3
+
+
+def test_an_exclude_rule_added_at_cloudflare_is_found_and_reapplying_removes_it(
+    make_vendor, cloudflare_sim, operator_client, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    vendor = _onboarded(make_vendor, capture, tokens=0)
+    policy_id = vendor.grants.first().cf_policy_id
+    current = cf.client().zero_trust.access.policies.get(policy_id, account_id=cloudflare_sim.account_id)
+    cf.client().zero_trust.access.policies.update(
+        policy_id,
+        account_id=cloudflare_sim.account_id,
+        name=current.name,
+        decision="allow",
+        include=[{"email": {"email": vendor.contacts[0]}}],
+        exclude=[{"email": {"email": vendor.contacts[0]}}],
+        session_duration=current.session_duration,
+    )
+    _check(capture)
+    vendor.refresh_from_db()
+    assert [(d["expected"], d["found"]) for d in vendor.drift] == [("none", f"email {vendor.contacts[0]}")]
+    _reapplied(operator_client, vendor, capture)
+    assert cloudflare_sim.store.get("access_policy", policy_id)["exclude"] == []
+    _check(capture)
+    vendor.refresh_from_db()
+    assert vendor.drift == []
