@@ -130,7 +130,9 @@ def _sim_vnets(sim):
 
 
 def test_create_rename_and_delete_a_virtual_network(operator_client, synced, run):
-    run(operator_client, reverse("tunnels:vnet_create"), {"name": "partner-net", "comment": "partners"})
+    response = run(operator_client, reverse("tunnels:vnet_create"), {"name": "partner-net", "comment": "partners"})
+    shown = operator_client.get(response["Location"]).content.decode()
+    assert "Create virtual network" in shown and "partner-net" in shown and "Succeeded" in shown
     created = _sim_vnets(synced)["partner-net"]
     vnet = VirtualNetwork.objects.get(cf_id=created["id"])
     assert created["comment"] == "partners" and vnet.name == "partner-net"
