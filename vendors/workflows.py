@@ -405,6 +405,8 @@ def step_policy(ctx: Context) -> None:
             spec.name,
             spec.decision,
             spec.include,
+            (),
+            (),
             spec.session,
         ):
             calls.append(
