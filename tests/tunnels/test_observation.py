@@ -173,3 +173,19 @@ def test_recovery_closes_the_alert_only_after_the_grace(synced, db, settings):
         tunnel_alerts_evaluate(now=timezone.now())
         alert.refresh_from_db()
         assert alert.state == Alert.State.RESOLVED
+
+
+def test_the_read_a_page_queues_goes_through_when_the_background_budget_is_spent(
+    viewer_client, synced, django_capture_on_commit_callbacks
+):
+    from integrations import cloudflare as cf
+
+    tunnel = Tunnel.objects.filter(remote_config=True, hostname_count__gt=0).order_by("name").first()
+    Tunnel.objects.filter(pk=tunnel.pk).update(config_synced_at=None)
+    budget = cf.budget()
+    while budget.take(cf.Priority.BACKGROUND).granted:
+        pass
+    with django_capture_on_commit_callbacks(execute=True):
+        viewer_client.get(reverse("tunnels:tunnel_detail", args=[tunnel.cf_id]))
+    tunnel.refresh_from_db()
+    assert tunnel.config_synced_at is not None
