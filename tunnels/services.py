@@ -734,6 +734,7 @@ def _execute_tunnel_delete(change: TunnelChange) -> tuple[dict, None]:
         routes_removed.append(route.network)
     target = f"{tunnel_id}.cfargotunnel.com"
     dns_removed, dns_left = [], []
+    # The zones Gatehouse knows: the only ones it publishes hostnames in, so every record it created is there.
     for zone in Zone.objects.all():
         for record in cf.dns_records_pointing(zone.cf_id, target):
             if MANAGED_COMMENT in record.comment:
