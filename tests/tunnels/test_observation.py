@@ -189,3 +189,24 @@ def test_the_read_a_page_queues_goes_through_when_the_background_budget_is_spent
         viewer_client.get(reverse("tunnels:tunnel_detail", args=[tunnel.cf_id]))
     tunnel.refresh_from_db()
     assert tunnel.config_synced_at is not None
+
+
+def test_passes_recorded_before_the_upgrade_become_observed_spans(db, settings):
+    import importlib
+
+    from django.apps import apps
+
+    from tunnels.models import SyncPass
+
+    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 30
+    migration = importlib.import_module("tunnels.migrations.0003_lifecycle_and_observation")
+    start = timezone.now() - timedelta(hours=5)
+    minutes = [0, 1, 2, 3, 60, 61, 62]  # a break of 57 minutes after the fourth pass
+    for m in minutes:
+        SyncPass.objects.create(started_at=start + timedelta(minutes=m), tunnels_seen=10)
+    SyncPass.objects.create(started_at=start + timedelta(minutes=90), tunnels_seen=0)  # could not read the list
+    migration.spans_from_passes(apps, None)
+    assert list(ObservedSpan.objects.order_by("start").values_list("start", "end")) == [
+        (start, start + timedelta(minutes=3)),
+        (start + timedelta(minutes=60), start + timedelta(minutes=62)),
+    ]
