@@ -64,13 +64,13 @@ _TRANSPORTS = {"tcp": "TCP", "udp": "UDP", "quic": "UDP"}
 _raw_decode = json.JSONDecoder().raw_decode
 
 # The fields the fast path reads, in two C calls per line; a line without one of them takes the reference path.
-_SHAPE_FIELDS = itemgetter(
-    "OriginIP", "OriginPort", "Protocol", "VirtualNetworkID", "DestinationTunnelID", "ConnectionCloseReason", "Email"
+_DESTINATION_FIELDS = itemgetter("OriginIP", "OriginPort", "Protocol", "VirtualNetworkID", "DestinationTunnelID")
+_SESSION_FIELDS = itemgetter(
+    "ConnectionCloseReason", "Email", "SessionStartTime", "SessionEndTime", "BytesSent", "BytesReceived"
 )
-_NUMBER_FIELDS = itemgetter("SessionStartTime", "SessionEndTime", "BytesSent", "BytesReceived")
 
 # Decompressed bytes handed to the parser at a time: the object is never whole in memory, nor is a gzip bomb.
-CHUNK = 256 << 10
+CHUNK = 1 << 20
 OUT_CHUNK = 1 << 20
 
 
@@ -228,40 +228,41 @@ class Reader:
 
     def add_lines(self, lines: list[bytes]) -> None:
         """Add lines (without their newlines; empty ones are skipped)."""
+        if b"" in lines:
+            lines = [line for line in lines if line]
+        self.totals.records += len(lines)
+        if max(map(len, lines), default=0) > MAX_LINE:
+            for line in lines:
+                if len(line) > MAX_LINE:
+                    self.add(line, counted=True)
+            lines = [line for line in lines if len(line) <= MAX_LINE]
         groups = self.groups
         users = self._users
         reasons = self._reasons
         loads = orjson.loads
-        shape_of, numbers_of = _SHAPE_FIELDS, _NUMBER_FIELDS
+        destination_of, session_of = _DESTINATION_FIELDS, _SESSION_FIELDS
         earliest, latest, max_bytes = _EARLIEST_NS, _LATEST_NS, MAX_BYTES
         slow = self.add
-        records = 0
         for line in lines:
-            if not line:
-                continue
-            records += 1
-            if len(line) > MAX_LINE:
-                slow(line, counted=True)
-                continue
             try:
                 record = loads(line)
-                ip, port, protocol, vnet, tunnel, reason, email = shape_of(record)
-                start, end, sent, received = numbers_of(record)
-                group = groups.get((ip, port, protocol, vnet, tunnel))
+                destination = destination_of(record)
+                reason, email, start, end, sent, received = session_of(record)
+                group = groups.get(destination)
                 user = users.get(email)
                 known_reason = reason in reasons
             except (ValueError, KeyError, TypeError):  # not JSON, another dataset or shape, an unhashable value
                 slow(line, counted=True)
                 continue
             if group is None or user is None or not known_reason:
-                if not self._learn(ip, port, protocol, vnet, tunnel, reason, email):
+                if not self._learn(destination, reason, email):
                     slow(line, counted=True)
                     continue
-                group = groups[(ip, port, protocol, vnet, tunnel)]
+                group = groups[destination]
                 user = users[email]
             if (
                 # True == 1 and 1.0 == 1 to a dict, not to us
-                not type(port) is type(start) is type(end) is type(sent) is type(received) is int
+                not type(destination[1]) is type(start) is type(end) is type(sent) is type(received) is int
                 or not (earliest <= start < latest and earliest <= end < latest)
                 or not (0 <= sent < max_bytes and 0 <= received < max_bytes)
             ):
@@ -279,13 +280,12 @@ class Reader:
                 group[7][user] += 1
             else:
                 _other_day(group, end, size, user)
-        self.totals.records += records
 
-    def _learn(self, ip, port, protocol, vnet, tunnel, reason, email) -> bool:
+    def _learn(self, destination: tuple, reason, email) -> bool:
         """Check the parts of a line the batch has not met yet (destination, user, close reason) and remember
         them; False when one is not what the fast path accepts (the reference checks then decide)."""
-        destination = (ip, port, protocol, vnet, tunnel)
         if destination not in self.groups:
+            ip, port, protocol, vnet, tunnel = destination
             group = None
             if type(port) is int and type(protocol) is str:
                 with contextlib.suppress(Rejected):
