@@ -380,14 +380,13 @@ def batches_of(objects: list[aws.S3Object], processes: int) -> list[list[aws.S3O
     """Consecutive objects in batches: big enough to save database work (each batch costs one pass over the
     origins it touched), of about equal compressed size, three per process so that every process stays busy to
     the end, and small enough (in objects and bytes) that a batch's aggregates stay small."""
-    per_batch = max(1, min(BATCH_OBJECTS, -(-len(objects) // (max(1, processes) * 3))))
     total = sum(o.size for o in objects)
     # A little slack, so that rounding leaves no small batch at the end.
     batch_bytes = max(1, min(BATCH_BYTES, total * 21 // (20 * max(1, processes) * 3)))
     batches: list[list[aws.S3Object]] = []
     size = 0
     for obj in objects:
-        if not batches or len(batches[-1]) >= per_batch or (batches[-1] and size + obj.size > batch_bytes):
+        if not batches or len(batches[-1]) >= BATCH_OBJECTS or (batches[-1] and size + obj.size > batch_bytes):
             batches.append([])
             size = 0
         batches[-1].append(obj)
