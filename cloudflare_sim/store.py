@@ -216,3 +216,26 @@ class Store:
     def reset_rate_limits(self) -> None:
         with self.write() as conn:
             conn.execute("DELETE FROM ratelimit")
+
+
+def read_documents(path: str | Path, kinds: Iterable[str], *, limit: int) -> list[tuple[str, str, str, Doc]]:
+    """(kind, id, account id, document) of the given kinds in a state file, ordered by kind then id.
+
+    For tools that only read another process's state: the file is opened read-only, so a missing file is never
+    created and the schema never written, and a file that is not a simulator state reads as empty.
+    """
+    if not Path(path).is_file():
+        return []
+    kinds = list(kinds)
+    marks = ", ".join("?" * len(kinds))
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            rows = conn.execute(
+                f"SELECT kind, id, account_id, doc FROM objects WHERE kind IN ({marks}) "  # noqa: S608 - placeholders
+                "ORDER BY kind, id LIMIT ?",
+                [*kinds, limit],
+            ).fetchall()
+    except sqlite3.Error:
+        return []
+    return [(kind, obj_id, account_id, json.loads(doc)) for kind, obj_id, account_id, doc in rows]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import subprocess
 import sys
 import threading
 
+import boto3
 import cloudflare
 import pytest
+from moto.server import ThreadedMotoServer
 
 from cloudflare_sim.__main__ import main
 from cloudflare_sim.app import make_app
@@ -108,9 +111,7 @@ def test_event_faults_and_stats_commands_against_the_state_file(state, capsys):
         == 0
     )
     config = json.loads(capsys.readouterr().out)
-    assert (
-        config["rules"] == [{"endpoint": "GET *", "latency_ms": 5.0}] and config["rate_limit"]["limit"] == 50
-    )
+    assert config["rules"] == [{"endpoint": "GET *", "latency_ms": 5.0}] and config["rate_limit"]["limit"] == 50
     assert main(["faults", "clear", "--state", state]) == 0
     assert json.loads(capsys.readouterr().out)["rules"] == []
     assert main(["stats", "--state", state, "--reset"]) == 0
@@ -125,13 +126,35 @@ def test_event_and_stats_commands_against_a_running_server(state, capsys):
         assert "endpoints" in json.loads(capsys.readouterr().out)
 
 
-def test_logpush_subcommand_is_dispatched(monkeypatch):
-    import types
+def test_logpush_command_writes_sessions_through_the_state_tunnels_to_s3(state, monkeypatch, capsys):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "GATEHOUSE_LOGPUSH_URL"):
+            monkeypatch.delenv(name, raising=False)
+        argv = ["logpush", "--to", "s3://cli-logpush/gateway", "--records", "300", "--hours", "1"]
+        argv += ["--end", "2026-11-23T01:00:00Z", "--public-share", "0", "--malformed-share", "0"]
+        argv += ["--state", state, "--json"]
+        assert main(argv) == 0
+        summary = json.loads(capsys.readouterr().out)
+        s3 = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1")
+        listed = s3.list_objects_v2(Bucket="cli-logpush", Prefix="gateway/")["Contents"]
+        bodies = [s3.get_object(Bucket="cli-logpush", Key=item["Key"])["Body"].read() for item in listed]
+        lines = [json.loads(line) for body in bodies for line in gzip.decompress(body).splitlines()]
+    finally:
+        server.stop()
 
-    seen = []
-    fake = types.ModuleType("cloudflare_sim.logpush")
-    fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "cloudflare_sim.logpush", fake)
-    monkeypatch.setattr("cloudflare_sim.logpush", fake, raising=False)
-    assert main(["logpush", "--bucket", "b"]) == 0
-    assert seen == [["--bucket", "b"]]
+    assert summary["records"] == summary["valid"] == len(lines) == 300
+    assert sorted(summary["keys"]) == sorted(item["Key"] for item in listed)
+    assert all(key.startswith("gateway/20261123/") for key in summary["keys"])
+    # The sessions go through the tunnels and networks of the account in the state file, not ids from the seed.
+    store = Store(state)
+    tunnels = {tunnel["id"] for tunnel in store.list("tunnel")}
+    assert {line["AccountID"] for line in lines} == set(store.accounts())
+    assert {line["DestinationTunnelID"] for line in lines} <= tunnels
+    assert {line["VirtualNetworkID"] for line in lines} <= {vnet["id"] for vnet in store.list("vnet")}

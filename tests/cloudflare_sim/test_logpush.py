@@ -28,6 +28,7 @@ from cloudflare_sim.logpush import (
     VALID,
     ZERO_TRUST_NETWORK_SESSIONS,
 )
+from cloudflare_sim.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 END = dt.datetime(2026, 11, 23, 1, 0, tzinfo=dt.UTC)
@@ -295,7 +296,7 @@ def test_rfc3339_timestamps_when_asked():
 
 
 def test_a_window_busier_than_the_per_object_cap_becomes_several_objects(monkeypatch):
-    monkeypatch.setattr(logpush, "MAX_OBJECT_RECORDS", 1000)
+    monkeypatch.setattr("cloudflare_sim.logpush.plan.MAX_OBJECT_RECORDS", 1000)
     plans = logpush.plan_objects(records=5500, hours=1, seed=1, end=END, objects_per_hour=1)
 
     assert len(plans) == 6
@@ -307,23 +308,33 @@ def test_a_window_busier_than_the_per_object_cap_becomes_several_objects(monkeyp
 
 
 def test_ids_come_from_the_simulator_state_when_it_has_them(tmp_path):
-    state = tmp_path / "state.sqlite3"
+    state = Store(tmp_path / "state.sqlite3")
+    account = uuid.uuid4().hex
     tunnel_ids = sorted(str(uuid.uuid4()) for _ in range(20))
     vnet_ids = sorted(str(uuid.uuid4()) for _ in range(4))
-    with sqlite3.connect(state) as conn:
-        conn.execute("CREATE TABLE tunnels (id TEXT PRIMARY KEY, name TEXT)")
-        conn.execute("CREATE TABLE virtual_networks (id TEXT PRIMARY KEY, name TEXT)")
-        conn.executemany("INSERT INTO tunnels VALUES (?, 't')", [(i,) for i in tunnel_ids])
-        conn.executemany("INSERT INTO virtual_networks VALUES (?, 'v')", [(i,) for i in vnet_ids])
-    conn.close()
+    state.put_many("tunnel", [({"id": i, "name": "t"}, account, None) for i in tunnel_ids])
+    state.put_many("vnet", [({"id": i, "name": "v"}, account, None) for i in vnet_ids])
+    state.close()
 
     records = [
         line.record()
-        for line in logpush.generate_records(records=500, hours=1, seed=1, end=END, state=str(state))
+        for line in logpush.generate_records(records=500, hours=1, seed=1, end=END, state=state.path)
         if line.kind == VALID
     ]
+    assert {r["AccountID"] for r in records} == {account}
     assert {r["VirtualNetworkID"] for r in records} <= set(vnet_ids)
     assert {r["DestinationTunnelID"] for r in records} <= set(tunnel_ids)
+
+
+def test_tables_other_than_the_simulator_state_are_not_read_for_ids(tmp_path):
+    state = tmp_path / "state.sqlite3"
+    with sqlite3.connect(state) as conn:
+        conn.execute("CREATE TABLE tunnels (id TEXT PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO tunnels VALUES (?, 't')", (str(uuid.uuid4()),))
+    conn.close()
+    with_state = logpush.generate_records(records=50, hours=1, end=END, state=str(state))
+    without = logpush.generate_records(records=50, hours=1, end=END)
+    assert [line.data for line in with_state] == [line.data for line in without]
 
 
 def test_ids_and_account_come_from_a_state_that_stores_documents_by_kind(tmp_path):
