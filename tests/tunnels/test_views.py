@@ -51,15 +51,35 @@ def test_detail_htmx_request_gets_the_overview_fragment(viewer_client, tunnel, h
     assert body.lstrip().startswith('<div id="tunnel-overview"') and "<html" not in body
 
 
-def test_route_lookup_finds_the_longest_prefix(viewer_client, synced):
-    from tunnels.models import Route
+def test_route_lookup_finds_the_longest_prefix(viewer_client, synced, htmx_headers):
+    import uuid
 
-    route = Route.objects.select_related("virtual_network", "tunnel").first()
-    address = route.network.split("/")[0].rsplit(".", 1)[0] + ".7"
-    response = viewer_client.get(
-        reverse("tunnels:route_list"), {"ip": address, "vnet": str(route.virtual_network.cf_id)}
-    )
-    assert route.tunnel.name in response.content.decode()
+    from tunnels.models import Route, VirtualNetwork
+
+    wide, narrow, other = Tunnel.objects.order_by("name")[:3]
+    vnet, elsewhere = VirtualNetwork.objects.order_by("name")[:2]
+    # Overlapping routes in the same network, listed out of order; a yet narrower one in another network.
+    for network, tunnel, network_of in (
+        ("10.77.5.0/24", narrow, vnet),
+        ("10.77.0.0/16", wide, vnet),
+        ("10.77.5.96/28", other, vnet),
+        ("10.77.5.100/30", other, elsewhere),
+    ):
+        Route.objects.create(
+            cf_id=uuid.uuid4(), network=network, tunnel=tunnel, tunnel_cf_id=tunnel.cf_id, virtual_network=network_of
+        )
+
+    def lookup(address):
+        params = {"ip": address, "vnet": str(vnet.cf_id)}
+        return viewer_client.get(reverse("tunnels:route_list"), params, headers=htmx_headers).content.decode()
+
+    body = lookup("10.77.5.200")
+    assert "by the route <code>10.77.5.0/24</code>" in body
+    assert narrow.name in body and wide.name not in body
+    body = lookup("10.77.9.1")
+    assert "by the route <code>10.77.0.0/16</code>" in body and wide.name in body
+    body = lookup("10.77.5.101")
+    assert "by the route <code>10.77.5.96/28</code>" in body and other.name in body
 
 
 def test_overview_shows_tunnels_by_status_changes_and_open_alerts(viewer_client, synced, settings):
