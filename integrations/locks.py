@@ -34,7 +34,7 @@ def _redis(url: str) -> redis.Redis:
 @contextmanager
 def hold(name: str, *, wait: float = 30.0, ttl: float = 60.0) -> Iterator[None]:
     if settings.REDIS_URL:
-        lock = _redis(settings.REDIS_URL).lock(f"gatehouse:lock:{name}", timeout=ttl)
+        lock = _redis(settings.REDIS_URL).lock(f"gatehouse:lock:{name}", timeout=ttl, sleep=0.01)
         if not lock.acquire(blocking_timeout=wait):
             raise LockTimeout(name)
         try:

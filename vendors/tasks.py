@@ -4,8 +4,9 @@ import logging
 import time
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
+from integrations import cloudflare
 from integrations.cloudflare import CloudflareTransient
 from vendors import drift, services, workflows
 
@@ -48,6 +49,11 @@ def workflow_advance(self, run_id: int) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def workflows_resume(on_start: bool = False) -> None:
     services.workflows_resume(on_start=on_start)
+
+
+@worker_init.connect
+def _load_cloudflare_sdk(**_kwargs) -> None:
+    cloudflare.access_preload()
 
 
 @worker_ready.connect
