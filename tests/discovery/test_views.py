@@ -1,7 +1,5 @@
 """The catalogue, the origin page, applications and the ingest page, as each role sees them."""
 
-import ipaddress
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -276,10 +274,14 @@ def test_the_ingest_page_shows_each_run_and_what_it_refused(viewer_client):
     assert "s3://b/p" in body and ">90<" in body and ">4<" in body
 
 
-def test_origin_ids_in_urls_are_uuids(make_origin):
-    o = make_origin()
-    url = reverse("discovery:origin_detail", args=[o.public_id])
-    assert str(o.public_id) in url and ipaddress.ip_address(o.address)
+def test_origin_ids_in_urls_are_uuids(viewer_client, make_origin):
+    origin = make_origin()
+    url = reverse("discovery:origin_detail", args=[origin.public_id])
+    assert url == f"/discovery/origins/{origin.public_id}/"
+    assert viewer_client.get(url).status_code == 200
+    # The list links each origin by its UUID; the row's number does not name it in a URL.
+    assert f'href="{url}"' in viewer_client.get(reverse("discovery:origin_list")).content.decode()
+    assert viewer_client.get(f"/discovery/origins/{origin.pk}/").status_code == 404
 
 
 def test_the_origin_page_names_the_route_and_tunnel_by_longest_prefix_in_its_network(viewer_client, make_origin):
