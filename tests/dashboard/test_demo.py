@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -126,6 +127,21 @@ def test_demo_serves_sign_in_quietly_and_a_dying_process_is_shown_with_its_log(t
             assert json.loads(response.read())["result_info"]["total_count"] > 0
         status, listing = _get(f"http://127.0.0.1:{aws}/gatehouse-logpush?list-type=2&prefix=gateway/")
         assert status == 200 and ".log.gz" in listing
+        # Vendors to revoke with one click, onboarded and verified before the demo says it is ready.
+        with sqlite3.connect(tmp_path / "gatehouse.sqlite3") as db:
+            vendors = db.execute(
+                "SELECT v.name, v.status, v.review_due < date('now'), "
+                "(SELECT COUNT(*) FROM vendors_servicetoken t WHERE t.vendor_id = v.id AND t.status = 'active'), "
+                "v.domains FROM vendors_vendor v ORDER BY v.name"
+            ).fetchall()
+        assert [(name, status) for name, status, *_ in vendors] == [
+            ("Hooli Consulting", "active"),
+            ("Northwind Support", "active"),
+            ("Umbrella Data Labs", "active"),
+        ]
+        assert [overdue for _n, _s, overdue, _t, _d in vendors] == [1, 0, 0]
+        assert [tokens for _n, _s, _o, tokens, _d in vendors] == [0, 0, 1]
+        assert json.loads(vendors[1][4]) == ["northwind-support.example"]
         processes = _processes_with_env(marker)
         # demo, OpenID provider, simulator, moto, worker, beat, web
         assert len(processes) >= 7

@@ -173,10 +173,15 @@ class Command(BaseCommand):
             # The Access applications and policies that vendor grants and "Protect with Access" offer.
             [*celery, "call", "vendors.tasks.access_apps_refresh"],
             [*celery, "call", "discovery.tasks.access_policies_refresh_task"],
+            # Vendors to revoke with one click, onboarded by the worker through the real workflow.
+            [python, "manage.py", "demo_vendors"],
         ]
         for argv in steps:
-            if supervisor.run_once("setup", argv, env=run_env) != 0 and argv[2:4] == ["cloudflare_sim", "logpush"]:
+            failed = supervisor.run_once("setup", argv, env=run_env) != 0
+            if failed and argv[2:4] == ["cloudflare_sim", "logpush"]:
                 raise CommandError(f"Writing the demo's Logpush files failed:\n{supervisor.tail('setup')}")
+            if failed and argv[-1] == "demo_vendors":
+                raise CommandError(f"Onboarding the demo's vendors failed:\n{supervisor.tail('setup')}")
         self.stdout.write(self.style.SUCCESS(f"\nGatehouse demo: http://127.0.0.1:{ports['web']}"))
         self.stdout.write(
             "  Sign in with Google (a local stand-in) as admin@example.com (admin), operator@example.com or\n"
