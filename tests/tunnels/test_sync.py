@@ -125,12 +125,26 @@ def test_sync_command_prints_the_calls_used(cloudflare_sim, db, capsys):
 
 
 def test_rotation_refreshes_the_connectors_checked_longest_ago(synced, db, settings):
-    oldest = Tunnel.objects.filter(status=Tunnel.Status.HEALTHY).order_by("name").first()
-    Tunnel.objects.filter(pk=oldest.pk).update(connectors_synced_at="2020-01-01T00:00:00Z")
-    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 30
-    sync.sync_pass()
-    oldest.refresh_from_db()
-    assert oldest.connectors_synced_at.year > 2020
+    import datetime as dt
+    import random
+
+    running = Tunnel.objects.filter(deleted_at__isnull=True).exclude(status=Tunnel.Status.INACTIVE).order_by("pk")
+    # Last checked at shuffled times, so that neither creation nor name order is the order of age.
+    ages = list(range(len(running)))
+    random.Random(1).shuffle(ages)
+    checked = {}
+    for age, tunnel in zip(ages, running, strict=True):
+        checked[tunnel.pk] = dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=age)
+        Tunnel.objects.filter(pk=tunnel.pk).update(connectors_synced_at=checked[tunnel.pk])
+    # Thirty passes per budget window: this pass's slice has room for a few tunnels, not all of them.
+    settings.GATEHOUSE_TUNNEL_SYNC_SECONDS = 10
+    record = sync.sync_pass()
+    refreshed = set(
+        Tunnel.objects.filter(pk__in=checked, connectors_synced_at__year__gt=2020).values_list("pk", flat=True)
+    )
+    assert 0 < len(refreshed) < len(checked)
+    assert refreshed == set(sorted(checked, key=checked.get)[: len(refreshed)])
+    assert record.connectors_fetched == len(refreshed)
 
 
 def test_sync_pass_twice_leaves_the_same_world(synced, db):
