@@ -367,12 +367,29 @@ def test_a_worker_killed_half_way_through_a_file_leaves_nothing_and_the_next_rea
     assert ingested_sessions() == expected_sessions(records=200_000, hours=1 / 12, origins=40, users=30)
 
 
-def test_the_beat_task_hands_each_object_to_its_own_task_and_the_run_finishes(db, logpush):
+def test_the_beat_task_hands_each_object_to_exactly_one_of_several_tasks_and_the_run_finishes(db, logpush):
+    from celery.signals import task_prerun
+
     from discovery import tasks
 
     summary = logpush(records=2000)
-    tasks.logpush_poll()
-    tasks.logpush_poll()
+    handed: list[list[str]] = []
+
+    def record(sender, args, **_):
+        if sender.name == tasks.log_objects_ingest_task.name:
+            handed.append([key for key, _, _ in args[2]])
+
+    task_prerun.connect(record, weak=False)
+    try:
+        tasks.logpush_poll()
+        tasks.logpush_poll()
+    finally:
+        task_prerun.disconnect(record)
+
+    # Every object went to exactly one ingest task, the objects are spread over several tasks, and the second
+    # poll, with nothing new to read, started none.
+    assert sorted(key for keys in handed for key in keys) == sorted(summary.keys)
+    assert len(handed) > 1 and all(handed)
 
     first, second = IngestRun.objects.order_by("id")
     assert (first.listed, first.objects_done, first.accepted) == (summary.objects, summary.objects, summary.valid)
