@@ -150,13 +150,18 @@ def test_pages_carry_a_strict_content_security_policy(viewer_client):
 
 @pytest.mark.django_db
 def test_sign_in_and_role_change_are_the_first_entries(client, admin):
+    bob = make_user(email="bob@example.com")
     client.force_login(admin)
-    assert AuditEntry.objects.get().action == "auth.signed_in"
+    client.post(reverse("dashboard:user_role_update", args=[bob.public_id]), {"role": "operator"})
     client.post(reverse("account_logout"))
-    assert list(AuditEntry.objects.order_by("id").values_list("action", flat=True)) == [
-        "auth.signed_in",
-        "auth.signed_out",
+    entries = AuditEntry.objects.order_by("id").values_list("action", "actor_email")
+    assert list(entries) == [
+        ("auth.signed_in", admin.email),
+        ("user.role_changed", admin.email),
+        ("auth.signed_out", admin.email),
     ]
+    change = AuditEntry.objects.get(action="user.role_changed")
+    assert (change.target_label, change.details["to"]) == ("bob@example.com", "operator")
 
 
 def test_pages_do_not_skip_or_repeat_entries_recorded_in_the_same_instant(viewer_client, settings):
