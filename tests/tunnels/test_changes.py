@@ -201,9 +201,42 @@ def test_cloudflare_refusal_shows_as_a_failed_change_with_the_reason(operator_cl
     assert AuditEntry.objects.filter(action="tunnel.change_failed").exists()
 
 
-def test_viewers_cannot_change_anything(viewer_client, remote):
-    url = reverse("tunnels:hostname_add", args=[remote.cf_id])
-    assert viewer_client.post(url, {"hostname": "a.example.com", "service": "http://a"}).status_code == 403
+def test_viewers_cannot_change_anything(viewer_client, remote, synced):
+    from tests.test_urls import VIEWER
+    from tests.tunnels.url_expectations import EXPECTED
+
+    vnet = VirtualNetwork.objects.order_by("name").first()
+    ids = {
+        "tunnel_id": remote.cf_id,
+        "route_id": Route.objects.order_by("network").first().cf_id,
+        "vnet_id": vnet.cf_id,
+    }
+    hostname = PublicHostname.objects.filter(tunnel=remote).first().hostname
+    # Each form filled in as an operator would, so that only the role stands between the viewer and the change.
+    forms = {
+        "tunnels:tunnel_create": {"name": "viewer-made"},
+        "tunnels:hostname_add": {"hostname": "viewer.example.com", "service": "http://a:1"},
+        "tunnels:hostname_remove": {"hostname": hostname},
+        "tunnels:route_add": {"network": "10.99.0.0/24", "virtual_network": vnet.pk},
+        "tunnels:tunnel_delete": {"confirm": remote.name},
+        "tunnels:vnet_create": {"name": "viewer-net"},
+        "tunnels:vnet_rename": {"name": "viewer-renamed"},
+    }
+    # Every URL that changes something (a POST) or leads to a change form, as the app's URL table lists them.
+    changing = {
+        name: (method, kwargs)
+        for name, (method, kwargs, answers) in EXPECTED.items()
+        if method == "post" or answers[VIEWER] == 403
+    }
+    assert len(changing) >= 15
+    calls = synced.calls()
+    for name, (method, kwargs) in changing.items():
+        url = reverse(name, kwargs={key: ids[key] for key in kwargs})
+        data = forms.get(name, {}) if method == "post" else {}
+        assert getattr(viewer_client, method)(url, data).status_code == 403, name
+    assert synced.calls() == calls  # Cloudflare was never asked
+    assert not TunnelChange.objects.exists()
+    assert not AuditEntry.objects.exclude(action__startswith="auth.").exists()
 
 
 def test_hostname_add_run_twice_leaves_one_rule_and_one_record(
