@@ -427,37 +427,62 @@ def step_policy(ctx: Context) -> None:
             vendor.grants.filter(status=Grant.Status.ACTIVE).update(cf_service_policy_id="")
 
 
+def _app_generations(vendor: Vendor) -> dict[str, int]:
+    """The lock generations of every application the vendor has been granted, noted before a step reads them."""
+    app_ids = set(vendor.grants.values_list("application__cf_id", flat=True)) - {""}
+    return {app_id: locks.generation(f"access-app:{app_id}") for app_id in app_ids}
+
+
+def _set_policies(
+    ctx: Context,
+    app: records.AccessApplication,
+    owned: Callable[[records.AccessPolicy], bool],
+    target: set[str],
+    known: set[str],
+) -> str:
+    _refuse_inline([app], known)
+    mine = {p.id for p in app.policies if owned(p)}
+    if mine == target:
+        return "already as wanted"
+    refs = [ref for ref in app.references(known) if ref["id"] not in mine]
+    top = max((ref["precedence"] for ref in refs), default=0)
+    refs += [{"id": policy_id, "precedence": top + i} for i, policy_id in enumerate(sorted(target), 1)]
+    cf.access_app_set_policies(app, refs, priority=ctx.priority)
+    return "ok"
+
+
 def _app_write(
     ctx: Context,
     app: records.AccessApplication,
     owned: Callable[[records.AccessPolicy], bool],
     target: set[str],
     reusable: set[str],
+    seen: dict[str, int],
 ) -> Call:
     """Set which of the vendor's policies the application carries (`target`), keeping everyone else's as they are.
 
-    The application is read again and written back under its lock: another vendor's run may have changed it since
-    this step's read, and a PUT of the stale list would undo that change.
+    Cloudflare replaces the whole list on each PUT with no version check, so the write is made under the
+    application's lock (see integrations.locks). If no run changed the application under the lock since the
+    generation `seen` before this step's read, that read is written back as it is; otherwise the application is
+    read again first, so another vendor's change is never undone.
     """
     verb = "attach to" if target else "detach from"
 
     def write() -> str:
         try:
-            with locks.hold(f"access-app:{app.id}"):
-                fresh = cf.access_app_get(app.id, priority=ctx.priority)
-                known = reusable | target
-                if any(p.id not in known for p in fresh.policies):
-                    # Attached since this step read the policies (another run's): read them again, not guess.
-                    known |= {p.id for p in cf.access_policies_all(priority=ctx.priority)}
-                _refuse_inline([fresh], known)
-                mine = {p.id for p in fresh.policies if owned(p)}
-                if mine == target:
-                    return "already as wanted"
-                refs = [ref for ref in fresh.references(known) if ref["id"] not in mine]
-                top = max((ref["precedence"] for ref in refs), default=0)
-                refs += [{"id": policy_id, "precedence": top + i} for i, policy_id in enumerate(sorted(target), 1)]
-                cf.access_app_set_policies(fresh, refs, priority=ctx.priority)
-                return "ok"
+            with locks.hold(f"access-app:{app.id}") as held:
+                if seen.get(app.id) == held.generation:
+                    fresh, known = app, reusable | target
+                else:
+                    fresh = cf.access_app_get(app.id, priority=ctx.priority)
+                    known = reusable | target
+                    if any(p.id not in known for p in fresh.policies):
+                        # Attached since this step read the policies (another run's): read them again, not guess.
+                        known |= {p.id for p in cf.access_policies_all(priority=ctx.priority)}
+                answer = _set_policies(ctx, fresh, owned, target, known)
+                if answer == "ok":
+                    held.changed()
+                return answer
         except locks.LockTimeout:
             raise CloudflareTransient(f"access.apps.update: {app.name} is being changed by another run") from None
 
@@ -476,15 +501,16 @@ def step_attach(ctx: Context) -> None:
         raise StepFailed("The vendor's policies do not exist yet.")
     with_tokens = bool(_active_tokens(vendor))
     granted = {g.application.cf_id: _wanted_on(g, with_tokens) for g in grants}
-    apps, policies = _read_apps_and_policies(ctx)
     ours = _owned(vendor)
+    seen = _app_generations(vendor)
+    apps, policies = _read_apps_and_policies(ctx)
     reusable = {p.id for p in policies}
     changes = [
         (app, granted.get(app.id, set()))
         for app in apps
         if {p.id for p in app.policies if ours(p)} != granted.get(app.id, set())
     ]
-    calls = [_app_write(ctx, app, ours, target, reusable) for app, target in changes]
+    calls = [_app_write(ctx, app, ours, target, reusable, seen) for app, target in changes]
     if not calls:
         ctx.note("access.apps.update", "all applications", "already as wanted")
     run_concurrently(ctx, calls)
@@ -690,12 +716,13 @@ def step_cut_off(ctx: Context) -> None:
         Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority)),
         *_people_calls(ctx),
     ]
+    ours = _owned(vendor)
+    seen = _app_generations(vendor)
     apps, policies, tokens, *user_lists = run_concurrently(ctx, reads)
     reusable = {p.id for p in policies}
-    ours = _owned(vendor)
     our_policies = [p for p in policies if ours(p)]
     touched = [a for a in apps if any(ours(p) for p in a.policies)]
-    writes = [_app_write(ctx, app, ours, set(), reusable) for app in touched]
+    writes = [_app_write(ctx, app, ours, set(), reusable, seen) for app in touched]
     writes += [
         Call(
             "access.service_tokens.delete",
