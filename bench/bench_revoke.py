@@ -310,6 +310,8 @@ def _measure(args, child: dict) -> dict:
     single, posts, steps, calls = [], [], {}, 0
     for i in range(args.repeat):
         v = vendor(f"Single {i}", apps, contacts=4, tokens=3)
+        # The person is on the vendor's page when they click.
+        assert client.get(reverse("vendors:vendor_detail", kwargs={"public_id": v.public_id})).status_code == 200
         slow()
         before = sim.store.stats()["total"]
         clicked = time.time()
@@ -324,6 +326,7 @@ def _measure(args, child: dict) -> dict:
 
     rng = random.Random(7)
     many = [vendor(f"Bulk {n}", rng.sample(apps, 3), contacts=2, tokens=1) for n in range(args.bulk)]
+    assert client.get(reverse("vendors:vendor_list")).status_code == 200
     slow()
     before = sim.store.stats()["total"]
     clicked = time.time()
