@@ -308,7 +308,7 @@ def test_a_claim_whose_lease_ran_out_is_taken_over_and_the_late_worker_applies_n
     taken_over = services.log_object_ingest(run_id=run.pk, bucket=BUCKET, obj=obj)
     sessions = ingested_sessions()
     with pytest.raises(services.ClaimLost):
-        services._apply(claims=[(stale, 0, 0)], run_id=run.pk, totals=taken_over)
+        services.logpush._apply(claims=[(stale, 0, 0)], run_id=run.pk, totals=taken_over)
 
     assert taken_over is not None and taken_over.accepted > 0
     assert ingested_sessions() == sessions

@@ -1,0 +1,242 @@
+"""Protection: Access applications in front of an application's approved origins, kept in line as the
+application changes, and the cached list of reusable Access policies."""
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard.models import User
+from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.services import audit_record
+from discovery.models import AccessPolicy, Application, Origin, Protocol, ReviewState
+
+
+def access_destinations(origins: list[Origin]) -> list[dict]:
+    """The application's origins as Access private destinations: address, port, protocol, virtual network."""
+    destinations = []
+    for origin in origins:
+        dest: dict = {"type": "private"}
+        if origin.ip_key:
+            dest["cidr"] = f"{origin.address}/{128 if ':' in origin.address else 32}"
+        else:
+            dest["hostname"] = origin.address
+        if origin.protocol in (Protocol.TCP, Protocol.UDP) and origin.port:
+            dest["port_range"] = str(origin.port)
+            dest["l4_protocol"] = origin.protocol.lower()
+        if origin.vnet_id:
+            dest["vnet_id"] = origin.vnet_id
+        destinations.append(dest)
+    return destinations
+
+
+def access_parts(origins: list[Origin]) -> list[list[dict]]:
+    """The origins' destinations in parts of at most the number Cloudflare takes on one Access application, in
+    origin order, so that an origin added later lands in the last part and the others stay where they are."""
+    from integrations import cloudflare as cf
+
+    destinations = access_destinations(origins)
+    size = cf.ACCESS_APP_MAX_DESTINATIONS
+    return [destinations[i : i + size] for i in range(0, len(destinations), size)]
+
+
+def _not_approved(application: Application) -> list[Origin]:
+    return list(application.origins.exclude(review_state=ReviewState.APPROVED).order_by("id"))
+
+
+def application_protect(
+    *, actor: User, application: Application, policy_id: str, policy_name: str, request: RequestOrigin
+) -> list[Origin]:
+    """Ask for Access applications in front of the application's approved origins; a task creates them.
+
+    Returns the origins left out because they are not approved, for the caller to name.
+    """
+    from discovery import tasks
+
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators protect applications.")
+    with transaction.atomic():
+        application = Application.objects.select_for_update().get(pk=application.pk)
+        if application.protection not in (Application.Protection.NONE, Application.Protection.FAILED):
+            raise ValidationError("This application is already protected, or a change to Access is in progress.")
+        if not application.origins.exists():
+            raise ValidationError("Add origins to the application first.")
+        left_out = _not_approved(application)
+        if not application.origins.filter(review_state=ReviewState.APPROVED).exists():
+            names = ", ".join(o.label for o in left_out[:10])
+            raise ValidationError(f"Only approved origins are put behind Access, and none of these is: {names}.")
+        application.protection = Application.Protection.PENDING
+        application.policy_id = policy_id
+        application.policy_name = policy_name[:200]
+        application.protection_error = ""
+        application.full_clean()
+        application.save()
+        audit_record(
+            action="application.protect_requested",
+            actor=actor,
+            target_type="application",
+            target_id=str(application.public_id),
+            target_label=application.name,
+            details={"policy": policy_name or policy_id, "left_out": [o.label for o in left_out[:100]]},
+            origin=request,
+        )
+        tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
+    return left_out
+
+
+def _access_app_ids_save(application: Application, ids: list[str]) -> None:
+    Application.objects.filter(pk=application.pk).update(access_app_ids=ids)
+    application.access_app_ids = ids
+
+
+# Protection states a task works on: pending and protected are made to match the approved origins (a protected
+# one again, because a change may have come in while an earlier task ran); removing loses every Access application.
+_APPLY_STATES = (Application.Protection.PENDING, Application.Protection.PROTECTED, Application.Protection.REMOVING)
+
+
+def application_protect_apply(*, application: Application, request: RequestOrigin) -> Application:
+    """Make Cloudflare hold what the application needs: one Access application per part of its approved
+    origins' destinations (created, or found and replaced after a retry), and none left over; none at all when
+    its protection is being removed or no approved origin is left."""
+    from integrations import cloudflare as cf
+
+    application.refresh_from_db()
+    state = application.protection
+    if state not in _APPLY_STATES:
+        return application
+    approved = (
+        []
+        if state == Application.Protection.REMOVING
+        else list(application.origins.filter(review_state=ReviewState.APPROVED).order_by("id"))
+    )
+    parts = access_parts(approved)
+    known = list(application.access_app_ids)
+    ids: list[str] = []
+    removed = 0
+    try:
+        for number, destinations in enumerate(parts, start=1):
+            result = cf.access_private_app_ensure(
+                name=application.access_name(number),
+                destinations=destinations,
+                policy_id=application.policy_id,
+                app_id=known[number - 1] if number <= len(known) else "",
+                owner_mark=application.owner_mark,
+            )
+            ids.append(result.id)
+        for surplus in known[len(parts) :]:
+            cf.access_private_app_delete(app_id=surplus, owner_mark=application.owner_mark)
+            removed += 1
+    except cf.CloudflareError as exc:
+        # What exists at Cloudflare stays recorded, so a retry or an unprotect finds every part.
+        _access_app_ids_save(application, ids + known[len(ids) + removed :])
+        if isinstance(exc, cf.CloudflareTransient):
+            raise
+        Application.objects.filter(pk=application.pk, protection=state).update(
+            protection=Application.Protection.FAILED, protection_error=exc.message[:300]
+        )
+        audit_record(
+            action="application.protect_failed",
+            target_type="application",
+            target_id=str(application.public_id),
+            target_label=application.name,
+            details={"error": exc.message[:300]},
+            origin=request,
+        )
+        application.refresh_from_db()
+        return application
+    with transaction.atomic():
+        updated = Application.objects.filter(pk=application.pk, protection=state).update(
+            protection=Application.Protection.PROTECTED if ids else Application.Protection.NONE,
+            access_app_ids=ids,
+            protected_at=(application.protected_at or timezone.now()) if ids else None,
+            protection_error="",
+        )
+        if updated == 1 and (ids != known or state != Application.Protection.PROTECTED):
+            audit_record(
+                action="application.protected" if ids else "application.unprotected",
+                target_type="application",
+                target_id=str(application.public_id),
+                target_label=application.name,
+                details={"access_app_ids": ids, "destinations": sum(len(p) for p in parts)},
+                origin=request,
+            )
+    application.refresh_from_db()
+    return application
+
+
+def _access_sync_request(applications: list[Application], request: RequestOrigin) -> None:
+    """After a change to what a protected application holds, bring its Access applications in line, through the
+    same task that created them."""
+    from discovery import tasks
+
+    for application in applications:
+        if application.protection == Application.Protection.PROTECTED:
+            Application.objects.filter(pk=application.pk, protection=Application.Protection.PROTECTED).update(
+                protection=Application.Protection.PENDING
+            )
+        if application.protection in (Application.Protection.PROTECTED, Application.Protection.PENDING):
+            tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
+
+
+def _access_sync_after_review(origins: list[Origin], request: RequestOrigin) -> None:
+    ids = {o.application_id for o in origins if o.application_id}
+    _access_sync_request(list(Application.objects.filter(pk__in=ids)), request)
+
+
+def _operator(actor: User) -> None:
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators change applications.")
+
+
+def _audit_application(action: str, actor: User, application: Application, details: dict, request: RequestOrigin):
+    audit_record(
+        action=action,
+        actor=actor,
+        target_type="application",
+        target_id=str(application.public_id),
+        target_label=application.name,
+        details=details,
+        origin=request,
+    )
+
+
+def application_unprotect(*, actor: User, application: Application, request: RequestOrigin) -> Application:
+    """Ask for the Access applications Gatehouse created for it to be deleted; a task deletes them."""
+    from discovery import tasks
+
+    _operator(actor)
+    with transaction.atomic():
+        application = Application.objects.select_for_update().get(pk=application.pk)
+        if application.protection in (Application.Protection.PENDING, Application.Protection.REMOVING):
+            raise ValidationError("Wait until the change to Access in progress is done.")
+        if not application.access_app_ids:
+            raise ValidationError("Gatehouse has created no Access application for it.")
+        application.protection = Application.Protection.REMOVING
+        application.protection_error = ""
+        application.save(update_fields=["protection", "protection_error"])
+        _audit_application(
+            "application.unprotect_requested", actor, application, {"access_app_ids": application.access_app_ids},
+            request,
+        )  # fmt: skip
+        tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
+    return application
+
+
+def access_policies_refresh_request() -> None:
+    from discovery import tasks
+
+    transaction.on_commit(tasks.access_policies_refresh_task.delay)
+
+
+def access_policies_refresh() -> int:
+    """Replace the cached list of reusable Access policies with Cloudflare's."""
+    from integrations import cloudflare as cf
+
+    policies = cf.access_reusable_policies()
+    now = timezone.now()
+    with transaction.atomic():
+        for policy in policies:
+            AccessPolicy.objects.update_or_create(
+                cf_id=policy.id, defaults={"name": policy.name, "decision": policy.decision, "seen_at": now}
+            )
+        AccessPolicy.objects.exclude(cf_id__in=[p.id for p in policies]).delete()
+    return len(policies)
