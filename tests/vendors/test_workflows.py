@@ -43,7 +43,24 @@ def test_onboarding_creates_one_policy_attaches_it_and_creates_tokens(
     assert len(tokens) == 2
     assert vendor.service_tokens.filter(status=ServiceToken.Status.ACTIVE).exclude(secret_sealed="").count() == 2
     assert [m.to for m in mailoutbox] == [[vendor.contacts[0]]]
-    assert "cloudflared access tcp" not in mailoutbox[0].body or "--url localhost:" in mailoutbox[0].body
+
+
+def test_onboarding_emails_each_contact_how_to_reach_each_granted_application(
+    make_vendor, cloudflare_sim, django_capture_on_commit_callbacks, mailoutbox
+):
+    contacts = ["ana@northwind.example.net", "raj@northwind.example.net"]
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(apps=("PostgreSQL orders", "Internal API", "S3 web console"), contacts=contacts)
+    assert sorted(m.to[0] for m in mailoutbox) == contacts
+    body = mailoutbox[0].body
+    assert mailoutbox[1].body == body
+    grant = vendor.grants.get(application__name="S3 web console")
+    # A private address by WARP, a public one in a browser, a private hostname through cloudflared's local port.
+    assert f"S3 web console (until {grant.ends_at:%Y-%m-%d %H:%M} UTC)\n" in body
+    assert "  Connect with the Cloudflare WARP client to 10.10.4.12:5432.\n" in body
+    assert "  Open https://api.example.com in a browser.\n" in body
+    assert "  cloudflared access tcp --hostname s3.internal.example.com --url localhost:443\n" in body
+    assert "Grafana" not in body and "grafana.example.com" not in body
 
 
 def test_revoke_removes_vendor_from_every_policy_and_verifies(
