@@ -4,7 +4,7 @@ import logging
 import time
 
 from celery import shared_task
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 from integrations import cloudflare
 from integrations.cloudflare import CloudflareTransient
@@ -54,6 +54,13 @@ def workflows_resume(on_start: bool = False) -> None:
 @worker_init.connect
 def _load_cloudflare_sdk(**_kwargs) -> None:
     cloudflare.access_preload()
+
+
+@worker_process_init.connect
+def _open_cloudflare_client(**_kwargs) -> None:
+    # Each pool process opens its own client and budget (neither survives a fork) as it starts, not on a click.
+    cloudflare.client()
+    cloudflare.budget()
 
 
 @worker_ready.connect
