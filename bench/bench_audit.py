@@ -1,10 +1,14 @@
-"""Audit log page at 1,000,000 entries: server time and SQL queries per page, for each kind of filter.
+"""Audit log page at 100,000 and 1,000,000 entries: time and SQL queries per page, for each kind of filter.
 
-    .venv/bin/python bench/bench_audit.py                 # PostgreSQL at postgres://postgres@127.0.0.1:5432
-    .venv/bin/python bench/bench_audit.py --sqlite        # the embedded default
-    .venv/bin/python bench/bench_audit.py --rows 200000
+    .venv/bin/python bench/bench_audit.py                        # PostgreSQL at postgres://postgres@127.0.0.1:5432
+    .venv/bin/python bench/bench_audit.py --sqlite               # the embedded default
+    .venv/bin/python bench/bench_audit.py --rows 20000 200000    # two other sizes, smaller first
 
-The benchmark database (gatehouse_bench, or var/bench-audit.sqlite3) is filled once and reused.
+Each case is measured at both sizes, so that "does not grow with the data" is seen rather than assumed. The time
+is one GET /audit/ through Django's test client in this process: middleware, view, SQL and template rendering,
+without an HTTP server, network or browser. Each size has its own database (gatehouse_bench_audit_<size>, or
+var/bench-audit-<size>.sqlite3), measured in a process of its own, filled once and reused: the audit log is
+append-only, so one database cannot be cut back to the smaller size.
 Target (DESIGN.md): <= 100 ms server time, a number of queries that does not grow with the data.
 """
 
@@ -12,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -23,19 +28,20 @@ sys.path.insert(0, str(ROOT))
 ACTIONS = ["auth.signed_in", "auth.signed_out", "user.role_changed", "user.created", "audit.exported", "auth.refused"]
 
 
-def configure(args) -> None:
+def configure(args, rows: int) -> None:
     os.environ.setdefault("GATEHOUSE_ENV", "local")
     os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
     if args.sqlite:
-        os.environ["DATABASE_URL"] = f"sqlite:///{ROOT / 'var' / 'bench-audit.sqlite3'}"
+        os.environ["DATABASE_URL"] = f"sqlite:///{ROOT / 'var' / f'bench-audit-{rows}.sqlite3'}"
         (ROOT / "var").mkdir(exist_ok=True)
     else:
         import psycopg
 
+        name = f"gatehouse_bench_audit_{rows}"
         with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'gatehouse_bench'").fetchone():
-                conn.execute("CREATE DATABASE gatehouse_bench")
-        os.environ["DATABASE_URL"] = f"{args.postgres}/gatehouse_bench"
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                conn.execute(f"CREATE DATABASE {name}")  # an integer in a fixed name
+        os.environ["DATABASE_URL"] = f"{args.postgres}/{name}"
     import django
     from django.test.utils import setup_test_environment
 
@@ -85,7 +91,8 @@ def fill(rows: int) -> None:
     print(f"filled {missing:,} entries in {time.perf_counter() - started:.1f} s")
 
 
-def measure(runs: int) -> None:
+def measure(runs: int) -> dict[str, tuple[float, float, int, int]]:
+    """Per case: (median ms, p95 ms, SQL queries, rows shown) of GET /audit/ through the test client."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -111,8 +118,7 @@ def measure(runs: int) -> None:
         "deep page": {"before": deep_cursor},
         "htmx table": {"action": "auth.signed_in", "_htmx": "1"},
     }
-    print(f"\n{AuditEntry.objects.count():,} audit entries on {connection.vendor}, median of {runs} runs")
-    print(f"{'case':<12} {'server ms':>10} {'p95 ms':>8} {'queries':>8} {'rows':>5}")
+    results = {}
     for name, params in cases.items():
         headers = {"HX-Request": "true"} if params.pop("_htmx", None) else {}
         timings = []
@@ -124,22 +130,56 @@ def measure(runs: int) -> None:
             assert response.status_code == 200, response.status_code
         rows = len(response.context["page"].entries)
         p95 = sorted(timings)[max(0, int(len(timings) * 0.95) - 1)]
-        print(f"{name:<12} {statistics.median(timings):>10.1f} {p95:>8.1f} {len(queries):>8} {rows:>5}")
+        results[name] = (statistics.median(timings), p95, len(queries), rows)
+    return results
+
+
+def report(by_size: dict[int, dict[str, tuple[float, float, int, int]]], vendor: str, runs: int) -> None:
+    small, large = sorted(by_size)
+    print(f"\nGET /audit/ on {vendor}, median (and p95) of {runs} requests through Django's test client in this")
+    print("process: middleware, view, SQL and template; no HTTP server, network or browser")
+    print(f"{'case':<12} {f'ms at {small:,}':>20} {f'ms at {large:,}':>20} {'queries':>9} {'rows':>11}")
+    grew = []
+    for name, (ms, p95, queries, rows) in by_size[small].items():
+        ms_l, p95_l, queries_l, rows_l = by_size[large][name]
+        if queries_l != queries:
+            grew.append(name)
+        print(
+            f"{name:<12} {f'{ms:.1f} ({p95:.1f})':>20} {f'{ms_l:.1f} ({p95_l:.1f})':>20} "
+            f"{f'{queries} / {queries_l}':>9} {f'{rows} / {rows_l}':>11}"
+        )
+    print(f"queries at {small:,} and {large:,} entries: " + (f"differ for {', '.join(grew)}" if grew else "the same"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, nargs=2, default=[100_000, 1_000_000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--sqlite", action="store_true", help="the embedded default instead of PostgreSQL")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)  # a child process: measure, print JSON
     args = parser.parse_args()
-    configure(args)
-    from django.core.management import call_command
+    if args.one_size:
+        configure(args, args.one_size)
+        from django.core.management import call_command
+        from django.db import connection
 
-    call_command("migrate", verbosity=0)
-    fill(args.rows)
-    measure(args.runs)
+        call_command("migrate", verbosity=0)
+        fill(args.one_size)
+        print(json.dumps({"vendor": connection.vendor, "results": measure(args.runs)}))
+        return
+    if args.rows[0] == args.rows[1] or min(args.rows) <= 5000:
+        parser.error("--rows needs two different sizes above 5,000 (the deep page is 5,000 entries in)")
+    by_size, vendor = {}, ""
+    for rows in sorted(args.rows):
+        argv = [sys.executable, __file__, "--one-size", str(rows), "--runs", str(args.runs)]
+        argv += ["--sqlite"] if args.sqlite else ["--postgres", args.postgres]
+        done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True)
+        *filled, last = done.stdout.strip().splitlines()
+        print(*filled, sep="\n")
+        child = json.loads(last)
+        vendor, by_size[rows] = child["vendor"], {name: tuple(row) for name, row in child["results"].items()}
+    report(by_size, vendor, args.runs)
 
 
 if __name__ == "__main__":
