@@ -176,7 +176,8 @@ def main() -> None:
         argv += ["--sqlite"] if args.sqlite else ["--postgres", args.postgres]
         done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True)
         *filled, last = done.stdout.strip().splitlines()
-        print(*filled, sep="\n")
+        for line in filled:
+            print(line)
         child = json.loads(last)
         vendor, by_size[rows] = child["vendor"], {name: tuple(row) for name, row in child["results"].items()}
     report(by_size, vendor, args.runs)

@@ -1,19 +1,25 @@
-"""Discovery catalogue at 100,000 origins: server time and SQL queries per page, for each sort and filter.
+"""Discovery catalogue at 20,000 and 100,000 origins: time and SQL queries per page, for each sort and filter.
 
     .venv/bin/python bench/bench_catalogue.py                 # SQLite (the embedded default)
     .venv/bin/python bench/bench_catalogue.py --postgres postgres://postgres@127.0.0.1:5432
-    .venv/bin/python bench/bench_catalogue.py --origins 20000
+    .venv/bin/python bench/bench_catalogue.py --origins 5000 20000    # two other sizes, smaller first
 
-The database (var/bench-catalogue.sqlite3 or gatehouse_bench_catalogue) is filled once and reused.
+Each case is measured at both sizes, so that "does not grow with the data" is seen rather than assumed. The time
+is one GET of the catalogue through Django's test client in this process, after one warm-up GET of the same page:
+middleware, view, SQL and template rendering, without an HTTP server, network or browser. Each size has its own
+database (var/bench-catalogue-<size>.sqlite3 or gatehouse_bench_catalogue_<size>), measured in a process of its
+own, filled once and reused.
 Target (DESIGN.md): <= 100 ms server time, a number of queries that does not grow with the data.
 """
 
 import argparse
 import datetime as dt
+import json
 import os
 import random
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,19 +36,20 @@ TUNNELS = [f"8f0cb2b4-6a2e-4b7a-9a57-{n:012x}" for n in range(40)]
 PORTS = [443, 80, 5432, 6379, 22, 3389, 8080, 9200, 3306, 10000, 53]
 
 
-def configure(args) -> None:
+def configure(args, count: int) -> None:
     os.environ.setdefault("GATEHOUSE_ENV", "local")
     os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
     if args.postgres:
         import psycopg
 
+        name = f"gatehouse_bench_catalogue_{count}"
         with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'gatehouse_bench_catalogue'").fetchone():
-                conn.execute("CREATE DATABASE gatehouse_bench_catalogue")
-        os.environ["DATABASE_URL"] = f"{args.postgres}/gatehouse_bench_catalogue"
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                conn.execute(f"CREATE DATABASE {name}")  # an integer in a fixed name
+        os.environ["DATABASE_URL"] = f"{args.postgres}/{name}"
     else:
         (ROOT / "var").mkdir(exist_ok=True)
-        os.environ["DATABASE_URL"] = f"sqlite:///{ROOT / 'var' / 'bench-catalogue.sqlite3'}"
+        os.environ["DATABASE_URL"] = f"sqlite:///{ROOT / 'var' / f'bench-catalogue-{count}.sqlite3'}"
     import django
     from django.test.utils import setup_test_environment
 
@@ -92,7 +99,9 @@ def fill(count: int) -> None:
     states = [ReviewState.UNREVIEWED] * 6 + [ReviewState.IN_REVIEW, ReviewState.APPROVED, ReviewState.UNAPPROVED]
     batch = []
     for n in range(have, count):
-        address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        # The lowest byte of n picks the /16, so that the smaller size already spreads over all of 10.0.0.0/8 and
+        # an address or CIDR filter finds origins at both sizes.
+        address = f"10.{n & 255}.{n >> 8 & 255}.{n >> 16 & 255}"
         traffic = rng.random() < 0.85
         sessions = int(rng.paretovariate(1.2) * 10) if traffic else 0
         origin = Origin(
@@ -151,7 +160,8 @@ CASES = [
 ]
 
 
-def measure(repeats: int) -> None:
+def measure(repeats: int) -> dict[str, tuple[float, int, int]]:
+    """Per case: (median ms, SQL queries, origins listed) of one catalogue GET through the test client."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -159,7 +169,6 @@ def measure(repeats: int) -> None:
 
     from dashboard.models import User
     from discovery import selectors
-    from discovery.models import Origin
 
     user, _ = User.objects.get_or_create(email="bench-viewer@example.com", defaults={"role": User.Role.VIEWER})
     client = Client()
@@ -170,8 +179,7 @@ def measure(repeats: int) -> None:
     for _ in range(19):
         page = selectors.origin_page(filters=selectors.OriginFilters(), sort="users", after=after, size=50)
         after = selectors.Cursor.decode(page.next_cursor)
-    print(f"catalogue at {Origin.objects.count():,} origins ({connection.vendor}); median of {repeats} requests")
-    print(f"  {'case':<28} {'ms':>8} {'queries':>8} {'rows':>5}")
+    results = {}
     for name, query in CASES:
         if query is None:
             query = {"after": after.encode()}
@@ -184,19 +192,52 @@ def measure(repeats: int) -> None:
                 times.append((time.perf_counter() - began) * 1000)
             assert response.status_code == 200, response.status_code
         rows = len(set(re.findall(r'href="/discovery/origins/([0-9a-f-]{36})/"', response.content.decode())))
-        print(f"  {name:<28} {statistics.median(times):8.1f} {len(queries):8d} {rows:5d}")
+        results[name] = (statistics.median(times), len(queries), rows)
+    return results
+
+
+def report(by_size: dict[int, dict[str, tuple[float, int, int]]], vendor: str, repeats: int) -> None:
+    small, large = sorted(by_size)
+    print(f"\nGET /discovery/ on {vendor}, median of {repeats} requests through Django's test client in this process,")
+    print("each after one warm-up request: middleware, view, SQL and template; no HTTP server, network or browser")
+    print(f"  {'case':<28} {f'ms at {small:,}':>14} {f'ms at {large:,}':>14} {'queries':>9} {'rows':>9}")
+    grew = []
+    for name, (ms, queries, rows) in by_size[small].items():
+        ms_l, queries_l, rows_l = by_size[large][name]
+        if queries_l != queries:
+            grew.append(name)
+        print(f"  {name:<28} {ms:14.1f} {ms_l:14.1f} {f'{queries} / {queries_l}':>9} {f'{rows} / {rows_l}':>9}")
+    print(f"  queries at {small:,} and {large:,} origins: " + (f"differ for {', '.join(grew)}" if grew else "the same"))
     print("  target: <= 100 ms server time, queries constant")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--origins", type=int, default=100_000)
+    parser.add_argument("--origins", type=int, nargs=2, default=[20_000, 100_000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--postgres", help="e.g. postgres://postgres@127.0.0.1:5432 (default: SQLite)")
+    parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)  # a child process: measure, print JSON
     args = parser.parse_args()
-    configure(args)
-    fill(args.origins)
-    measure(args.repeats)
+    if args.one_size:
+        configure(args, args.one_size)
+        from django.db import connection
+
+        fill(args.one_size)
+        print(json.dumps({"vendor": connection.vendor, "results": measure(args.repeats)}))
+        return 0
+    if args.origins[0] == args.origins[1] or min(args.origins) < 1100:
+        parser.error("--origins needs two different sizes of at least 1,100 (the cursor case is 20 pages of 50 in)")
+    by_size, vendor = {}, ""
+    for count in sorted(args.origins):
+        argv = [sys.executable, __file__, "--one-size", str(count), "--repeats", str(args.repeats)]
+        argv += ["--postgres", args.postgres] if args.postgres else []
+        done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True)
+        *filled, last = done.stdout.strip().splitlines()
+        for line in filled:
+            print(line)
+        child = json.loads(last)
+        vendor, by_size[count] = child["vendor"], {name: tuple(row) for name, row in child["results"].items()}
+    report(by_size, vendor, args.repeats)
     return 0
 
 
