@@ -293,3 +293,43 @@ def test_a_grants_session_is_changed_from_its_vendor_page_and_bad_input_is_a_mes
     assert response.status_code == 302
     _succeeded(vendor.runs.get(kind=WorkflowRun.Kind.CHANGE))
     assert [p["session_duration"] for p in _ours_on(cloudflare_sim, vendor, "Kibana")] == ["4h"]
+
+
+def test_session_length_end_and_scheduled_start_on_a_real_worker(workers, make_vendor, operator, cloudflare_sim):
+    from tests.vendors.test_worker import _finished, _steps
+
+    workers.start()
+    vendor = make_vendor(apps=("PostgreSQL orders", "Internal API", "Kibana"), tokens=1)
+    assert _finished(vendor.runs.get()).status == WorkflowRun.Status.SUCCEEDED
+    api = vendor.grants.get(application__name="Internal API")
+    change = _finished(
+        services.grant_update(actor=operator, grant=api, session_duration="2h", ends_at=api.ends_at, origin=None)
+    )
+    assert change.status == WorkflowRun.Status.SUCCEEDED, _steps(change)
+    ended = _finished(
+        services.grant_end(actor=operator, grant=vendor.grants.get(application__name="Kibana"), origin=None)
+    )
+    assert ended.status == WorkflowRun.Status.SUCCEEDED, _steps(ended)
+    assert [p["session_duration"] for p in _ours_on(cloudflare_sim, vendor, "Internal API")] == ["2h", "2h"]
+    assert [p["session_duration"] for p in _ours_on(cloudflare_sim, vendor, "PostgreSQL orders")] == ["8h", "8h"]
+    assert _ours_on(cloudflare_sim, vendor, "Kibana") == []
+
+    later = services.vendor_create(
+        actor=operator,
+        name="Starts Later Ltd",
+        sponsor=operator,
+        contacts=["ana@starts-later.example.net"],
+        domains=[],
+        review_due=date.today() + timedelta(days=90),
+        applications=[vendor.grants.get(application__name="Kibana").application],
+        ends_at=timezone.now() + timedelta(days=20),
+        session_duration="30m",
+        service_tokens=0,
+        token_duration="720h",
+        origin=None,
+        starts_at=timezone.now() + timedelta(days=1),
+    )
+    (run_id,) = services.grants_start(now=timezone.now() + timedelta(days=1, minutes=1))
+    onboarding = _finished(WorkflowRun.objects.get(pk=run_id))
+    assert onboarding.status == WorkflowRun.Status.SUCCEEDED, _steps(onboarding)
+    assert [p["session_duration"] for p in _ours_on(cloudflare_sim, later, "Kibana")] == ["30m"]
