@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard.choices import ColouredChoices
+
 
 class Channel(models.Model):
     class Kind(models.TextChoices):
@@ -38,13 +40,9 @@ class Channel(models.Model):
 
 
 class Alert(models.Model):
-    class State(models.TextChoices):
-        OPEN = "open", "Open"
-        RESOLVED = "resolved", "Resolved"
-
-        @property
-        def colour(self) -> str:
-            return {"open": "red", "resolved": "green"}[self.value]
+    class State(ColouredChoices):
+        OPEN = "open", "Open", "red"
+        RESOLVED = "resolved", "Resolved", "green"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     kind = models.CharField(max_length=50, db_index=True)
@@ -94,15 +92,11 @@ class Delivery(models.Model):
         RAISED = "raised", "Raised"
         RESOLVED = "resolved", "Resolved"
 
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RETRYING = "retrying", "Retrying"
-        SENT = "sent", "Sent"
-        FAILED = "failed", "Failed"
-
-        @property
-        def colour(self) -> str:
-            return {"pending": "blue", "retrying": "amber", "sent": "green", "failed": "red"}[self.value]
+    class State(ColouredChoices):
+        PENDING = "pending", "Pending", "blue"
+        RETRYING = "retrying", "Retrying", "amber"
+        SENT = "sent", "Sent", "green"
+        FAILED = "failed", "Failed", "red"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
@@ -120,6 +114,12 @@ class Delivery(models.Model):
 
     def __str__(self):
         return f"{self.alert} → {self.channel} ({self.event})"
+
+    @property
+    def summary(self) -> str:
+        """The event, the attempts and the last error, in one line for the delivery's tooltip."""
+        error = f" · {self.last_error}" if self.last_error else ""
+        return f"{self.get_event_display()} · {self.attempts} attempt(s){error}"
 
     @property
     def state_obj(self) -> "Delivery.State":

@@ -5,6 +5,8 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
 
+from dashboard.choices import ColouredChoices
+
 
 class UserManager(BaseUserManager):
     use_in_migrations = True
@@ -22,18 +24,14 @@ class UserManager(BaseUserManager):
 class User(AbstractUser):
     """A person who signs in with Google. Gatehouse keeps no passwords."""
 
-    class Role(models.TextChoices):
-        VIEWER = "viewer", "Viewer"
-        OPERATOR = "operator", "Operator"
-        ADMIN = "admin", "Admin"
+    class Role(ColouredChoices):
+        VIEWER = "viewer", "Viewer", "grey"
+        OPERATOR = "operator", "Operator", "blue"
+        ADMIN = "admin", "Admin", "purple"
 
         @property
         def rank(self) -> int:
             return [self.VIEWER, self.OPERATOR, self.ADMIN].index(self)
-
-        @property
-        def colour(self) -> str:
-            return {"viewer": "grey", "operator": "blue", "admin": "purple"}[self.value]
 
     username = None
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)

@@ -6,6 +6,8 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
+from dashboard.choices import ColouredChoices
+
 # Bounds on what one origin row keeps from untrusted logs and inventories.
 MAX_HOSTNAMES = 10
 MAX_TOP_USERS = 10
@@ -35,32 +37,30 @@ class Protocol(models.TextChoices):
     ANY = "ANY", "any"
 
 
-class ReviewState(models.TextChoices):
-    UNREVIEWED = "unreviewed", "Unreviewed"
-    IN_REVIEW = "in_review", "In review"
-    APPROVED = "approved", "Approved"
-    UNAPPROVED = "unapproved", "Unapproved"
+class ReviewState(ColouredChoices):
+    UNREVIEWED = "unreviewed", "Unreviewed", "grey"
+    IN_REVIEW = "in_review", "In review", "blue"
+    APPROVED = "approved", "Approved", "green"
+    UNAPPROVED = "unapproved", "Unapproved", "red"
 
-    @property
-    def colour(self) -> str:
-        return {"unreviewed": "grey", "in_review": "blue", "approved": "green", "unapproved": "red"}[self.value]
+
+class Source(ColouredChoices):
+    """Where Gatehouse has seen an origin: in Logpush traffic, in the AWS inventory, or both."""
+
+    BOTH = "both", "both", "green"
+    TRAFFIC = "traffic", "traffic", "amber"
+    INVENTORY = "inventory", "inventory", "purple"
 
 
 class Application(models.Model):
     """Origins that together make one service people use (a video service on tcp:443 and udp:10000)."""
 
-    class Protection(models.TextChoices):
-        NONE = "none", "Not protected"
-        PENDING = "pending", "Applying to Access"
-        PROTECTED = "protected", "Protected by Access"
-        FAILED = "failed", "Protection failed"
-        REMOVING = "removing", "Removing from Access"
-
-        @property
-        def colour(self) -> str:
-            return {"none": "grey", "pending": "amber", "protected": "green", "failed": "red", "removing": "amber"}[
-                self.value
-            ]
+    class Protection(ColouredChoices):
+        NONE = "none", "Not protected", "grey"
+        PENDING = "pending", "Applying to Access", "amber"
+        PROTECTED = "protected", "Protected by Access", "green"
+        FAILED = "failed", "Protection failed", "red"
+        REMOVING = "removing", "Removing from Access", "amber"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=100, unique=True)
@@ -179,10 +179,10 @@ class Origin(models.Model):
         return ReviewState(self.review_state)
 
     @property
-    def source(self) -> str:
+    def source(self) -> "Source":
         if self.seen_in_traffic and self.seen_in_inventory:
-            return "both"
-        return "traffic" if self.seen_in_traffic else "inventory"
+            return Source.BOTH
+        return Source.TRAFFIC if self.seen_in_traffic else Source.INVENTORY
 
     @property
     def is_ip(self) -> bool:

@@ -10,17 +10,15 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from dashboard.choices import ColouredChoices
+
 
 class Tunnel(models.Model):
-    class Status(models.TextChoices):
-        HEALTHY = "healthy", "Healthy"
-        DEGRADED = "degraded", "Degraded"
-        DOWN = "down", "Down"
-        INACTIVE = "inactive", "Inactive"
-
-        @property
-        def colour(self) -> str:
-            return {"healthy": "green", "degraded": "amber", "down": "red", "inactive": "grey"}[self.value]
+    class Status(ColouredChoices):
+        HEALTHY = "healthy", "Healthy", "green"
+        DEGRADED = "degraded", "Degraded", "amber"
+        DOWN = "down", "Down", "red"
+        INACTIVE = "inactive", "Inactive", "grey"
 
         @property
         def rank(self) -> int:
@@ -274,14 +272,10 @@ class TunnelChange(models.Model):
         VNET_RENAME = "vnet_rename", "Rename virtual network"
         VNET_DELETE = "vnet_delete", "Delete virtual network"
 
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
-        @property
-        def colour(self) -> str:
-            return {"pending": "blue", "succeeded": "green", "failed": "red"}[self.value]
+    class State(ColouredChoices):
+        PENDING = "pending", "Pending", "blue"
+        SUCCEEDED = "succeeded", "Succeeded", "green"
+        FAILED = "failed", "Failed", "red"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -342,12 +336,12 @@ class PushConnection(models.Model):
     Cloudflare sends back in `cf-webhook-auth` is kept sealed (vendors.workflows.seal), never shown.
     """
 
-    class State(models.TextChoices):
-        OFF = "off", "Not connected"
-        CONNECTING = "connecting", "Connecting"
-        CONNECTED = "connected", "Connected"
-        DISCONNECTING = "disconnecting", "Disconnecting"
-        FAILED = "failed", "Failed"
+    class State(ColouredChoices):
+        OFF = "off", "Not connected", "grey"
+        CONNECTING = "connecting", "Connecting", "amber"
+        CONNECTED = "connected", "Connected", "green"
+        DISCONNECTING = "disconnecting", "Disconnecting", "amber"
+        FAILED = "failed", "Failed", "red"
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.OFF)
     secret_sealed = models.TextField(blank=True)

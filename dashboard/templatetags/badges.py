@@ -1,0 +1,21 @@
+"""The two ways a page shows a badge, both through templates/partials/badge.html: `{% badge vendor.status_obj %}`
+for a coloured choice with its label, `{% textbadge "amber" %}{{ n }} overdue{% endtextbadge %}` for text."""
+
+from django import template
+from django.template.loader import render_to_string
+
+from dashboard.choices import COLOURS, ColouredChoices
+
+register = template.Library()
+
+
+@register.inclusion_tag("partials/badge.html")
+def badge(choice: ColouredChoices, *, title: str = "") -> dict:
+    return {"label": choice.label, "colour": choice.colour, "title": title}
+
+
+@register.simple_block_tag
+def textbadge(content: str, colour: str, *, title: str = "") -> str:
+    if colour not in COLOURS:
+        raise template.TemplateSyntaxError(f"{colour!r} is not a badge colour.")
+    return render_to_string("partials/badge.html", {"label": content, "colour": colour, "title": title})
