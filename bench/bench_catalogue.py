@@ -87,7 +87,7 @@ def fill(count: int) -> None:
     if have >= count:
         return
     began = time.perf_counter()
-    rng = random.Random(7)
+    rng = random.Random()  # reseeded for each origin below
     apps = [
         Application.objects.get_or_create(
             name=f"bench-app-{i}",
@@ -99,6 +99,8 @@ def fill(count: int) -> None:
     states = [ReviewState.UNREVIEWED] * 6 + [ReviewState.IN_REVIEW, ReviewState.APPROVED, ReviewState.UNAPPROVED]
     batch = []
     for n in range(have, count):
+        # Seeded by the origin's number, so that origin n is the same whatever size the database is filled to.
+        rng.seed(n)
         # The lowest byte of n picks the /16, so that the smaller size already spreads over all of 10.0.0.0/8 and
         # an address or CIDR filter finds origins at both sizes.
         address = f"10.{n & 255}.{n >> 8 & 255}.{n >> 16 & 255}"
