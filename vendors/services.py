@@ -99,8 +99,6 @@ def vendor_create(
     scheduled = _scheduled(starts_at)
     with transaction.atomic():
         vendor = Vendor(name=name.strip(), sponsor=sponsor, contacts=contacts, domains=domains, review_due=review_due)
-        if scheduled:
-            vendor.status_reason = f"Access starts on {starts_at:%Y-%m-%d %H:%M} UTC."
         vendor.full_clean()
         vendor.save()
         for app in applications:
@@ -411,8 +409,6 @@ def grants_start(*, now: datetime | None = None) -> list[int]:
                         status=Grant.Status.ENDED, ended_at=now
                     )
                     Grant.objects.filter(pk=grant.pk).update(status=Grant.Status.ACTIVE)
-                if vendor.status_reason.startswith("Access starts on"):
-                    Vendor.objects.filter(pk=vendor.pk).update(status_reason="")
                 _audit(
                     action="vendor.grants_started",
                     actor=None,

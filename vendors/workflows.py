@@ -1107,7 +1107,10 @@ def _finish(run: WorkflowRun) -> None:
     vendor.status_reason = ""
     vendor.save(update_fields=["status", "status_reason", "updated_at"])
     if run.kind in (Kind.REVOKE, Kind.SUSPEND):
-        vendor.grants.filter(status=Grant.Status.ACTIVE).update(status=Grant.Status.REVOKED)
+        # Grants that had not started yet go too: beat must not start them for a vendor taken off.
+        vendor.grants.filter(status__in=[Grant.Status.ACTIVE, Grant.Status.SCHEDULED]).update(
+            status=Grant.Status.REVOKED, ended_at=now
+        )
     _audit(run, "vendor.workflow_succeeded", {"vendor_status": vendor.status})
 
 

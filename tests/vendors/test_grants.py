@@ -208,6 +208,7 @@ def test_a_grant_that_starts_later_waits_for_beat_and_is_onboarded_then(
         )
     assert not vendor.runs.exists()
     assert vendor.grants.get().status == Grant.Status.SCHEDULED
+    assert vendor.status == Vendor.Status.ONBOARDING
     assert not _ours_on(cloudflare_sim, vendor, "Kibana")
     # Beat before the start changes nothing.
     with django_capture_on_commit_callbacks(execute=True):
@@ -217,7 +218,7 @@ def test_a_grant_that_starts_later_waits_for_beat_and_is_onboarded_then(
     run = _succeeded(WorkflowRun.objects.get(pk__in=started))
     assert run.kind == WorkflowRun.Kind.ONBOARD
     vendor.refresh_from_db()
-    assert vendor.status == Vendor.Status.ACTIVE and vendor.status_reason == ""
+    assert vendor.status == Vendor.Status.ACTIVE
     assert [p["session_duration"] for p in _ours_on(cloudflare_sim, vendor, "Kibana")] == ["2h"]
     assert [m.to for m in mailoutbox] == [["ana@later.example.net"]]
     assert AuditEntry.objects.filter(action="vendor.grants_started", target_id=str(vendor.public_id)).exists()
@@ -333,3 +334,32 @@ def test_session_length_end_and_scheduled_start_on_a_real_worker(workers, make_v
     onboarding = _finished(WorkflowRun.objects.get(pk=run_id))
     assert onboarding.status == WorkflowRun.Status.SUCCEEDED, _steps(onboarding)
     assert [p["session_duration"] for p in _ours_on(cloudflare_sim, later, "Kibana")] == ["30m"]
+
+
+def test_revoking_a_vendor_takes_its_grants_that_have_not_started_too(
+    make_vendor, operator, access_apps, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(apps=("Kibana",), tokens=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.vendor_update(
+            actor=operator,
+            vendor=vendor,
+            contacts=vendor.contacts,
+            domains=[],
+            review_due=vendor.review_due,
+            applications=[access_apps["Grafana"]],
+            ends_at=timezone.now() + timedelta(days=40),
+            session_duration="8h",
+            service_tokens=0,
+            token_duration="720h",
+            origin=None,
+            starts_at=timezone.now() + timedelta(days=5),
+        )
+    assert vendor.grants.get(application__name="Grafana").status == Grant.Status.SCHEDULED
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+    _succeeded(run)
+    assert set(vendor.grants.values_list("status", flat=True)) == {Grant.Status.REVOKED}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.grants_start(now=timezone.now() + timedelta(days=6)) == []
