@@ -95,3 +95,23 @@ def test_a_bulk_revoke_goes_ahead_when_background_sync_has_spent_its_share(
     # The revocations spent the reserve, and background work is still held back.
     assert budget.used() > used
     assert not budget.take(Priority.BACKGROUND).granted
+
+
+def test_a_bad_selection_is_a_message_on_the_list_and_revokes_nothing(
+    operator_client, make_vendor, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        vendor = make_vendor(apps=("Kibana",), tokens=0)
+    cases = [
+        ({}, "Tick the vendors to revoke first."),
+        ({"vendors": ["not-a-uuid"]}, "That is not a vendor."),
+        ({"vendors": ["8f0c3f5e-3c1a-4a57-9b59-1d1d7c7f0a11"]}, "revoked already or no longer exists"),
+    ]
+    for data, message in cases:
+        for method, name in (("get", "vendors:vendors_revoke_confirm"), ("post", "vendors:vendors_revoke")):
+            response = getattr(operator_client, method)(reverse(name), data, follow=True)
+            assert response.status_code == 200
+            assert message in response.content.decode(), (method, data)
+    vendor.refresh_from_db()
+    assert vendor.status == Vendor.Status.ACTIVE
+    assert not vendor.runs.filter(kind=WorkflowRun.Kind.REVOKE).exists()
