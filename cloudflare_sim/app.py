@@ -23,7 +23,7 @@ from cloudflare_sim.store import Store
 
 API_PREFIX = "/client/v4"
 CONTROL_PREFIX = "/__sim__"
-ID32 = re.compile(r"^[0-9a-f]{32}$")
+ID32 = re.compile(r"^[0-9a-f]{32}\Z")
 STATUS_TEXT = {
     200: "OK",
     201: "Created",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.http import HttpRequest
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}\Z")
 
 
 def new_request_id(header: str | None = None) -> str:

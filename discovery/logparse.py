@@ -53,10 +53,10 @@ _EARLIEST_NS = int(_EARLIEST) * _NS
 _LATEST_NS = int(_LATEST) * _NS
 _DAY_NS = 86_400 * _NS
 
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-_ID = re.compile(r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-f]{32})?$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?$")
-_REASON = re.compile(r"^[A-Z_0-9]{0,40}$")
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
+_ID = re.compile(r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-f]{32})?\Z")
+_HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?\Z")
+_REASON = re.compile(r"^[A-Z_0-9]{0,40}\Z")
 _PROTOCOLS = {"TCP": "TCP", "UDP": "UDP", "ICMP": "ICMP", "ICMPV6": "ICMPV6"}
 _TRANSPORTS = {"tcp": "TCP", "udp": "UDP", "quic": "UDP"}
 # The reference parser: lines are decoded as UTF-8 and parsed in one step, skipping json.loads's encoding

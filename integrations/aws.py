@@ -17,6 +17,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
 from django.conf import settings
 
+from integrations.records import text
+
 __all__ = [
     "INVENTORY_ACTIONS",
     "AwsError",
@@ -129,7 +131,7 @@ def open_object(bucket: str, key: str, etag: str):
 
 
 def _tags(items: list[dict] | None, key: str = "Key", value: str = "Value") -> dict[str, str]:
-    return {str(t.get(key, ""))[:128]: str(t.get(value, ""))[:256] for t in (items or [])[:50]}
+    return {text(t.get(key), 128): text(t.get(value), 256) for t in (items or [])[:50]}
 
 
 def _pages(api, operation: str, key: str, **options) -> Iterator[dict]:
@@ -294,7 +296,6 @@ _NEEDS = {
 }
 INVENTORY_KINDS = tuple(_NEEDS)
 INVENTORY_ACTIONS = tuple(a for _, a in _BASE) + tuple(a for _, actions, _ in _DETAILS.values() for a in actions)
-_CONTROL = dict.fromkeys(range(32), " ")
 
 
 @dataclass(frozen=True)
@@ -318,11 +319,11 @@ def _failure(region: str, kind: str, actions: tuple[str, ...], exc: Exception) -
     if isinstance(exc, ClientError):
         action = next((a for a in actions if a.endswith(f":{exc.operation_name}")), actions[0])
         details = exc.response.get("Error", {})
-        text = f"{details.get('Code', '')}: {details.get('Message', '')}".strip(": ")
+        message = f"{details.get('Code', '')}: {details.get('Message', '')}".strip(": ")
     else:
         action = actions[0]
-        text = f"AWS did not answer ({type(exc).__name__})"
-    error = (text or type(exc).__name__).translate(_CONTROL)[:300]
+        message = f"AWS did not answer ({type(exc).__name__})"
+    error = text(message or type(exc).__name__, 300)
     return InventoryFailure(region=region, kind=kind, action=action, error=error)
 
 
@@ -396,12 +397,12 @@ def inventory(region: str) -> InventoryPass:
                     result.items.append(
                         InventoryItem(
                             kind=kind,
-                            resource_id=str(service.resource_id)[:300],
+                            resource_id=text(service.resource_id, 300),
                             region=region,
                             address=address,
                             port=port,
                             protocol=protocol,
-                            name=str(service.name)[:200],
+                            name=text(service.name, 200),
                             tags=service.tags,
                             vpc_id=eni["VpcId"],
                             interface_id=str(eni.get("NetworkInterfaceId", ""))[:64],

@@ -53,7 +53,7 @@ def field(model: Any, name: str, default: Any = None) -> Any:
 # is not of the expected form is refused whole (`Malformed`) rather than stored or sent back.
 
 TUNNEL_STATUSES = ("healthy", "degraded", "down", "inactive")
-_TAG = re.compile(r"^[0-9a-f]{32}$")
+_TAG = re.compile(r"^[0-9a-f]{32}\Z")
 # Integer columns are 32-bit on PostgreSQL.
 _INT_MAX = 2**31 - 1
 _CNAME_SUFFIX = ".cfargotunnel.com"
@@ -521,7 +521,7 @@ class AccessSession:
 # Alerting ids are Cloudflare's (32 hex digits for destinations, UUIDs for policies) and go back into URLs, so one
 # that is neither is refused whole.
 
-_ALERT_ID = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+_ALERT_ID = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\Z")
 
 
 def _alert_id(value: Any, what: str) -> str:

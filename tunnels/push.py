@@ -43,9 +43,9 @@ UPDATE = "tunnel_update_event"
 TEST = "test"
 MAX_BODY = 64 * 1024
 EVENT_KEEP = timedelta(days=7)
-_CORRELATION = re.compile(r"^[0-9A-Za-z-]{1,64}$")
-_STATUS = re.compile(r"^TUNNEL_STATUS_TYPE_(HEALTHY|DEGRADED|DOWN|INACTIVE)$")
-_EVENT = re.compile(r"^TUNNEL_EVENT_TYPE_(CREATED|DELETED|UPDATED)$")
+_CORRELATION = re.compile(r"^[0-9A-Za-z-]{1,64}\Z")
+_STATUS = re.compile(r"^TUNNEL_STATUS_TYPE_(HEALTHY|DEGRADED|DOWN|INACTIVE)\Z")
+_EVENT = re.compile(r"^TUNNEL_EVENT_TYPE_(CREATED|DELETED|UPDATED)\Z")
 
 AUDIT_ACTIONS = {
     "push.connect_requested": "Push events connection requested",

@@ -120,14 +120,14 @@ def _alert_body(tunnel: Tunnel, now: datetime) -> str:
 
 # --- Validation shared by forms and services --------------------------------------------------------------
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 _NAME_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = rf"(?:\[[0-9a-fA-F:.]+\]|{_NAME_LABEL}(?:\.{_NAME_LABEL})*)"
 _SERVICE = {
-    "http": re.compile(rf"^https?://{_HOST}(?::(?P<port>\d{{1,5}}))?(?:/[^\s]*)?$"),
-    "tcp": re.compile(rf"^(?:tcp|ssh|rdp|smb)://{_HOST}(?::(?P<port>\d{{1,5}}))?$"),
-    "unix": re.compile(r"^unix(?:\+tls)?:/[^\s]+$"),
-    "status": re.compile(r"^http_status:(?P<code>[1-5]\d\d)$"),
+    "http": re.compile(rf"^https?://{_HOST}(?::(?P<port>\d{{1,5}}))?(?:/[^\s]*)?\Z"),
+    "tcp": re.compile(rf"^(?:tcp|ssh|rdp|smb)://{_HOST}(?::(?P<port>\d{{1,5}}))?\Z"),
+    "unix": re.compile(r"^unix(?:\+tls)?:/[^\s]+\Z"),
+    "status": re.compile(r"^http_status:(?P<code>[1-5]\d\d)\Z"),
 }
 
 

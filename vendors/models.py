@@ -15,8 +15,8 @@ from django.utils import timezone
 # restarted step finds what an interrupted one created, and the prefix is how Gatehouse knows it owns the object.
 MANAGED_PREFIX = "gatehouse-vendor-"
 
-DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-DURATION_RE = re.compile(r"^(?:\d+h)?(?:\d+m)?$")
+DOMAIN_RE = re.compile(r"^(?=.{4,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z")
+DURATION_RE = re.compile(r"^(?:\d+h)?(?:\d+m)?\Z")
 # Consumer mail providers: a domain rule for one of these admits anyone who opens a free account.
 CONSUMER_DOMAINS = frozenset(
     {

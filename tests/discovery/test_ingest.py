@@ -406,3 +406,16 @@ def test_the_command_prints_records_per_second(db, logpush):
     out = io.StringIO()
     call_command("ingest_logpush", URL, "--processes", "1", stdout=out)
     assert "1,000 lines" in out.getvalue() and "records/s" in out.getvalue()
+
+
+def test_a_value_that_only_a_trailing_newline_makes_look_valid_is_refused():
+    lines = [
+        _base_record(Email="alice@example.com\n"),
+        _base_record(VirtualNetworkID="3b1bd4e6-2a5e-4d53-9d3c-0e3e1d6b7a10\n"),
+        _base_record(ConnectionCloseReason="CLIENT_CLOSED\n"),
+        _base_record(),
+    ]
+    totals = read_lines(lines)
+    assert (totals.accepted, totals.absurd) == (1, 3)
+    [origin] = totals.origins.values()
+    assert origin.users == {"alice@example.com": 1}

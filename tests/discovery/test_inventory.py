@@ -333,3 +333,23 @@ def test_an_endpoint_that_does_not_answer_keeps_the_previous_pass_and_warns(db, 
     assert set(Origin.objects.filter(seen_in_inventory=True).values_list("pk", flat=True)) == before
     body = viewer_client.get(reverse("discovery:origin_list")).content.decode()
     assert "AWS did not answer (EndpointConnectionError)" in body
+
+
+def test_names_and_tags_from_aws_lose_control_and_bidirectional_characters(db, estate):
+    ec2 = aws.client("ec2")
+    subnet = next(
+        s["SubnetId"] for s in ec2.describe_subnets()["Subnets"] if s["CidrBlock"].startswith("10.40.1.")
+    )
+    spoof = "invoice\u202efdp.exe\n\u2066admin"
+    ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        PrivateIpAddress="10.40.1.99",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": spoof}]}],
+    )
+    call_command("discover_aws", stdout=io.StringIO())
+    inventory = _inventory()["10.40.1.99"].inventory
+    assert inventory["name"] == "invoicefdp.exeadmin"
+    assert inventory["tags"]["Name"] == "invoicefdp.exeadmin"
