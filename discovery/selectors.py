@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from django.db.models import BooleanField, F, Q, QuerySet
 from django.db.models.expressions import RawSQL
+from django.shortcuts import get_object_or_404
 
 from discovery.models import Application, IngestRun, InventoryRun, Origin, OriginDaily, ReviewEvent, ip_key
 
@@ -111,7 +112,7 @@ def route_table() -> RouteTable:
     return RouteTable(known=known, default_vnet=default, by_vnet=by_vnet)
 
 
-def origins_filtered(filters: OriginFilters, routes: RouteTable | None = None) -> QuerySet[Origin]:
+def origins_filtered(*, filters: OriginFilters, routes: RouteTable | None = None) -> QuerySet[Origin]:
     qs = Origin.objects.all()
     if filters.review_state:
         qs = qs.filter(review_state=filters.review_state)
@@ -194,7 +195,7 @@ class CatalogueRow:
     route: object | None
 
 
-def catalogue_rows(origins: list[Origin], routes: RouteTable, names: dict[str, str]) -> list[CatalogueRow]:
+def catalogue_rows(*, origins: list[Origin], routes: RouteTable, names: dict[str, str]) -> list[CatalogueRow]:
     return [CatalogueRow(o, names.get(o.vnet_id, ""), routes.lookup(o)) for o in origins]
 
 
@@ -202,7 +203,7 @@ def origin_page(
     *, filters: OriginFilters, sort: str, after: Cursor | None, size: int, routes: RouteTable | None = None
 ) -> OriginPage:
     column = SORTS.get(sort, "users")
-    qs = origins_filtered(filters, routes).select_related("application")
+    qs = origins_filtered(filters=filters, routes=routes).select_related("application")
     if filters.source == "inventory":
         # Origins nobody reached have no users, sessions, bytes or last seen: every sort is by id alone, which
         # spares the database a walk down a sort index past all the origins with traffic.
@@ -233,12 +234,12 @@ def origin_page(
     return OriginPage(origins=rows, next_cursor=cursor, is_first=after is None)
 
 
-def origins_by_public_ids(public_ids: list) -> list[Origin]:
+def origins_by_public_ids(*, public_ids: list) -> list[Origin]:
     return list(Origin.objects.filter(public_id__in=public_ids).order_by("id"))
 
 
-def origin_get(public_id) -> Origin | None:
-    return Origin.objects.select_related("application").filter(public_id=public_id).first()
+def origin_get(*, public_id) -> Origin:
+    return get_object_or_404(Origin.objects.select_related("application"), public_id=public_id)
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ class OriginDetail:
 CHART_DAYS = 30
 
 
-def origin_detail(origin: Origin) -> OriginDetail:
+def origin_detail(*, origin: Origin) -> OriginDetail:
     days = list(reversed(OriginDaily.objects.filter(origin=origin).order_by("-day")[:CHART_DAYS]))
     history = list(ReviewEvent.objects.filter(origin=origin)[:50])
     routes = route_table()
@@ -297,15 +298,15 @@ def applications() -> QuerySet[Application]:
     return Application.objects.annotate(origin_count=Count("origins")).order_by("name")
 
 
-def application_get(public_id) -> Application | None:
-    return Application.objects.filter(public_id=public_id).first()
+def application_get(*, public_id) -> Application:
+    return get_object_or_404(Application, public_id=public_id)
 
 
-def application_origins(application: Application) -> list[Origin]:
+def application_origins(*, application: Application) -> list[Origin]:
     return list(application.origins.order_by("address", "port", "protocol")[:500])
 
 
-def ingest_runs(limit: int = 20) -> list[IngestRun]:
+def ingest_runs(*, limit: int = 20) -> list[IngestRun]:
     return list(IngestRun.objects.all()[:limit])
 
 
@@ -337,9 +338,9 @@ def freshness() -> Freshness:
     )
 
 
-def origins_for_export(filters: OriginFilters, routes: RouteTable) -> Iterator[Origin]:
+def origins_for_export(*, filters: OriginFilters, routes: RouteTable) -> Iterator[Origin]:
     """Every origin the filters select, busiest first, read in chunks so memory does not follow the catalogue."""
-    qs = origins_filtered(filters, routes).select_related("application").order_by("-users", "-id")
+    qs = origins_filtered(filters=filters, routes=routes).select_related("application").order_by("-users", "-id")
     return qs.iterator(chunk_size=2000)
 
 

@@ -1,6 +1,5 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -13,7 +12,7 @@ from dashboard.rendering import template_for
 from dashboard.requestinfo import Origin as RequestOrigin
 from discovery import selectors, services
 from discovery.forms import ApplicationForm, BulkForm, OriginFilterForm, ProtectForm, RenameForm, ReviewForm
-from discovery.models import AccessPolicy, Application, ReviewState
+from discovery.models import AccessPolicy, ReviewState
 
 PAGE_SIZE = 50
 
@@ -34,7 +33,7 @@ def origin_list(request):
         after = form.cleaned_data.get("after") if form.is_bound else None
         routes = selectors.route_table()
         page = selectors.origin_page(filters=filters, sort=sort, after=after, size=PAGE_SIZE, routes=routes)
-        rows = selectors.catalogue_rows(page.origins, routes, names)
+        rows = selectors.catalogue_rows(origins=page.origins, routes=routes, names=names)
         routes_known = routes.known
     query = request.GET.copy()
     query.pop("after", None)
@@ -72,7 +71,7 @@ def origin_export(request):
     routes = selectors.route_table()
 
     def rows():
-        for o in selectors.origins_for_export(filters, routes):
+        for o in selectors.origins_for_export(filters=filters, routes=routes):
             route = routes.lookup(o)
             inventory = o.inventory or {}
             yield [
@@ -91,16 +90,9 @@ def _stamp(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
-def _origin_or_404(public_id):
-    origin = selectors.origin_get(public_id)
-    if origin is None:
-        raise Http404("No such origin.")
-    return origin
-
-
 def _review_context(origin) -> dict:
     return {
-        "detail": selectors.origin_detail(origin),
+        "detail": selectors.origin_detail(origin=origin),
         "o": origin,
         "review_form": ReviewForm(),
         "states": ReviewState,
@@ -110,7 +102,7 @@ def _review_context(origin) -> dict:
 
 @require_GET
 def origin_detail(request, public_id):
-    origin = _origin_or_404(public_id)
+    origin = selectors.origin_get(public_id=public_id)
     return render(
         request, template_for(request, "discovery/origin_detail.html", "origin-review"), _review_context(origin)
     )
@@ -119,7 +111,7 @@ def origin_detail(request, public_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def origin_review(request, public_id):
-    origin = _origin_or_404(public_id)
+    origin = selectors.origin_get(public_id=public_id)
     form = ReviewForm(request.POST)
     if form.is_valid():
         try:
@@ -151,7 +143,7 @@ def origin_bulk(request):
     if not form.is_valid():
         messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
         return redirect(f"{reverse('discovery:origin_list')}{target}")
-    origins = selectors.origins_by_public_ids(form.cleaned_data["origin"])
+    origins = selectors.origins_by_public_ids(public_ids=form.cleaned_data["origin"])
     action = form.cleaned_data["action"]
     try:
         if action == "add":
@@ -204,19 +196,12 @@ def application_create(request):
     return redirect("discovery:application_list")
 
 
-def _application_or_404(public_id) -> Application:
-    application = selectors.application_get(public_id)
-    if application is None:
-        raise Http404("No such application.")
-    return application
-
-
 @require_GET
 def application_detail(request, public_id):
-    application = _application_or_404(public_id)
+    application = selectors.application_get(public_id=public_id)
     context = {
         "application": application,
-        "origins": selectors.application_origins(application),
+        "origins": selectors.application_origins(application=application),
         "protect_form": ProtectForm(),
         "policies": AccessPolicy.objects.all(),
     }
@@ -226,7 +211,7 @@ def application_detail(request, public_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def application_protect(request, public_id):
-    application = _application_or_404(public_id)
+    application = selectors.application_get(public_id=public_id)
     form = ProtectForm(request.POST)
     if form.is_valid():
         policy = form.cleaned_data["policy"]
@@ -253,7 +238,7 @@ def application_protect(request, public_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def application_rename(request, public_id):
-    application = _application_or_404(public_id)
+    application = selectors.application_get(public_id=public_id)
     form = RenameForm(request.POST)
     if form.is_valid():
         try:
@@ -274,8 +259,8 @@ def application_rename(request, public_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def application_origin_remove(request, public_id, origin_id):
-    application = _application_or_404(public_id)
-    origin = _origin_or_404(origin_id)
+    application = selectors.application_get(public_id=public_id)
+    origin = selectors.origin_get(public_id=origin_id)
     try:
         services.application_remove_origin(
             actor=request.user, application=application, origin=origin, request=RequestOrigin.from_request(request)
@@ -289,7 +274,7 @@ def application_origin_remove(request, public_id, origin_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def application_unprotect(request, public_id):
-    application = _application_or_404(public_id)
+    application = selectors.application_get(public_id=public_id)
     try:
         services.application_unprotect(
             actor=request.user, application=application, request=RequestOrigin.from_request(request)
@@ -303,7 +288,7 @@ def application_unprotect(request, public_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def application_delete(request, public_id):
-    application = _application_or_404(public_id)
+    application = selectors.application_get(public_id=public_id)
     try:
         count = services.application_delete(
             actor=request.user, application=application, request=RequestOrigin.from_request(request)

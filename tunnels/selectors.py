@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from alerts import selectors as alert_selectors
@@ -16,7 +17,6 @@ from tunnels.models import (
     Route,
     StatusChange,
     SyncCursor,
-    SyncPass,
     Tunnel,
     TunnelChange,
     VirtualNetwork,
@@ -63,7 +63,7 @@ def versions_known() -> list[str]:
     return sorted({v for v in known if v}, key=version_key)
 
 
-def tunnels_filtered(filters: TunnelFilters) -> QuerySet[Tunnel]:
+def tunnels_filtered(*, filters: TunnelFilters) -> QuerySet[Tunnel]:
     qs = Tunnel.objects.filter(deleted_at__isnull=True)
     if filters.q:
         qs = qs.filter(name__icontains=filters.q)
@@ -85,9 +85,9 @@ class Row:
 
 
 def tunnel_page(
-    filters: TunnelFilters, *, page: int, size: int = 50, counts: dict[str, int] | None = None
+    *, filters: TunnelFilters, page: int, size: int = 50, counts: dict[str, int] | None = None
 ) -> tuple[Page, list[Row]]:
-    paginator = Paginator(tunnels_filtered(filters), size)
+    paginator = Paginator(tunnels_filtered(filters=filters), size)
     if counts is not None and not (filters.q or filters.version or filters.vnet):
         # The per-status counts already say how many rows there are: spare the page a second scan.
         paginator.count = counts.get(filters.status, 0) if filters.status else sum(counts.values())
@@ -137,12 +137,8 @@ def freshness() -> datetime | None:
     return cursor.synced_at if cursor else None
 
 
-def last_pass() -> SyncPass | None:
-    return SyncPass.objects.first()
-
-
-def tunnel_get(cf_id) -> Tunnel | None:
-    return Tunnel.objects.filter(cf_id=cf_id).first()
+def tunnel_get(*, cf_id) -> Tunnel:
+    return get_object_or_404(Tunnel, cf_id=cf_id)
 
 
 @dataclass
@@ -161,7 +157,7 @@ class Detail:
     vnets: list[VirtualNetwork] = field(default_factory=list)
 
 
-def tunnel_detail(tunnel: Tunnel, *, now: datetime | None = None) -> Detail:
+def tunnel_detail(*, tunnel: Tunnel, now: datetime | None = None) -> Detail:
     now = now or timezone.now()
     start = now - timedelta(days=90)
     recent = list(tunnel.status_changes.filter(at__gte=start).order_by("at", "id"))
@@ -192,16 +188,20 @@ def dangling_dns_records() -> list[DnsRecord]:
     return list(DnsRecord.objects.filter(~Exists(live)).select_related("zone")[:100])
 
 
-def change_get(public_id) -> TunnelChange | None:
-    return TunnelChange.objects.select_related("tunnel", "actor").filter(public_id=public_id).first()
+def change_get(*, public_id) -> TunnelChange:
+    return get_object_or_404(TunnelChange.objects.select_related("tunnel", "actor"), public_id=public_id)
 
 
 def virtual_networks() -> list[VirtualNetwork]:
     return list(VirtualNetwork.objects.filter(deleted_at__isnull=True))
 
 
-def virtual_network_get(cf_id) -> VirtualNetwork | None:
-    return VirtualNetwork.objects.filter(cf_id=cf_id, deleted_at__isnull=True).first()
+def virtual_network_get(*, cf_id) -> VirtualNetwork:
+    return get_object_or_404(VirtualNetwork, cf_id=cf_id, deleted_at__isnull=True)
+
+
+def route_get(*, cf_id) -> Route:
+    return get_object_or_404(Route.objects.select_related("tunnel"), cf_id=cf_id)
 
 
 def virtual_networks_with_routes() -> list[VirtualNetwork]:
@@ -209,7 +209,7 @@ def virtual_networks_with_routes() -> list[VirtualNetwork]:
     return list(VirtualNetwork.objects.filter(deleted_at__isnull=True).annotate(route_total=Count("routes")))
 
 
-def tunnel_delete_preview(tunnel: Tunnel) -> dict:
+def tunnel_delete_preview(*, tunnel: Tunnel) -> dict:
     """What deleting the tunnel would touch, as Gatehouse last saw it (the change reads Cloudflare again)."""
     connectors = list(tunnel.connectors.all())
     return {
@@ -283,7 +283,7 @@ def overview(*, now: datetime | None = None) -> dict:
     }
 
 
-def connectors_explained(tunnel: Tunnel, connectors: list[Connector]) -> list[str]:
+def connectors_explained(*, tunnel: Tunnel, connectors: list[Connector]) -> list[str]:
     """Plain words for "Degraded": which connector lost how many connections, where, and since when."""
     if tunnel.status != Tunnel.Status.DEGRADED:
         return []

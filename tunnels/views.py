@@ -1,7 +1,6 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -22,7 +21,7 @@ from tunnels.forms import (
     VnetCreateForm,
     VnetRenameForm,
 )
-from tunnels.models import Route, Tunnel, VirtualNetwork
+from tunnels.models import Tunnel
 
 PAGE_SIZE = 50
 
@@ -44,7 +43,7 @@ def tunnel_list(request):
         )
         page = data["page"] or 1
     counts = selectors.status_counts()
-    current, rows = selectors.tunnel_page(filters, page=page, size=PAGE_SIZE, counts=counts)
+    current, rows = selectors.tunnel_page(filters=filters, page=page, size=PAGE_SIZE, counts=counts)
     query = request.GET.copy()
     query.pop("page", None)
     context = {
@@ -61,27 +60,20 @@ def tunnel_list(request):
     return render(request, template_for(request, "tunnels/tunnel_list.html", "tunnel-table"), context)
 
 
-def _tunnel(tunnel_id) -> Tunnel:
-    tunnel = selectors.tunnel_get(tunnel_id)
-    if tunnel is None:
-        raise Http404("No such tunnel.")
-    return tunnel
-
-
 @require_GET
 def tunnel_detail(request, tunnel_id):
-    tunnel = _tunnel(tunnel_id)
+    tunnel = selectors.tunnel_get(cf_id=tunnel_id)
     # A remotely managed tunnel's hostnames are read when someone looks (the sync reads the rest in rotation).
     services.tunnel_config_request(tunnel=tunnel)
     return _render_detail(request, tunnel)
 
 
 def _render_detail(request, tunnel, *, status=200, **forms):
-    detail = selectors.tunnel_detail(tunnel)
+    detail = selectors.tunnel_detail(tunnel=tunnel)
     context = {
         "d": detail,
         "t": tunnel,
-        "explained": selectors.connectors_explained(tunnel, detail.connectors),
+        "explained": selectors.connectors_explained(tunnel=tunnel, connectors=detail.connectors),
         "hostname_form": forms.get("hostname_form") or HostnameAddForm(),
         "route_form": forms.get("route_form") or RouteAddForm(),
         "can_change": request.user.has_role(User.Role.OPERATOR),
@@ -126,7 +118,7 @@ def tunnel_create(request):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def hostname_add(request, tunnel_id):
-    tunnel = _tunnel(tunnel_id)
+    tunnel = selectors.tunnel_get(cf_id=tunnel_id)
     form = HostnameAddForm(request.POST)
     if form.is_valid():
         try:
@@ -146,7 +138,7 @@ def hostname_add(request, tunnel_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def hostname_remove(request, tunnel_id):
-    tunnel = _tunnel(tunnel_id)
+    tunnel = selectors.tunnel_get(cf_id=tunnel_id)
     form = HostnameRemoveForm(request.POST)
     if form.is_valid():
         try:
@@ -167,7 +159,7 @@ def hostname_remove(request, tunnel_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def route_add(request, tunnel_id):
-    tunnel = _tunnel(tunnel_id)
+    tunnel = selectors.tunnel_get(cf_id=tunnel_id)
     form = RouteAddForm(request.POST)
     if form.is_valid():
         try:
@@ -188,7 +180,7 @@ def route_add(request, tunnel_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def route_remove(request, route_id):
-    route = get_object_or_404(Route.objects.select_related("tunnel"), cf_id=route_id)
+    route = selectors.route_get(cf_id=route_id)
     change = services.route_remove(actor=request.user, route=route, origin=Origin.from_request(request))
     return redirect("tunnels:change_detail", change_id=change.public_id)
 
@@ -196,12 +188,24 @@ def route_remove(request, route_id):
 @require_GET
 @never_cache
 def change_detail(request, change_id):
-    change = selectors.change_get(change_id)
-    if change is None:
-        raise Http404("No such change.")
-    token = services.tunnel_token_take(change=change, user=request.user)
-    context = {"change": change, "token": token}
+    change = selectors.change_get(public_id=change_id)
+    # Reading the page takes nothing: the token waits for its creator to ask for it (change_token).
+    context = {
+        "change": change,
+        "token": None,
+        "token_waiting": change.token_available() and change.actor_id == request.user.pk,
+    }
     return render(request, template_for(request, "tunnels/change_detail.html", "change-status"), context)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+@never_cache
+def change_token(request, change_id):
+    """Show the new tunnel's token to its creator, once: taking it wipes the stored copy."""
+    change = selectors.change_get(public_id=change_id)
+    token = services.tunnel_token_take(change=change, user=request.user)
+    return render(request, "tunnels/change_detail.html", {"change": change, "token": token, "token_waiting": False})
 
 
 @require_GET
@@ -238,20 +242,20 @@ def _change_or_back(request, tunnel, make) -> object:
 
 
 def _delete_context(tunnel: Tunnel, form) -> dict:
-    return {"t": tunnel, "form": form, **selectors.tunnel_delete_preview(tunnel)}
+    return {"t": tunnel, "form": form, **selectors.tunnel_delete_preview(tunnel=tunnel)}
 
 
 @require_GET
 @role_required(User.Role.OPERATOR)
 def tunnel_delete_confirm(request, tunnel_id):
-    tunnel = _tunnel(tunnel_id)
+    tunnel = selectors.tunnel_get(cf_id=tunnel_id)
     return render(request, "tunnels/tunnel_delete.html", _delete_context(tunnel, TunnelDeleteForm(tunnel=tunnel)))
 
 
 @require_POST
 @role_required(User.Role.OPERATOR)
 def tunnel_delete(request, tunnel_id):
-    tunnel = _tunnel(tunnel_id)
+    tunnel = selectors.tunnel_get(cf_id=tunnel_id)
     form = TunnelDeleteForm(request.POST, tunnel=tunnel)
     if form.is_valid():
         try:
@@ -265,7 +269,7 @@ def tunnel_delete(request, tunnel_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def connections_cleanup(request, tunnel_id):
-    tunnel = _tunnel(tunnel_id)
+    tunnel = selectors.tunnel_get(cf_id=tunnel_id)
     origin = Origin.from_request(request)
     return _change_or_back(
         request, tunnel, lambda: services.connections_cleanup(actor=request.user, tunnel=tunnel, origin=origin)
@@ -275,24 +279,17 @@ def connections_cleanup(request, tunnel_id):
 @require_GET
 @role_required(User.Role.OPERATOR)
 def token_rotate_confirm(request, tunnel_id):
-    return render(request, "tunnels/token_rotate.html", {"t": _tunnel(tunnel_id)})
+    return render(request, "tunnels/token_rotate.html", {"t": selectors.tunnel_get(cf_id=tunnel_id)})
 
 
 @require_POST
 @role_required(User.Role.OPERATOR)
 def token_rotate(request, tunnel_id):
-    tunnel = _tunnel(tunnel_id)
+    tunnel = selectors.tunnel_get(cf_id=tunnel_id)
     origin = Origin.from_request(request)
     return _change_or_back(
         request, tunnel, lambda: services.token_rotate(actor=request.user, tunnel=tunnel, origin=origin)
     )
-
-
-def _vnet(vnet_id) -> VirtualNetwork:
-    vnet = selectors.virtual_network_get(vnet_id)
-    if vnet is None:
-        raise Http404("No such virtual network.")
-    return vnet
 
 
 def _render_vnets(request, *, status=200, create_form=None, rename=None):
@@ -331,7 +328,7 @@ def vnet_create(request):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def vnet_rename(request, vnet_id):
-    vnet = _vnet(vnet_id)
+    vnet = selectors.virtual_network_get(cf_id=vnet_id)
     form = VnetRenameForm(request.POST)
     if form.is_valid():
         try:
@@ -347,14 +344,14 @@ def vnet_rename(request, vnet_id):
 @require_GET
 @role_required(User.Role.OPERATOR)
 def vnet_delete_confirm(request, vnet_id):
-    vnet = _vnet(vnet_id)
+    vnet = selectors.virtual_network_get(cf_id=vnet_id)
     return render(request, "tunnels/vnet_delete.html", {"vnet": vnet, "routes": vnet.routes.count()})
 
 
 @require_POST
 @role_required(User.Role.OPERATOR)
 def vnet_delete(request, vnet_id):
-    vnet = _vnet(vnet_id)
+    vnet = selectors.virtual_network_get(cf_id=vnet_id)
     try:
         change = services.vnet_delete(actor=request.user, vnet=vnet, origin=Origin.from_request(request))
     except ValidationError as exc:

@@ -95,10 +95,10 @@ def test_the_free_text_filter_follows_what_the_ingest_changes(make_origin):
     origin.hostnames = ["payroll.internal"]
     origin.search_text = origin.compute_search_text()
     origin.save()
-    found = selectors.origins_filtered(selectors.OriginFilters(text="payroll"))
+    found = selectors.origins_filtered(filters=selectors.OriginFilters(text="payroll"))
     assert list(found) == [origin]
     origin.delete()
-    assert not selectors.origins_filtered(selectors.OriginFilters(text="payroll")).exists()
+    assert not selectors.origins_filtered(filters=selectors.OriginFilters(text="payroll")).exists()
 
 
 def test_a_bad_cidr_is_explained_not_a_crash(viewer_client):

@@ -31,10 +31,14 @@ def test_create_tunnel_shows_the_token_once_to_its_creator(operator_client, sync
 
     token = tunnel_token(created[0])
     assert token not in change.token_ciphertext
-    first = operator_client.get(response["Location"]).content.decode()
+    page = operator_client.get(response["Location"]).content.decode()
+    assert token not in page and reverse("tunnels:change_token", args=[change.public_id]) in page
+    change.refresh_from_db()
+    assert change.token_ciphertext != "", "reading the page must not take the token"
+    first = operator_client.post(reverse("tunnels:change_token", args=[change.public_id])).content.decode()
     assert f"cloudflared tunnel run --token {token}" in first
-    second = operator_client.get(response["Location"]).content.decode()
-    assert token not in second
+    second = operator_client.post(reverse("tunnels:change_token", args=[change.public_id])).content.decode()
+    assert token not in second and token not in operator_client.get(response["Location"]).content.decode()
     change.refresh_from_db()
     assert change.token_ciphertext == ""
     entry = AuditEntry.objects.get(action="tunnel.created")
@@ -43,7 +47,11 @@ def test_create_tunnel_shows_the_token_once_to_its_creator(operator_client, sync
 
 def test_someone_else_never_sees_the_token(operator_client, admin_client, synced, run):
     response = run(operator_client, reverse("tunnels:tunnel_create"), {"name": "new-edge-2"})
+    change = TunnelChange.objects.get()
     assert "--token" not in admin_client.get(response["Location"]).content.decode()
+    assert "--token" not in admin_client.post(reverse("tunnels:change_token", args=[change.public_id])).content.decode()
+    change.refresh_from_db()
+    assert change.token_ciphertext != "", "someone else asking must not wipe the creator's token"
 
 
 def test_tunnel_create_task_twice_makes_one_tunnel(operator, synced, django_capture_on_commit_callbacks):
@@ -203,13 +211,15 @@ def test_cloudflare_refusal_shows_as_a_failed_change_with_the_reason(operator_cl
 
 def test_viewers_cannot_change_anything(viewer_client, remote, synced):
     from tests.test_urls import VIEWER
-    from tests.tunnels.url_expectations import EXPECTED
+    from tests.tunnels.url_expectations import EXPECTED, UNKNOWN
 
     vnet = VirtualNetwork.objects.order_by("name").first()
     ids = {
         "tunnel_id": remote.cf_id,
         "route_id": Route.objects.order_by("network").first().cf_id,
         "vnet_id": vnet.cf_id,
+        # Showing a token is refused by role before any change is looked up.
+        "change_id": UNKNOWN,
     }
     hostname = PublicHostname.objects.filter(tunnel=remote).first().hostname
     # Each form filled in as an operator would, so that only the role stands between the viewer and the change.

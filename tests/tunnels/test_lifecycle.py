@@ -109,9 +109,11 @@ def test_rotating_the_token_changes_the_secret_and_shows_the_new_token_once(oper
     new = tunnel_token(_doc(synced, tunnel))
     assert new != old and len(base64.b64decode(json.loads(base64.b64decode(new))["s"])) == 32
     assert "--token" not in admin_client.get(response["Location"]).content.decode()
-    first = operator_client.get(response["Location"]).content.decode()
-    assert f"cloudflared tunnel run --token {new}" in first and "restart every cloudflared" in first
     assert new not in operator_client.get(response["Location"]).content.decode()
+    show = reverse("tunnels:change_token", args=[change.public_id])
+    first = operator_client.post(show).content.decode()
+    assert f"cloudflared tunnel run --token {new}" in first and "restart every cloudflared" in first
+    assert new not in operator_client.post(show).content.decode()
     entry = AuditEntry.objects.get(action="tunnel.token_rotated")
     assert entry.target_id == str(tunnel.cf_id) and new not in json.dumps(entry.details)
 

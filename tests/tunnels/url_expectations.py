@@ -14,6 +14,7 @@ EXPECTED = {
     "tunnels:tunnel_create": ("post", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 400, ADMIN: 400}),
     "tunnels:tunnel_detail": ("get", {"tunnel_id": UNKNOWN}, ALL_404),
     "tunnels:change_detail": ("get", {"change_id": UNKNOWN}, ALL_404),
+    "tunnels:change_token": ("post", {"change_id": UNKNOWN}, CHANGERS_404),
     "tunnels:hostname_add": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
     "tunnels:hostname_remove": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
     "tunnels:route_add": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
