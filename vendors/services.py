@@ -25,6 +25,8 @@ from vendors.models import (
 )
 
 EXPIRY_NOTICE = timedelta(days=3)
+# Runs started together that one worker drives at once (see tasks.workflows_advance_together).
+TOGETHER = 4
 
 
 class RunConflict(ValidationError):
@@ -44,9 +46,18 @@ def _audit(*, action: str, actor: User | None, vendor: Vendor, origin: Origin | 
 
 
 def run_start(
-    *, vendor: Vendor, kind: WorkflowRun.Kind, actor: User | None, origin: Origin | None, data: dict | None = None
+    *,
+    vendor: Vendor,
+    kind: WorkflowRun.Kind,
+    actor: User | None,
+    origin: Origin | None,
+    data: dict | None = None,
+    enqueue: bool = True,
 ) -> WorkflowRun:
-    """Start a workflow; RunConflict if one is already active for the vendor (revoke uses vendor_revoke)."""
+    """Start a workflow; RunConflict if one is already active for the vendor (revoke uses vendor_revoke).
+
+    With `enqueue` False the caller enqueues the run itself (several runs driven together).
+    """
     from vendors.tasks import workflow_advance
 
     origin = origin or Origin()
@@ -63,7 +74,8 @@ def run_start(
     except IntegrityError:
         raise RunConflict("Another workflow is running for this vendor; wait for it to finish.") from None
     workflows.create_steps(run)
-    workflow_advance.delay_on_commit(run.pk)
+    if enqueue:
+        workflow_advance.delay_on_commit(run.pk)
     return run
 
 
@@ -235,8 +247,23 @@ def vendors_revoke(*, actor: User, vendors: list[Vendor], origin: Origin | None)
         raise ValidationError("Select at least one vendor to revoke.")
     if done := [v.name for v in vendors if v.status == Vendor.Status.REVOKED]:
         raise ValidationError(f"Already revoked: {', '.join(done)}.")
+    from vendors.tasks import workflows_advance_together
+
+    revoking = set(
+        WorkflowRun.objects.filter(
+            vendor__in=vendors, kind=WorkflowRun.Kind.REVOKE, status__in=WorkflowRun.ACTIVE
+        ).values_list("pk", flat=True)
+    )
     with transaction.atomic():
-        runs = [_take_over(actor=actor, vendor=v, origin=origin, kind=WorkflowRun.Kind.REVOKE) for v in vendors]
+        runs = [
+            _take_over(actor=actor, vendor=v, origin=origin, kind=WorkflowRun.Kind.REVOKE, enqueue=False)
+            for v in vendors
+        ]
+        # Revocations already under way have their own task; the new ones go in groups, each driven at once in
+        # one worker's threads, the groups spread over the worker pool.
+        started = [run.pk for run in runs if run.pk not in revoking]
+        for i in range(0, len(started), TOGETHER):
+            workflows_advance_together.delay_on_commit(started[i : i + TOGETHER])
         audit_record(
             action="vendor.bulk_revoke_requested",
             actor=actor,
@@ -248,7 +275,9 @@ def vendors_revoke(*, actor: User, vendors: list[Vendor], origin: Origin | None)
     return runs
 
 
-def _take_over(*, actor: User | None, vendor: Vendor, origin: Origin | None, kind: WorkflowRun.Kind) -> WorkflowRun:
+def _take_over(
+    *, actor: User | None, vendor: Vendor, origin: Origin | None, kind: WorkflowRun.Kind, enqueue: bool = True
+) -> WorkflowRun:
     with transaction.atomic():
         vendor = Vendor.objects.select_for_update().get(pk=vendor.pk)
         active = WorkflowRun.objects.select_for_update().filter(vendor=vendor, status__in=WorkflowRun.ACTIVE).first()
@@ -269,7 +298,7 @@ def _take_over(*, actor: User | None, vendor: Vendor, origin: Origin | None, kin
             origin=origin,
             details={"cancelled_run": str(active.public_id) if active else ""},
         )
-        return run_start(vendor=vendor, kind=kind, actor=actor, origin=origin)
+        return run_start(vendor=vendor, kind=kind, actor=actor, origin=origin, enqueue=enqueue)
 
 
 def grant_extend(*, actor: User, grant: Grant, days: int, origin: Origin) -> WorkflowRun:

@@ -2,9 +2,11 @@
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_ready
+from django import db
 
 from integrations import cloudflare
 from integrations.cloudflare import CloudflareTransient
@@ -20,30 +22,65 @@ _MAX_RETRIES = 14
 _GO_ON_SECONDS = 20.0
 
 
-@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=_MAX_RETRIES)
-def workflow_advance(self, run_id: int) -> None:
+def _drive(run_id: int) -> None:
     """Run a workflow's steps, one committed transaction each, without a trip through the broker between them.
 
-    Every step is durable before the next starts, and the message is acknowledged only when the task returns: a
+    Every step is durable before the next starts, and a task's message is acknowledged only when it returns: a
     worker killed between steps leaves the run where the database says, for the message's redelivery or the
-    resume sweep to pick up.
+    resume sweep to pick up. CloudflareTransient is the caller's to retry.
     """
     give_back_at = time.monotonic() + _GO_ON_SECONDS
     while True:
-        try:
-            outcome = workflows.advance(run_id=run_id)
-        except CloudflareTransient as exc:
-            if self.request.retries >= _MAX_RETRIES:
-                workflows.give_up(run_id=run_id, reason=f"Cloudflare kept failing: {exc.message}")
-                return
-            countdown = max(exc.retry_after or 0.0, min(10.0, 2.0**self.request.retries))
-            log.warning("workflow run %s: %s; retrying in %.0f s", run_id, exc.message, countdown)
-            raise self.retry(exc=exc, countdown=countdown) from None
+        outcome = workflows.advance(run_id=run_id)
         if outcome.go_on and time.monotonic() < give_back_at:
             continue
         if not outcome.done:
             workflow_advance.apply_async((run_id,), countdown=outcome.wait)
         return
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=_MAX_RETRIES)
+def workflow_advance(self, run_id: int) -> None:
+    try:
+        _drive(run_id)
+    except CloudflareTransient as exc:
+        if self.request.retries >= _MAX_RETRIES:
+            workflows.give_up(run_id=run_id, reason=f"Cloudflare kept failing: {exc.message}")
+            return
+        countdown = max(exc.retry_after or 0.0, min(10.0, 2.0**self.request.retries))
+        log.warning("workflow run %s: %s; retrying in %.0f s", run_id, exc.message, countdown)
+        raise self.retry(exc=exc, countdown=countdown) from None
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True)
+def workflows_advance_together(self, run_ids: list[int]) -> None:
+    """Runs started in one action (vendors revoked together), driven at once in threads of one worker.
+
+    Their time goes on waiting for Cloudflare, so threads serve them as well as pool processes would, and the
+    pool stays free for the other groups. A run that meets a temporary Cloudflare error goes on in a task of its
+    own, with workflow_advance's backoff. Run in place (tests), they go one after another in the caller's thread.
+    """
+    if self.request.is_eager:
+        for run_id in run_ids:
+            _drive_or_hand_over(run_id)
+        return
+    with ThreadPoolExecutor(max_workers=max(1, len(run_ids))) as pool:
+        list(pool.map(_drive_in_thread, run_ids))
+
+
+def _drive_or_hand_over(run_id: int) -> None:
+    try:
+        _drive(run_id)
+    except CloudflareTransient as exc:
+        log.warning("workflow run %s: %s; going on in a task of its own", run_id, exc.message)
+        workflow_advance.apply_async((run_id,), countdown=max(1.0, exc.retry_after or 0.0))
+
+
+def _drive_in_thread(run_id: int) -> None:
+    try:
+        _drive_or_hand_over(run_id)
+    finally:
+        db.connection.close()  # this thread's own connection
 
 
 @shared_task(acks_late=True, ignore_result=True)
