@@ -1,4 +1,4 @@
-"""Celery tasks for vendors: each takes ids, loads rows and calls a service or advances a workflow by one step."""
+"""Celery tasks for vendors: each takes ids, loads rows and calls a service or drives workflows step by step."""
 
 import logging
 import time
