@@ -3,10 +3,13 @@
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator, URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from alerts import outbound
 from dashboard.choices import ColouredChoices
 
 
@@ -34,9 +37,27 @@ class Channel(models.Model):
         return self.name
 
     def clean(self):
-        from alerts.services import validate_channel
-
-        validate_channel(self.kind, self.target.strip())
+        """Raise ValidationError on the target field: email addresses, or an http(s) URL outbound may reach."""
+        target = self.target.strip()
+        if self.kind == Channel.Kind.EMAIL:
+            addresses = [a.strip() for a in target.split(",") if a.strip()]
+            if not addresses:
+                raise ValidationError({"target": "Give at least one email address."})
+            for address in addresses:
+                try:
+                    EmailValidator()(address)
+                except ValidationError:
+                    raise ValidationError({"target": f"{address[:100]} is not an email address."}) from None
+            return
+        try:
+            URLValidator(schemes=["http", "https"])(target)
+        except ValidationError:
+            raise ValidationError({"target": "Give an http:// or https:// URL."}) from None
+        # Names are resolved, and checked again, at every delivery; an address or localhost is refused right away.
+        try:
+            outbound.check_url(target)
+        except outbound.OutboundRefused as exc:
+            raise ValidationError({"target": f"Refused: {exc}."}) from None
 
 
 class Alert(models.Model):

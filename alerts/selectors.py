@@ -1,8 +1,21 @@
 """Reads for alerts. Every signed-in person may read alerts; channel targets are for admins only."""
 
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.shortcuts import get_object_or_404
 
 from alerts.models import Alert, Channel, Delivery
+
+
+def alert_get(*, public_id) -> Alert:
+    return get_object_or_404(Alert, public_id=public_id)
+
+
+def channel_get(*, public_id) -> Channel:
+    return get_object_or_404(Channel, public_id=public_id)
+
+
+def delivery_get(*, public_id) -> Delivery:
+    return get_object_or_404(Delivery.objects.select_related("alert", "channel"), public_id=public_id)
 
 
 def open_alert_target_ids(*, target_type: str) -> list[str]:

@@ -279,31 +279,6 @@ def _send(delivery: Delivery) -> None:
         raise DeliveryError(f"HTTP {response.status_code}")
 
 
-def validate_channel(kind: str, target: str) -> None:
-    """Raise ValidationError on the target field; the model's clean() calls this."""
-    from django.core.validators import EmailValidator, URLValidator
-
-    if kind == Channel.Kind.EMAIL:
-        addresses = [a.strip() for a in target.split(",") if a.strip()]
-        if not addresses:
-            raise ValidationError({"target": "Give at least one email address."})
-        for address in addresses:
-            try:
-                EmailValidator()(address)
-            except ValidationError:
-                raise ValidationError({"target": f"{address[:100]} is not an email address."}) from None
-        return
-    try:
-        URLValidator(schemes=["http", "https"])(target)
-    except ValidationError:
-        raise ValidationError({"target": "Give an http:// or https:// URL."}) from None
-    # Names are resolved, and checked again, at every delivery; an address or localhost is refused right away.
-    try:
-        outbound.check_url(target)
-    except outbound.OutboundRefused as exc:
-        raise ValidationError({"target": f"Refused: {exc}."}) from None
-
-
 # --- acknowledging and silencing ----------------------------------------------------------------------------
 
 SILENCE_CHOICES = {1: "1 hour", 4: "4 hours", 24: "1 day", 168: "1 week"}

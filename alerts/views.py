@@ -1,12 +1,13 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from alerts import selectors, services
 from alerts.forms import AlertFilterForm, ChannelForm, SilenceForm
-from alerts.models import Alert, Channel, Delivery
+from alerts.models import Alert
+from dashboard.forms import form_add_errors
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
@@ -66,14 +67,14 @@ def channel_create(request):
             response["Cache-Control"] = "no-store"
             return response
         except ValidationError as exc:
-            form.add_error(None, exc)
+            form_add_errors(form, exc)
     return _render_channels(request, form, status=400)
 
 
 @require_POST
 @role_required(User.Role.ADMIN)
 def channel_delete(request, channel_id):
-    channel = get_object_or_404(Channel, public_id=channel_id)
+    channel = selectors.channel_get(public_id=channel_id)
     services.channel_delete(actor=request.user, channel=channel, origin=Origin.from_request(request))
     messages.success(request, f"Channel {channel.name} removed.")
     return redirect("alerts:channel_list")
@@ -82,7 +83,7 @@ def channel_delete(request, channel_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def delivery_retry(request, delivery_id):
-    delivery = get_object_or_404(Delivery.objects.select_related("alert", "channel"), public_id=delivery_id)
+    delivery = selectors.delivery_get(public_id=delivery_id)
     delivery = services.delivery_retry(actor=request.user, delivery=delivery, origin=Origin.from_request(request))
     messages.info(request, f"Delivery to {delivery.channel.name}: {delivery.get_state_display().lower()}.")
     return redirect("alerts:alert_list")
@@ -91,7 +92,7 @@ def delivery_retry(request, delivery_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def alert_acknowledge(request, alert_id):
-    alert = get_object_or_404(Alert, public_id=alert_id)
+    alert = selectors.alert_get(public_id=alert_id)
     services.alert_acknowledge(actor=request.user, alert=alert, origin=Origin.from_request(request))
     messages.success(request, f"Acknowledged: {alert.subject}")
     return redirect(_back(request))
@@ -100,7 +101,7 @@ def alert_acknowledge(request, alert_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def alert_silence(request, alert_id):
-    alert = get_object_or_404(Alert, public_id=alert_id)
+    alert = selectors.alert_get(public_id=alert_id)
     form = SilenceForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose how long to silence the alert for.")

@@ -53,3 +53,23 @@ class AuditFilterForm(forms.Form):
 
 class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=User.Role.choices)
+
+
+# A service refuses with a ValidationError; these are the one way a view shows it.
+
+
+def form_add_errors(form: forms.Form, error: ValidationError) -> None:
+    """Put a service's refusal on the form: each field's messages on that field, or on the form as a whole when
+    it has no such field, and messages that name no field on the form as a whole."""
+    if hasattr(error, "error_dict"):
+        for field, problems in error.message_dict.items():
+            for problem in problems:
+                form.add_error(field if field in form.fields else None, problem)
+    else:
+        for problem in error.messages:
+            form.add_error(None, problem)
+
+
+def error_text(error: ValidationError) -> str:
+    """A service's refusal as one line, for a message above the page."""
+    return " ".join(error.messages)

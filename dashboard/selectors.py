@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from dashboard.audit_actions import AUDIT_ACTIONS
@@ -80,6 +81,10 @@ def audit_page(*, filters: AuditFilters, before: AuditCursor | None, size: int) 
 
 def audit_action_choices() -> list[tuple[str, str]]:
     return sorted(AUDIT_ACTIONS.items(), key=lambda item: item[1])
+
+
+def user_get(*, public_id) -> User:
+    return get_object_or_404(User, public_id=public_id)
 
 
 def users_for_admin() -> QuerySet[User]:

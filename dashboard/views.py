@@ -3,13 +3,13 @@ import json
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import selectors, services
 from dashboard.csv_export import csv_response
-from dashboard.forms import AuditFilterForm, RoleForm
+from dashboard.forms import AuditFilterForm, RoleForm, error_text
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
@@ -97,7 +97,7 @@ def settings_page(request):
 @require_POST
 @role_required(User.Role.ADMIN)
 def user_role_update(request, public_id):
-    user = get_object_or_404(User, public_id=public_id)
+    user = selectors.user_get(public_id=public_id)
     form = RoleForm(request.POST)
     error = None
     if form.is_valid():
@@ -110,14 +110,14 @@ def user_role_update(request, public_id):
             )
             messages.success(request, f"{user.email} is now {user.role_obj.label.lower()}.")
         except ValidationError as exc:
-            error = " ".join(exc.messages)
+            error = error_text(exc)
     else:
         error = "Choose one of the roles."
     if error:
         messages.error(request, f"{user.email}: {error}")
     if request.htmx:
         user.refresh_from_db()
-        return render(request, "dashboard/settings.html#user-row", {"u": user, "roles": User.Role})
+        return render(request, "dashboard/settings.html#user-row", {"account": user, "roles": User.Role})
     return redirect("dashboard:settings")
 
 

@@ -6,6 +6,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.csv_export import csv_response
+from dashboard.forms import error_text
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
@@ -15,10 +16,6 @@ from discovery.forms import ApplicationForm, BulkForm, OriginFilterForm, Protect
 from discovery.models import AccessPolicy, ReviewState
 
 PAGE_SIZE = 50
-
-
-def _errors(exc: ValidationError) -> str:
-    return " ".join(exc.messages)
 
 
 @require_GET
@@ -93,7 +90,7 @@ def _stamp(moment) -> str:
 def _review_context(origin) -> dict:
     return {
         "detail": selectors.origin_detail(origin=origin),
-        "o": origin,
+        "origin": origin,
         "review_form": ReviewForm(),
         "states": ReviewState,
         "decisions": [(d, services.DECISION_LABELS[d]) for d in services.review_decisions(origin.review_state)],
@@ -125,7 +122,7 @@ def origin_review(request, public_id):
             origin.refresh_from_db()
             messages.success(request, f"{origin.label} is now {origin.review_obj.label.lower()}.")
         except ValidationError as exc:
-            messages.error(request, _errors(exc))
+            messages.error(request, error_text(exc))
     else:
         messages.error(request, "Choose a decision (and say why, under 500 characters).")
     if request.htmx:
@@ -165,7 +162,7 @@ def origin_bulk(request):
             )
             messages.success(request, f"{len(rows)} origin(s) updated.")
     except ValidationError as exc:
-        messages.error(request, _errors(exc))
+        messages.error(request, error_text(exc))
     return redirect(f"{reverse('discovery:origin_list')}{target}")
 
 
@@ -190,7 +187,7 @@ def application_create(request):
             messages.success(request, f"Application {application.name} created.")
             return redirect("discovery:application_detail", public_id=application.public_id)
         except ValidationError as exc:
-            messages.error(request, _errors(exc))
+            messages.error(request, error_text(exc))
     else:
         messages.error(request, "Give the application a name (up to 100 characters).")
     return redirect("discovery:application_list")
@@ -229,7 +226,7 @@ def application_protect(request, public_id):
                 more = f" and {len(left_out) - 10} more" if len(left_out) > 10 else ""
                 messages.warning(request, f"Not approved, so not behind Access: {names}{more}.")
         except ValidationError as exc:
-            messages.error(request, _errors(exc))
+            messages.error(request, error_text(exc))
     else:
         messages.error(request, "Choose one of the reusable policies.")
     return redirect("discovery:application_detail", public_id=application.public_id)
@@ -250,7 +247,7 @@ def application_rename(request, public_id):
             )
             messages.success(request, f"Renamed to {application.name}.")
         except ValidationError as exc:
-            messages.error(request, _errors(exc))
+            messages.error(request, error_text(exc))
     else:
         messages.error(request, "Give the application a name (up to 100 characters).")
     return redirect("discovery:application_detail", public_id=application.public_id)
@@ -267,7 +264,7 @@ def application_origin_remove(request, public_id, origin_id):
         )
         messages.success(request, f"{origin.label} is no longer in {application.name}.")
     except ValidationError as exc:
-        messages.error(request, _errors(exc))
+        messages.error(request, error_text(exc))
     return redirect("discovery:application_detail", public_id=application.public_id)
 
 
@@ -281,7 +278,7 @@ def application_unprotect(request, public_id):
         )
         messages.success(request, f"Removing the Access applications Gatehouse created for {application.name}.")
     except ValidationError as exc:
-        messages.error(request, _errors(exc))
+        messages.error(request, error_text(exc))
     return redirect("discovery:application_detail", public_id=application.public_id)
 
 
@@ -294,7 +291,7 @@ def application_delete(request, public_id):
             actor=request.user, application=application, request=RequestOrigin.from_request(request)
         )
     except ValidationError as exc:
-        messages.error(request, _errors(exc))
+        messages.error(request, error_text(exc))
         return redirect("discovery:application_detail", public_id=application.public_id)
     messages.success(request, f"Deleted {application.name}; its {count} origins stay in the catalogue.")
     return redirect("discovery:application_list")

@@ -5,6 +5,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.forms import error_text, form_add_errors
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
@@ -71,8 +72,8 @@ def tunnel_detail(request, tunnel_id):
 def _render_detail(request, tunnel, *, status=200, **forms):
     detail = selectors.tunnel_detail(tunnel=tunnel)
     context = {
-        "d": detail,
-        "t": tunnel,
+        "detail": detail,
+        "tunnel": tunnel,
         "explained": selectors.connectors_explained(tunnel=tunnel, connectors=detail.connectors),
         "hostname_form": forms.get("hostname_form") or HostnameAddForm(),
         "route_form": forms.get("route_form") or RouteAddForm(),
@@ -90,16 +91,6 @@ def tunnel_new(request):
     return render(request, "tunnels/tunnel_new.html", {"form": TunnelCreateForm()})
 
 
-def _apply_errors(form, exc: ValidationError) -> None:
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.message_dict.items():
-            for error in errors:
-                form.add_error(field if field in form.fields else None, error)
-    else:
-        for error in exc.messages:
-            form.add_error(None, error)
-
-
 @require_POST
 @role_required(User.Role.OPERATOR)
 def tunnel_create(request):
@@ -111,7 +102,7 @@ def tunnel_create(request):
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
-            _apply_errors(form, exc)
+            form_add_errors(form, exc)
     return render(request, "tunnels/tunnel_new.html", {"form": form}, status=400)
 
 
@@ -131,7 +122,7 @@ def hostname_add(request, tunnel_id):
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
-            _apply_errors(form, exc)
+            form_add_errors(form, exc)
     return _render_detail(request, tunnel, status=400, hostname_form=form)
 
 
@@ -150,7 +141,7 @@ def hostname_remove(request, tunnel_id):
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
+            messages.error(request, error_text(exc))
     else:
         messages.error(request, "Choose a host name to remove.")
     return redirect("tunnels:tunnel_detail", tunnel_id=tunnel.cf_id)
@@ -173,7 +164,7 @@ def route_add(request, tunnel_id):
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
-            _apply_errors(form, exc)
+            form_add_errors(form, exc)
     return _render_detail(request, tunnel, status=400, route_form=form)
 
 
@@ -236,13 +227,13 @@ def _change_or_back(request, tunnel, make) -> object:
     try:
         change = make()
     except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, error_text(exc))
         return redirect("tunnels:tunnel_detail", tunnel_id=tunnel.cf_id)
     return redirect("tunnels:change_detail", change_id=change.public_id)
 
 
 def _delete_context(tunnel: Tunnel, form) -> dict:
-    return {"t": tunnel, "form": form, **selectors.tunnel_delete_preview(tunnel=tunnel)}
+    return {"tunnel": tunnel, "form": form, **selectors.tunnel_delete_preview(tunnel=tunnel)}
 
 
 @require_GET
@@ -262,7 +253,7 @@ def tunnel_delete(request, tunnel_id):
             change = services.tunnel_delete(actor=request.user, tunnel=tunnel, origin=Origin.from_request(request))
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
-            _apply_errors(form, exc)
+            form_add_errors(form, exc)
     return render(request, "tunnels/tunnel_delete.html", _delete_context(tunnel, form), status=400)
 
 
@@ -279,7 +270,7 @@ def connections_cleanup(request, tunnel_id):
 @require_GET
 @role_required(User.Role.OPERATOR)
 def token_rotate_confirm(request, tunnel_id):
-    return render(request, "tunnels/token_rotate.html", {"t": selectors.tunnel_get(cf_id=tunnel_id)})
+    return render(request, "tunnels/token_rotate.html", {"tunnel": selectors.tunnel_get(cf_id=tunnel_id)})
 
 
 @require_POST
@@ -321,7 +312,7 @@ def vnet_create(request):
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
-            _apply_errors(form, exc)
+            form_add_errors(form, exc)
     return _render_vnets(request, status=400, create_form=form)
 
 
@@ -337,7 +328,7 @@ def vnet_rename(request, vnet_id):
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
-            _apply_errors(form, exc)
+            form_add_errors(form, exc)
     return _render_vnets(request, status=400, rename=(vnet, form))
 
 
