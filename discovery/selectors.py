@@ -310,10 +310,6 @@ def ingest_runs(*, limit: int = 20) -> list[IngestRun]:
     return list(IngestRun.objects.all()[:limit])
 
 
-def last_ingest_run() -> IngestRun | None:
-    return IngestRun.objects.first()
-
-
 @dataclass(frozen=True)
 class Freshness:
     """How current the traffic data is, rather than what the latest pass did (usually nothing between
