@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
-from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
@@ -25,6 +24,7 @@ from alerts import outbound
 from alerts.models import Alert, Channel, Delivery
 from dashboard.models import User
 from dashboard.requestinfo import Origin
+from dashboard.sealing import Purpose, Unreadable, seal, unseal
 from dashboard.services import audit_record
 from integrations.records import text
 
@@ -122,7 +122,7 @@ def channel_create(*, actor: User, name: str, kind: str, target: str, origin: Or
     if kind == Channel.Kind.WEBHOOK:
         # Standard Webhooks secrets: "whsec_" and the base64 of the key's bytes.
         secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        channel.secret_sealed = _fernet().encrypt(secret.encode()).decode()
+        channel.secret_sealed = seal(secret, purpose=Purpose.ALERT_WEBHOOK)
     with transaction.atomic():
         channel.save()
         audit_record(
@@ -217,11 +217,6 @@ def slack_escape(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _fernet() -> Fernet:
-    key = hashlib.sha256(b"gatehouse alert webhook secret\0" + settings.SECRET_KEY.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def sign(*, secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """The Standard Webhooks signature header value: HMAC-SHA256 over "id.timestamp.body", base64, as v1."""
     key = base64.b64decode(secret.removeprefix("whsec_"))
@@ -261,8 +256,8 @@ def _send(delivery: Delivery) -> None:
         # The delivery's id is the message id: a receiver sees the same id on every retry and can drop repeats.
         message_id, timestamp = f"msg_{delivery.public_id.hex}", int(timezone.now().timestamp())
         try:
-            secret = _fernet().decrypt(channel.secret_sealed.encode()).decode()
-        except InvalidToken:
+            secret = unseal(channel.secret_sealed, purpose=Purpose.ALERT_WEBHOOK)
+        except Unreadable:
             raise DeliveryError("signing secret unreadable (was SECRET_KEY changed?); add the channel again") from None
         headers |= {
             "webhook-id": message_id,

@@ -333,7 +333,7 @@ class PushConnection(models.Model):
     """Cloudflare's notifications of tunnel events, sent to Gatehouse's webhook (one row: the account's).
 
     What Gatehouse created at Cloudflare is recorded by id so that disconnecting removes exactly that. The secret
-    Cloudflare sends back in `cf-webhook-auth` is kept sealed (vendors.workflows.seal), never shown.
+    Cloudflare sends back in `cf-webhook-auth` is kept sealed (dashboard.sealing), never shown.
     """
 
     class State(ColouredChoices):

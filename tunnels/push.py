@@ -32,11 +32,11 @@ from django.utils import timezone
 
 from dashboard.models import User
 from dashboard.requestinfo import Origin
+from dashboard.sealing import Purpose, seal, unseal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations import records
 from tunnels.models import PushConnection, PushEvent, StatusChange, SyncCursor, Tunnel
-from vendors.workflows import seal, unseal
 
 HEALTH = "tunnel_health_event"
 UPDATE = "tunnel_update_event"
@@ -105,7 +105,7 @@ def push_connect(*, actor: User, access_bypass: bool, origin: Origin | None = No
         if conn.state == PushConnection.State.CONNECTED and conn.url == url and conn.bypass_wanted == access_bypass:
             raise PushError("Push events are already connected.")
         conn.state = PushConnection.State.CONNECTING
-        conn.secret_sealed = seal(secrets.token_urlsafe(32))
+        conn.secret_sealed = seal(secrets.token_urlsafe(32), purpose=Purpose.PUSH_WEBHOOK)
         conn.url, conn.bypass_wanted, conn.error, conn.changed_at = url, access_bypass, "", timezone.now()
         conn.save()
         audit_record(
@@ -152,7 +152,7 @@ def connect_execute(*, conn: PushConnection) -> None:
     A CloudflareTransient propagates for the task to retry; any other refusal fails the connection visibly.
     """
     names = _names(conn.url)
-    secret = unseal(conn.secret_sealed)
+    secret = unseal(conn.secret_sealed, purpose=Purpose.PUSH_WEBHOOK)
     priority = cf.Priority.INTERACTIVE
     try:
         if conn.bypass_wanted:
@@ -279,7 +279,7 @@ def webhook_secret() -> str | None:
     conn = PushConnection.objects.filter(pk=1).exclude(state=PushConnection.State.OFF).first()
     if conn is None or not conn.secret_sealed:
         return None
-    return unseal(conn.secret_sealed)
+    return unseal(conn.secret_sealed, purpose=Purpose.PUSH_WEBHOOK)
 
 
 def refusal_record() -> None:

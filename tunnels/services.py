@@ -1,7 +1,7 @@
 """Writes for tunnels: alerts from status, and the changes operators ask for (each run by a Celery task).
 
 A new tunnel's token is the one secret here. Gatehouse shows it once, to the person who created the tunnel:
-the task keeps it encrypted (Fernet, key derived from SECRET_KEY) on the change row for at most 15 minutes, and
+the task keeps it sealed (dashboard.sealing) on the change row for at most 15 minutes, and
 the page that shows it clears it in the same conditional update, so a second view (or anyone else) never sees it.
 It never enters logs, audit entries or task arguments.
 """
@@ -9,7 +9,6 @@ It never enters logs, audit entries or task arguments.
 import base64
 import contextlib
 import copy
-import hashlib
 import ipaddress
 import re
 import secrets
@@ -18,7 +17,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -29,6 +27,7 @@ from alerts import selectors as alert_selectors
 from alerts.services import alert_raise, alert_resolve
 from dashboard.models import User
 from dashboard.requestinfo import Origin
+from dashboard.sealing import Purpose, Unreadable, seal, unseal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations import records
@@ -412,7 +411,7 @@ def tunnel_change_execute(*, change: TunnelChange) -> TunnelChange:
     with transaction.atomic():
         updates = {"state": TunnelChange.State.SUCCEEDED, "result": result, "finished_at": timezone.now()}
         if token:
-            updates["token_ciphertext"] = _fernet().encrypt(token.encode()).decode()
+            updates["token_ciphertext"] = seal(token, purpose=Purpose.TUNNEL_TOKEN)
             updates["token_expires_at"] = timezone.now() + TOKEN_SHOW_WINDOW
         # The executor may have set change.tunnel in memory (a new tunnel): the row must get it too.
         if result.get("tunnel_pk"):
@@ -489,11 +488,6 @@ def _audit(change: TunnelChange, action: str, details: dict) -> None:
     )
 
 
-def _fernet() -> Fernet:
-    key = hashlib.sha256(b"gatehouse tunnel token\0" + settings.SECRET_KEY.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def tunnel_token_take(*, change: TunnelChange, user: User) -> str | None:
     """The new tunnel's token, once, for the person who created it; the stored copy is wiped as it is read."""
     if change.actor_id != user.pk or not change.token_available():
@@ -505,8 +499,8 @@ def tunnel_token_take(*, change: TunnelChange, user: User) -> str | None:
     if not taken:
         return None
     try:
-        return _fernet().decrypt(ciphertext.encode()).decode()
-    except InvalidToken:
+        return unseal(ciphertext, purpose=Purpose.TUNNEL_TOKEN)
+    except Unreadable:
         return None
 
 

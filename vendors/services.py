@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from dashboard.models import User
 from dashboard.requestinfo import Origin
+from dashboard.sealing import Purpose, unseal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from vendors import workflows
@@ -502,7 +503,7 @@ def token_secret_reveal(*, actor: User, token: ServiceToken, origin: Origin) -> 
         token = ServiceToken.objects.select_for_update().select_related("vendor").get(pk=token.pk)
         if not token.secret_sealed:
             raise ValidationError("This secret has already been shown; rotate the token to get a new one.")
-        secret = workflows.unseal(token.secret_sealed)
+        secret = unseal(token.secret_sealed, purpose=Purpose.SERVICE_TOKEN)
         token.secret_sealed = ""
         token.save(update_fields=["secret_sealed"])
         _audit(

@@ -6,10 +6,10 @@ from django.utils import timezone
 
 from dashboard.models import User
 from dashboard.requestinfo import Origin
+from dashboard.sealing import Purpose, seal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations.cloudflare import CloudflareError, CloudflareNotFound, Priority
-from vendors import workflows
 from vendors.models import ServiceToken, Vendor
 
 
@@ -59,7 +59,7 @@ def token_rotate(*, actor: User, token: ServiceToken, origin: Origin) -> Service
             rotated = cf.service_token_rotate(token.cf_id, priority=Priority.INTERACTIVE)
         except CloudflareError as error:
             raise _refused(token, error) from None
-        token.secret_sealed = workflows.seal(rotated.client_secret)
+        token.secret_sealed = seal(rotated.client_secret, purpose=Purpose.SERVICE_TOKEN)
         token.secret_sealed_at = timezone.now()
         token.secret_known = True
         token.client_id = rotated.client_id or token.client_id

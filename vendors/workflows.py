@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
@@ -23,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard.requestinfo import Origin
+from dashboard.sealing import Purpose, seal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations import locks, records
@@ -137,25 +137,6 @@ def run_concurrently(ctx: Context, calls: list[Call]) -> list[Any]:
     if first_error is not None:
         raise first_error
     return results
-
-
-# --- secrets shown once ---------------------------------------------------------------------------------------
-
-
-def _fernet() -> Fernet:
-    import base64
-    import hashlib
-
-    key = hashlib.sha256(f"gatehouse.vendors.service-token:{settings.SECRET_KEY}".encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
-def seal(secret: str) -> str:
-    return _fernet().encrypt(secret.encode()).decode()
-
-
-def unseal(sealed: str) -> str:
-    return _fernet().decrypt(sealed.encode()).decode()
 
 
 # --- reading Cloudflare ---------------------------------------------------------------------------------------
@@ -329,7 +310,7 @@ def step_tokens(ctx: Context) -> None:
         ServiceToken.objects.filter(pk=token.pk).update(
             cf_id=created.id,
             client_id=created.client_id,
-            secret_sealed=seal(created.client_secret),
+            secret_sealed=seal(created.client_secret, purpose=Purpose.SERVICE_TOKEN),
             status=ServiceToken.Status.ACTIVE,
         )
     # Cloudflare's create answer carries no expiry; the token as Cloudflare keeps it does.
@@ -1206,4 +1187,4 @@ def active_runs_to_resume(*, idle_for: timedelta) -> list[int]:
     )
 
 
-__all__ = ["MANAGED_PREFIX", "STEPS", "Outcome", "advance", "create_steps", "give_up", "seal", "unseal"]
+__all__ = ["MANAGED_PREFIX", "STEPS", "Outcome", "advance", "create_steps", "give_up"]

@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from cloudflare_sim import control
 from dashboard.models import AuditEntry
+from dashboard.sealing import Purpose, seal
 from integrations import cloudflare as cf
 from tunnels import push
 from tunnels.models import PushConnection, PushEvent, StatusChange, SyncCursor, Tunnel
-from vendors.workflows import seal
 
 SECRET = "the-shared-secret"
 
@@ -39,7 +39,7 @@ def connected(db):
     return PushConnection.objects.create(
         pk=1,
         state=PushConnection.State.CONNECTED,
-        secret_sealed=seal(SECRET),
+        secret_sealed=seal(SECRET, purpose=Purpose.PUSH_WEBHOOK),
         url="https://g.example/hooks/cloudflare/",
     )
 
@@ -69,7 +69,9 @@ def test_a_missing_secret_is_refused_with_401(client, connected, tunnel):
 
 
 def test_nothing_is_accepted_while_push_events_are_off(client, db, tunnel):
-    PushConnection.objects.create(pk=1, state=PushConnection.State.OFF, secret_sealed=seal(SECRET))
+    PushConnection.objects.create(
+        pk=1, state=PushConnection.State.OFF, secret_sealed=seal(SECRET, purpose=Purpose.PUSH_WEBHOOK)
+    )
     assert _post(client, _health(tunnel.cf_id)).status_code == 403
     assert not PushEvent.objects.exists()
 
