@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard.operations import Operation, OperationStep
+
 # Objects Gatehouse creates at Cloudflare carry this prefix and the vendor's id: the deterministic name is how a
 # restarted step finds what an interrupted one created, and the prefix is how Gatehouse knows it owns the object.
 MANAGED_PREFIX = "gatehouse-vendor-"
@@ -365,7 +367,9 @@ class ServiceToken(models.Model):
         return ServiceToken.Status(self.status)
 
 
-class WorkflowRun(models.Model):
+class WorkflowRun(Operation):
+    """One workflow on a vendor (see vendors.workflows): the shared operation row, for one vendor and kind."""
+
     class Kind(models.TextChoices):
         ONBOARD = "onboard", "Onboard"
         CHANGE = "change", "Apply changes"
@@ -375,43 +379,8 @@ class WorkflowRun(models.Model):
         SUSPEND = "suspend", "Suspend"
         REVOKE = "revoke", "Revoke"
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Stopped"
-        NEEDS_ATTENTION = "needs_attention", "Needs attention"
-        CANCELLED = "cancelled", "Cancelled"
-
-        @property
-        def colour(self) -> str:
-            return {
-                "pending": "blue",
-                "running": "blue",
-                "succeeded": "green",
-                "failed": "red",
-                "needs_attention": "red",
-                "cancelled": "grey",
-            }[self.value]
-
-    ACTIVE = (Status.PENDING, Status.RUNNING)
-
-    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="runs")
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
-    reason = models.CharField(max_length=1000, blank=True)
-    actor_email = models.CharField(max_length=254, blank=True)
-    source_ip = models.GenericIPAddressField(null=True, blank=True)
-    request_id = models.CharField(max_length=64, blank=True)
-    # What one step learns at Cloudflare and a later step needs (ids found, applications touched).
-    data = models.JSONField(default=dict, blank=True)
-    # While a worker runs a step it holds the lease; a replacement worker waits it out before taking over.
-    lease_until = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -426,60 +395,13 @@ class WorkflowRun(models.Model):
     def __str__(self):
         return f"{self.get_kind_display()} {self.vendor}"
 
-    @property
-    def status_obj(self) -> "WorkflowRun.Status":
-        return WorkflowRun.Status(self.status)
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.started_at and self.finished_at:
-            return self.finished_at - self.created_at
-        return None
-
-
-class WorkflowStep(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-
-        @property
-        def colour(self) -> str:
-            return {"pending": "grey", "running": "blue", "done": "green", "failed": "red"}[self.value]
-
+class WorkflowStep(OperationStep):
     run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="steps")
-    position = models.PositiveSmallIntegerField()
-    key = models.CharField(max_length=32)
-    label = models.CharField(max_length=200)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    # Every Cloudflare call the step made and what Cloudflare answered: the receipt.
-    answers = models.JSONField(default=list, blank=True)
-    error = models.CharField(max_length=1000, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "position"], name="vendors_step_position")]
-
-    def __str__(self):
-        return f"{self.position}. {self.label}"
-
-    @property
-    def status_obj(self) -> "WorkflowStep.Status":
-        return WorkflowStep.Status(self.status)
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.started_at and self.finished_at:
-            return self.finished_at - self.started_at
-        return None
 
 
 class VendorSettings(models.Model):

@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard import operations
 from dashboard.models import User
 from dashboard.requestinfo import Origin
 from dashboard.sealing import Purpose, unseal
@@ -703,7 +704,7 @@ def workflows_resume(*, on_start: bool = False) -> int:
     if on_start:
         runs = list(WorkflowRun.objects.filter(status__in=WorkflowRun.ACTIVE).values_list("pk", flat=True))
     else:
-        runs = workflows.active_runs_to_resume(idle_for=timedelta(seconds=min(30.0, workflows.lease_seconds())))
+        runs = workflows.active_runs_to_resume(idle_for=timedelta(seconds=min(30.0, operations.lease_seconds())))
     for run_id in runs:
         workflow_advance.delay(run_id)
     return len(runs)

@@ -8,6 +8,7 @@ from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_ready
 from django import db
 
+from dashboard.operations import retry_countdown
 from integrations import cloudflare
 from integrations.cloudflare import CloudflareTransient
 from vendors import drift, services, workflows
@@ -47,7 +48,7 @@ def workflow_advance(self, run_id: int) -> None:
         if self.request.retries >= _MAX_RETRIES:
             workflows.give_up(run_id=run_id, reason=f"Cloudflare kept failing: {exc.message}")
             return
-        countdown = max(exc.retry_after or 0.0, min(10.0, 2.0**self.request.retries))
+        countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after, cap=10.0)
         log.warning("workflow run %s: %s; retrying in %.0f s", run_id, exc.message, countdown)
         raise self.retry(exc=exc, countdown=countdown) from None
 

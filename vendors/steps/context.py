@@ -1,34 +1,16 @@
-"""What a vendor workflow step is given (its run, vendor, priority and receipt) and how it says it cannot go on."""
+"""What a vendor workflow step is given (its run, vendor, priority and receipt) and how it says it cannot go on
+(the shared engine's StepFailed, StepWait and VerificationFailed)."""
 
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils import timezone
 
+from dashboard.operations import StepFailed, StepWait, VerificationFailed
 from integrations.cloudflare import Priority
 from vendors.models import Vendor, WorkflowRun
 
 _MAX_ANSWER = 300
-
-
-class StepFailed(Exception):
-    """The step cannot succeed as things stand; the run stops with this reason until someone retries it."""
-
-
-class VerificationFailed(Exception):
-    """Cloudflare, read back, does not show what the run was meant to achieve."""
-
-    def __init__(self, findings: list[str]):
-        super().__init__("; ".join(findings))
-        self.findings = findings
-
-
-class StepWait(Exception):
-    """Not yet: try the same step again after `seconds`."""
-
-    def __init__(self, seconds: float):
-        super().__init__(f"waiting {seconds:.1f} s")
-        self.seconds = seconds
 
 
 @dataclass
@@ -42,3 +24,6 @@ class Context:
         self.answers.append(
             {"at": timezone.now().isoformat(), "call": call, "target": target[:200], "answer": answer[:_MAX_ANSWER]}
         )
+
+
+__all__ = ["Context", "StepFailed", "StepWait", "VerificationFailed"]

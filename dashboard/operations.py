@@ -1,0 +1,316 @@
+"""One engine for the changes Gatehouse makes at Cloudflare: a row per operation, ordered step rows, a lease, retries
+and audit, so every operation is visible while it runs and resumable the same way.
+
+An operation is a row (`Operation`) with ordered steps (`OperationStep`), advanced one step at a time by a task.
+A worker holds a lease on the row while it executes a step; a replacement waits out the lease instead of racing
+the first. Each step is committed with the receipt of the Cloudflare calls it made before the next starts, so a
+worker killed between steps leaves the operation where the database says, for a retry or a resume sweep to take
+up. An app says what its steps do and what follows success or a stop by subclassing `Engine`.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ClassVar, Protocol
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from dashboard.choices import ColouredChoices
+from dashboard.requestinfo import Origin
+from integrations.cloudflare import CloudflareError, CloudflareTransient
+
+
+class Operation(models.Model):
+    """The row of one operation: who asked, from where, how far it got, and what its steps pass on to the next."""
+
+    class Status(ColouredChoices):
+        PENDING = "pending", "Waiting", "blue"
+        RUNNING = "running", "Running", "blue"
+        SUCCEEDED = "succeeded", "Done", "green"
+        FAILED = "failed", "Stopped", "red"
+        NEEDS_ATTENTION = "needs_attention", "Needs attention", "red"
+        CANCELLED = "cancelled", "Cancelled", "grey"
+
+    ACTIVE = (Status.PENDING, Status.RUNNING)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=1000, blank=True)
+    actor_email = models.CharField(max_length=254, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    # What one step learns at Cloudflare and a later step needs (ids found, applications touched).
+    data = models.JSONField(default=dict, blank=True)
+    # While a worker runs a step it holds the lease; a replacement worker waits it out before taking over.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def status_obj(self) -> "Operation.Status":
+        return Operation.Status(self.status)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.created_at
+        return None
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(source_ip=self.source_ip, request_id=self.request_id)
+
+
+class OperationStep(models.Model):
+    """One step of an operation (the concrete model adds `run`, a foreign key with related_name "steps")."""
+
+    class Status(ColouredChoices):
+        PENDING = "pending", "Waiting", "grey"
+        RUNNING = "running", "Running", "blue"
+        DONE = "done", "Done", "green"
+        FAILED = "failed", "Failed", "red"
+
+    OPEN = (Status.PENDING, Status.RUNNING)
+
+    position = models.PositiveSmallIntegerField()
+    key = models.CharField(max_length=32)
+    label = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Every Cloudflare call the step made and what Cloudflare answered: the receipt.
+    answers = models.JSONField(default=list, blank=True)
+    error = models.CharField(max_length=1000, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self):
+        return f"{self.position}. {self.label}"
+
+    @property
+    def status_obj(self) -> "OperationStep.Status":
+        return OperationStep.Status(self.status)
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class StepFailed(Exception):
+    """The step cannot succeed as things stand; the operation stops with this reason until someone retries it."""
+
+
+class VerificationFailed(Exception):
+    """Cloudflare, read back, does not show what the operation was meant to achieve."""
+
+    def __init__(self, findings: list[str]):
+        super().__init__("; ".join(findings))
+        self.findings = findings
+
+
+class StepWait(Exception):
+    """Not yet: try the same step again after `seconds`."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"waiting {seconds:.1f} s")
+        self.seconds = seconds
+
+
+class Receipt(Protocol):
+    """What a step is given: it notes each call it makes in `answers`, which the step row keeps."""
+
+    answers: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the task should do next: nothing (`done`), the same operation again after `wait` seconds, or (`go_on`)
+    its next step at once: the step just done is committed, so the worker that did it may take the next one itself."""
+
+    done: bool = True
+    wait: float = 0.0
+    go_on: bool = False
+
+
+def lease_seconds() -> float:
+    return float(getattr(settings, "GATEHOUSE_WORKFLOW_LEASE_SECONDS", settings.CELERY_TASK_TIME_LIMIT))
+
+
+def retry_countdown(*, retries: int, retry_after: float | None, first: float = 1.0, cap: float = float("inf")) -> float:
+    """Seconds before a task retries after a temporary Cloudflare error: `first`, doubling with each retry up to
+    `cap`, or longer when Cloudflare (or the call budget) says when to come back."""
+    return max(retry_after or 0.0, min(cap, first * 2.0**retries))
+
+
+class Engine:
+    """Runs the steps of one kind of operation. A subclass names its models and says what its steps do (`receipt`,
+    `execute`), how it is audited (`audit`), and what follows success (`succeeded`) or a stop (`stopped`)."""
+
+    run_model: ClassVar[type[Operation]]
+    step_model: ClassVar[type[OperationStep]]
+    # Relations a step and the hooks read from the run, loaded with it.
+    related: ClassVar[tuple[str, ...]] = ()
+
+    def receipt(self, run: Operation) -> Receipt:
+        raise NotImplementedError
+
+    def execute(self, step: OperationStep, receipt: Receipt) -> None:
+        raise NotImplementedError
+
+    def audit(self, run: Operation, event: str, details: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def succeeded(self, run: Operation) -> dict[str, Any]:
+        """After every step is done, in the same transaction; returns what the audit entry adds."""
+        return {}
+
+    def stopped(self, run: Operation, step: OperationStep, *, reason: str, findings: list[str]) -> None:
+        """After the operation stopped at `step`, in the same transaction."""
+
+    def create_steps(self, run: Operation, steps: list[tuple[str, str]]) -> None:
+        self.step_model.objects.bulk_create(
+            self.step_model(run=run, position=i, key=key, label=label) for i, (key, label) in enumerate(steps, 1)
+        )
+
+    def _locked(self) -> models.QuerySet:
+        return self.run_model.objects.select_for_update().select_related(*self.related)
+
+    def advance(self, *, run_id: int) -> Outcome:
+        """Run the next step of the operation, if it is still active and no other worker holds it."""
+        now = timezone.now()
+        with transaction.atomic():
+            run = self._locked().filter(pk=run_id).first()
+            if run is None or not run.is_active:
+                return Outcome()
+            if run.lease_until and run.lease_until > now:
+                return Outcome(done=False, wait=(run.lease_until - now).total_seconds() + 0.1)
+            step = run.steps.filter(status__in=OperationStep.OPEN).first()
+            if step is None:
+                self._finish(run)
+                return Outcome()
+            if run.status == Operation.Status.PENDING:
+                run.started_at = now
+                self.audit(run, "started", {})
+            run.status = Operation.Status.RUNNING
+            run.lease_until = now + timedelta(seconds=lease_seconds())
+            run.save(update_fields=["status", "started_at", "lease_until", "updated_at"])
+            step.status = OperationStep.Status.RUNNING
+            step.attempts += 1
+            step.started_at = step.started_at or now
+            step.save(update_fields=["status", "attempts", "started_at"])
+        receipt = self.receipt(run)
+        try:
+            self.execute(step, receipt)
+        except StepWait as wait:
+            self._release(run, step, receipt, error="")
+            return Outcome(done=False, wait=wait.seconds)
+        except CloudflareTransient as exc:
+            self._release(run, step, receipt, error=exc.message)
+            raise
+        except VerificationFailed as exc:
+            self._stop(
+                run, step, receipt, status=Operation.Status.NEEDS_ATTENTION, reason=str(exc), findings=exc.findings
+            )
+            return Outcome()
+        except (CloudflareError, StepFailed) as exc:
+            self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=str(exc))
+            return Outcome()
+        if self._complete(run, step, receipt):
+            return Outcome(done=False, go_on=True)
+        return Outcome()
+
+    def give_up(self, *, run_id: int, reason: str) -> None:
+        """Cloudflare kept answering with temporary errors past every retry: stop the operation where it is."""
+        with transaction.atomic():
+            run = self._locked().filter(pk=run_id).first()
+            if run is None or not run.is_active:
+                return
+            step = run.steps.filter(status__in=OperationStep.OPEN).first()
+        if step is not None:
+            self._stop(run, step, self.receipt(run), status=Operation.Status.FAILED, reason=reason)
+
+    def runs_to_resume(self, *, idle_for: timedelta) -> list[int]:
+        """Active operations nobody is working on: no lease (or an expired one) and no progress for a while."""
+        now = timezone.now()
+        return list(
+            self.run_model.objects.filter(status__in=Operation.ACTIVE, updated_at__lt=now - idle_for)
+            .exclude(lease_until__gt=now)
+            .values_list("pk", flat=True)
+        )
+
+    def _release(self, run: Operation, step: OperationStep, receipt: Receipt, *, error: str) -> None:
+        with transaction.atomic():
+            self.step_model.objects.filter(pk=step.pk).update(
+                answers=step.answers + receipt.answers, error=error[:1000]
+            )
+            self.run_model.objects.filter(pk=run.pk).update(lease_until=None, data=run.data, updated_at=timezone.now())
+
+    def _complete(self, run: Operation, step: OperationStep, receipt: Receipt) -> bool:
+        """Record the step as done, in its own transaction; whether the operation still has work (not cancelled)."""
+        with transaction.atomic():
+            current = self._locked().get(pk=run.pk)
+            step.status = OperationStep.Status.DONE
+            step.finished_at = timezone.now()
+            step.answers = step.answers + receipt.answers
+            step.error = ""
+            step.save(update_fields=["status", "finished_at", "answers", "error"])
+            current.lease_until = None
+            current.data = run.data
+            current.save(update_fields=["lease_until", "data", "updated_at"])
+            self.audit(
+                current, "step_done", {"step": step.label, "calls": len(receipt.answers), "attempts": step.attempts}
+            )
+        return current.is_active
+
+    def _finish(self, run: Operation) -> None:
+        """Every step is done: the operation succeeded."""
+        run.status = Operation.Status.SUCCEEDED
+        run.finished_at = timezone.now()
+        run.lease_until = None
+        run.save(update_fields=["status", "finished_at", "lease_until", "updated_at"])
+        self.audit(run, "succeeded", self.succeeded(run))
+
+    def _stop(
+        self,
+        run: Operation,
+        step: OperationStep,
+        receipt: Receipt,
+        *,
+        status: Operation.Status,
+        reason: str,
+        findings: list[str] | None = None,
+    ) -> None:
+        with transaction.atomic():
+            current = self._locked().get(pk=run.pk)
+            step.status = OperationStep.Status.FAILED
+            step.finished_at = timezone.now()
+            step.answers = step.answers + receipt.answers
+            step.error = reason[:1000]
+            step.save(update_fields=["status", "finished_at", "answers", "error"])
+            current.lease_until = None
+            current.data = run.data
+            if not current.is_active:
+                current.save(update_fields=["lease_until", "data", "updated_at"])
+                return
+            current.status = status
+            current.reason = reason[:1000]
+            current.finished_at = timezone.now()
+            current.save(update_fields=["status", "reason", "lease_until", "data", "finished_at", "updated_at"])
+            self.stopped(current, step, reason=reason, findings=findings or [])
+            event = "needs_attention" if status == Operation.Status.NEEDS_ATTENTION else "failed"
+            self.audit(current, event, {"step": step.label, "reason": reason, "findings": findings or []})
