@@ -2,6 +2,7 @@ import logging
 
 from celery import shared_task
 
+from dashboard.operations import retry_countdown
 from integrations import cloudflare as cf
 from tunnels import services, sync
 from tunnels.models import Tunnel, TunnelChange
@@ -27,13 +28,13 @@ def tunnel_change_run(self, change_id: int):
         if self.request.retries >= self.max_retries:
             services.tunnel_change_fail(change=change, reason=f"Cloudflare kept refusing: {exc.message}")
             return
-        backoff = 2 ** (self.request.retries + 2)
-        raise self.retry(countdown=max(backoff, exc.retry_after or 0)) from exc
+        countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after, first=4.0)
+        raise self.retry(countdown=countdown) from exc
     except services.TunnelBusy as exc:
         if self.request.retries >= self.max_retries:
             services.tunnel_change_fail(change=change, reason=str(exc))
             return
-        raise self.retry(countdown=2 ** (self.request.retries + 2)) from exc
+        raise self.retry(countdown=retry_countdown(retries=self.request.retries, retry_after=None, first=4.0)) from exc
 
 
 @shared_task(ignore_result=True)
@@ -64,7 +65,9 @@ def _push_step(task, step, state) -> None:
         if task.request.retries >= task.max_retries:
             push.fail(conn=conn, reason=f"Cloudflare kept refusing: {exc.message}")
             return
-        raise task.retry(countdown=max(2 ** (task.request.retries + 2), exc.retry_after or 0)) from exc
+        raise task.retry(
+            countdown=retry_countdown(retries=task.request.retries, retry_after=exc.retry_after, first=4.0)
+        ) from exc
     except cf.CloudflareError as exc:
         push.fail(conn=conn, reason=exc.message)
 

@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard.choices import ColouredChoices
 from dashboard.operations import Operation, OperationStep
 
 # Objects Gatehouse creates at Cloudflare carry this prefix and the vendor's id: the deterministic name is how a
@@ -78,24 +79,13 @@ class VendorQuerySet(models.QuerySet):
 
 
 class Vendor(models.Model):
-    class Status(models.TextChoices):
-        ONBOARDING = "onboarding", "Onboarding"
-        ACTIVE = "active", "Active"
-        SUSPENDED = "suspended", "Suspended"
-        REVOKING = "revoking", "Revoking"
-        REVOKED = "revoked", "Revoked"
-        NEEDS_ATTENTION = "needs_attention", "Needs attention"
-
-        @property
-        def colour(self) -> str:
-            return {
-                "onboarding": "blue",
-                "active": "green",
-                "suspended": "grey",
-                "revoking": "amber",
-                "revoked": "grey",
-                "needs_attention": "red",
-            }[self.value]
+    class Status(ColouredChoices):
+        ONBOARDING = "onboarding", "Onboarding", "blue"
+        ACTIVE = "active", "Active", "green"
+        SUSPENDED = "suspended", "Suspended", "grey"
+        REVOKING = "revoking", "Revoking", "amber"
+        REVOKED = "revoked", "Revoked", "grey"
+        NEEDS_ATTENTION = "needs_attention", "Needs attention", "red"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=120, unique=True)
@@ -264,18 +254,12 @@ class AccessPolicy(models.Model):
 
 
 class Grant(models.Model):
-    class Status(models.TextChoices):
-        SCHEDULED = "scheduled", "Starts later"
-        ACTIVE = "active", "Active"
-        EXPIRED = "expired", "Expired"
-        ENDED = "ended", "Ended"
-        REVOKED = "revoked", "Revoked"
-
-        @property
-        def colour(self) -> str:
-            return {"scheduled": "blue", "active": "green", "expired": "grey", "ended": "grey", "revoked": "grey"}[
-                self.value
-            ]
+    class Status(ColouredChoices):
+        SCHEDULED = "scheduled", "Starts later", "blue"
+        ACTIVE = "active", "Active", "green"
+        EXPIRED = "expired", "Expired", "grey"
+        ENDED = "ended", "Ended", "grey"
+        REVOKED = "revoked", "Revoked", "grey"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="grants")
@@ -327,14 +311,10 @@ class Grant(models.Model):
 
 
 class ServiceToken(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending", "Being created"
-        ACTIVE = "active", "Active"
-        DELETED = "deleted", "Deleted"
-
-        @property
-        def colour(self) -> str:
-            return {"pending": "blue", "active": "green", "deleted": "grey"}[self.value]
+    class Status(ColouredChoices):
+        PENDING = "pending", "Being created", "blue"
+        ACTIVE = "active", "Active", "green"
+        DELETED = "deleted", "Deleted", "grey"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="service_tokens")

@@ -517,6 +517,13 @@ def token_secret_reveal(*, actor: User, token: ServiceToken, origin: Origin) -> 
     return secret
 
 
+def access_apps_refresh_request() -> None:
+    """Ask a worker to bring the list of Access applications up to date, once the request's writes are in."""
+    from vendors import tasks
+
+    tasks.access_apps_refresh.delay_on_commit()
+
+
 def access_apps_refresh() -> int:
     """Bring Gatehouse's list of Access applications up to date; returns how many Cloudflare reports.
 

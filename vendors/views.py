@@ -81,7 +81,7 @@ def vendor_create(request):
                 starts_at=form.starts_at,
             )
         except ValidationError as error:
-            _form_errors(form, error)
+            form_add_errors(form, error)
         else:
             run = vendor.runs.first()
             if run is None:
@@ -130,7 +130,7 @@ def vendor_update(request, public_id):
                 starts_at=form.starts_at,
             )
         except ValidationError as error:
-            _form_errors(form, error)
+            form_add_errors(form, error)
         else:
             if run is None:
                 messages.success(request, f"Saved; {vendor.name}'s access starts on {data['starts_on']:%Y-%m-%d}.")
@@ -170,7 +170,7 @@ def vendor_revoke(request, public_id):
     try:
         run = services.vendor_revoke(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
         return redirect("vendors:vendor_detail", public_id=vendor.public_id)
     messages.warning(request, f"Revoking {vendor.name}.")
     if request.htmx:
@@ -184,7 +184,7 @@ def vendors_revoke_confirm(request):
     """The one confirmation for the vendors ticked on the list (a GET form: choosing changes nothing)."""
     form = RevokeSelectionForm(request.GET)
     if not form.is_valid():
-        messages.error(request, _errors(ValidationError(form.errors["vendors"])))
+        messages.error(request, error_text(ValidationError(form.errors["vendors"])))
         return redirect("vendors:vendor_list")
     return render(request, "vendors/vendors_revoke_confirm.html", {"vendors": form.cleaned_data["vendors"]})
 
@@ -194,13 +194,13 @@ def vendors_revoke_confirm(request):
 def vendors_revoke(request):
     form = RevokeSelectionForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _errors(ValidationError(form.errors["vendors"])))
+        messages.error(request, error_text(ValidationError(form.errors["vendors"])))
         return redirect("vendors:vendor_list")
     vendors = list(form.cleaned_data["vendors"])
     try:
         services.vendors_revoke(actor=request.user, vendors=vendors, origin=Origin.from_request(request))
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
         return redirect("vendors:vendor_list")
     messages.warning(request, f"Revoking {len(vendors)} vendors: {', '.join(v.name for v in vendors)}.")
     return redirect("vendors:vendor_list")
@@ -219,7 +219,7 @@ def run_retry(request, public_id):
     try:
         services.run_retry(actor=request.user, run=run, origin=Origin.from_request(request))
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
     return redirect("vendors:run_detail", public_id=run.public_id)
 
 
@@ -236,7 +236,7 @@ def grant_extend(request, public_id):
             actor=request.user, grant=grant, days=form.cleaned_data["days"], origin=Origin.from_request(request)
         )
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
         return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
     messages.success(request, f"Extending {grant.application.name} for {grant.vendor.name}.")
     return redirect("vendors:run_detail", public_id=run.public_id)
@@ -259,7 +259,7 @@ def grant_update(request, public_id):
             origin=Origin.from_request(request),
         )
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
         return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
     messages.success(request, f"Changing {grant.vendor.name}'s grant of {grant.application.name}.")
     if run is None:
@@ -281,7 +281,7 @@ def grant_end(request, public_id):
     try:
         run = services.grant_end(actor=request.user, grant=grant, origin=Origin.from_request(request))
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
         target = reverse("vendors:vendor_detail", kwargs={"public_id": grant.vendor.public_id})
     else:
         messages.warning(request, f"Ending {grant.vendor.name}'s access to {grant.application.name}.")
@@ -301,7 +301,7 @@ def token_reveal(request, public_id):
     try:
         secret = services.token_secret_reveal(actor=request.user, token=token, origin=Origin.from_request(request))
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
         return redirect("vendors:vendor_detail", public_id=token.vendor.public_id)
     response = render(request, "vendors/token_secret.html", {"token": token, "secret": secret})
     response["Cache-Control"] = "no-store"
@@ -355,7 +355,7 @@ def _adopt_read(request, policy_id):
         candidate = adopt.adopt_candidate(str(policy_id))
         choices = adopt.service_policy_choices_now(candidate) if not candidate.problem else []
     except adopt.NotAdoptable as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
         return None, [], redirect("vendors:adopt_list")
     except CloudflareError as error:
         messages.error(request, f"Cloudflare could not be read: {error.message}")
@@ -402,7 +402,7 @@ def adopt_create(request, policy_id):
         except CloudflareError as error:
             form.add_error(None, f"Cloudflare could not be read: {error.message}")
         except ValidationError as error:
-            _form_errors(form, error)
+            form_add_errors(form, error)
             # What Cloudflare holds now is what the admin confirms next time.
             form.data = {**form.data.dict(), "fingerprint": candidate.fingerprint()}
         else:
@@ -418,7 +418,7 @@ def drift_check(request, public_id):
     try:
         vendor = drift.drift_check_vendor(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
     except CloudflareError as error:
         messages.error(request, f"Cloudflare could not be read: {error.message}")
     else:
@@ -436,7 +436,7 @@ def drift_reapply(request, public_id):
     try:
         run = drift.drift_reapply(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
         return redirect("vendors:vendor_detail", public_id=vendor.public_id)
     messages.success(request, f"Re-applying {vendor.name} at Cloudflare.")
     return redirect("vendors:run_detail", public_id=run.public_id)
@@ -447,7 +447,7 @@ def _token_action(request, public_id, action, done: str):
     try:
         action(actor=request.user, token=token, origin=Origin.from_request(request))
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
     else:
         messages.success(request, done.format(label=token.label))
     return redirect("vendors:vendor_detail", public_id=token.vendor.public_id)
@@ -477,7 +477,7 @@ def vendor_archive(request, public_id):
     try:
         archive.vendor_archive(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
     except ValidationError as error:
-        messages.error(request, _errors(error))
+        messages.error(request, error_text(error))
     else:
         messages.success(request, f"{vendor.name} is archived: off the list, its history kept.")
     return redirect("vendors:vendor_detail", public_id=vendor.public_id)
