@@ -38,7 +38,12 @@ def audit_list(request):
         page = selectors.audit_page(filters=filters, before=before, size=settings.GATEHOUSE_AUDIT_PAGE_SIZE)
     query = request.GET.copy()
     query.pop("before", None)
-    context = {"form": form, "page": page, "filter_query": query.urlencode()}
+    context = {
+        "form": form,
+        "page": page,
+        "filter_query": query.urlencode(),
+        "can_export": request.user.has_role(User.Role.ADMIN),
+    }
     return render(request, template_for(request, "dashboard/audit_list.html", "audit-table"), context)
 
 
@@ -81,6 +86,7 @@ def settings_page(request):
     context = {
         "users": selectors.users_for_admin() if request.user.has_role(User.Role.ADMIN) else None,
         "roles": User.Role,
+        "can_administer": request.user.has_role(User.Role.ADMIN),
         "heartbeats": selectors.heartbeats(),
         "push": push.overview(),
         # What the admin registers at Google: the callback allauth actually serves, on the host this page came from.

@@ -41,6 +41,7 @@ def origin_list(request):
         "routes_known": routes_known,
         "filter_query": query.urlencode(),
         "applications": selectors.applications() if request.user.has_role(User.Role.OPERATOR) else [],
+        "can_change": request.user.has_role(User.Role.OPERATOR),
         "bulk_actions": BulkForm.ACTIONS,
     }
     if not request.htmx:
@@ -87,10 +88,11 @@ def _stamp(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
-def _review_context(origin) -> dict:
+def _review_context(request, origin) -> dict:
     return {
         "detail": selectors.origin_detail(origin=origin),
         "origin": origin,
+        "can_change": request.user.has_role(User.Role.OPERATOR),
         "review_form": ReviewForm(),
         "states": ReviewState,
         "decisions": [(d, services.DECISION_LABELS[d]) for d in services.review_decisions(origin.review_state)],
@@ -101,7 +103,9 @@ def _review_context(origin) -> dict:
 def origin_detail(request, public_id):
     origin = selectors.origin_get(public_id=public_id)
     return render(
-        request, template_for(request, "discovery/origin_detail.html", "origin-review"), _review_context(origin)
+        request,
+        template_for(request, "discovery/origin_detail.html", "origin-review"),
+        _review_context(request, origin),
     )
 
 
@@ -127,7 +131,7 @@ def origin_review(request, public_id):
         messages.error(request, "Choose a decision (and say why, under 500 characters).")
     if request.htmx:
         origin.refresh_from_db()
-        return render(request, "discovery/origin_detail.html#origin-review", _review_context(origin))
+        return render(request, "discovery/origin_detail.html#origin-review", _review_context(request, origin))
     return redirect("discovery:origin_detail", public_id=origin.public_id)
 
 
@@ -168,7 +172,11 @@ def origin_bulk(request):
 
 @require_GET
 def application_list(request):
-    context = {"applications": selectors.applications(), "form": ApplicationForm()}
+    context = {
+        "applications": selectors.applications(),
+        "form": ApplicationForm(),
+        "can_change": request.user.has_role(User.Role.OPERATOR),
+    }
     return render(request, "discovery/application_list.html", context)
 
 
@@ -201,6 +209,7 @@ def application_detail(request, public_id):
         "origins": selectors.application_origins(application=application),
         "protect_form": ProtectForm(),
         "policies": AccessPolicy.objects.all(),
+        "can_change": request.user.has_role(User.Role.OPERATOR),
     }
     return render(request, template_for(request, "discovery/application_detail.html", "protection"), context)
 

@@ -53,6 +53,7 @@ def tunnel_list(request):
         "rows": rows,
         "counts": counts,
         "statuses": Tunnel.Status,
+        "can_change": request.user.has_role(User.Role.OPERATOR),
         "freshness": selectors.freshness(),
         "picture": selectors.picture(),
         "filter_query": query.urlencode(),
