@@ -115,7 +115,7 @@ class Command(BaseCommand):
         python = sys.executable
         sim_state = settings.VAR_DIR / "cloudflare_sim.sqlite3"
         account = self._seed_simulator(supervisor, python, sim_state)
-        env = self._environment(ports["oidc"], ports["cloudflare"], ports["aws"], account["account_id"])
+        env = self._environment(ports, account["account_id"])
         os.environ.update(env)
         call_command("migrate", interactive=False, verbosity=0)
         broker = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
@@ -203,7 +203,8 @@ class Command(BaseCommand):
             summary_file.write_text(seeded.read_text())
         return json.loads(summary_file.read_text())
 
-    def _environment(self, oidc_port: int, cloudflare_port: int, aws_port: int, account_id: str) -> dict[str, str]:
+    def _environment(self, ports: dict[str, int], account_id: str) -> dict[str, str]:
+        oidc_port, cloudflare_port, aws_port = ports["oidc"], ports["cloudflare"], ports["aws"]
         return {
             "GATEHOUSE_ENV": "local",
             "GATEHOUSE_ALLOWED_DOMAINS": os.environ.get("GATEHOUSE_ALLOWED_DOMAINS", DEMO_DOMAIN),
@@ -220,6 +221,8 @@ class Command(BaseCommand):
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "GATEHOUSE_LOGPUSH_URL": DEMO_LOGPUSH_URL,
+            # The simulator posts its tunnel notifications here, so push events can be connected from Settings.
+            "GATEHOUSE_PUBLIC_URL": f"http://127.0.0.1:{ports['web']}",
             "PYTHONUNBUFFERED": "1",
         }
 
