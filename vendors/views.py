@@ -6,12 +6,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from dashboard.forms import error_text, form_add_errors
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
 from dashboard.requestinfo import Origin
 from integrations.cloudflare import CloudflareError
-from vendors import adopt, archive, drift, selectors, services, tasks, tokens
+from vendors import adopt, archive, drift, selectors, services, tokens
 from vendors.forms import (
     AdoptForm,
     ExtendForm,
@@ -22,10 +23,6 @@ from vendors.forms import (
     VendorSettingsForm,
 )
 from vendors.models import Vendor
-
-
-def _errors(error: ValidationError) -> str:
-    return " ".join(error.messages)
 
 
 @require_GET
@@ -40,6 +37,8 @@ def vendor_list(request):
         "archived": archived,
         "live": bool(progress),
         "can_revoke": request.user.has_role(User.Role.OPERATOR),
+        "can_change": request.user.has_role(User.Role.OPERATOR),
+        "can_administer": request.user.has_role(User.Role.ADMIN),
         "settings_form": VendorSettingsForm(
             initial={"auto_suspend_overdue": selectors.vendor_settings().auto_suspend_overdue}
         ),
@@ -49,7 +48,8 @@ def vendor_list(request):
 
 @require_GET
 def application_list(request):
-    return render(request, "vendors/application_list.html", {"applications": selectors.application_list()})
+    context = {"applications": selectors.application_list(), "can_change": request.user.has_role(User.Role.OPERATOR)}
+    return render(request, "vendors/application_list.html", context)
 
 
 @require_GET
@@ -90,14 +90,6 @@ def vendor_create(request):
             messages.success(request, f"Onboarding {vendor.name}.")
             return redirect("vendors:run_detail", public_id=run.public_id)
     return render(request, "vendors/vendor_form.html", {"form": form}, status=400)
-
-
-def _form_errors(form, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for field, problems in error.message_dict.items():
-            form.add_error(field if field in form.fields else None, problems)
-    else:
-        form.add_error(None, error)
 
 
 @require_GET
@@ -149,6 +141,7 @@ def vendor_detail(request, public_id):
         "tokens": selectors.vendor_tokens(vendor=vendor),
         "runs": selectors.vendor_runs(vendor=vendor),
         "extend_form": ExtendForm(),
+        "can_change": request.user.has_role(User.Role.OPERATOR),
         "can_change_grants": request.user.has_role(User.Role.OPERATOR)
         and vendor.status not in (Vendor.Status.REVOKED, Vendor.Status.REVOKING, Vendor.Status.SUSPENDED),
     }
@@ -209,7 +202,8 @@ def vendors_revoke(request):
 @require_GET
 def run_detail(request, public_id):
     run = selectors.run_get(public_id=public_id)
-    return render(request, template_for(request, "vendors/run_detail.html", "run-progress"), {"run": run})
+    context = {"run": run, "can_change": request.user.has_role(User.Role.OPERATOR)}
+    return render(request, template_for(request, "vendors/run_detail.html", "run-progress"), context)
 
 
 @require_POST
@@ -311,7 +305,7 @@ def token_reveal(request, public_id):
 @require_POST
 @role_required(User.Role.OPERATOR)
 def apps_refresh(request):
-    tasks.access_apps_refresh.delay_on_commit()
+    services.access_apps_refresh_request()
     messages.info(request, "Refreshing the list of Access applications from Cloudflare.")
     return redirect("vendors:application_list")
 
@@ -337,7 +331,8 @@ def settings_update(request):
 @role_required(User.Role.OPERATOR)
 def adopt_list(request):
     """Access policies Gatehouse does not own that look like vendor access, as last read; this changes nothing."""
-    return render(request, "vendors/adopt_list.html", {"candidates": adopt.adopt_candidates()})
+    context = {"candidates": adopt.adopt_candidates(), "can_administer": request.user.has_role(User.Role.ADMIN)}
+    return render(request, "vendors/adopt_list.html", context)
 
 
 def _adopt_page(request, candidate, form, *, status=200):
