@@ -44,11 +44,11 @@ def _attempt(call: Call) -> tuple[str, Any]:
     raise AssertionError("unreachable")
 
 
-class Receipt(Protocol):
+class Notebook(Protocol):
     def note(self, call: str, target: str, answer: str) -> None: ...
 
 
-def run_concurrently(ctx: Receipt, calls: list[Call]) -> list[Any]:
+def run_concurrently(ctx: Notebook, calls: list[Call]) -> list[Any]:
     """Make independent calls at once; note each answer; re-raise the first error once all have finished."""
     if not calls:
         return []
