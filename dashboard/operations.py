@@ -124,11 +124,13 @@ class VerificationFailed(Exception):
 
 
 class StepWait(Exception):
-    """Not yet: try the same step again after `seconds`."""
+    """Not yet: try the same step again after `seconds`; `reason` says why, and is the operation's if the task
+    runs out of tries."""
 
-    def __init__(self, seconds: float):
-        super().__init__(f"waiting {seconds:.1f} s")
+    def __init__(self, seconds: float, *, reason: str = ""):
+        super().__init__(reason or f"waiting {seconds:.1f} s")
         self.seconds = seconds
+        self.reason = reason
 
 
 class Receipt(Protocol):
@@ -140,11 +142,13 @@ class Receipt(Protocol):
 @dataclass(frozen=True)
 class Outcome:
     """What the task should do next: nothing (`done`), the same operation again after `wait` seconds, or (`go_on`)
-    its next step at once: the step just done is committed, so the worker that did it may take the next one itself."""
+    its next step at once: the step just done is committed, so the worker that did it may take the next one itself.
+    A step that asked to wait says why in `reason` (empty when another worker holds the lease)."""
 
     done: bool = True
     wait: float = 0.0
     go_on: bool = False
+    reason: str = ""
 
 
 def lease_seconds() -> float:
@@ -188,7 +192,8 @@ class Engine:
         )
 
     def _locked(self) -> models.QuerySet:
-        return self.run_model.objects.select_for_update().select_related(*self.related)
+        locked = self.run_model.objects.select_for_update()
+        return locked.select_related(*self.related) if self.related else locked
 
     def advance(self, *, run_id: int) -> Outcome:
         """Run the next step of the operation, if it is still active and no other worker holds it."""
@@ -217,8 +222,8 @@ class Engine:
         try:
             self.execute(step, receipt)
         except StepWait as wait:
-            self._release(run, step, receipt, error="")
-            return Outcome(done=False, wait=wait.seconds)
+            self._release(run, step, receipt, error=wait.reason)
+            return Outcome(done=False, wait=wait.seconds, reason=wait.reason)
         except CloudflareTransient as exc:
             self._release(run, step, receipt, error=exc.message)
             raise

@@ -3,7 +3,6 @@
 Cloudflare ids (UUIDs) are the public identifiers: they are what admins see in Cloudflare's own dashboard.
 """
 
-import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -11,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from dashboard.choices import ColouredChoices
+from dashboard.operations import Operation, OperationStep
 
 
 class Tunnel(models.Model):
@@ -256,8 +256,9 @@ class SyncCursor(models.Model):
         return self.name
 
 
-class TunnelChange(models.Model):
-    """A change someone asked Gatehouse to make at Cloudflare; a Celery task carries it out."""
+class TunnelChange(Operation):
+    """A change someone asked Gatehouse to make at Cloudflare: an operation of the shared engine (one step), run by
+    a Celery task."""
 
     class Kind(models.TextChoices):
         TUNNEL_CREATE = "tunnel_create", "Create tunnel"
@@ -272,23 +273,19 @@ class TunnelChange(models.Model):
         VNET_RENAME = "vnet_rename", "Rename virtual network"
         VNET_DELETE = "vnet_delete", "Delete virtual network"
 
-    class State(ColouredChoices):
+    # The engine's statuses under the names tunnel pages have always used.
+    class Status(ColouredChoices):
         PENDING = "pending", "Pending", "blue"
+        RUNNING = "running", "Running", "blue"
         SUCCEEDED = "succeeded", "Succeeded", "green"
         FAILED = "failed", "Failed", "red"
 
-    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     tunnel = models.ForeignKey(Tunnel, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes")
     params = models.JSONField(default=dict)
     result = models.JSONField(default=dict, blank=True)
-    error = models.CharField(max_length=500, blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    source_ip = models.GenericIPAddressField(null=True, blank=True)
-    request_id = models.CharField(max_length=64, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
     # A new tunnel's token, encrypted with a key derived from SECRET_KEY, until its creator has seen it once
     # or it expires; the page that shows it wipes it in the same statement.
     token_ciphertext = models.TextField(blank=True)
@@ -298,11 +295,11 @@ class TunnelChange(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self):
-        return f"{self.get_kind_display()} ({self.state})"
+        return f"{self.get_kind_display()} ({self.status})"
 
     @property
-    def state_obj(self) -> "TunnelChange.State":
-        return TunnelChange.State(self.state)
+    def status_obj(self) -> "TunnelChange.Status":
+        return TunnelChange.Status(self.status)
 
     @property
     def summary(self) -> str:
@@ -324,6 +321,14 @@ class TunnelChange(models.Model):
     def token_available(self, now: datetime | None = None) -> bool:
         now = now or timezone.now()
         return bool(self.token_ciphertext) and self.token_expires_at is not None and self.token_expires_at > now
+
+
+class TunnelChangeStep(OperationStep):
+    run = models.ForeignKey(TunnelChange, on_delete=models.CASCADE, related_name="steps")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="tunnels_change_step_position")]
 
 
 TOKEN_SHOW_WINDOW = timedelta(minutes=15)

@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from django.utils import timezone
 from alerts import selectors as alert_selectors
 from alerts.services import alert_raise, alert_resolve
 from dashboard.models import User
+from dashboard.operations import Engine, Outcome, StepFailed, StepWait
 from dashboard.requestinfo import Origin
 from dashboard.sealing import Purpose, Unreadable, seal, unseal
 from dashboard.services import audit_record
@@ -40,6 +42,7 @@ from tunnels.models import (
     StatusChange,
     Tunnel,
     TunnelChange,
+    TunnelChangeStep,
     VirtualNetwork,
     Zone,
 )
@@ -198,12 +201,14 @@ def _request(*, actor: User, kind: str, tunnel: Tunnel | None, params: dict[str,
         tunnel=tunnel,
         params=params,
         actor=actor,
+        actor_email=actor.email,
         source_ip=origin.source_ip,
         request_id=origin.request_id[:64],
     )
     change.full_clean()
     with transaction.atomic():
         change.save()
+        tunnel_change_steps_create(change=change)
         tunnel_change_run.delay_on_commit(change.pk)
     return change
 
@@ -367,12 +372,15 @@ def tunnel_config_request(*, tunnel: Tunnel, now: datetime | None = None) -> boo
 # --- Carrying changes out (called by the task) -----------------------------------------------------------
 
 
-class ChangeRefused(Exception):
+class ChangeRefused(StepFailed):
     """Cloudflare's state makes the change impossible; the reason is shown to the operator."""
 
 
-class TunnelBusy(Exception):
+class TunnelBusy(StepWait):
     """Another change holds the tunnel, or its configuration kept changing: the task tries again later."""
+
+    def __init__(self, reason: str):
+        super().__init__(CLAIM_WAIT_SECONDS, reason=reason)
 
 
 _AUDIT = {
@@ -390,38 +398,68 @@ _AUDIT = {
 }
 
 
-def tunnel_change_execute(*, change: TunnelChange) -> TunnelChange:
-    """Carry out a pending change, one per tunnel at a time.
+@dataclass
+class _Carrying:
+    """What the change's step is given; the step row keeps `answers`."""
 
-    Transient Cloudflare errors and TunnelBusy propagate so the task retries.
-    """
-    if change.state != TunnelChange.State.PENDING:
-        return change
-    try:
-        with _tunnel_claimed(change.tunnel) if change.tunnel else contextlib.nullcontext():
-            # The same change may have been carried out while this one waited (a task delivered twice).
-            if not TunnelChange.objects.filter(pk=change.pk, state=TunnelChange.State.PENDING).exists():
-                change.refresh_from_db()
-                return change
-            result, token = _EXECUTORS[change.kind](change)
-    except (ChangeRefused, cf.CloudflareError) as exc:
-        if isinstance(exc, cf.CloudflareTransient):
-            raise
-        return tunnel_change_fail(change=change, reason=str(getattr(exc, "message", exc)))
-    with transaction.atomic():
-        updates = {"state": TunnelChange.State.SUCCEEDED, "result": result, "finished_at": timezone.now()}
+    change: TunnelChange
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TunnelChanges(Engine):
+    """A change is one step: its executor, one change per tunnel at a time. The audit keeps the actions tunnel
+    changes have always written: one for the change made, `tunnel.change_failed` for one that stopped."""
+
+    run_model = TunnelChange
+    step_model = TunnelChangeStep
+    # No related rows loaded with the locked change: its tunnel and actor may be null, and PostgreSQL cannot lock
+    # the nullable side of an outer join.
+
+    def receipt(self, run: TunnelChange) -> _Carrying:
+        return _Carrying(change=run)
+
+    def execute(self, step: TunnelChangeStep, receipt: _Carrying) -> None:
+        change = receipt.change
+        try:
+            with _tunnel_claimed(change.tunnel) if change.tunnel else contextlib.nullcontext():
+                result, token = _EXECUTORS[change.kind](change)
+        except cf.CloudflareError as exc:
+            if isinstance(exc, cf.CloudflareTransient):
+                raise
+            raise StepFailed(exc.message) from exc
+        updates: dict[str, Any] = {"result": result}
         if token:
             updates["token_ciphertext"] = seal(token, purpose=Purpose.TUNNEL_TOKEN)
             updates["token_expires_at"] = timezone.now() + TOKEN_SHOW_WINDOW
         # The executor may have set change.tunnel in memory (a new tunnel): the row must get it too.
         if result.get("tunnel_pk"):
             updates["tunnel_id"] = result["tunnel_pk"]
-        if not TunnelChange.objects.filter(pk=change.pk, state=TunnelChange.State.PENDING).update(**updates):
-            return change
-        change.refresh_from_db()
-        details = {**change.params, **{k: v for k, v in result.items() if k in _AUDITED_RESULTS}}
-        _audit(change, _AUDIT[change.kind], details)
-    return change
+        TunnelChange.objects.filter(pk=change.pk).update(**updates)
+
+    def audit(self, run: TunnelChange, event: str, details: dict[str, Any]) -> None:
+        if event == "succeeded":
+            details = {**run.params, **{k: v for k, v in run.result.items() if k in _AUDITED_RESULTS}}
+            _audit(run, _AUDIT[run.kind], details)
+        elif event == "failed":
+            reason = details["reason"][:500]
+            _audit(run, "tunnel.change_failed", {"change": run.kind, "reason": reason, **run.params})
+
+
+_ENGINE = TunnelChanges()
+
+
+def tunnel_change_advance(*, change_id: int) -> Outcome:
+    """Carry out the change's next step (the task's work). Transient Cloudflare errors propagate so the task
+    retries; a tunnel another change holds comes back as an outcome to try again later."""
+    return _ENGINE.advance(run_id=change_id)
+
+
+def tunnel_change_give_up(*, change_id: int, reason: str) -> None:
+    _ENGINE.give_up(run_id=change_id, reason=reason)
+
+
+def tunnel_change_steps_create(*, change: TunnelChange) -> None:
+    _ENGINE.create_steps(change, [(change.kind, change.get_kind_display())])
 
 
 @contextlib.contextmanager
@@ -445,16 +483,6 @@ def _tunnel_claimed(tunnel: Tunnel) -> Iterator[None]:
         yield
     finally:
         Tunnel.objects.filter(pk=tunnel.pk, change_claimed_until=until).update(change_claimed_until=None)
-
-
-def tunnel_change_fail(*, change: TunnelChange, reason: str) -> TunnelChange:
-    with transaction.atomic():
-        if TunnelChange.objects.filter(pk=change.pk, state=TunnelChange.State.PENDING).update(
-            state=TunnelChange.State.FAILED, error=reason[:500], finished_at=timezone.now()
-        ):
-            change.refresh_from_db()
-            _audit(change, "tunnel.change_failed", {"change": change.kind, "reason": reason[:500], **change.params})
-    return change
 
 
 # What a change's result adds to its audit entry (never a secret: a token is not in the result).

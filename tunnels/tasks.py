@@ -5,7 +5,7 @@ from celery import shared_task
 from dashboard.operations import retry_countdown
 from integrations import cloudflare as cf
 from tunnels import services, sync
-from tunnels.models import Tunnel, TunnelChange
+from tunnels.models import Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -19,22 +19,27 @@ def sync_cloudflare():
 
 @shared_task(bind=True, ignore_result=True, max_retries=5)
 def tunnel_change_run(self, change_id: int):
-    change = TunnelChange.objects.select_related("tunnel", "actor").filter(pk=change_id).first()
-    if change is None or change.state != TunnelChange.State.PENDING:
-        return
+    """Advance the change through the operation engine until it is done, waits, or meets a temporary error."""
     try:
-        services.tunnel_change_execute(change=change)
+        outcome = services.tunnel_change_advance(change_id=change_id)
+        while outcome.go_on:
+            outcome = services.tunnel_change_advance(change_id=change_id)
     except cf.CloudflareTransient as exc:
         if self.request.retries >= self.max_retries:
-            services.tunnel_change_fail(change=change, reason=f"Cloudflare kept refusing: {exc.message}")
+            services.tunnel_change_give_up(change_id=change_id, reason=f"Cloudflare kept refusing: {exc.message}")
             return
         countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after, first=4.0)
         raise self.retry(countdown=countdown) from exc
-    except services.TunnelBusy as exc:
-        if self.request.retries >= self.max_retries:
-            services.tunnel_change_fail(change=change, reason=str(exc))
-            return
-        raise self.retry(countdown=retry_countdown(retries=self.request.retries, retry_after=None, first=4.0)) from exc
+    if outcome.done:
+        return
+    if not outcome.reason:
+        # Another worker holds the change's lease: come back when it lapses, without spending a retry.
+        tunnel_change_run.apply_async((change_id,), countdown=outcome.wait)
+        return
+    if self.request.retries >= self.max_retries:
+        services.tunnel_change_give_up(change_id=change_id, reason=outcome.reason)
+        return
+    raise self.retry(countdown=retry_countdown(retries=self.request.retries, retry_after=None, first=4.0))
 
 
 @shared_task(ignore_result=True)

@@ -3,7 +3,7 @@ from django.urls import reverse
 
 from dashboard.models import AuditEntry
 from tunnels import services
-from tunnels.models import DnsRecord, PublicHostname, Route, Tunnel, TunnelChange, VirtualNetwork
+from tunnels.models import DnsRecord, PublicHostname, Route, Tunnel, TunnelChange, TunnelChangeStep, VirtualNetwork
 from tunnels.tasks import tunnel_change_run
 
 
@@ -24,7 +24,7 @@ def test_create_tunnel_shows_the_token_once_to_its_creator(operator_client, sync
     response = run(operator_client, reverse("tunnels:tunnel_create"), {"name": "new-edge-1"})
     change = TunnelChange.objects.get()
     assert response["Location"] == reverse("tunnels:change_detail", args=[change.public_id])
-    assert change.state == TunnelChange.State.SUCCEEDED
+    assert change.status == TunnelChange.Status.SUCCEEDED
     created = [t for t in _live(synced, "tunnel") if t["name"] == "new-edge-1"]
     assert len(created) == 1 and created[0]["remote_config"]
     from cloudflare_sim.endpoints_networks import tunnel_token
@@ -59,7 +59,9 @@ def test_tunnel_create_task_twice_makes_one_tunnel(operator, synced, django_capt
 
     with django_capture_on_commit_callbacks(execute=True):
         change = services.tunnel_create(actor=operator, name="twice", origin=Origin())
-    TunnelChange.objects.filter(pk=change.pk).update(state=TunnelChange.State.PENDING)
+    # Delivered again as if the first run had not been recorded: the change and its step start over.
+    TunnelChange.objects.filter(pk=change.pk).update(status=TunnelChange.Status.PENDING)
+    change.steps.update(status=TunnelChangeStep.Status.PENDING)
     tunnel_change_run(change.pk)
     assert len([t for t in _live(synced, "tunnel") if t["name"] == "twice"]) == 1
 
@@ -79,7 +81,7 @@ def test_add_hostname_updates_config_keeps_catch_all_last_and_creates_cname(oper
         {"hostname": "NewApp.example.com", "service": "http://newapp.internal:8080"},
     )
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.SUCCEEDED, change.error
+    assert change.status == TunnelChange.Status.SUCCEEDED, change.reason
     after = _config(synced, remote)
     assert after[:-1] == [*before[:-1], {"hostname": "newapp.example.com", "service": "http://newapp.internal:8080"}]
     assert after[-1] == {"hostname": "*", "service": "http_status:404"}
@@ -145,7 +147,7 @@ def test_remove_hostname_removes_the_rule_and_our_cname(operator_client, remote,
     hostname = PublicHostname.objects.filter(tunnel=remote).first().hostname
     assert DnsRecord.objects.filter(name=hostname).exists()
     run(operator_client, reverse("tunnels:hostname_remove", args=[remote.cf_id]), {"hostname": hostname})
-    assert TunnelChange.objects.get().state == TunnelChange.State.SUCCEEDED
+    assert TunnelChange.objects.get().status == TunnelChange.Status.SUCCEEDED
     assert hostname not in [r["hostname"] for r in _config(synced, remote)]
     assert _config(synced, remote)[-1]["service"] == "http_status:404"
     assert not [r for r in synced.store.list("dns_record") if r["name"] == hostname]
@@ -202,8 +204,8 @@ def test_cloudflare_refusal_shows_as_a_failed_change_with_the_reason(operator_cl
         {"network": "10.201.0.0/24", "virtual_network": str(vnet.cf_id)},
     )
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.FAILED
-    assert "already exists" in change.error
+    assert change.status == TunnelChange.Status.FAILED
+    assert "already exists" in change.reason
     page = operator_client.get(response["Location"]).content.decode()
     assert "Cloudflare did not make the change" in page
     assert AuditEntry.objects.filter(action="tunnel.change_failed").exists()
@@ -258,7 +260,9 @@ def test_hostname_add_run_twice_leaves_one_rule_and_one_record(
         change = services.hostname_add(
             actor=operator, tunnel=remote, hostname="again.example.com", service="http://a:1", origin=Origin()
         )
-    TunnelChange.objects.filter(pk=change.pk).update(state=TunnelChange.State.PENDING)
+    # Delivered again as if the first run had not been recorded: the change and its step start over.
+    TunnelChange.objects.filter(pk=change.pk).update(status=TunnelChange.Status.PENDING)
+    change.steps.update(status=TunnelChangeStep.Status.PENDING)
     tunnel_change_run(change.pk)
     assert [r["hostname"] for r in _config(synced, remote)].count("again.example.com") == 1
     assert len([r for r in synced.store.list("dns_record") if r["name"] == "again.example.com"]) == 1
@@ -274,8 +278,8 @@ def test_create_refuses_to_adopt_an_older_tunnel_of_the_same_name(operator, sync
     with django_capture_on_commit_callbacks(execute=True):
         change = services.tunnel_create(actor=operator, name=taken_name, origin=Origin())
     change.refresh_from_db()
-    assert change.state == TunnelChange.State.FAILED
-    assert "already exists at Cloudflare" in change.error
+    assert change.status == TunnelChange.Status.FAILED
+    assert "already exists at Cloudflare" in change.reason
     assert change.token_ciphertext == ""
 
 

@@ -121,7 +121,7 @@ def test_adding_then_removing_a_hostname_leaves_everything_else_as_the_admin_set
     assert PublicHostname.objects.filter(tunnel=remote, hostname="api.example.com", path="/v2/*").exists()
 
     run(operator_client, reverse("tunnels:hostname_remove", args=[remote.cf_id]), {"hostname": "new.example.com"})
-    assert TunnelChange.objects.filter(state=TunnelChange.State.SUCCEEDED).count() == 2
+    assert TunnelChange.objects.filter(status=TunnelChange.Status.SUCCEEDED).count() == 2
     assert _stored(synced, remote)["config"] == admin_settings
 
 
@@ -146,7 +146,7 @@ def test_a_change_made_at_cloudflare_between_read_and_write_is_kept_and_ours_app
         {"hostname": "mine.example.com", "service": "http://mine.internal:80"},
     )
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.SUCCEEDED, change.error
+    assert change.status == TunnelChange.Status.SUCCEEDED, change.reason
     # Read, read again (someone's version), read to check, then one write on top of theirs.
     assert watch.calls == ["GET", "GET", "GET", "PUT"]
     stored = _stored(synced, remote)
@@ -181,6 +181,8 @@ def test_two_changes_to_one_tunnel_run_one_after_the_other(operator, remote, syn
         )
         for name in ("first", "second")
     ]
+    for change in changes:
+        services.tunnel_change_steps_create(change=change)
 
     def work(change):
         try:
@@ -193,7 +195,7 @@ def test_two_changes_to_one_tunnel_run_one_after_the_other(operator, remote, syn
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert [c.state for c in TunnelChange.objects.order_by("pk")] == [TunnelChange.State.SUCCEEDED] * 2
+    assert [c.status for c in TunnelChange.objects.order_by("pk")] == [TunnelChange.Status.SUCCEEDED] * 2
     assert watch.calls == ["GET", "GET", "PUT", "GET", "GET", "PUT"]
     hostnames = [r["hostname"] for r in _stored(synced, remote)["config"]["ingress"]]
     assert "first.example.com" in hostnames and "second.example.com" in hostnames
@@ -213,7 +215,7 @@ def test_a_change_waits_for_a_tunnel_another_worker_holds_and_gives_up_visibly(
         {"hostname": "later.example.com", "service": "http://later.internal:80"},
     )
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.FAILED
-    assert change.error == f"Another change to tunnel {remote.name} is still running."
+    assert change.status == TunnelChange.Status.FAILED
+    assert change.reason == f"Another change to tunnel {remote.name} is still running."
     assert "is still running" in operator_client.get(response["Location"]).content.decode()
     assert _stored(synced, remote)["version"] == version

@@ -53,7 +53,7 @@ def test_delete_removes_routes_our_dns_records_and_the_tunnel_and_lists_records_
 
     response = run(operator_client, reverse("tunnels:tunnel_delete", args=[tunnel.cf_id]), {"confirm": tunnel.name})
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.SUCCEEDED, change.error
+    assert change.status == TunnelChange.Status.SUCCEEDED, change.reason
     assert _doc(synced, tunnel)["deleted_at"] is not None
     assert _live_routes(synced, tunnel) == []
     assert synced.store.list("connector", parent=str(tunnel.cf_id)) == []
@@ -75,8 +75,8 @@ def test_delete_is_refused_while_the_tunnel_serves_and_nothing_is_removed(operat
     assert "Cloudflare refuses to delete a tunnel with active connections" in page
     run(operator_client, reverse("tunnels:tunnel_delete", args=[tunnel.cf_id]), {"confirm": tunnel.name})
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.FAILED
-    assert "active connection" in change.error and "Stop cloudflared there first" in change.error
+    assert change.status == TunnelChange.Status.FAILED
+    assert "active connection" in change.reason and "Stop cloudflared there first" in change.reason
     assert _doc(synced, tunnel)["deleted_at"] is None and _live_routes(synced, tunnel) == routes
     tunnel.refresh_from_db()
     assert tunnel.deleted_at is None
@@ -91,7 +91,7 @@ def test_clean_up_removes_only_connectors_without_an_open_connection(operator_cl
     world.connector_down(synced.store, _doc(synced, tunnel), time.time(), stale)
     response = run(operator_client, reverse("tunnels:connections_cleanup", args=[tunnel.cf_id]), {})
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.SUCCEEDED and change.result["connectors_removed"] == [stale]
+    assert change.status == TunnelChange.Status.SUCCEEDED and change.result["connectors_removed"] == [stale]
     remaining = {k["id"] for k in synced.store.list("connector", parent=str(tunnel.cf_id))}
     assert len(remaining) == 2 and stale not in remaining
     assert "Stale connectors removed: 1" in operator_client.get(response["Location"]).content.decode()
@@ -105,7 +105,7 @@ def test_rotating_the_token_changes_the_secret_and_shows_the_new_token_once(oper
     assert "shows you the new token once" in page
     response = run(operator_client, reverse("tunnels:token_rotate", args=[tunnel.cf_id]), {})
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.SUCCEEDED
+    assert change.status == TunnelChange.Status.SUCCEEDED
     new = tunnel_token(_doc(synced, tunnel))
     assert new != old and len(base64.b64decode(json.loads(base64.b64decode(new))["s"])) == 32
     assert "--token" not in admin_client.get(response["Location"]).content.decode()
@@ -164,7 +164,7 @@ def test_a_name_in_use_is_refused_here_or_by_cloudflare(operator_client, synced,
     cf.virtual_network_create(name="made-elsewhere", comment="")
     run(operator_client, reverse("tunnels:vnet_rename", args=[vnet.cf_id]), {"name": "made-elsewhere"})
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.FAILED and "already exists" in change.error
+    assert change.status == TunnelChange.Status.FAILED and "already exists" in change.reason
     assert "staging-vpc" in _sim_vnets(synced)
 
 
@@ -206,6 +206,6 @@ def test_creating_a_virtual_network_never_adopts_an_older_one_of_the_same_name(o
     synced.store.put("vnet", doc, synced.account_id)
     run(operator_client, reverse("tunnels:vnet_create"), {"name": "older-net"})
     change = TunnelChange.objects.get()
-    assert change.state == TunnelChange.State.FAILED and "already exists at Cloudflare" in change.error
+    assert change.status == TunnelChange.Status.FAILED and "already exists at Cloudflare" in change.reason
     assert not VirtualNetwork.objects.filter(cf_id=made.id).exists()
     assert _sim_vnets(synced)["older-net"]["comment"] == "someone else's"
