@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from dashboard.choices import ColouredChoices
+from dashboard.operations import Operation, OperationStep
 
 # Bounds on what one origin row keeps from untrusted logs and inventories.
 MAX_HOSTNAMES = 10
@@ -96,6 +97,27 @@ class Application(models.Model):
         """The name of the Access application for one part: deterministic, so a retry finds its own work."""
         suffix = "" if part == 1 else f" part {part}"
         return f"{self.name} {self.owner_mark}{suffix})"
+
+
+class ProtectionChange(Operation):
+    """One change to what Access holds for an application (discovery.services.protection): the shared operation
+    row. The application's `protection` says what it should hold; the change brings Cloudflare in line."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="protection_changes")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"Access change for {self.application}"
+
+
+class ProtectionChangeStep(OperationStep):
+    run = models.ForeignKey(ProtectionChange, on_delete=models.CASCADE, related_name="steps")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="discovery_protection_step_position")]
 
 
 class Origin(models.Model):

@@ -1,9 +1,8 @@
 from celery import shared_task
 from django.conf import settings
 
-from dashboard.requestinfo import Origin as RequestOrigin
 from discovery import services
-from discovery.models import Application, IngestRun
+from discovery.models import IngestRun
 from integrations import aws
 from integrations.cloudflare import CloudflareTransient
 
@@ -41,13 +40,8 @@ def inventory_discover_task():
 @shared_task(
     ignore_result=True, autoretry_for=(CloudflareTransient,), retry_backoff=5, retry_backoff_max=300, max_retries=10
 )
-def application_protect_task(application_id: int, source_ip: str | None, request_id: str):
-    application = Application.objects.filter(pk=application_id).first()
-    if application is None:
-        return
-    services.application_protect_apply(
-        application=application, request=RequestOrigin(source_ip=source_ip, request_id=request_id)
-    )
+def application_protect_task(change_id: int):
+    services.protection_change_run(change_id=change_id)
 
 
 @shared_task(ignore_result=True, autoretry_for=(CloudflareTransient,), retry_backoff=10, max_retries=5)

@@ -34,8 +34,9 @@ from discovery.services.protection import (
     access_policies_refresh,
     access_policies_refresh_request,
     application_protect,
-    application_protect_apply,
     application_unprotect,
+    protection_change_request,
+    protection_change_run,
 )
 from discovery.services.review import DECISION_LABELS, DECISIONS, origin_review, review_decisions
 
@@ -55,7 +56,6 @@ __all__ = [
     "application_create",
     "application_delete",
     "application_protect",
-    "application_protect_apply",
     "application_remove_origin",
     "application_rename",
     "application_unprotect",
@@ -72,6 +72,8 @@ __all__ = [
     "logpush_ingest",
     "origin_review",
     "pending_objects",
+    "protection_change_request",
+    "protection_change_run",
     "review_decisions",
     "vpc_virtual_networks",
 ]

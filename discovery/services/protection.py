@@ -1,14 +1,26 @@
 """Protection: Access applications in front of an application's approved origins, kept in line as the
 application changes, and the cached list of reusable Access policies."""
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from dashboard.models import User
+from dashboard.operations import Engine, StepFailed
 from dashboard.requestinfo import Origin as RequestOrigin
 from dashboard.services import audit_record
-from discovery.models import AccessPolicy, Application, Origin, Protocol, ReviewState
+from discovery.models import (
+    AccessPolicy,
+    Application,
+    Origin,
+    ProtectionChange,
+    ProtectionChangeStep,
+    Protocol,
+    ReviewState,
+)
 
 
 def access_destinations(origins: list[Origin]) -> list[dict]:
@@ -50,7 +62,6 @@ def application_protect(
 
     Returns the origins left out because they are not approved, for the caller to name.
     """
-    from discovery import tasks
 
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators protect applications.")
@@ -79,7 +90,7 @@ def application_protect(
             details={"policy": policy_name or policy_id, "left_out": [o.label for o in left_out[:100]]},
             origin=request,
         )
-        tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
+        protection_change_request(application=application, request=request)
     return left_out
 
 
@@ -88,21 +99,112 @@ def _access_app_ids_save(application: Application, ids: list[str]) -> None:
     application.access_app_ids = ids
 
 
-# Protection states a task works on: pending and protected are made to match the approved origins (a protected
-# one again, because a change may have come in while an earlier task ran); removing loses every Access application.
+# Protection states a change works on: pending and protected are made to match the approved origins (a protected
+# one again, because a change may have come in while an earlier one ran); removing loses every Access application.
 _APPLY_STATES = (Application.Protection.PENDING, Application.Protection.PROTECTED, Application.Protection.REMOVING)
 
 
-def application_protect_apply(*, application: Application, request: RequestOrigin) -> Application:
+@dataclass
+class _Receipt:
+    """What the change's step is given; the step row keeps `answers`."""
+
+    run: ProtectionChange
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ApplicationProtection(Engine):
+    """A change to Access is one step (`_access_apply`); the application's protection follows its end, and the
+    audit keeps the actions protection has always written."""
+
+    run_model = ProtectionChange
+    step_model = ProtectionChangeStep
+    related = ("application",)
+
+    def receipt(self, run: ProtectionChange) -> _Receipt:
+        return _Receipt(run=run)
+
+    def execute(self, step: ProtectionChangeStep, receipt: _Receipt) -> None:
+        _access_apply(receipt.run)
+
+    def audit(self, run: ProtectionChange, event: str, details: dict[str, Any]) -> None:
+        if event == "succeeded" and details:
+            action = "application.protected" if details["access_app_ids"] else "application.unprotected"
+        elif event == "failed":
+            action, details = "application.protect_failed", {"error": details["reason"][:300]}
+        else:
+            return
+        application = run.application
+        audit_record(
+            action=action,
+            target_type="application",
+            target_id=str(application.public_id),
+            target_label=application.name,
+            details=details,
+            origin=run.origin,
+        )
+
+    def succeeded(self, run: ProtectionChange) -> dict[str, Any]:
+        """The application records what Access now holds; the audit entry is written only when that changed."""
+        if "ids" not in run.data:
+            return {}
+        ids, state = run.data["ids"], run.data["state"]
+        application = run.application
+        updated = Application.objects.filter(pk=application.pk, protection=state).update(
+            protection=Application.Protection.PROTECTED if ids else Application.Protection.NONE,
+            access_app_ids=ids,
+            protected_at=(application.protected_at or timezone.now()) if ids else None,
+            protection_error="",
+        )
+        if updated == 1 and (ids != run.data["known"] or state != Application.Protection.PROTECTED):
+            return {"access_app_ids": ids, "destinations": run.data["destinations"]}
+        return {}
+
+    def stopped(self, run: ProtectionChange, step: ProtectionChangeStep, *, reason: str, findings: list[str]) -> None:
+        state = run.data.get("state", Application.Protection.PENDING)
+        Application.objects.filter(pk=run.application_id, protection=state).update(
+            protection=Application.Protection.FAILED, protection_error=reason[:300]
+        )
+
+
+_ENGINE = ApplicationProtection()
+
+
+def protection_change_request(*, application: Application, request: RequestOrigin) -> ProtectionChange:
+    """A change bringing Access in line with the application; a task carries it out once this commits."""
+    from discovery import tasks
+
+    change = ProtectionChange.objects.create(
+        application=application, source_ip=request.source_ip, request_id=request.request_id[:64]
+    )
+    _ENGINE.create_steps(change, [("access", "Make Access hold the application's approved origins, and nothing else")])
+    tasks.application_protect_task.delay_on_commit(change.pk)
+    return change
+
+
+def protection_change_run(*, change_id: int) -> None:
+    """Advance the change until it is done; temporary Cloudflare errors propagate for the task to retry, and a
+    change another worker holds is looked at again when its lease lapses."""
+    from discovery import tasks
+
+    outcome = _ENGINE.advance(run_id=change_id)
+    while outcome.go_on:
+        outcome = _ENGINE.advance(run_id=change_id)
+    if not outcome.done:
+        tasks.application_protect_task.apply_async((change_id,), countdown=outcome.wait)
+
+
+def _access_apply(change: ProtectionChange) -> None:
     """Make Cloudflare hold what the application needs: one Access application per part of its approved
     origins' destinations (created, or found and replaced after a retry), and none left over; none at all when
-    its protection is being removed or no approved origin is left."""
+    its protection is being removed or no approved origin is left. What it did goes in the change's data, for
+    the application to record when the change succeeds."""
     from integrations import cloudflare as cf
 
-    application.refresh_from_db()
+    application = Application.objects.get(pk=change.application_id)
     state = application.protection
+    change.data = {"state": state}
     if state not in _APPLY_STATES:
-        return application
+        return
     approved = (
         []
         if state == Application.Protection.REMOVING
@@ -130,43 +232,13 @@ def application_protect_apply(*, application: Application, request: RequestOrigi
         _access_app_ids_save(application, ids + known[len(ids) + removed :])
         if isinstance(exc, cf.CloudflareTransient):
             raise
-        Application.objects.filter(pk=application.pk, protection=state).update(
-            protection=Application.Protection.FAILED, protection_error=exc.message[:300]
-        )
-        audit_record(
-            action="application.protect_failed",
-            target_type="application",
-            target_id=str(application.public_id),
-            target_label=application.name,
-            details={"error": exc.message[:300]},
-            origin=request,
-        )
-        application.refresh_from_db()
-        return application
-    with transaction.atomic():
-        updated = Application.objects.filter(pk=application.pk, protection=state).update(
-            protection=Application.Protection.PROTECTED if ids else Application.Protection.NONE,
-            access_app_ids=ids,
-            protected_at=(application.protected_at or timezone.now()) if ids else None,
-            protection_error="",
-        )
-        if updated == 1 and (ids != known or state != Application.Protection.PROTECTED):
-            audit_record(
-                action="application.protected" if ids else "application.unprotected",
-                target_type="application",
-                target_id=str(application.public_id),
-                target_label=application.name,
-                details={"access_app_ids": ids, "destinations": sum(len(p) for p in parts)},
-                origin=request,
-            )
-    application.refresh_from_db()
-    return application
+        raise StepFailed(exc.message) from exc
+    change.data.update(ids=ids, known=known, destinations=sum(len(p) for p in parts))
 
 
 def _access_sync_request(applications: list[Application], request: RequestOrigin) -> None:
     """After a change to what a protected application holds, bring its Access applications in line, through the
     same task that created them."""
-    from discovery import tasks
 
     for application in applications:
         if application.protection == Application.Protection.PROTECTED:
@@ -174,7 +246,7 @@ def _access_sync_request(applications: list[Application], request: RequestOrigin
                 protection=Application.Protection.PENDING
             )
         if application.protection in (Application.Protection.PROTECTED, Application.Protection.PENDING):
-            tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
+            protection_change_request(application=application, request=request)
 
 
 def _access_sync_after_review(origins: list[Origin], request: RequestOrigin) -> None:
@@ -201,7 +273,6 @@ def _audit_application(action: str, actor: User, application: Application, detai
 
 def application_unprotect(*, actor: User, application: Application, request: RequestOrigin) -> Application:
     """Ask for the Access applications Gatehouse created for it to be deleted; a task deletes them."""
-    from discovery import tasks
 
     _operator(actor)
     with transaction.atomic():
@@ -217,7 +288,7 @@ def application_unprotect(*, actor: User, application: Application, request: Req
             "application.unprotect_requested", actor, application, {"access_app_ids": application.access_app_ids},
             request,
         )  # fmt: skip
-        tasks.application_protect_task.delay_on_commit(application.pk, request.source_ip, request.request_id)
+        protection_change_request(application=application, request=request)
     return application
 
 

@@ -79,11 +79,11 @@ def test_running_the_task_again_after_a_lost_reply_finds_the_app_instead_of_crea
     services.access_policies_refresh()
     policy = AccessPolicy.objects.first()
     Application.objects.filter(pk=video.pk).update(protection="pending", policy_id=policy.cf_id)
-    tasks.application_protect_task(video.pk, None, "")
+    tasks.application_protect_task(services.protection_change_request(application=video, request=R).pk)
     first = Application.objects.get(pk=video.pk).access_app_ids
     # As if the reply had been lost: the row still says pending, the app exists at Cloudflare.
     Application.objects.filter(pk=video.pk).update(protection="pending", access_app_ids=[])
-    tasks.application_protect_task(video.pk, None, "")
+    tasks.application_protect_task(services.protection_change_request(application=video, request=R).pk)
     assert len(_access_apps(cloudflare_sim)) == 1
     assert Application.objects.get(pk=video.pk).access_app_ids == first
 
@@ -92,7 +92,7 @@ def test_a_policy_cloudflare_does_not_know_fails_visibly(cloudflare_sim, video, 
     Application.objects.filter(pk=video.pk).update(
         protection="pending", policy_id="00000000-0000-4000-8000-00000000dead"
     )
-    tasks.application_protect_task(video.pk, None, "")
+    tasks.application_protect_task(services.protection_change_request(application=video, request=R).pk)
     video.refresh_from_db()
     assert video.protection == Application.Protection.FAILED
     assert "not found" in video.protection_error
@@ -139,7 +139,7 @@ def test_more_than_fifty_origins_are_split_across_owned_access_applications(
 
     # A retry after a lost reply finds the three parts by name and creates nothing more.
     Application.objects.filter(pk=farm.pk).update(protection="pending", access_app_ids=[])
-    tasks.application_protect_task(farm.pk, None, "")
+    tasks.application_protect_task(services.protection_change_request(application=farm, request=R).pk)
     farm.refresh_from_db()
     assert sorted(farm.access_app_ids) == sorted(by_id) and len(_access_apps(cloudflare_sim)) == 3
 
@@ -181,7 +181,7 @@ def test_an_access_application_gatehouse_did_not_create_is_never_changed(cloudfl
     Application.objects.filter(pk=video.pk).update(
         protection="pending", policy_id=policy.cf_id, access_app_ids=[foreign["id"]]
     )
-    tasks.application_protect_task(video.pk, None, "")
+    tasks.application_protect_task(services.protection_change_request(application=video, request=R).pk)
     video.refresh_from_db()
     assert video.protection == Application.Protection.FAILED and "not one Gatehouse created" in video.protection_error
     after = cloudflare_sim.store.get("access_app", foreign["id"], cloudflare_sim.account_id)
@@ -314,3 +314,39 @@ def test_fewer_origins_delete_the_access_application_no_longer_needed(
 def test_viewers_see_no_application_actions(viewer_client, protected):
     page = viewer_client.get(reverse("discovery:application_detail", args=[protected.public_id])).content.decode()
     assert "Remove from Access" not in page and "Rename" not in page and "Delete application" not in page
+
+
+def test_protecting_is_one_change_of_the_operation_engine_audited_under_the_actions_protection_always_wrote(
+    cloudflare_sim, operator, video, django_capture_on_commit_callbacks
+):
+    services.access_policies_refresh()
+    policy = AccessPolicy.objects.first()
+    before = AuditEntry.objects.order_by("id").last().pk
+    with django_capture_on_commit_callbacks(execute=True):
+        services.application_protect(
+            actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request=R
+        )
+    change = video.protection_changes.get()
+    step = change.steps.get()
+    assert change.status == "succeeded" and change.lease_until is None and change.request_id == R.request_id
+    assert (step.key, step.status, step.attempts) == ("access", "done", 1)
+    actions = list(AuditEntry.objects.filter(pk__gt=before).order_by("id").values_list("action", flat=True))
+    assert actions == ["application.protect_requested", "application.protected"]
+
+
+def test_a_refused_change_stops_its_operation_with_cloudflares_reason_and_the_application_shows_it(
+    cloudflare_sim, video, db
+):
+    Application.objects.filter(pk=video.pk).update(
+        protection="pending", policy_id="00000000-0000-4000-8000-00000000dead"
+    )
+    change = services.protection_change_request(application=video, request=R)
+    tasks.application_protect_task(change.pk)
+    change.refresh_from_db()
+    step = change.steps.get()
+    video.refresh_from_db()
+    assert change.status == "failed" and "not found" in change.reason
+    assert step.status == "failed" and step.error == change.reason
+    assert video.protection == Application.Protection.FAILED and video.protection_error == change.reason[:300]
+    entry = AuditEntry.objects.get(action="application.protect_failed", target_id=str(video.public_id))
+    assert entry.details == {"error": video.protection_error} and entry.request_id == R.request_id
