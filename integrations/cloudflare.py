@@ -175,11 +175,6 @@ def call[T](
         _priority.reset(token)
 
 
-def as_dict(model: Any) -> dict[str, Any]:
-    """A response model as plain data; Access application unions are best read by field, not by class."""
-    return model.to_dict() if hasattr(model, "to_dict") else dict(model)
-
-
 # --- Paged lists --------------------------------------------------------------------------------------------
 # Lists are fetched one page per call so that every request is counted. Cloudflare may use a smaller page than
 # the one asked for (each list has its own maximum), so a short page proves nothing: the listing ends when
@@ -191,9 +186,9 @@ def _count(info: Any, name: str) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _page_items(page: Any) -> tuple[list[dict[str, Any]], int | None]:
-    items = [as_dict(item) for item in (page.result or [])]
-    return items, _count(page.result_info, "total_count")
+def _page_items(page: Any) -> tuple[list[Any], int | None]:
+    """One page's items, as the SDK's models, and the total count Cloudflare reports."""
+    return list(page.result or []), _count(page.result_info, "total_count")
 
 
 def _all_pages(
