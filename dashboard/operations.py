@@ -8,14 +8,18 @@ worker killed between steps leaves the operation where the database says, for a 
 up. An app says what its steps do and what follows success or a stop by subclassing `Engine`.
 """
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any, ClassVar, Protocol
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from dashboard.choices import ColouredChoices
 from dashboard.requestinfo import Origin
@@ -163,12 +167,25 @@ def retry_countdown(*, retries: int, retry_after: float | None, first: float = 1
 
 class Engine:
     """Runs the steps of one kind of operation. A subclass names its models and says what its steps do (`receipt`,
-    `execute`), how it is audited (`audit`), and what follows success (`succeeded`) or a stop (`stopped`)."""
+    `execute`), which task advances a run (`enqueue`), how it is audited (`audit`), and what follows success
+    (`succeeded`), a stop (`stopped`) or a retry (`retried`). Every engine is listed in GATEHOUSE_OPERATION_ENGINES,
+    so that the resume pass finds its runs."""
 
     run_model: ClassVar[type[Operation]]
     step_model: ClassVar[type[OperationStep]]
     # Relations a step and the hooks read from the run, loaded with it.
     related: ClassVar[tuple[str, ...]] = ()
+    # A task meeting temporary Cloudflare errors retries after `retry_first` seconds, doubling up to `retry_cap`,
+    # at most `max_retries` times before the operation stops with Cloudflare's reason.
+    retry_first: ClassVar[float] = 1.0
+    retry_cap: ClassVar[float] = float("inf")
+    # How long one task goes on from step to step before handing the run back to the broker, so that a long run
+    # cannot hold a worker from other runs (and stays far inside the task time limit).
+    go_on_seconds: ClassVar[float] = 20.0
+
+    def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
+        """Send the task that advances the run."""
+        raise NotImplementedError
 
     def receipt(self, run: Operation) -> Receipt:
         raise NotImplementedError
@@ -185,6 +202,10 @@ class Engine:
 
     def stopped(self, run: Operation, step: OperationStep, *, reason: str, findings: list[str]) -> None:
         """After the operation stopped at `step`, in the same transaction."""
+
+    def retried(self, run: Operation, *, actor: Any, origin: Origin | None) -> None:
+        """After `actor` asked for a stopped operation to go on, in the same transaction: the app's own state and
+        its audit entry."""
 
     def create_steps(self, run: Operation, steps: list[tuple[str, str]]) -> None:
         self.step_model.objects.bulk_create(
@@ -249,6 +270,42 @@ class Engine:
         if step is not None:
             self._stop(run, step, self.receipt(run), status=Operation.Status.FAILED, reason=reason)
 
+    def advance_for_a_while(self, *, run_id: int) -> Outcome:
+        """Advance the run step after step for up to `go_on_seconds`; the outcome says what is left to do (`go_on`
+        still set: time is up, the next step is for another task). CloudflareTransient is the caller's."""
+        give_back_at = time.monotonic() + self.go_on_seconds
+        outcome = self.advance(run_id=run_id)
+        while outcome.go_on and time.monotonic() < give_back_at:
+            outcome = self.advance(run_id=run_id)
+        return outcome
+
+    def drive(self, task: Any, run_id: int) -> None:
+        """The body of the Celery task that advances a run (`task` is bound). Temporary Cloudflare errors and
+        waits that give a reason spend one of the task's retries, with the backoff of `retry_countdown`; once they
+        are spent, the operation stops with the last reason. A run another worker holds is looked at again when
+        its lease lapses, without spending a retry."""
+        retries = task.request.retries
+        try:
+            outcome = self.advance_for_a_while(run_id=run_id)
+        except CloudflareTransient as exc:
+            if retries >= task.max_retries:
+                self.give_up(run_id=run_id, reason=f"Cloudflare kept failing: {exc.message}")
+                return
+            countdown = retry_countdown(
+                retries=retries, retry_after=exc.retry_after, first=self.retry_first, cap=self.retry_cap
+            )
+            raise task.retry(countdown=countdown) from None
+        if outcome.done:
+            return
+        if outcome.go_on or not outcome.reason:
+            self.enqueue(run_id, countdown=outcome.wait)
+            return
+        if retries >= task.max_retries:
+            self.give_up(run_id=run_id, reason=outcome.reason)
+            return
+        countdown = retry_countdown(retries=retries, retry_after=outcome.wait, first=self.retry_first)
+        raise task.retry(countdown=countdown)
+
     def runs_to_resume(self, *, idle_for: timedelta) -> list[int]:
         """Active operations nobody is working on: no lease (or an expired one) and no progress for a while."""
         now = timezone.now()
@@ -257,6 +314,36 @@ class Engine:
             .exclude(lease_until__gt=now)
             .values_list("pk", flat=True)
         )
+
+    def resume(self, *, on_start: bool = False) -> int:
+        """Send the task again for active runs no worker is on (a worker died, or its message was lost).
+
+        A starting worker takes every active run, leased or not: the task waits out a dead worker's lease itself.
+        """
+        if on_start:
+            runs = list(self.run_model.objects.filter(status__in=Operation.ACTIVE).values_list("pk", flat=True))
+        else:
+            runs = self.runs_to_resume(idle_for=timedelta(seconds=min(30.0, lease_seconds())))
+        for run_id in runs:
+            self.enqueue(run_id)
+        return len(runs)
+
+    def retry(self, *, run_id: int, actor: Any, origin: Origin | None) -> Operation:
+        """Go on with a stopped operation from the step that stopped it; its task is sent once this commits."""
+        with transaction.atomic():
+            run = self._locked().get(pk=run_id)
+            if run.status not in (Operation.Status.FAILED, Operation.Status.NEEDS_ATTENTION):
+                raise ValidationError("Only a stopped change can be retried.")
+            run.steps.filter(status=OperationStep.Status.FAILED).update(
+                status=OperationStep.Status.PENDING, finished_at=None
+            )
+            run.status = Operation.Status.RUNNING
+            run.reason = ""
+            run.finished_at = None
+            run.save(update_fields=["status", "reason", "finished_at", "updated_at"])
+            self.retried(run, actor=actor, origin=origin)
+            transaction.on_commit(lambda: self.enqueue(run.pk))
+        return run
 
     def _release(self, run: Operation, step: OperationStep, receipt: Receipt, *, error: str) -> None:
         with transaction.atomic():
@@ -319,3 +406,14 @@ class Engine:
             self.stopped(current, step, reason=reason, findings=findings or [])
             event = "needs_attention" if status == Operation.Status.NEEDS_ATTENTION else "failed"
             self.audit(current, event, {"step": step.label, "reason": reason, "findings": findings or []})
+
+
+@cache
+def engines() -> list[Engine]:
+    """One of each engine GATEHOUSE_OPERATION_ENGINES names."""
+    return [import_string(path)() for path in settings.GATEHOUSE_OPERATION_ENGINES]
+
+
+def operations_resume(*, on_start: bool = False) -> int:
+    """The resume pass over every kind of operation: how many runs were sent to a worker again."""
+    return sum(engine.resume(on_start=on_start) for engine in engines())

@@ -263,6 +263,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Runs tasks in the calling process; only tests and benchmarks that measure a workflow in place set it.
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# The changes Gatehouse makes at Cloudflare, each kind run by the operation engine (dashboard.operations); the
+# resume pass sends every active run nobody is working on back to a worker.
+GATEHOUSE_OPERATION_ENGINES = [
+    "vendors.workflows.VendorWorkflows",
+    "tunnels.services.TunnelChanges",
+    "discovery.services.protection.ApplicationProtection",
+]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # /readyz and `manage.py health` call the worker stale after three missed heartbeats.
 GATEHOUSE_HEARTBEAT_SECONDS = float(os.environ.get("GATEHOUSE_HEARTBEAT_SECONDS", "30"))
@@ -271,7 +278,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dashboard.tasks.record_heartbeat",
         "schedule": GATEHOUSE_HEARTBEAT_SECONDS,
     },
-    "vendors-resume-workflows": {"task": "vendors.tasks.workflows_resume", "schedule": 30.0},
+    "operations-resume": {"task": "dashboard.tasks.operations_resume", "schedule": 30.0},
     "vendors-expire-grants": {"task": "vendors.tasks.grants_expire", "schedule": 300.0},
     "vendors-recertify": {"task": "vendors.tasks.vendors_recertify", "schedule": 3600.0},
     "vendors-refresh-access-applications": {"task": "vendors.tasks.access_apps_refresh", "schedule": 900.0},

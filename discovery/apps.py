@@ -20,6 +20,7 @@ class DiscoveryConfig(AppConfig):
                 "application.protect_requested": "Access protection requested",
                 "application.protected": "Application protected by Access",
                 "application.protect_failed": "Access protection failed",
+                "application.protect_retried": "Access protection retried",
                 "application.renamed": "Application renamed",
                 "application.origin_removed": "Origin removed from application",
                 "application.unprotect_requested": "Access protection removal requested",

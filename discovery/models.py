@@ -104,9 +104,19 @@ class ProtectionChange(Operation):
     row. The application's `protection` says what it should hold; the change brings Cloudflare in line."""
 
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="protection_changes")
+    # The application changed while this change was running: another change follows it, reading it afresh.
+    again = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # One change at a time per application; what is asked meanwhile is folded into the next one.
+            models.UniqueConstraint(
+                fields=["application"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="discovery_one_active_protection_change",
+            )
+        ]
 
     def __str__(self):
         return f"Access change for {self.application}"

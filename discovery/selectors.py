@@ -10,7 +10,16 @@ from django.db.models import BooleanField, F, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.shortcuts import get_object_or_404
 
-from discovery.models import Application, IngestRun, InventoryRun, Origin, OriginDaily, ReviewEvent, ip_key
+from discovery.models import (
+    Application,
+    IngestRun,
+    InventoryRun,
+    Origin,
+    OriginDaily,
+    ProtectionChange,
+    ReviewEvent,
+    ip_key,
+)
 
 SORTS = {"users": "users", "sessions": "sessions", "bytes": "bytes_total", "last_seen": "last_seen"}
 SOURCES = ("traffic", "inventory", "both")
@@ -300,6 +309,11 @@ def applications() -> QuerySet[Application]:
 
 def application_get(*, public_id) -> Application:
     return get_object_or_404(Application, public_id=public_id)
+
+
+def protection_change_latest(*, application: Application) -> ProtectionChange | None:
+    """The application's most recent change to Access, with its steps."""
+    return application.protection_changes.prefetch_related("steps").first()
 
 
 def application_origins(*, application: Application) -> list[Origin]:

@@ -37,11 +37,9 @@ def inventory_discover_task():
     services.inventory_discover(regions=settings.GATEHOUSE_AWS_REGIONS)
 
 
-@shared_task(
-    ignore_result=True, autoretry_for=(CloudflareTransient,), retry_backoff=5, retry_backoff_max=300, max_retries=10
-)
-def application_protect_task(change_id: int):
-    services.protection_change_run(change_id=change_id)
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=10)
+def application_protect_task(self, change_id: int):
+    services.protection_change_drive(self, change_id)
 
 
 @shared_task(ignore_result=True, autoretry_for=(CloudflareTransient,), retry_backoff=10, max_retries=5)

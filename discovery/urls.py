@@ -15,6 +15,11 @@ urlpatterns = [
     path("applications/<uuid:public_id>/", views.application_detail, name="application_detail"),
     path("applications/<uuid:public_id>/protect/", views.application_protect, name="application_protect"),
     path("applications/<uuid:public_id>/unprotect/", views.application_unprotect, name="application_unprotect"),
+    path(
+        "applications/<uuid:public_id>/protect/retry/",
+        views.application_protect_retry,
+        name="application_protect_retry",
+    ),
     path("applications/<uuid:public_id>/rename/", views.application_rename, name="application_rename"),
     path("applications/<uuid:public_id>/delete/", views.application_delete, name="application_delete"),
     path(

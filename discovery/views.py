@@ -204,12 +204,16 @@ def application_create(request):
 @require_GET
 def application_detail(request, public_id):
     application = selectors.application_get(public_id=public_id)
+    change = selectors.protection_change_latest(application=application)
+    can_change = request.user.has_role(User.Role.OPERATOR)
     context = {
         "application": application,
         "origins": selectors.application_origins(application=application),
         "protect_form": ProtectForm(),
         "policies": AccessPolicy.objects.all(),
-        "can_change": request.user.has_role(User.Role.OPERATOR),
+        "can_change": can_change,
+        "change": change,
+        "can_retry": can_change and change is not None and change.status == change.Status.FAILED,
     }
     return render(request, template_for(request, "discovery/application_detail.html", "protection"), context)
 
@@ -288,6 +292,24 @@ def application_unprotect(request, public_id):
         messages.success(request, f"Removing the Access applications Gatehouse created for {application.name}.")
     except ValidationError as exc:
         messages.error(request, error_text(exc))
+    return redirect("discovery:application_detail", public_id=application.public_id)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def application_protect_retry(request, public_id):
+    application = selectors.application_get(public_id=public_id)
+    change = selectors.protection_change_latest(application=application)
+    if change is None:
+        messages.error(request, "Gatehouse has made no change to Access for this application.")
+    else:
+        try:
+            services.protection_change_retry(
+                actor=request.user, change=change, request=RequestOrigin.from_request(request)
+            )
+            messages.success(request, f"Retrying the change to Access for {application.name}.")
+        except ValidationError as exc:
+            messages.error(request, error_text(exc))
     return redirect("discovery:application_detail", public_id=application.public_id)
 
 

@@ -15,6 +15,7 @@ class TunnelsConfig(AppConfig):
                 "tunnel.route_added": "Private route added",
                 "tunnel.route_removed": "Private route removed",
                 "tunnel.change_failed": "Tunnel change failed",
+                "tunnel.change_retried": "Tunnel change retried",
                 "tunnel.deleted": "Tunnel deleted",
                 "tunnel.connections_cleaned": "Stale tunnel connections removed",
                 "tunnel.token_rotated": "Tunnel token rotated",

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -414,6 +414,12 @@ class TunnelChanges(Engine):
     step_model = TunnelChangeStep
     # No related rows loaded with the locked change: its tunnel and actor may be null, and PostgreSQL cannot lock
     # the nullable side of an outer join.
+    retry_first = 4.0
+
+    def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
+        from tunnels.tasks import tunnel_change_run
+
+        tunnel_change_run.apply_async((run_id,), countdown=countdown)
 
     def receipt(self, run: TunnelChange) -> _Carrying:
         return _Carrying(change=run)
@@ -444,18 +450,29 @@ class TunnelChanges(Engine):
             reason = details["reason"][:500]
             _audit(run, "tunnel.change_failed", {"change": run.kind, "reason": reason, **run.params})
 
+    def retried(self, run: TunnelChange, *, actor: Any, origin: Origin | None) -> None:
+        _audit(run, "tunnel.change_retried", {"change": run.kind, **run.params}, actor=actor, origin=origin)
+
 
 _ENGINE = TunnelChanges()
 
 
 def tunnel_change_advance(*, change_id: int) -> Outcome:
-    """Carry out the change's next step (the task's work). Transient Cloudflare errors propagate so the task
-    retries; a tunnel another change holds comes back as an outcome to try again later."""
+    """Carry out the change's next step. Transient Cloudflare errors propagate; a tunnel another change holds
+    comes back as an outcome to try again later."""
     return _ENGINE.advance(run_id=change_id)
 
 
-def tunnel_change_give_up(*, change_id: int, reason: str) -> None:
-    _ENGINE.give_up(run_id=change_id, reason=reason)
+def tunnel_change_drive(task: Any, change_id: int) -> None:
+    """The task's work: the change's steps, with the engine's retries and backoff."""
+    _ENGINE.drive(task, change_id)
+
+
+def tunnel_change_retry(*, actor: User, change: TunnelChange, origin: Origin) -> TunnelChange:
+    """Make a stopped change again, as it was asked: each change reads Cloudflare afresh before it writes."""
+    if not actor.has_role(User.Role.OPERATOR):
+        raise PermissionDenied("Only operators change tunnels.")
+    return _ENGINE.retry(run_id=change.pk, actor=actor, origin=origin)
 
 
 def tunnel_change_steps_create(*, change: TunnelChange) -> None:
@@ -497,7 +514,10 @@ _AUDITED_RESULTS = (
 )
 
 
-def _audit(change: TunnelChange, action: str, details: dict) -> None:
+def _audit(
+    change: TunnelChange, action: str, details: dict, *, actor: User | None = None, origin: Origin | None = None
+) -> None:
+    """An entry for the change; by default in the name of whoever asked for it, from where they asked."""
     tunnel = change.tunnel
     if change.kind.startswith("vnet_"):
         target = ("virtual_network", details.get("vnet", ""), change.params.get("name", ""))
@@ -507,12 +527,12 @@ def _audit(change: TunnelChange, action: str, details: dict) -> None:
         target = ("tunnel", "", change.params.get("name", ""))
     audit_record(
         action=action,
-        actor=change.actor,
+        actor=actor or change.actor,
         target_type=target[0],
         target_id=target[1],
         target_label=target[2],
         details=details,
-        origin=Origin(source_ip=change.source_ip, request_id=change.request_id),
+        origin=origin or change.origin,
     )
 
 

@@ -17,29 +17,10 @@ def sync_cloudflare():
     services.tunnel_tokens_expire()
 
 
-@shared_task(bind=True, ignore_result=True, max_retries=5)
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=5)
 def tunnel_change_run(self, change_id: int):
     """Advance the change through the operation engine until it is done, waits, or meets a temporary error."""
-    try:
-        outcome = services.tunnel_change_advance(change_id=change_id)
-        while outcome.go_on:
-            outcome = services.tunnel_change_advance(change_id=change_id)
-    except cf.CloudflareTransient as exc:
-        if self.request.retries >= self.max_retries:
-            services.tunnel_change_give_up(change_id=change_id, reason=f"Cloudflare kept refusing: {exc.message}")
-            return
-        countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after, first=4.0)
-        raise self.retry(countdown=countdown) from exc
-    if outcome.done:
-        return
-    if not outcome.reason:
-        # Another worker holds the change's lease: come back when it lapses, without spending a retry.
-        tunnel_change_run.apply_async((change_id,), countdown=outcome.wait)
-        return
-    if self.request.retries >= self.max_retries:
-        services.tunnel_change_give_up(change_id=change_id, reason=outcome.reason)
-        return
-    raise self.retry(countdown=retry_countdown(retries=self.request.retries, retry_after=None, first=4.0))
+    services.tunnel_change_drive(self, change_id)
 
 
 @shared_task(ignore_result=True)

@@ -12,6 +12,7 @@ urlpatterns = [
     path("routes/<uuid:route_id>/remove/", views.route_remove, name="route_remove"),
     path("changes/<uuid:change_id>/", views.change_detail, name="change_detail"),
     path("changes/<uuid:change_id>/token/", views.change_token, name="change_token"),
+    path("changes/<uuid:change_id>/retry/", views.change_retry, name="change_retry"),
     path("<uuid:tunnel_id>/", views.tunnel_detail, name="tunnel_detail"),
     path("<uuid:tunnel_id>/hostnames/add/", views.hostname_add, name="hostname_add"),
     path("<uuid:tunnel_id>/hostnames/remove/", views.hostname_remove, name="hostname_remove"),

@@ -186,8 +186,20 @@ def change_detail(request, change_id):
         "change": change,
         "token": None,
         "token_waiting": change.token_available() and change.actor_id == request.user.pk,
+        "can_retry": request.user.has_role(User.Role.OPERATOR) and change.status == change.Status.FAILED,
     }
     return render(request, template_for(request, "tunnels/change_detail.html", "change-status"), context)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def change_retry(request, change_id):
+    change = selectors.change_get(public_id=change_id)
+    try:
+        services.tunnel_change_retry(actor=request.user, change=change, origin=Origin.from_request(request))
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    return redirect("tunnels:change_detail", change_id=change.public_id)
 
 
 @require_POST

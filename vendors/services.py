@@ -8,7 +8,6 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from dashboard import operations
 from dashboard.models import User
 from dashboard.requestinfo import Origin
 from dashboard.sealing import Purpose, unseal
@@ -23,7 +22,6 @@ from vendors.models import (
     Vendor,
     VendorSettings,
     WorkflowRun,
-    WorkflowStep,
 )
 
 EXPIRY_NOTICE = timedelta(days=3)
@@ -461,8 +459,6 @@ def grants_start(*, now: datetime | None = None) -> list[int]:
 
 def run_retry(*, actor: User, run: WorkflowRun, origin: Origin) -> WorkflowRun:
     """Resume a stopped run from the step that failed."""
-    from vendors.tasks import workflow_advance
-
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators retry workflows.")
     if run.vendor.archived:
@@ -470,30 +466,9 @@ def run_retry(*, actor: User, run: WorkflowRun, origin: Origin) -> WorkflowRun:
     if run.status not in (WorkflowRun.Status.FAILED, WorkflowRun.Status.NEEDS_ATTENTION):
         raise ValidationError("Only a stopped workflow can be retried.")
     try:
-        with transaction.atomic():
-            run = WorkflowRun.objects.select_for_update().get(pk=run.pk)
-            run.steps.filter(status=WorkflowStep.Status.FAILED).update(
-                status=WorkflowStep.Status.PENDING, finished_at=None
-            )
-            run.status = WorkflowRun.Status.RUNNING
-            run.reason = ""
-            run.finished_at = None
-            run.save(update_fields=["status", "reason", "finished_at", "updated_at"])
-            vendor = run.vendor
-            vendor.status = Vendor.Status.REVOKING if run.kind == WorkflowRun.Kind.REVOKE else Vendor.Status.ONBOARDING
-            vendor.status_reason = ""
-            vendor.save(update_fields=["status", "status_reason", "updated_at"])
-            _audit(
-                action="vendor.workflow_retried",
-                actor=actor,
-                vendor=vendor,
-                origin=origin,
-                details={"run": str(run.public_id)},
-            )
+        return workflows.retry(run=run, actor=actor, origin=origin)
     except IntegrityError:
         raise RunConflict("Another workflow is running for this vendor; wait for it to finish.") from None
-    workflow_advance.delay_on_commit(run.pk)
-    return run
 
 
 def token_secret_reveal(*, actor: User, token: ServiceToken, origin: Origin) -> str:
@@ -699,19 +674,3 @@ def tokens_forget_unshown_secrets(*, older_than: timedelta = timedelta(days=1)) 
     cutoff = timezone.now() - older_than
     sealed_before = Q(secret_sealed_at__lt=cutoff) | Q(secret_sealed_at=None, created_at__lt=cutoff)
     return ServiceToken.objects.exclude(secret_sealed="").filter(sealed_before).update(secret_sealed="")
-
-
-def workflows_resume(*, on_start: bool = False) -> int:
-    """Re-enqueue active runs no worker is on (a worker died, or the message was lost).
-
-    A starting worker takes every active run, leased or not: the task waits out a dead worker's lease itself.
-    """
-    from vendors.tasks import workflow_advance
-
-    if on_start:
-        runs = list(WorkflowRun.objects.filter(status__in=WorkflowRun.ACTIVE).values_list("pk", flat=True))
-    else:
-        runs = workflows.active_runs_to_resume(idle_for=timedelta(seconds=min(30.0, operations.lease_seconds())))
-    for run_id in runs:
-        workflow_advance.delay(run_id)
-    return len(runs)

@@ -1,56 +1,32 @@
 """Celery tasks for vendors: each takes ids, loads rows and calls a service or drives workflows step by step."""
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init
 from django import db
 
-from dashboard.operations import retry_countdown
 from integrations import cloudflare
 from integrations.cloudflare import CloudflareTransient
 from vendors import drift, services, workflows
 
 log = logging.getLogger(__name__)
 
-# Backoff for temporary Cloudflare errors: 1, 2, 4, 8, then every 10 s (someone is waiting on the click), or
-# longer when Cloudflare or the budget says so; about two minutes in all before the run stops with the reason.
+# Temporary Cloudflare errors: about two minutes of retries (VendorWorkflows' backoff) before the run stops with
+# the reason.
 _MAX_RETRIES = 14
-# How long one task goes on from step to step before handing the run back to the broker, so that a long run
-# cannot hold a worker from other runs (and stays far inside the task time limit).
-_GO_ON_SECONDS = 20.0
-
-
-def _drive(run_id: int) -> None:
-    """Run a workflow's steps, one committed transaction each, without a trip through the broker between them.
-
-    Every step is durable before the next starts, and a task's message is acknowledged only when it returns: a
-    worker killed between steps leaves the run where the database says, for the message's redelivery or the
-    resume sweep to pick up. CloudflareTransient is the caller's to retry.
-    """
-    give_back_at = time.monotonic() + _GO_ON_SECONDS
-    while True:
-        outcome = workflows.advance(run_id=run_id)
-        if outcome.go_on and time.monotonic() < give_back_at:
-            continue
-        if not outcome.done:
-            workflow_advance.apply_async((run_id,), countdown=outcome.wait)
-        return
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=_MAX_RETRIES)
 def workflow_advance(self, run_id: int) -> None:
-    try:
-        _drive(run_id)
-    except CloudflareTransient as exc:
-        if self.request.retries >= _MAX_RETRIES:
-            workflows.give_up(run_id=run_id, reason=f"Cloudflare kept failing: {exc.message}")
-            return
-        countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after, cap=10.0)
-        log.warning("workflow run %s: %s; retrying in %.0f s", run_id, exc.message, countdown)
-        raise self.retry(exc=exc, countdown=countdown) from None
+    """Run a workflow's steps, one committed transaction each, without a trip through the broker between them.
+
+    Every step is durable before the next starts, and a task's message is acknowledged only when it returns: a
+    worker killed between steps leaves the run where the database says, for the message's redelivery or the
+    resume pass (dashboard.operations) to pick up.
+    """
+    workflows.drive(self, run_id)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True)
@@ -71,7 +47,9 @@ def workflows_advance_together(self, run_ids: list[int]) -> None:
 
 def _drive_or_hand_over(run_id: int) -> None:
     try:
-        _drive(run_id)
+        outcome = workflows.advance_for_a_while(run_id=run_id)
+        if not outcome.done:
+            workflow_advance.apply_async((run_id,), countdown=outcome.wait)
     except CloudflareTransient as exc:
         log.warning("workflow run %s: %s; going on in a task of its own", run_id, exc.message)
         workflow_advance.apply_async((run_id,), countdown=max(1.0, exc.retry_after or 0.0))
@@ -84,11 +62,6 @@ def _drive_in_thread(run_id: int) -> None:
         db.connection.close()  # this thread's own connection
 
 
-@shared_task(acks_late=True, ignore_result=True)
-def workflows_resume(on_start: bool = False) -> None:
-    services.workflows_resume(on_start=on_start)
-
-
 @worker_init.connect
 def _load_cloudflare_sdk(**_kwargs) -> None:
     cloudflare.access_preload()
@@ -99,12 +72,6 @@ def _open_cloudflare_client(**_kwargs) -> None:
     # Each pool process opens its own client and budget (neither survives a fork) as it starts, not on a click.
     cloudflare.client()
     cloudflare.budget()
-
-
-@worker_ready.connect
-def _resume_on_start(**_kwargs) -> None:
-    # A worker that starts (perhaps replacing one that was killed) picks up runs nobody is working on.
-    workflows_resume.delay(on_start=True)
 
 
 @shared_task(

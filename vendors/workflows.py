@@ -4,13 +4,13 @@ Which steps each kind of run takes, and what a run's end means for its vendor; t
 (dashboard.operations) runs them, with its lease, retries and audit. The steps themselves are in vendors.steps.
 """
 
-from datetime import timedelta
 from typing import Any
 
 from django.core.mail import send_mail
 from django.db import transaction
 
 from dashboard.operations import Engine, Outcome
+from dashboard.requestinfo import Origin
 from dashboard.services import audit_record
 from integrations.cloudflare import Priority
 from vendors.models import Grant, Vendor, WorkflowRun, WorkflowStep
@@ -89,6 +89,13 @@ class VendorWorkflows(Engine):
     run_model = WorkflowRun
     step_model = WorkflowStep
     related = ("vendor",)
+    # Someone is waiting on the click: 1, 2, 4, 8, then every 10 s, about two minutes in all (the task's retries).
+    retry_cap = 10.0
+
+    def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
+        from vendors.tasks import workflow_advance
+
+        workflow_advance.apply_async((run_id,), countdown=countdown)
 
     def receipt(self, run: WorkflowRun) -> Context:
         return Context(run=run, vendor=run.vendor, priority=PRIORITY[run.kind])
@@ -127,6 +134,21 @@ class VendorWorkflows(Engine):
         vendor.save(update_fields=["status", "status_reason", "updated_at"])
         transaction.on_commit(lambda: alert_sponsor(run, reason=reason, findings=findings))
 
+    def retried(self, run: WorkflowRun, *, actor: Any, origin: Origin | None) -> None:
+        vendor = run.vendor
+        vendor.status = Vendor.Status.REVOKING if run.kind == Kind.REVOKE else Vendor.Status.ONBOARDING
+        vendor.status_reason = ""
+        vendor.save(update_fields=["status", "status_reason", "updated_at"])
+        audit_record(
+            action="vendor.workflow_retried",
+            actor=actor,
+            target_type="vendor",
+            target_id=str(vendor.public_id),
+            target_label=vendor.name,
+            details={"run": str(run.public_id)},
+            origin=origin,
+        )
+
 
 _ENGINE = VendorWorkflows()
 
@@ -139,12 +161,16 @@ def advance(*, run_id: int) -> Outcome:
     return _ENGINE.advance(run_id=run_id)
 
 
-def give_up(*, run_id: int, reason: str) -> None:
-    _ENGINE.give_up(run_id=run_id, reason=reason)
+def advance_for_a_while(*, run_id: int) -> Outcome:
+    return _ENGINE.advance_for_a_while(run_id=run_id)
 
 
-def active_runs_to_resume(*, idle_for: timedelta) -> list[int]:
-    return _ENGINE.runs_to_resume(idle_for=idle_for)
+def drive(task: Any, run_id: int) -> None:
+    _ENGINE.drive(task, run_id)
+
+
+def retry(*, run: WorkflowRun, actor: Any, origin: Origin | None) -> WorkflowRun:
+    return _ENGINE.retry(run_id=run.pk, actor=actor, origin=origin)
 
 
 def alert_sponsor(run: WorkflowRun, *, reason: str, findings: list[str]) -> None:

@@ -35,8 +35,9 @@ from discovery.services.protection import (
     access_policies_refresh_request,
     application_protect,
     application_unprotect,
+    protection_change_drive,
     protection_change_request,
-    protection_change_run,
+    protection_change_retry,
 )
 from discovery.services.review import DECISION_LABELS, DECISIONS, origin_review, review_decisions
 
@@ -72,8 +73,9 @@ __all__ = [
     "logpush_ingest",
     "origin_review",
     "pending_objects",
+    "protection_change_drive",
     "protection_change_request",
-    "protection_change_run",
+    "protection_change_retry",
     "review_decisions",
     "vpc_virtual_networks",
 ]

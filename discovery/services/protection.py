@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from dashboard.models import User
@@ -119,6 +119,13 @@ class ApplicationProtection(Engine):
     run_model = ProtectionChange
     step_model = ProtectionChangeStep
     related = ("application",)
+    retry_first = 5.0
+    retry_cap = 300.0
+
+    def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
+        from discovery import tasks
+
+        tasks.application_protect_task.apply_async((run_id,), countdown=countdown)
 
     def receipt(self, run: ProtectionChange) -> _Receipt:
         return _Receipt(run=run)
@@ -155,6 +162,7 @@ class ApplicationProtection(Engine):
             protected_at=(application.protected_at or timezone.now()) if ids else None,
             protection_error="",
         )
+        self._follow(run)
         if updated == 1 and (ids != run.data["known"] or state != Application.Protection.PROTECTED):
             return {"access_app_ids": ids, "destinations": run.data["destinations"]}
         return {}
@@ -164,33 +172,66 @@ class ApplicationProtection(Engine):
         Application.objects.filter(pk=run.application_id, protection=state).update(
             protection=Application.Protection.FAILED, protection_error=reason[:300]
         )
+        self._follow(run)
+
+    def retried(self, run: ProtectionChange, *, actor: Any, origin: RequestOrigin | None) -> None:
+        """The application wants again what the change was for; the step reads it afresh."""
+        application = run.application
+        state = run.data.get("state", Application.Protection.PENDING)
+        Application.objects.filter(pk=application.pk, protection=Application.Protection.FAILED).update(
+            protection=state, protection_error=""
+        )
+        _audit_application("application.protect_retried", actor, application, {"change": str(run.public_id)}, origin)
+
+    def _follow(self, run: ProtectionChange) -> None:
+        """Someone changed the application while the change ran: a new change reads it afresh."""
+        if run.again:
+            self.start(run.application, origin=run.origin)
+
+    def start(self, application: Application, *, origin: RequestOrigin) -> ProtectionChange:
+        change = ProtectionChange.objects.create(
+            application=application, source_ip=origin.source_ip, request_id=origin.request_id[:64]
+        )
+        self.create_steps(change, [("access", "Make Access hold the application's approved origins, and nothing else")])
+        transaction.on_commit(lambda: self.enqueue(change.pk))
+        return change
 
 
 _ENGINE = ApplicationProtection()
 
 
 def protection_change_request(*, application: Application, request: RequestOrigin) -> ProtectionChange:
-    """A change bringing Access in line with the application; a task carries it out once this commits."""
-    from discovery import tasks
+    """Bring Access in line with the application, one change at a time: a change that has not started yet will
+    read what is asked now; one that is running is followed by another once it ends; otherwise a new change
+    starts once this commits."""
+    with transaction.atomic():
+        active = (
+            ProtectionChange.objects.select_for_update()
+            .filter(application=application, status__in=ProtectionChange.ACTIVE)
+            .first()
+        )
+        if active is None:
+            return _ENGINE.start(application, origin=request)
+        if active.status == ProtectionChange.Status.RUNNING and not active.again:
+            ProtectionChange.objects.filter(pk=active.pk).update(again=True)
+        return active
 
-    change = ProtectionChange.objects.create(
-        application=application, source_ip=request.source_ip, request_id=request.request_id[:64]
-    )
-    _ENGINE.create_steps(change, [("access", "Make Access hold the application's approved origins, and nothing else")])
-    tasks.application_protect_task.delay_on_commit(change.pk)
-    return change
+
+def protection_change_drive(task: Any, change_id: int) -> None:
+    """The task's work: the change's step, with the engine's retries and backoff."""
+    _ENGINE.drive(task, change_id)
 
 
-def protection_change_run(*, change_id: int) -> None:
-    """Advance the change until it is done; temporary Cloudflare errors propagate for the task to retry, and a
-    change another worker holds is looked at again when its lease lapses."""
-    from discovery import tasks
-
-    outcome = _ENGINE.advance(run_id=change_id)
-    while outcome.go_on:
-        outcome = _ENGINE.advance(run_id=change_id)
-    if not outcome.done:
-        tasks.application_protect_task.apply_async((change_id,), countdown=outcome.wait)
+def protection_change_retry(*, actor: User, change: ProtectionChange, request: RequestOrigin) -> ProtectionChange:
+    """Make the application's latest change again, from the step that stopped it."""
+    _operator(actor)
+    latest = change.application.protection_changes.first()
+    if latest is None or latest.pk != change.pk:
+        raise ValidationError("A newer change to Access has replaced this one.")
+    try:
+        return _ENGINE.retry(run_id=change.pk, actor=actor, origin=request)
+    except IntegrityError:
+        raise ValidationError("Wait until the change to Access in progress is done.") from None
 
 
 def _access_apply(change: ProtectionChange) -> None:

@@ -350,3 +350,107 @@ def test_a_refused_change_stops_its_operation_with_cloudflares_reason_and_the_ap
     assert video.protection == Application.Protection.FAILED and video.protection_error == change.reason[:300]
     entry = AuditEntry.objects.get(action="application.protect_failed", target_id=str(video.public_id))
     assert entry.details == {"error": video.protection_error} and entry.request_id == R.request_id
+
+
+def test_an_access_change_whose_task_was_lost_is_sent_to_a_worker_again_by_the_resume_pass(
+    cloudflare_sim, operator, video
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dashboard import operations
+    from discovery.models import ProtectionChange
+
+    services.access_policies_refresh()
+    policy = AccessPolicy.objects.first()
+    # The task is sent when the request commits, which never happens here: the message is lost.
+    services.application_protect(
+        actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request=R
+    )
+    assert operations.operations_resume() == 0
+    ProtectionChange.objects.update(updated_at=timezone.now() - timedelta(minutes=5))
+    assert operations.operations_resume() == 1
+    video.refresh_from_db()
+    assert video.protection == Application.Protection.PROTECTED
+    assert [a["id"] for a in _access_apps(cloudflare_sim)] == video.access_app_ids
+
+
+def test_changes_asked_while_one_is_waiting_or_running_are_folded_into_one_at_a_time(
+    cloudflare_sim, operator, protected, make_origin, vnet_id, django_capture_on_commit_callbacks
+):
+    from discovery.models import ProtectionChange
+
+    first = services.protection_change_request(application=protected, request=R)
+    # Not started yet: it will read the application as it is when it starts, so a second request is the same change.
+    assert services.protection_change_request(application=protected, request=R) == first
+    ProtectionChange.objects.filter(pk=first.pk).update(status=ProtectionChange.Status.RUNNING)
+    # Running: it may have read the application already, so another change follows it, and only one.
+    later = make_origin(address="10.20.0.8", port=8443, vnet_id=vnet_id)
+    services.application_add_origins(actor=operator, application=protected, origins=[later], request=R)
+    services.origin_review(actor=operator, origins=[later], decision="approve", reason="", request=R)
+    assert services.protection_change_request(application=protected, request=R) == first
+    first.refresh_from_db()
+    assert first.again
+    assert ProtectionChange.objects.filter(status__in=ProtectionChange.ACTIVE).count() == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.application_protect_task(first.pk)
+    changes = list(protected.protection_changes.order_by("id").values_list("status", flat=True))
+    assert changes == ["succeeded", "succeeded", "succeeded"]
+    protected.refresh_from_db()
+    assert protected.protection == Application.Protection.PROTECTED
+    assert ("10.20.0.8/32", "8443") in _destinations(cloudflare_sim, protected)
+
+
+def test_a_stopped_access_change_shows_its_step_on_the_application_page_and_is_retried_there(
+    cloudflare_sim, operator, operator_client, viewer_client, video, django_capture_on_commit_callbacks
+):
+    from cloudflare_sim import faults
+
+    services.access_policies_refresh()
+    policy = AccessPolicy.objects.first()
+    faults.save(
+        cloudflare_sim.store, {"rules": [{"endpoint": "* /accounts/{account_id}/access/apps*", "error_rate": 1.0}]}
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        services.application_protect(
+            actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request=R
+        )
+    change = video.protection_changes.get()
+    assert change.status == "failed" and change.reason.startswith("Cloudflare kept failing")
+    detail = reverse("discovery:application_detail", args=[video.public_id])
+    retry_url = reverse("discovery:application_protect_retry", args=[video.public_id])
+    page = operator_client.get(detail).content.decode()
+    assert "Latest change to Access" in page and "Make Access hold the application" in page
+    assert "Stopped: Cloudflare kept failing" in page and f'action="{retry_url}"' in page
+    assert retry_url not in viewer_client.get(detail).content.decode()
+
+    faults.clear(cloudflare_sim.store)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(retry_url, follow=True)
+    assert "Retrying the change to Access for Video" in response.content.decode()
+    change.refresh_from_db()
+    video.refresh_from_db()
+    assert change.status == "succeeded" and video.protection == Application.Protection.PROTECTED
+    assert change.steps.get().attempts > 1
+    assert [a["id"] for a in _access_apps(cloudflare_sim)] == video.access_app_ids
+    retried = AuditEntry.objects.get(action="application.protect_retried")
+    assert retried.actor_email == operator.email and retried.details == {"change": str(change.public_id)}
+    page = operator_client.get(detail).content.decode()
+    assert retry_url not in page
+
+
+def test_only_the_latest_access_change_can_be_retried(cloudflare_sim, operator, video, db):
+    from django.core.exceptions import ValidationError
+
+    Application.objects.filter(pk=video.pk).update(
+        protection="pending", policy_id="00000000-0000-4000-8000-00000000dead"
+    )
+    stopped = services.protection_change_request(application=video, request=R)
+    tasks.application_protect_task(stopped.pk)
+    Application.objects.filter(pk=video.pk).update(protection="pending")
+    newer = services.protection_change_request(application=video, request=R)
+    assert newer != stopped
+    with pytest.raises(ValidationError, match="A newer change to Access has replaced this one"):
+        services.protection_change_retry(actor=operator, change=stopped, request=R)

@@ -23,6 +23,7 @@ EXPECTED = {
     "discovery:application_detail": ("get", {"public_id": NOBODY}, ALL_404),
     "discovery:application_protect": ("post", {"public_id": NOBODY}, OPERATOR_404),
     "discovery:application_unprotect": ("post", {"public_id": NOBODY}, OPERATOR_404),
+    "discovery:application_protect_retry": ("post", {"public_id": NOBODY}, OPERATOR_404),
     "discovery:application_rename": ("post", {"public_id": NOBODY}, OPERATOR_404),
     "discovery:application_delete": ("post", {"public_id": NOBODY}, OPERATOR_404),
     "discovery:application_origin_remove": ("post", {"public_id": NOBODY, "origin_id": NOBODY}, OPERATOR_404),

@@ -102,3 +102,83 @@ def test_changes_made_before_the_engine_get_their_one_step_as_they_ended(transac
     assert steps[waiting.pk].status == "pending"
     assert TunnelChange.objects.get(pk=failed.pk).reason == "already exists"
     assert TunnelChange.objects.get(pk=waiting.pk).status == TunnelChange.Status.PENDING
+
+
+def test_a_change_whose_task_was_lost_is_sent_to_a_worker_again_by_the_resume_pass(operator, synced):
+    from dashboard import operations
+    from dashboard.requestinfo import Origin
+
+    remote = _remote()
+    # Its task is sent when the request's transaction commits, which never happens here: the message is lost.
+    change = services.hostname_add(
+        actor=operator, tunnel=remote, hostname="lost.example.com", service="http://lost.internal:80", origin=Origin()
+    )
+    # Just asked: its task may still be on the way, so the pass leaves it.
+    assert operations.operations_resume() == 0
+    TunnelChange.objects.filter(pk=change.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    assert operations.operations_resume() == 1
+    change.refresh_from_db()
+    assert change.status == TunnelChange.Status.SUCCEEDED
+    assert "lost.example.com" in [rule.get("hostname") for rule in _ingress(synced, remote)]
+    assert operations.operations_resume() == 0
+
+
+def test_a_change_a_live_worker_holds_is_not_resumed(operator, synced):
+    from dashboard import operations
+    from dashboard.requestinfo import Origin
+
+    change = services.hostname_add(
+        actor=operator,
+        tunnel=_remote(),
+        hostname="held.example.com",
+        service="http://held.internal:80",
+        origin=Origin(),
+    )
+    TunnelChange.objects.filter(pk=change.pk).update(
+        status=TunnelChange.Status.RUNNING,
+        lease_until=timezone.now() + timedelta(minutes=1),
+        updated_at=timezone.now() - timedelta(minutes=5),
+    )
+    assert operations.operations_resume() == 0
+    # A worker that starts takes it anyway, and waits out the lease itself.
+    assert operations.operations_resume(on_start=True) == 1
+    change.refresh_from_db()
+    assert change.status == TunnelChange.Status.RUNNING and change.steps.get().attempts == 0
+
+
+def test_a_stopped_change_is_retried_from_its_page_and_made_from_what_cloudflare_holds_then(
+    operator, operator_client, viewer_client, cloudflare_sim, run
+):
+    taken = next(v for v in cloudflare_sim.store.list("vnet", cloudflare_sim.account_id))
+    # Gatehouse has not synced, so it does not know the name is taken: Cloudflare refuses the change.
+    response = run(operator_client, reverse("tunnels:vnet_create"), {"name": taken["name"], "comment": ""})
+    change = TunnelChange.objects.get()
+    assert change.status == TunnelChange.Status.FAILED and "already exists" in change.reason
+    page = operator_client.get(reverse("tunnels:change_detail", args=[change.public_id])).content.decode()
+    retry_url = reverse("tunnels:change_retry", args=[change.public_id])
+    assert f'action="{retry_url}"' in page
+    assert (
+        retry_url not in viewer_client.get(reverse("tunnels:change_detail", args=[change.public_id])).content.decode()
+    )
+    assert viewer_client.post(retry_url).status_code == 403
+
+    # Someone frees the name at Cloudflare; the retry makes the same change again.
+    cloudflare_sim.store.delete("vnet", taken["id"])
+    response = run(operator_client, retry_url, {})
+    assert response["Location"] == reverse("tunnels:change_detail", args=[change.public_id])
+    change.refresh_from_db()
+    step = change.steps.get()
+    assert change.status == TunnelChange.Status.SUCCEEDED and change.reason == ""
+    assert (step.status, step.attempts) == (TunnelChangeStep.Status.DONE, 2)
+    assert taken["name"] in [v["name"] for v in cloudflare_sim.store.list("vnet", cloudflare_sim.account_id)]
+    retried = AuditEntry.objects.get(action="tunnel.change_retried")
+    assert retried.actor_email == operator.email and retried.details["change"] == "vnet_create"
+    assert list(
+        AuditEntry.objects.filter(action__in=["tunnel.change_failed", "vnet.created"])
+        .values_list("action", flat=True)
+        .order_by("id")
+    ) == ["tunnel.change_failed", "vnet.created"]
+
+    # A change that did not stop cannot be retried.
+    run(operator_client, retry_url, {})
+    assert AuditEntry.objects.filter(action="tunnel.change_retried").count() == 1

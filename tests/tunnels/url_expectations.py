@@ -15,6 +15,7 @@ EXPECTED = {
     "tunnels:tunnel_detail": ("get", {"tunnel_id": UNKNOWN}, ALL_404),
     "tunnels:change_detail": ("get", {"change_id": UNKNOWN}, ALL_404),
     "tunnels:change_token": ("post", {"change_id": UNKNOWN}, CHANGERS_404),
+    "tunnels:change_retry": ("post", {"change_id": UNKNOWN}, CHANGERS_404),
     "tunnels:hostname_add": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
     "tunnels:hostname_remove": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
     "tunnels:route_add": ("post", {"tunnel_id": UNKNOWN}, CHANGERS_404),
