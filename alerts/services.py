@@ -23,7 +23,7 @@ from django.utils import timezone
 from alerts import outbound
 from alerts.models import Alert, Channel, Delivery
 from dashboard.models import User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, Unreadable, seal, unseal
 from dashboard.services import audit_record
 from integrations.records import text
@@ -115,7 +115,7 @@ class NewChannel:
     secret: str  # a JSON webhook's signing secret, to be shown once; "" for other kinds
 
 
-def channel_create(*, actor: User, name: str, kind: str, target: str, origin: Origin) -> NewChannel:
+def channel_create(*, actor: User, name: str, kind: str, target: str, request_origin: RequestOrigin) -> NewChannel:
     channel = Channel(name=name, kind=kind, target=target.strip(), created_by=actor)
     channel.full_clean()
     secret = ""
@@ -133,12 +133,12 @@ def channel_create(*, actor: User, name: str, kind: str, target: str, origin: Or
             target_label=channel.name,
             # The target may carry a webhook secret in its path; record only its kind.
             details={"kind": kind},
-            origin=origin,
+            request_origin=request_origin,
         )
     return NewChannel(channel, secret)
 
 
-def channel_delete(*, actor: User, channel: Channel, origin: Origin) -> None:
+def channel_delete(*, actor: User, channel: Channel, request_origin: RequestOrigin) -> None:
     with transaction.atomic():
         audit_record(
             action="alert_channel.deleted",
@@ -147,12 +147,12 @@ def channel_delete(*, actor: User, channel: Channel, origin: Origin) -> None:
             target_id=str(channel.public_id),
             target_label=channel.name,
             details={"kind": channel.kind},
-            origin=origin,
+            request_origin=request_origin,
         )
         channel.delete()
 
 
-def delivery_retry(*, actor: User, delivery: Delivery, origin: Origin) -> Delivery:
+def delivery_retry(*, actor: User, delivery: Delivery, request_origin: RequestOrigin) -> Delivery:
     """Send a failed delivery again, with a fresh set of attempts."""
     from alerts.tasks import deliver
 
@@ -168,7 +168,7 @@ def delivery_retry(*, actor: User, delivery: Delivery, origin: Origin) -> Delive
                 target_id=str(delivery.alert.public_id),
                 target_label=delivery.alert.subject,
                 details={"channel": delivery.channel.name},
-                origin=origin,
+                request_origin=request_origin,
             )
             deliver.delay_on_commit(delivery.pk)
     delivery.refresh_from_db()
@@ -279,7 +279,7 @@ def _send(delivery: Delivery) -> None:
 SILENCE_CHOICES = {1: "1 hour", 4: "4 hours", 24: "1 day", 168: "1 week"}
 
 
-def alert_acknowledge(*, actor: User, alert: Alert, origin: Origin) -> Alert:
+def alert_acknowledge(*, actor: User, alert: Alert, request_origin: RequestOrigin) -> Alert:
     """Say someone is on it; acknowledging twice keeps the first person and time."""
     _operator_only(actor)
     with transaction.atomic():
@@ -287,12 +287,14 @@ def alert_acknowledge(*, actor: User, alert: Alert, origin: Origin) -> Alert:
             acknowledged_at=timezone.now(), acknowledged_by=actor
         )
         if changed:
-            _audit_alert(action="alert.acknowledged", actor=actor, alert=alert, details={}, origin=origin)
+            _audit_alert(
+                action="alert.acknowledged", actor=actor, alert=alert, details={}, request_origin=request_origin
+            )
     alert.refresh_from_db()
     return alert
 
 
-def alert_silence(*, actor: User, alert: Alert, hours: int, origin: Origin) -> Alert:
+def alert_silence(*, actor: User, alert: Alert, hours: int, request_origin: RequestOrigin) -> Alert:
     """Send nothing about this alert, or about it being raised again, for `hours` hours (0 lifts the silence)."""
     _operator_only(actor)
     if hours != 0 and hours not in SILENCE_CHOICES:
@@ -300,7 +302,13 @@ def alert_silence(*, actor: User, alert: Alert, hours: int, origin: Origin) -> A
     with transaction.atomic():
         if hours:
             Alert.objects.filter(pk=alert.pk).update(silenced_until=timezone.now() + timedelta(hours=hours))
-            _audit_alert(action="alert.silenced", actor=actor, alert=alert, details={"hours": hours}, origin=origin)
+            _audit_alert(
+                action="alert.silenced",
+                actor=actor,
+                alert=alert,
+                details={"hours": hours},
+                request_origin=request_origin,
+            )
         else:
             # Lifting the silence lifts it for the key, also where it was set on an earlier alert.
             silenced = Alert.objects.filter(silenced_until__isnull=False)
@@ -308,7 +316,9 @@ def alert_silence(*, actor: User, alert: Alert, hours: int, origin: Origin) -> A
                 silenced.filter(dedupe_key=alert.dedupe_key) if alert.dedupe_key else silenced.filter(pk=alert.pk)
             )
             if silenced.update(silenced_until=None):
-                _audit_alert(action="alert.unsilenced", actor=actor, alert=alert, details={}, origin=origin)
+                _audit_alert(
+                    action="alert.unsilenced", actor=actor, alert=alert, details={}, request_origin=request_origin
+                )
     alert.refresh_from_db()
     return alert
 
@@ -318,7 +328,7 @@ def _operator_only(actor: User) -> None:
         raise PermissionDenied("Only operators and admins acknowledge or silence alerts.")
 
 
-def _audit_alert(*, action: str, actor: User, alert: Alert, details: dict, origin: Origin) -> None:
+def _audit_alert(*, action: str, actor: User, alert: Alert, details: dict, request_origin: RequestOrigin) -> None:
     audit_record(
         action=action,
         actor=actor,
@@ -326,5 +336,5 @@ def _audit_alert(*, action: str, actor: User, alert: Alert, details: dict, origi
         target_id=str(alert.public_id),
         target_label=alert.subject,
         details=details,
-        origin=origin,
+        request_origin=request_origin,
     )

@@ -11,7 +11,7 @@ from dashboard.forms import form_add_errors
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 
 
 @require_GET
@@ -55,7 +55,7 @@ def channel_create(request):
                 name=form.cleaned_data["name"],
                 kind=form.cleaned_data["kind"],
                 target=form.cleaned_data["target"],
-                origin=Origin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             messages.success(request, f"Channel {created.channel.name} added.")
             if not created.secret:
@@ -75,7 +75,7 @@ def channel_create(request):
 @role_required(User.Role.ADMIN)
 def channel_delete(request, channel_id):
     channel = selectors.channel_get(public_id=channel_id)
-    services.channel_delete(actor=request.user, channel=channel, origin=Origin.from_request(request))
+    services.channel_delete(actor=request.user, channel=channel, request_origin=RequestOrigin.from_request(request))
     messages.success(request, f"Channel {channel.name} removed.")
     return redirect("alerts:channel_list")
 
@@ -84,7 +84,9 @@ def channel_delete(request, channel_id):
 @role_required(User.Role.OPERATOR)
 def delivery_retry(request, delivery_id):
     delivery = selectors.delivery_get(public_id=delivery_id)
-    delivery = services.delivery_retry(actor=request.user, delivery=delivery, origin=Origin.from_request(request))
+    delivery = services.delivery_retry(
+        actor=request.user, delivery=delivery, request_origin=RequestOrigin.from_request(request)
+    )
     messages.info(request, f"Delivery to {delivery.channel.name}: {delivery.get_state_display().lower()}.")
     return redirect("alerts:alert_list")
 
@@ -93,7 +95,7 @@ def delivery_retry(request, delivery_id):
 @role_required(User.Role.OPERATOR)
 def alert_acknowledge(request, alert_id):
     alert = selectors.alert_get(public_id=alert_id)
-    services.alert_acknowledge(actor=request.user, alert=alert, origin=Origin.from_request(request))
+    services.alert_acknowledge(actor=request.user, alert=alert, request_origin=RequestOrigin.from_request(request))
     messages.success(request, f"Acknowledged: {alert.subject}")
     return redirect(_back(request))
 
@@ -107,7 +109,9 @@ def alert_silence(request, alert_id):
         messages.error(request, "Choose how long to silence the alert for.")
         return redirect(_back(request))
     hours = int(form.cleaned_data["hours"])
-    services.alert_silence(actor=request.user, alert=alert, hours=hours, origin=Origin.from_request(request))
+    services.alert_silence(
+        actor=request.user, alert=alert, hours=hours, request_origin=RequestOrigin.from_request(request)
+    )
     if hours:
         messages.success(request, f"Silenced for {services.SILENCE_CHOICES[hours]}: {alert.subject}")
     else:

@@ -294,7 +294,7 @@ def _measure(args, child: dict) -> dict:
             session_duration="8h",
             service_tokens=tokens,
             token_duration="8760h",  # noqa: S106 - a lifetime, not a secret
-            origin=None,
+            request_origin=None,
         )
         finished([v.runs.get().pk])
         rng = random.Random(name)

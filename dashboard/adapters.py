@@ -7,7 +7,7 @@ from django.shortcuts import render
 
 from dashboard import services
 from dashboard.models import User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 
 
 def refusal_reason(claims: dict) -> str | None:
@@ -42,7 +42,7 @@ def _refuse(request, *, reason: str, claims: dict) -> ImmediateHttpResponse:
     services.audit_record(
         action="auth.refused",
         details={"reason": reason, "claimed_email": email[:254], "hd": str(claims.get("hd", ""))[:100]},
-        origin=Origin.from_request(request),
+        request_origin=RequestOrigin.from_request(request),
     )
     response = render(request, "account/not_allowed.html", {"reason": reason, "email": email}, status=403)
     return ImmediateHttpResponse(response)
@@ -90,6 +90,6 @@ class GoogleWorkspaceAdapter(DefaultSocialAccountAdapter):
             target_id=str(user.public_id),
             target_label=user.email,
             details={"role": user.role},
-            origin=Origin.from_request(request),
+            request_origin=RequestOrigin.from_request(request),
         )
         return user

@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from dashboard.choices import ColouredChoices
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from integrations.cloudflare import CloudflareError, CloudflareTransient
 
 
@@ -72,8 +72,8 @@ class Operation(models.Model):
         return None
 
     @property
-    def origin(self) -> Origin:
-        return Origin(source_ip=self.source_ip, request_id=self.request_id)
+    def request_origin(self) -> RequestOrigin:
+        return RequestOrigin(source_ip=self.source_ip, request_id=self.request_id)
 
 
 class OperationStep(models.Model):
@@ -203,7 +203,7 @@ class Engine:
     def stopped(self, run: Operation, step: OperationStep, *, reason: str, findings: list[str]) -> None:
         """After the operation stopped at `step`, in the same transaction."""
 
-    def retried(self, run: Operation, *, actor: Any, origin: Origin | None) -> None:
+    def retried(self, run: Operation, *, actor: Any, request_origin: RequestOrigin | None) -> None:
         """After `actor` asked for a stopped operation to go on, in the same transaction: the app's own state and
         its audit entry."""
 
@@ -328,7 +328,7 @@ class Engine:
             self.enqueue(run_id)
         return len(runs)
 
-    def retry(self, *, run_id: int, actor: Any, origin: Origin | None) -> Operation:
+    def retry(self, *, run_id: int, actor: Any, request_origin: RequestOrigin | None) -> Operation:
         """Go on with a stopped operation from the step that stopped it; its task is sent once this commits."""
         with transaction.atomic():
             run = self._locked().get(pk=run_id)
@@ -341,7 +341,7 @@ class Engine:
             run.reason = ""
             run.finished_at = None
             run.save(update_fields=["status", "reason", "finished_at", "updated_at"])
-            self.retried(run, actor=actor, origin=origin)
+            self.retried(run, actor=actor, request_origin=request_origin)
             transaction.on_commit(lambda: self.enqueue(run.pk))
         return run
 

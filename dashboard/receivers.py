@@ -2,7 +2,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.dispatch import receiver
 
 from dashboard import services
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 
 
 @receiver(user_logged_in)
@@ -13,7 +13,7 @@ def audit_sign_in(sender, request, user, **kwargs):
         target_type="user",
         target_id=str(user.public_id),
         target_label=user.email,
-        origin=Origin.from_request(request),
+        request_origin=RequestOrigin.from_request(request),
     )
 
 
@@ -27,5 +27,5 @@ def audit_sign_out(sender, request, user, **kwargs):
         target_type="user",
         target_id=str(user.public_id),
         target_label=user.email,
-        origin=Origin.from_request(request),
+        request_origin=RequestOrigin.from_request(request),
     )

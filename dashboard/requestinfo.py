@@ -1,4 +1,8 @@
-"""Who did something, from where: the context an audit entry records, from a request or from a task."""
+"""Who did something, from where: the context an audit entry records, from a request or from a task.
+
+A `RequestOrigin` is the HTTP request behind an action (its source IP and request id); services take it as
+`request_origin`. It is not discovery's `Origin`, a private-network origin.
+"""
 
 import ipaddress
 import re
@@ -38,14 +42,14 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 @dataclass(frozen=True)
-class Origin:
+class RequestOrigin:
     """The request an action came from, carried into Celery tasks as plain values."""
 
     source_ip: str | None = None
     request_id: str = ""
 
     @classmethod
-    def from_request(cls, request: HttpRequest | None) -> "Origin":
+    def from_request(cls, request: HttpRequest | None) -> "RequestOrigin":
         if request is None:
             return cls()
         return cls(source_ip=client_ip(request), request_id=getattr(request, "request_id", ""))

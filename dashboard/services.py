@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from dashboard.audit_actions import AUDIT_ACTIONS
 from dashboard.models import AuditEntry, Heartbeat, User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from integrations.records import text
 
 # Audit details are shown on a page and exported; keep any one value readable and bounded.
@@ -35,11 +35,11 @@ def audit_record(
     target_id: str = "",
     target_label: str = "",
     details: dict[str, Any] | None = None,
-    origin: Origin | None = None,
+    request_origin: RequestOrigin | None = None,
 ) -> AuditEntry:
     if action not in AUDIT_ACTIONS:
         raise ValueError(f"Unknown audit action {action!r}; add it to dashboard/audit_actions.py")
-    origin = origin or Origin()
+    request_origin = request_origin or RequestOrigin()
     return AuditEntry.objects.create(
         action=action,
         actor_email=(actor.email if actor else actor_email)[:254],
@@ -48,8 +48,8 @@ def audit_record(
         # Labels are names from Cloudflare, AWS and logs: one line, no bidirectional overrides (see records.text).
         target_label=text(target_label, 200),
         details=_bounded(details or {}),
-        source_ip=origin.source_ip,
-        request_id=origin.request_id[:64],
+        source_ip=request_origin.source_ip,
+        request_id=request_origin.request_id[:64],
     )
 
 
@@ -60,7 +60,7 @@ def user_role_for_new_account(*, email: str) -> User.Role:
     return User.Role.VIEWER
 
 
-def user_set_role(*, actor: User, user: User, role: str, origin: Origin) -> User:
+def user_set_role(*, actor: User, user: User, role: str, request_origin: RequestOrigin) -> User:
     if not actor.has_role(User.Role.ADMIN):
         raise PermissionDenied("Only admins change roles.")
     if role not in User.Role.values:
@@ -88,7 +88,7 @@ def user_set_role(*, actor: User, user: User, role: str, origin: Origin) -> User
             target_id=str(user.public_id),
             target_label=user.email,
             details={"from": previous, "to": role},
-            origin=origin,
+            request_origin=request_origin,
         )
     return user
 

@@ -13,7 +13,7 @@ from dashboard.forms import AuditFilterForm, RoleForm, error_text
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from tunnels import push
 from tunnels import selectors as tunnel_selectors
 
@@ -59,7 +59,7 @@ def audit_export(request):
         action="audit.exported",
         actor=request.user,
         details={k: str(v) for k, v in filters.__dict__.items() if v},
-        origin=Origin.from_request(request),
+        request_origin=RequestOrigin.from_request(request),
     )
     header = ["id", "at", "actor", "action", "target_type", "target_id", "target", "details", "source_ip", "request_id"]
     # csv_response neutralises every cell: an actor's address, an action name or an id is text someone chose, too.
@@ -112,7 +112,7 @@ def user_role_update(request, public_id):
                 actor=request.user,
                 user=user,
                 role=form.cleaned_data["role"],
-                origin=Origin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             messages.success(request, f"{user.email} is now {user.role_obj.label.lower()}.")
         except ValidationError as exc:

@@ -10,7 +10,7 @@ from dashboard.forms import error_text
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
-from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.requestinfo import RequestOrigin
 from discovery import selectors, services
 from discovery.forms import ApplicationForm, BulkForm, OriginFilterForm, ProtectForm, RenameForm, ReviewForm
 from discovery.models import AccessPolicy, ReviewState
@@ -121,7 +121,7 @@ def origin_review(request, public_id):
                 origins=[origin],
                 decision=form.cleaned_data["decision"],
                 reason=form.cleaned_data["reason"],
-                request=RequestOrigin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             origin.refresh_from_db()
             messages.success(request, f"{origin.label} is now {origin.review_obj.label.lower()}.")
@@ -153,7 +153,7 @@ def origin_bulk(request):
                 actor=request.user,
                 application=application,
                 origins=origins,
-                request=RequestOrigin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             messages.success(request, f"{count} origin(s) added to {application.name}.")
         else:
@@ -162,7 +162,7 @@ def origin_bulk(request):
                 origins=origins,
                 decision=action,
                 reason=form.cleaned_data["reason"],
-                request=RequestOrigin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             messages.success(request, f"{len(rows)} origin(s) updated.")
     except ValidationError as exc:
@@ -190,7 +190,7 @@ def application_create(request):
                 actor=request.user,
                 name=form.cleaned_data["name"],
                 owner=form.cleaned_data["owner"],
-                request=RequestOrigin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             messages.success(request, f"Application {application.name} created.")
             return redirect("discovery:application_detail", public_id=application.public_id)
@@ -231,7 +231,7 @@ def application_protect(request, public_id):
                 application=application,
                 policy_id=policy.cf_id,
                 policy_name=policy.name,
-                request=RequestOrigin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             messages.success(request, f"Putting the approved origins of {application.name} behind Access.")
             if left_out:
@@ -256,7 +256,7 @@ def application_rename(request, public_id):
                 actor=request.user,
                 application=application,
                 name=form.cleaned_data["name"],
-                request=RequestOrigin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             messages.success(request, f"Renamed to {application.name}.")
         except ValidationError as exc:
@@ -273,7 +273,10 @@ def application_origin_remove(request, public_id, origin_id):
     origin = selectors.origin_get(public_id=origin_id)
     try:
         services.application_remove_origin(
-            actor=request.user, application=application, origin=origin, request=RequestOrigin.from_request(request)
+            actor=request.user,
+            application=application,
+            origin=origin,
+            request_origin=RequestOrigin.from_request(request),
         )
         messages.success(request, f"{origin.label} is no longer in {application.name}.")
     except ValidationError as exc:
@@ -287,7 +290,7 @@ def application_unprotect(request, public_id):
     application = selectors.application_get(public_id=public_id)
     try:
         services.application_unprotect(
-            actor=request.user, application=application, request=RequestOrigin.from_request(request)
+            actor=request.user, application=application, request_origin=RequestOrigin.from_request(request)
         )
         messages.success(request, f"Removing the Access applications Gatehouse created for {application.name}.")
     except ValidationError as exc:
@@ -305,7 +308,7 @@ def application_protect_retry(request, public_id):
     else:
         try:
             services.protection_change_retry(
-                actor=request.user, change=change, request=RequestOrigin.from_request(request)
+                actor=request.user, change=change, request_origin=RequestOrigin.from_request(request)
             )
             messages.success(request, f"Retrying the change to Access for {application.name}.")
         except ValidationError as exc:
@@ -319,7 +322,7 @@ def application_delete(request, public_id):
     application = selectors.application_get(public_id=public_id)
     try:
         count = services.application_delete(
-            actor=request.user, application=application, request=RequestOrigin.from_request(request)
+            actor=request.user, application=application, request_origin=RequestOrigin.from_request(request)
         )
     except ValidationError as exc:
         messages.error(request, error_text(exc))

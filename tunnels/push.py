@@ -31,7 +31,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, seal, unseal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
@@ -91,7 +91,7 @@ def _names(url: str) -> dict[str, str]:
 # --- connecting and disconnecting (a click; the work runs in a Celery task) -----------------------------------
 
 
-def push_connect(*, actor: User, access_bypass: bool, origin: Origin | None = None) -> PushConnection:
+def push_connect(*, actor: User, access_bypass: bool, request_origin: RequestOrigin | None = None) -> PushConnection:
     """Start connecting: a fresh secret is sealed and saved first, so Cloudflare's test message is answered."""
     from tunnels.tasks import push_connect_run
 
@@ -114,13 +114,13 @@ def push_connect(*, actor: User, access_bypass: bool, origin: Origin | None = No
             target_type="push",
             target_label=url,
             details={"url": url, "access_bypass": access_bypass},
-            origin=origin,
+            request_origin=request_origin,
         )
         push_connect_run.delay_on_commit()
     return conn
 
 
-def push_disconnect(*, actor: User, origin: Origin | None = None) -> PushConnection:
+def push_disconnect(*, actor: User, request_origin: RequestOrigin | None = None) -> PushConnection:
     from tunnels.tasks import push_disconnect_run
 
     with transaction.atomic():
@@ -134,7 +134,7 @@ def push_disconnect(*, actor: User, origin: Origin | None = None) -> PushConnect
             actor=actor,
             target_type="push",
             target_label=conn.url,
-            origin=origin,
+            request_origin=request_origin,
         )
         push_disconnect_run.delay_on_commit()
     return conn

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from dashboard.models import User
 from dashboard.permissions import role_required
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from tunnels import push
 
 
@@ -52,7 +52,7 @@ def push_connect(request):
         push.push_connect(
             actor=request.user,
             access_bypass=request.POST.get("access_bypass") == "on",
-            origin=Origin.from_request(request),
+            request_origin=RequestOrigin.from_request(request),
         )
         messages.success(request, "Connecting push events; this page shows when Cloudflare's first message arrives.")
     except push.PushError as exc:
@@ -64,7 +64,7 @@ def push_connect(request):
 @role_required(User.Role.ADMIN)
 def push_disconnect(request):
     try:
-        push.push_disconnect(actor=request.user, origin=Origin.from_request(request))
+        push.push_disconnect(actor=request.user, request_origin=RequestOrigin.from_request(request))
         messages.success(request, "Disconnecting push events; Gatehouse removes what it created at Cloudflare.")
     except push.PushError as exc:
         messages.error(request, str(exc))

@@ -28,7 +28,7 @@ from alerts import selectors as alert_selectors
 from alerts.services import alert_raise, alert_resolve
 from dashboard.models import User
 from dashboard.operations import Engine, Outcome, StepFailed, StepWait
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, Unreadable, seal, unseal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
@@ -193,7 +193,9 @@ def validate_network(value: str) -> str:
 # --- Changes -------------------------------------------------------------------------------------------------
 
 
-def _request(*, actor: User, kind: str, tunnel: Tunnel | None, params: dict[str, Any], origin: Origin) -> TunnelChange:
+def _request(
+    *, actor: User, kind: str, tunnel: Tunnel | None, params: dict[str, Any], request_origin: RequestOrigin
+) -> TunnelChange:
     from tunnels.tasks import tunnel_change_run
 
     change = TunnelChange(
@@ -202,8 +204,8 @@ def _request(*, actor: User, kind: str, tunnel: Tunnel | None, params: dict[str,
         params=params,
         actor=actor,
         actor_email=actor.email,
-        source_ip=origin.source_ip,
-        request_id=origin.request_id[:64],
+        source_ip=request_origin.source_ip,
+        request_id=request_origin.request_id[:64],
     )
     change.full_clean()
     with transaction.atomic():
@@ -213,18 +215,24 @@ def _request(*, actor: User, kind: str, tunnel: Tunnel | None, params: dict[str,
     return change
 
 
-def tunnel_create(*, actor: User, name: str, origin: Origin) -> TunnelChange:
+def tunnel_create(*, actor: User, name: str, request_origin: RequestOrigin) -> TunnelChange:
     name = name.strip()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise ValidationError({"name": "Use 1 to 100 letters, digits, dots, hyphens or underscores."})
     if Tunnel.objects.filter(name=name, deleted_at__isnull=True).exists():
         raise ValidationError({"name": "A tunnel with this name already exists."})
     return _request(
-        actor=actor, kind=TunnelChange.Kind.TUNNEL_CREATE, tunnel=None, params={"name": name}, origin=origin
+        actor=actor,
+        kind=TunnelChange.Kind.TUNNEL_CREATE,
+        tunnel=None,
+        params={"name": name},
+        request_origin=request_origin,
     )
 
 
-def hostname_add(*, actor: User, tunnel: Tunnel, hostname: str, service: str, origin: Origin) -> TunnelChange:
+def hostname_add(
+    *, actor: User, tunnel: Tunnel, hostname: str, service: str, request_origin: RequestOrigin
+) -> TunnelChange:
     errors = {}
     try:
         hostname = validate_hostname(hostname)
@@ -244,19 +252,29 @@ def hostname_add(*, actor: User, tunnel: Tunnel, hostname: str, service: str, or
     if errors:
         raise ValidationError(errors)
     params = {"hostname": hostname, "service": service, "zone": zone.cf_id}
-    return _request(actor=actor, kind=TunnelChange.Kind.HOSTNAME_ADD, tunnel=tunnel, params=params, origin=origin)
+    return _request(
+        actor=actor, kind=TunnelChange.Kind.HOSTNAME_ADD, tunnel=tunnel, params=params, request_origin=request_origin
+    )
 
 
-def hostname_remove(*, actor: User, tunnel: Tunnel, hostname: str, origin: Origin) -> TunnelChange:
+def hostname_remove(*, actor: User, tunnel: Tunnel, hostname: str, request_origin: RequestOrigin) -> TunnelChange:
     if not tunnel.hostnames.filter(hostname=hostname).exists():
         raise ValidationError({"hostname": "This tunnel does not publish that host name."})
     zone = zone_for(hostname)
     params = {"hostname": hostname, "zone": zone.cf_id if zone else ""}
-    return _request(actor=actor, kind=TunnelChange.Kind.HOSTNAME_REMOVE, tunnel=tunnel, params=params, origin=origin)
+    return _request(
+        actor=actor, kind=TunnelChange.Kind.HOSTNAME_REMOVE, tunnel=tunnel, params=params, request_origin=request_origin
+    )
 
 
 def route_add(
-    *, actor: User, tunnel: Tunnel, network: str, virtual_network: VirtualNetwork, comment: str, origin: Origin
+    *,
+    actor: User,
+    tunnel: Tunnel,
+    network: str,
+    virtual_network: VirtualNetwork,
+    comment: str,
+    request_origin: RequestOrigin,
 ) -> TunnelChange:
     try:
         network = validate_network(network)
@@ -270,24 +288,36 @@ def route_add(
         "virtual_network_name": virtual_network.name,
         "comment": comment.strip()[:100],
     }
-    return _request(actor=actor, kind=TunnelChange.Kind.ROUTE_ADD, tunnel=tunnel, params=params, origin=origin)
+    return _request(
+        actor=actor, kind=TunnelChange.Kind.ROUTE_ADD, tunnel=tunnel, params=params, request_origin=request_origin
+    )
 
 
-def route_remove(*, actor: User, route: Route, origin: Origin) -> TunnelChange:
+def route_remove(*, actor: User, route: Route, request_origin: RequestOrigin) -> TunnelChange:
     params = {"route": str(route.cf_id), "network": route.network}
-    return _request(actor=actor, kind=TunnelChange.Kind.ROUTE_REMOVE, tunnel=route.tunnel, params=params, origin=origin)
+    return _request(
+        actor=actor,
+        kind=TunnelChange.Kind.ROUTE_REMOVE,
+        tunnel=route.tunnel,
+        params=params,
+        request_origin=request_origin,
+    )
 
 
-def tunnel_delete(*, actor: User, tunnel: Tunnel, origin: Origin) -> TunnelChange:
+def tunnel_delete(*, actor: User, tunnel: Tunnel, request_origin: RequestOrigin) -> TunnelChange:
     """Delete the tunnel at Cloudflare with its private routes and the DNS records Gatehouse created for it."""
     if tunnel.deleted_at:
         raise ValidationError("This tunnel is already deleted.")
     return _request(
-        actor=actor, kind=TunnelChange.Kind.TUNNEL_DELETE, tunnel=tunnel, params={"name": tunnel.name}, origin=origin
+        actor=actor,
+        kind=TunnelChange.Kind.TUNNEL_DELETE,
+        tunnel=tunnel,
+        params={"name": tunnel.name},
+        request_origin=request_origin,
     )
 
 
-def connections_cleanup(*, actor: User, tunnel: Tunnel, origin: Origin) -> TunnelChange:
+def connections_cleanup(*, actor: User, tunnel: Tunnel, request_origin: RequestOrigin) -> TunnelChange:
     """Remove the connectors that hold no open connection (each one only waits to reconnect, or has none)."""
     if tunnel.deleted_at:
         raise ValidationError("This tunnel is deleted.")
@@ -296,16 +326,20 @@ def connections_cleanup(*, actor: User, tunnel: Tunnel, origin: Origin) -> Tunne
         kind=TunnelChange.Kind.CONNECTIONS_CLEANUP,
         tunnel=tunnel,
         params={"name": tunnel.name},
-        origin=origin,
+        request_origin=request_origin,
     )
 
 
-def token_rotate(*, actor: User, tunnel: Tunnel, origin: Origin) -> TunnelChange:
+def token_rotate(*, actor: User, tunnel: Tunnel, request_origin: RequestOrigin) -> TunnelChange:
     """Give the tunnel a new secret; its new token is shown once to whoever asked, like a new tunnel's."""
     if tunnel.deleted_at:
         raise ValidationError("This tunnel is deleted.")
     return _request(
-        actor=actor, kind=TunnelChange.Kind.TOKEN_ROTATE, tunnel=tunnel, params={"name": tunnel.name}, origin=origin
+        actor=actor,
+        kind=TunnelChange.Kind.TOKEN_ROTATE,
+        tunnel=tunnel,
+        params={"name": tunnel.name},
+        request_origin=request_origin,
     )
 
 
@@ -321,19 +355,23 @@ def _vnet_name(name: str, *, keep: VirtualNetwork | None = None) -> str:
     return name
 
 
-def vnet_create(*, actor: User, name: str, comment: str, origin: Origin) -> TunnelChange:
+def vnet_create(*, actor: User, name: str, comment: str, request_origin: RequestOrigin) -> TunnelChange:
     params = {"name": _vnet_name(name), "comment": comment.strip()[:100]}
-    return _request(actor=actor, kind=TunnelChange.Kind.VNET_CREATE, tunnel=None, params=params, origin=origin)
+    return _request(
+        actor=actor, kind=TunnelChange.Kind.VNET_CREATE, tunnel=None, params=params, request_origin=request_origin
+    )
 
 
-def vnet_rename(*, actor: User, vnet: VirtualNetwork, name: str, origin: Origin) -> TunnelChange:
+def vnet_rename(*, actor: User, vnet: VirtualNetwork, name: str, request_origin: RequestOrigin) -> TunnelChange:
     if vnet.deleted_at:
         raise ValidationError("This virtual network is deleted.")
     params = {"vnet": str(vnet.cf_id), "old_name": vnet.name, "name": _vnet_name(name, keep=vnet)}
-    return _request(actor=actor, kind=TunnelChange.Kind.VNET_RENAME, tunnel=None, params=params, origin=origin)
+    return _request(
+        actor=actor, kind=TunnelChange.Kind.VNET_RENAME, tunnel=None, params=params, request_origin=request_origin
+    )
 
 
-def vnet_delete(*, actor: User, vnet: VirtualNetwork, origin: Origin) -> TunnelChange:
+def vnet_delete(*, actor: User, vnet: VirtualNetwork, request_origin: RequestOrigin) -> TunnelChange:
     if vnet.deleted_at:
         raise ValidationError("This virtual network is already deleted.")
     if vnet.is_default:
@@ -344,7 +382,9 @@ def vnet_delete(*, actor: User, vnet: VirtualNetwork, origin: Origin) -> TunnelC
             f"{vnet.name} still has {routes} private route{'s' if routes != 1 else ''}; remove them first."
         )
     params = {"vnet": str(vnet.cf_id), "name": vnet.name}
-    return _request(actor=actor, kind=TunnelChange.Kind.VNET_DELETE, tunnel=None, params=params, origin=origin)
+    return _request(
+        actor=actor, kind=TunnelChange.Kind.VNET_DELETE, tunnel=None, params=params, request_origin=request_origin
+    )
 
 
 def tunnel_config_request(*, tunnel: Tunnel, now: datetime | None = None) -> bool:
@@ -450,8 +490,10 @@ class TunnelChanges(Engine):
             reason = details["reason"][:500]
             _audit(run, "tunnel.change_failed", {"change": run.kind, "reason": reason, **run.params})
 
-    def retried(self, run: TunnelChange, *, actor: Any, origin: Origin | None) -> None:
-        _audit(run, "tunnel.change_retried", {"change": run.kind, **run.params}, actor=actor, origin=origin)
+    def retried(self, run: TunnelChange, *, actor: Any, request_origin: RequestOrigin | None) -> None:
+        _audit(
+            run, "tunnel.change_retried", {"change": run.kind, **run.params}, actor=actor, request_origin=request_origin
+        )
 
 
 _ENGINE = TunnelChanges()
@@ -468,11 +510,11 @@ def tunnel_change_drive(task: Any, change_id: int) -> None:
     _ENGINE.drive(task, change_id)
 
 
-def tunnel_change_retry(*, actor: User, change: TunnelChange, origin: Origin) -> TunnelChange:
+def tunnel_change_retry(*, actor: User, change: TunnelChange, request_origin: RequestOrigin) -> TunnelChange:
     """Make a stopped change again, as it was asked: each change reads Cloudflare afresh before it writes."""
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators change tunnels.")
-    return _ENGINE.retry(run_id=change.pk, actor=actor, origin=origin)
+    return _ENGINE.retry(run_id=change.pk, actor=actor, request_origin=request_origin)
 
 
 def tunnel_change_steps_create(*, change: TunnelChange) -> None:
@@ -515,7 +557,12 @@ _AUDITED_RESULTS = (
 
 
 def _audit(
-    change: TunnelChange, action: str, details: dict, *, actor: User | None = None, origin: Origin | None = None
+    change: TunnelChange,
+    action: str,
+    details: dict,
+    *,
+    actor: User | None = None,
+    request_origin: RequestOrigin | None = None,
 ) -> None:
     """An entry for the change; by default in the name of whoever asked for it, from where they asked."""
     tunnel = change.tunnel
@@ -532,7 +579,7 @@ def _audit(
         target_id=target[1],
         target_label=target[2],
         details=details,
-        origin=origin or change.origin,
+        request_origin=request_origin or change.request_origin,
     )
 
 

@@ -9,7 +9,7 @@ from dashboard.forms import error_text, form_add_errors
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from tunnels import selectors, services
 from tunnels.forms import (
     HostnameAddForm,
@@ -99,7 +99,7 @@ def tunnel_create(request):
     if form.is_valid():
         try:
             change = services.tunnel_create(
-                actor=request.user, name=form.cleaned_data["name"], origin=Origin.from_request(request)
+                actor=request.user, name=form.cleaned_data["name"], request_origin=RequestOrigin.from_request(request)
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
@@ -119,7 +119,7 @@ def hostname_add(request, tunnel_id):
                 tunnel=tunnel,
                 hostname=form.cleaned_data["hostname"],
                 service=form.cleaned_data["service"],
-                origin=Origin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
@@ -138,7 +138,7 @@ def hostname_remove(request, tunnel_id):
                 actor=request.user,
                 tunnel=tunnel,
                 hostname=form.cleaned_data["hostname"],
-                origin=Origin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
@@ -161,7 +161,7 @@ def route_add(request, tunnel_id):
                 network=form.cleaned_data["network"],
                 virtual_network=form.cleaned_data["virtual_network"],
                 comment=form.cleaned_data["comment"],
-                origin=Origin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
@@ -173,7 +173,7 @@ def route_add(request, tunnel_id):
 @role_required(User.Role.OPERATOR)
 def route_remove(request, route_id):
     route = selectors.route_get(cf_id=route_id)
-    change = services.route_remove(actor=request.user, route=route, origin=Origin.from_request(request))
+    change = services.route_remove(actor=request.user, route=route, request_origin=RequestOrigin.from_request(request))
     return redirect("tunnels:change_detail", change_id=change.public_id)
 
 
@@ -196,7 +196,9 @@ def change_detail(request, change_id):
 def change_retry(request, change_id):
     change = selectors.change_get(public_id=change_id)
     try:
-        services.tunnel_change_retry(actor=request.user, change=change, origin=Origin.from_request(request))
+        services.tunnel_change_retry(
+            actor=request.user, change=change, request_origin=RequestOrigin.from_request(request)
+        )
     except ValidationError as exc:
         messages.error(request, error_text(exc))
     return redirect("tunnels:change_detail", change_id=change.public_id)
@@ -263,7 +265,9 @@ def tunnel_delete(request, tunnel_id):
     form = TunnelDeleteForm(request.POST, tunnel=tunnel)
     if form.is_valid():
         try:
-            change = services.tunnel_delete(actor=request.user, tunnel=tunnel, origin=Origin.from_request(request))
+            change = services.tunnel_delete(
+                actor=request.user, tunnel=tunnel, request_origin=RequestOrigin.from_request(request)
+            )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
             form_add_errors(form, exc)
@@ -274,9 +278,11 @@ def tunnel_delete(request, tunnel_id):
 @role_required(User.Role.OPERATOR)
 def connections_cleanup(request, tunnel_id):
     tunnel = selectors.tunnel_get(cf_id=tunnel_id)
-    origin = Origin.from_request(request)
+    request_origin = RequestOrigin.from_request(request)
     return _change_or_back(
-        request, tunnel, lambda: services.connections_cleanup(actor=request.user, tunnel=tunnel, origin=origin)
+        request,
+        tunnel,
+        lambda: services.connections_cleanup(actor=request.user, tunnel=tunnel, request_origin=request_origin),
     )
 
 
@@ -290,9 +296,9 @@ def token_rotate_confirm(request, tunnel_id):
 @role_required(User.Role.OPERATOR)
 def token_rotate(request, tunnel_id):
     tunnel = selectors.tunnel_get(cf_id=tunnel_id)
-    origin = Origin.from_request(request)
+    request_origin = RequestOrigin.from_request(request)
     return _change_or_back(
-        request, tunnel, lambda: services.token_rotate(actor=request.user, tunnel=tunnel, origin=origin)
+        request, tunnel, lambda: services.token_rotate(actor=request.user, tunnel=tunnel, request_origin=request_origin)
     )
 
 
@@ -321,7 +327,7 @@ def vnet_create(request):
                 actor=request.user,
                 name=form.cleaned_data["name"],
                 comment=form.cleaned_data["comment"],
-                origin=Origin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
@@ -337,7 +343,10 @@ def vnet_rename(request, vnet_id):
     if form.is_valid():
         try:
             change = services.vnet_rename(
-                actor=request.user, vnet=vnet, name=form.cleaned_data["name"], origin=Origin.from_request(request)
+                actor=request.user,
+                vnet=vnet,
+                name=form.cleaned_data["name"],
+                request_origin=RequestOrigin.from_request(request),
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
@@ -357,7 +366,7 @@ def vnet_delete_confirm(request, vnet_id):
 def vnet_delete(request, vnet_id):
     vnet = selectors.virtual_network_get(cf_id=vnet_id)
     try:
-        change = services.vnet_delete(actor=request.user, vnet=vnet, origin=Origin.from_request(request))
+        change = services.vnet_delete(actor=request.user, vnet=vnet, request_origin=RequestOrigin.from_request(request))
     except ValidationError as exc:
         context = {"vnet": vnet, "routes": vnet.routes.count(), "errors": exc.messages}
         return render(request, "tunnels/vnet_delete.html", context, status=400)

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations import records
@@ -247,7 +247,7 @@ def vendor_adopt(
     sponsor: User,
     review_due: date,
     ends_at: datetime,
-    origin: Origin | None,
+    request_origin: RequestOrigin | None,
 ) -> Vendor:
     """Record the vendor from the policy as Cloudflare holds it now, then start the workflow that marks it ours.
 
@@ -324,7 +324,7 @@ def vendor_adopt(
                 "until": ends_at.isoformat(),
                 "session": session,
             },
-            origin=origin,
+            request_origin=request_origin,
         )
-        services.run_start(vendor=vendor, kind=WorkflowRun.Kind.ADOPT, actor=actor, origin=origin)
+        services.run_start(vendor=vendor, kind=WorkflowRun.Kind.ADOPT, actor=actor, request_origin=request_origin)
     return vendor

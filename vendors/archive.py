@@ -5,12 +5,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
 from vendors.models import Vendor, WorkflowRun
 
 
-def vendor_archive(*, actor: User, vendor: Vendor, origin: Origin) -> Vendor:
+def vendor_archive(*, actor: User, vendor: Vendor, request_origin: RequestOrigin) -> Vendor:
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators archive vendors.")
     with transaction.atomic():
@@ -31,6 +31,6 @@ def vendor_archive(*, actor: User, vendor: Vendor, origin: Origin) -> Vendor:
             target_type="vendor",
             target_id=str(vendor.public_id),
             target_label=vendor.name,
-            origin=origin,
+            request_origin=request_origin,
         )
     return vendor

@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations import records
@@ -193,7 +193,12 @@ def _checkable() -> Q:
 
 
 def _record(
-    vendor: Vendor, differences: list[Difference], read_from: datetime, *, actor: User | None, origin: Origin | None
+    vendor: Vendor,
+    differences: list[Difference],
+    read_from: datetime,
+    *,
+    actor: User | None,
+    request_origin: RequestOrigin | None,
 ) -> bool:
     """Store what the read found, unless a workflow for the vendor started since (it may have changed Cloudflare
     on purpose); raise or resolve the alert. True if stored."""
@@ -228,7 +233,7 @@ def _record(
                 target_id=str(vendor.public_id),
                 target_label=vendor.name,
                 details={"differences": found},
-                origin=origin,
+                request_origin=request_origin,
             )
     return True
 
@@ -243,11 +248,12 @@ def drift_check() -> int:
     read_from = timezone.now()
     account = Account.read(Priority.BACKGROUND)
     return sum(
-        _record(vendor, vendor_differences(vendor, account), read_from, actor=None, origin=None) for vendor in chosen
+        _record(vendor, vendor_differences(vendor, account), read_from, actor=None, request_origin=None)
+        for vendor in chosen
     )
 
 
-def drift_check_vendor(*, actor: User, vendor: Vendor, origin: Origin) -> Vendor:
+def drift_check_vendor(*, actor: User, vendor: Vendor, request_origin: RequestOrigin) -> Vendor:
     """Read one vendor back now, at someone's request."""
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators check vendors against Cloudflare.")
@@ -259,12 +265,12 @@ def drift_check_vendor(*, actor: User, vendor: Vendor, origin: Origin) -> Vendor
         raise ValidationError(f"A workflow is running for {vendor.name}; check once it has finished.")
     read_from = timezone.now()
     account = Account.read(Priority.INTERACTIVE)
-    _record(vendor, vendor_differences(vendor, account), read_from, actor=actor, origin=origin)
+    _record(vendor, vendor_differences(vendor, account), read_from, actor=actor, request_origin=request_origin)
     vendor.refresh_from_db()
     return vendor
 
 
-def drift_reapply(*, actor: User, vendor: Vendor, origin: Origin) -> WorkflowRun:
+def drift_reapply(*, actor: User, vendor: Vendor, request_origin: RequestOrigin) -> WorkflowRun:
     """Put Cloudflare back as Gatehouse applied it: the change workflow rewrites the policies and attachments, and
     a token deleted at Cloudflare is replaced by a new one (its secret shown once)."""
     if not actor.has_role(User.Role.OPERATOR):
@@ -291,6 +297,8 @@ def drift_reapply(*, actor: User, vendor: Vendor, origin: Origin) -> WorkflowRun
             target_id=str(vendor.public_id),
             target_label=vendor.name,
             details={"differences": vendor.drift, "replaced_tokens": replaced},
-            origin=origin,
+            request_origin=request_origin,
         )
-        return services.run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, origin=origin)
+        return services.run_start(
+            vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, request_origin=request_origin
+        )

@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, unseal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
@@ -33,7 +33,14 @@ class RunConflict(ValidationError):
     """Another workflow is already running for this vendor."""
 
 
-def _audit(*, action: str, actor: User | None, vendor: Vendor, origin: Origin | None, details: dict | None = None):
+def _audit(
+    *,
+    action: str,
+    actor: User | None,
+    vendor: Vendor,
+    request_origin: RequestOrigin | None,
+    details: dict | None = None,
+):
     audit_record(
         action=action,
         actor=actor,
@@ -41,7 +48,7 @@ def _audit(*, action: str, actor: User | None, vendor: Vendor, origin: Origin | 
         target_id=str(vendor.public_id),
         target_label=vendor.name,
         details=details or {},
-        origin=origin,
+        request_origin=request_origin,
     )
 
 
@@ -50,7 +57,7 @@ def run_start(
     vendor: Vendor,
     kind: WorkflowRun.Kind,
     actor: User | None,
-    origin: Origin | None,
+    request_origin: RequestOrigin | None,
     data: dict | None = None,
     enqueue: bool = True,
 ) -> WorkflowRun:
@@ -60,15 +67,15 @@ def run_start(
     """
     from vendors.tasks import workflow_advance
 
-    origin = origin or Origin()
+    request_origin = request_origin or RequestOrigin()
     try:
         with transaction.atomic():
             run = WorkflowRun.objects.create(
                 vendor=vendor,
                 kind=kind,
                 actor_email=actor.email if actor else "",
-                source_ip=origin.source_ip,
-                request_id=origin.request_id,
+                source_ip=request_origin.source_ip,
+                request_id=request_origin.request_id,
                 data=data or {},
             )
     except IntegrityError:
@@ -92,7 +99,7 @@ def vendor_create(
     session_duration: str,
     service_tokens: int,
     token_duration: str,
-    origin: Origin | None,
+    request_origin: RequestOrigin | None,
     starts_at: datetime | None = None,
 ) -> Vendor:
     """A new vendor with its grants and service tokens; onboarding starts once this commits.
@@ -124,7 +131,7 @@ def vendor_create(
             action="vendor.created",
             actor=actor,
             vendor=vendor,
-            origin=origin,
+            request_origin=request_origin,
             details={
                 "contacts": vendor.contacts,
                 "domains": vendor.domains,
@@ -136,7 +143,7 @@ def vendor_create(
             },
         )
         if not scheduled:
-            run_start(vendor=vendor, kind=WorkflowRun.Kind.ONBOARD, actor=actor, origin=origin)
+            run_start(vendor=vendor, kind=WorkflowRun.Kind.ONBOARD, actor=actor, request_origin=request_origin)
     return vendor
 
 
@@ -169,7 +176,7 @@ def vendor_update(
     session_duration: str,
     service_tokens: int,
     token_duration: str,
-    origin: Origin | None,
+    request_origin: RequestOrigin | None,
     starts_at: datetime | None = None,
 ) -> WorkflowRun | None:
     """Change who the vendor is and what it may reach; the change is applied at Cloudflare by a workflow.
@@ -213,7 +220,7 @@ def vendor_update(
             action="vendor.changed",
             actor=actor,
             vendor=vendor,
-            origin=origin,
+            request_origin=request_origin,
             details={
                 "before": before,
                 "contacts": vendor.contacts,
@@ -227,19 +234,19 @@ def vendor_update(
         )
         if not vendor.grants.filter(status=Grant.Status.ACTIVE).exists():
             return None
-        return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, origin=origin)
+        return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, request_origin=request_origin)
 
 
-def vendor_revoke(*, actor: User | None, vendor: Vendor, origin: Origin | None) -> WorkflowRun:
+def vendor_revoke(*, actor: User | None, vendor: Vendor, request_origin: RequestOrigin | None) -> WorkflowRun:
     """Revoke wins: any other active run of the vendor is cancelled, and the revocation starts."""
     if actor is not None and not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators revoke vendors.")
     if vendor.archived:
         raise ValidationError(f"{vendor.name} is archived; nothing more is done to it.")
-    return _take_over(actor=actor, vendor=vendor, origin=origin, kind=WorkflowRun.Kind.REVOKE)
+    return _take_over(actor=actor, vendor=vendor, request_origin=request_origin, kind=WorkflowRun.Kind.REVOKE)
 
 
-def vendors_revoke(*, actor: User, vendors: list[Vendor], origin: Origin | None) -> list[WorkflowRun]:
+def vendors_revoke(*, actor: User, vendors: list[Vendor], request_origin: RequestOrigin | None) -> list[WorkflowRun]:
     """Revoke several vendors in one action (an incident): each gets its own verified run, started at once."""
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators revoke vendors.")
@@ -256,7 +263,9 @@ def vendors_revoke(*, actor: User, vendors: list[Vendor], origin: Origin | None)
     )
     with transaction.atomic():
         runs = [
-            _take_over(actor=actor, vendor=v, origin=origin, kind=WorkflowRun.Kind.REVOKE, enqueue=False)
+            _take_over(
+                actor=actor, vendor=v, request_origin=request_origin, kind=WorkflowRun.Kind.REVOKE, enqueue=False
+            )
             for v in vendors
         ]
         # Revocations already under way have their own task; the new ones go in groups, each driven at once in
@@ -270,13 +279,18 @@ def vendors_revoke(*, actor: User, vendors: list[Vendor], origin: Origin | None)
             target_type="vendor",
             target_label=f"{len(vendors)} vendors",
             details={"vendors": [{"id": str(v.public_id), "name": v.name} for v in vendors]},
-            origin=origin,
+            request_origin=request_origin,
         )
     return runs
 
 
 def _take_over(
-    *, actor: User | None, vendor: Vendor, origin: Origin | None, kind: WorkflowRun.Kind, enqueue: bool = True
+    *,
+    actor: User | None,
+    vendor: Vendor,
+    request_origin: RequestOrigin | None,
+    kind: WorkflowRun.Kind,
+    enqueue: bool = True,
 ) -> WorkflowRun:
     with transaction.atomic():
         vendor = Vendor.objects.select_for_update().get(pk=vendor.pk)
@@ -295,13 +309,13 @@ def _take_over(
             action="vendor.revoke_requested" if kind == WorkflowRun.Kind.REVOKE else "vendor.suspended",
             actor=actor,
             vendor=vendor,
-            origin=origin,
+            request_origin=request_origin,
             details={"cancelled_run": str(active.public_id) if active else ""},
         )
-        return run_start(vendor=vendor, kind=kind, actor=actor, origin=origin, enqueue=enqueue)
+        return run_start(vendor=vendor, kind=kind, actor=actor, request_origin=request_origin, enqueue=enqueue)
 
 
-def grant_extend(*, actor: User, grant: Grant, days: int, origin: Origin) -> WorkflowRun:
+def grant_extend(*, actor: User, grant: Grant, days: int, request_origin: RequestOrigin) -> WorkflowRun:
     """Push the grant's end out by `days` and apply the change at Cloudflare."""
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators extend grants.")
@@ -323,18 +337,18 @@ def grant_extend(*, actor: User, grant: Grant, days: int, origin: Origin) -> Wor
             action="vendor.grant_extended",
             actor=actor,
             vendor=vendor,
-            origin=origin,
+            request_origin=request_origin,
             details={
                 "application": grant.application.name,
                 "from": previous.isoformat(),
                 "to": grant.ends_at.isoformat(),
             },
         )
-        return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, origin=origin)
+        return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, request_origin=request_origin)
 
 
 def grant_update(
-    *, actor: User, grant: Grant, session_duration: str, ends_at: datetime, origin: Origin | None
+    *, actor: User, grant: Grant, session_duration: str, ends_at: datetime, request_origin: RequestOrigin | None
 ) -> WorkflowRun | None:
     """Give one grant its own session length and end; applied at Cloudflare unless the grant has not started yet."""
     if not actor.has_role(User.Role.OPERATOR):
@@ -356,7 +370,7 @@ def grant_update(
             action="vendor.grant_changed",
             actor=actor,
             vendor=vendor,
-            origin=origin,
+            request_origin=request_origin,
             details={
                 "application": grant.application.name,
                 "before": before,
@@ -366,10 +380,10 @@ def grant_update(
         )
         if grant.status == Grant.Status.SCHEDULED:
             return None
-        return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, origin=origin)
+        return run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=actor, request_origin=request_origin)
 
 
-def grant_end(*, actor: User | None, grant: Grant, origin: Origin | None) -> WorkflowRun | None:
+def grant_end(*, actor: User | None, grant: Grant, request_origin: RequestOrigin | None) -> WorkflowRun | None:
     """End one grant now: its application stops admitting the vendor, read back like a revocation; the vendor's
     other grants go on. A grant that has not started is simply cancelled."""
     if actor is not None and not actor.has_role(User.Role.OPERATOR):
@@ -390,7 +404,7 @@ def grant_end(*, actor: User | None, grant: Grant, origin: Origin | None) -> Wor
                 action="vendor.grant_ended",
                 actor=actor,
                 vendor=vendor,
-                origin=origin,
+                request_origin=request_origin,
                 details={"application": grant.application.name, "grant": str(grant.public_id)},
             )
             if not was_active or vendor.status in (Vendor.Status.REVOKED, Vendor.Status.REVOKING):
@@ -399,7 +413,7 @@ def grant_end(*, actor: User | None, grant: Grant, origin: Origin | None) -> Wor
                 vendor=vendor,
                 kind=WorkflowRun.Kind.END_GRANT,
                 actor=actor,
-                origin=origin,
+                request_origin=request_origin,
                 data={"ended_apps": [grant.application.cf_id]},
             )
     except RunConflict:
@@ -442,14 +456,14 @@ def grants_start(*, now: datetime | None = None) -> list[int]:
                     action="vendor.grants_started",
                     actor=None,
                     vendor=vendor,
-                    origin=None,
+                    request_origin=None,
                     details={"applications": [g.application.name for g in due]},
                 )
                 run = run_start(
                     vendor=vendor,
                     kind=WorkflowRun.Kind.CHANGE if onboarded else WorkflowRun.Kind.ONBOARD,
                     actor=None,
-                    origin=None,
+                    request_origin=None,
                 )
         except RunConflict:
             continue
@@ -457,7 +471,7 @@ def grants_start(*, now: datetime | None = None) -> list[int]:
     return started
 
 
-def run_retry(*, actor: User, run: WorkflowRun, origin: Origin) -> WorkflowRun:
+def run_retry(*, actor: User, run: WorkflowRun, request_origin: RequestOrigin) -> WorkflowRun:
     """Resume a stopped run from the step that failed."""
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators retry workflows.")
@@ -466,12 +480,12 @@ def run_retry(*, actor: User, run: WorkflowRun, origin: Origin) -> WorkflowRun:
     if run.status not in (WorkflowRun.Status.FAILED, WorkflowRun.Status.NEEDS_ATTENTION):
         raise ValidationError("Only a stopped workflow can be retried.")
     try:
-        return workflows.retry(run=run, actor=actor, origin=origin)
+        return workflows.retry(run=run, actor=actor, request_origin=request_origin)
     except IntegrityError:
         raise RunConflict("Another workflow is running for this vendor; wait for it to finish.") from None
 
 
-def token_secret_reveal(*, actor: User, token: ServiceToken, origin: Origin) -> str:
+def token_secret_reveal(*, actor: User, token: ServiceToken, request_origin: RequestOrigin) -> str:
     """The token's client secret, exactly once: the sealed copy is emptied in the same transaction."""
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators see service-token secrets.")
@@ -486,7 +500,7 @@ def token_secret_reveal(*, actor: User, token: ServiceToken, origin: Origin) -> 
             action="vendor.token_secret_shown",
             actor=actor,
             vendor=token.vendor,
-            origin=origin,
+            request_origin=request_origin,
             details={"token": token.label, "client_id": token.client_id},
         )
     return secret
@@ -571,14 +585,14 @@ def grants_expire(*, now: datetime | None = None) -> list[int]:
                     action="vendor.grants_expired",
                     actor=None,
                     vendor=vendor,
-                    origin=None,
+                    request_origin=None,
                     details={"applications": [g.application.name for g in expired]},
                 )
                 run = run_start(
                     vendor=vendor,
                     kind=WorkflowRun.Kind.EXPIRE,
                     actor=None,
-                    origin=None,
+                    request_origin=None,
                     data={"ended_apps": sorted({g.application.cf_id for g in expired})},
                 )
         except RunConflict:
@@ -640,17 +654,17 @@ def vendors_recertify(*, today: date | None = None) -> dict[str, int]:
                 action="vendor.review_overdue",
                 actor=None,
                 vendor=vendor,
-                origin=None,
+                request_origin=None,
                 details={"due": str(vendor.review_due)},
             )
             flagged += 1
         if auto_suspend:
-            _take_over(actor=None, vendor=vendor, origin=None, kind=WorkflowRun.Kind.SUSPEND)
+            _take_over(actor=None, vendor=vendor, request_origin=None, kind=WorkflowRun.Kind.SUSPEND)
             suspended += 1
     return {"flagged": flagged, "suspended": suspended}
 
 
-def vendor_settings_update(*, actor: User, auto_suspend_overdue: bool, origin: Origin) -> VendorSettings:
+def vendor_settings_update(*, actor: User, auto_suspend_overdue: bool, request_origin: RequestOrigin) -> VendorSettings:
     if not actor.has_role(User.Role.ADMIN):
         raise PermissionDenied("Only admins change vendor settings.")
     with transaction.atomic():
@@ -664,7 +678,7 @@ def vendor_settings_update(*, actor: User, auto_suspend_overdue: bool, origin: O
                 target_type="settings",
                 target_label="Vendor settings",
                 details={"auto_suspend_overdue": auto_suspend_overdue},
-                origin=origin,
+                request_origin=request_origin,
             )
     return current
 

@@ -5,7 +5,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, seal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
@@ -13,7 +13,7 @@ from integrations.cloudflare import CloudflareError, CloudflareNotFound, Priorit
 from vendors.models import ServiceToken, Vendor
 
 
-def _audit(*, action: str, actor: User, token: ServiceToken, origin: Origin, details: dict) -> None:
+def _audit(*, action: str, actor: User, token: ServiceToken, request_origin: RequestOrigin, details: dict) -> None:
     audit_record(
         action=action,
         actor=actor,
@@ -21,7 +21,7 @@ def _audit(*, action: str, actor: User, token: ServiceToken, origin: Origin, det
         target_id=str(token.vendor.public_id),
         target_label=token.vendor.name,
         details={"token": token.label, "client_id": token.client_id, **details},
-        origin=origin,
+        request_origin=request_origin,
     )
 
 
@@ -47,7 +47,7 @@ def _refused(token: ServiceToken, error: CloudflareError) -> ValidationError:
     return ValidationError(f"Cloudflare refused: {error.message}")
 
 
-def token_rotate(*, actor: User, token: ServiceToken, origin: Origin) -> ServiceToken:
+def token_rotate(*, actor: User, token: ServiceToken, request_origin: RequestOrigin) -> ServiceToken:
     """A new client secret at Cloudflare, which stops taking the old one; the new one is kept sealed until an
     operator reveals it, once (see services.token_secret_reveal).
 
@@ -64,11 +64,11 @@ def token_rotate(*, actor: User, token: ServiceToken, origin: Origin) -> Service
         token.secret_known = True
         token.client_id = rotated.client_id or token.client_id
         token.save(update_fields=["secret_sealed", "secret_sealed_at", "secret_known", "client_id"])
-        _audit(action="vendor.token_rotated", actor=actor, token=token, origin=origin, details={})
+        _audit(action="vendor.token_rotated", actor=actor, token=token, request_origin=request_origin, details={})
     return token
 
 
-def token_refresh(*, actor: User, token: ServiceToken, origin: Origin) -> ServiceToken:
+def token_refresh(*, actor: User, token: ServiceToken, request_origin: RequestOrigin) -> ServiceToken:
     """Extend the token's expiry at Cloudflare by its duration from now; its secret stays as it was."""
     with transaction.atomic():
         token = _locked_usable(actor, token, "refresh")
@@ -83,7 +83,7 @@ def token_refresh(*, actor: User, token: ServiceToken, origin: Origin) -> Servic
             action="vendor.token_refreshed",
             actor=actor,
             token=token,
-            origin=origin,
+            request_origin=request_origin,
             details={
                 "from": before.isoformat() if before else "",
                 "to": token.expires_at.isoformat() if token.expires_at else "",

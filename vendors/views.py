@@ -10,7 +10,7 @@ from dashboard.forms import error_text, form_add_errors
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.rendering import template_for
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from integrations.cloudflare import CloudflareError
 from vendors import adopt, archive, drift, selectors, services, tokens
 from vendors.forms import (
@@ -77,7 +77,7 @@ def vendor_create(request):
                 session_duration=data["session_duration"],
                 service_tokens=data["service_tokens"],
                 token_duration=data["token_duration"],
-                origin=Origin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
                 starts_at=form.starts_at,
             )
         except ValidationError as error:
@@ -118,7 +118,7 @@ def vendor_update(request, public_id):
                 session_duration=data["session_duration"],
                 service_tokens=data["service_tokens"],
                 token_duration=data["token_duration"],
-                origin=Origin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
                 starts_at=form.starts_at,
             )
         except ValidationError as error:
@@ -161,7 +161,9 @@ def vendor_revoke_confirm(request, public_id):
 def vendor_revoke(request, public_id):
     vendor = selectors.vendor_get(public_id=public_id)
     try:
-        run = services.vendor_revoke(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+        run = services.vendor_revoke(
+            actor=request.user, vendor=vendor, request_origin=RequestOrigin.from_request(request)
+        )
     except ValidationError as error:
         messages.error(request, error_text(error))
         return redirect("vendors:vendor_detail", public_id=vendor.public_id)
@@ -191,7 +193,7 @@ def vendors_revoke(request):
         return redirect("vendors:vendor_list")
     vendors = list(form.cleaned_data["vendors"])
     try:
-        services.vendors_revoke(actor=request.user, vendors=vendors, origin=Origin.from_request(request))
+        services.vendors_revoke(actor=request.user, vendors=vendors, request_origin=RequestOrigin.from_request(request))
     except ValidationError as error:
         messages.error(request, error_text(error))
         return redirect("vendors:vendor_list")
@@ -211,7 +213,7 @@ def run_detail(request, public_id):
 def run_retry(request, public_id):
     run = selectors.run_get(public_id=public_id)
     try:
-        services.run_retry(actor=request.user, run=run, origin=Origin.from_request(request))
+        services.run_retry(actor=request.user, run=run, request_origin=RequestOrigin.from_request(request))
     except ValidationError as error:
         messages.error(request, error_text(error))
     return redirect("vendors:run_detail", public_id=run.public_id)
@@ -227,7 +229,10 @@ def grant_extend(request, public_id):
         return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
     try:
         run = services.grant_extend(
-            actor=request.user, grant=grant, days=form.cleaned_data["days"], origin=Origin.from_request(request)
+            actor=request.user,
+            grant=grant,
+            days=form.cleaned_data["days"],
+            request_origin=RequestOrigin.from_request(request),
         )
     except ValidationError as error:
         messages.error(request, error_text(error))
@@ -250,7 +255,7 @@ def grant_update(request, public_id):
             grant=grant,
             session_duration=form.cleaned_data["session_duration"],
             ends_at=form.ends_at,
-            origin=Origin.from_request(request),
+            request_origin=RequestOrigin.from_request(request),
         )
     except ValidationError as error:
         messages.error(request, error_text(error))
@@ -273,7 +278,7 @@ def grant_end_confirm(request, public_id):
 def grant_end(request, public_id):
     grant = selectors.grant_get(public_id=public_id)
     try:
-        run = services.grant_end(actor=request.user, grant=grant, origin=Origin.from_request(request))
+        run = services.grant_end(actor=request.user, grant=grant, request_origin=RequestOrigin.from_request(request))
     except ValidationError as error:
         messages.error(request, error_text(error))
         target = reverse("vendors:vendor_detail", kwargs={"public_id": grant.vendor.public_id})
@@ -293,7 +298,9 @@ def grant_end(request, public_id):
 def token_reveal(request, public_id):
     token = selectors.token_get(public_id=public_id)
     try:
-        secret = services.token_secret_reveal(actor=request.user, token=token, origin=Origin.from_request(request))
+        secret = services.token_secret_reveal(
+            actor=request.user, token=token, request_origin=RequestOrigin.from_request(request)
+        )
     except ValidationError as error:
         messages.error(request, error_text(error))
         return redirect("vendors:vendor_detail", public_id=token.vendor.public_id)
@@ -318,7 +325,7 @@ def settings_update(request):
         services.vendor_settings_update(
             actor=request.user,
             auto_suspend_overdue=form.cleaned_data["auto_suspend_overdue"],
-            origin=Origin.from_request(request),
+            request_origin=RequestOrigin.from_request(request),
         )
         messages.success(request, "Vendor settings saved.")
     return redirect("vendors:vendor_list")
@@ -392,7 +399,7 @@ def adopt_create(request, policy_id):
                 sponsor=data["sponsor"],
                 review_due=data["review_due"],
                 ends_at=form.ends_at,
-                origin=Origin.from_request(request),
+                request_origin=RequestOrigin.from_request(request),
             )
         except CloudflareError as error:
             form.add_error(None, f"Cloudflare could not be read: {error.message}")
@@ -411,7 +418,9 @@ def adopt_create(request, policy_id):
 def drift_check(request, public_id):
     vendor = selectors.vendor_get(public_id=public_id)
     try:
-        vendor = drift.drift_check_vendor(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+        vendor = drift.drift_check_vendor(
+            actor=request.user, vendor=vendor, request_origin=RequestOrigin.from_request(request)
+        )
     except ValidationError as error:
         messages.error(request, error_text(error))
     except CloudflareError as error:
@@ -429,7 +438,7 @@ def drift_check(request, public_id):
 def drift_reapply(request, public_id):
     vendor = selectors.vendor_get(public_id=public_id)
     try:
-        run = drift.drift_reapply(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+        run = drift.drift_reapply(actor=request.user, vendor=vendor, request_origin=RequestOrigin.from_request(request))
     except ValidationError as error:
         messages.error(request, error_text(error))
         return redirect("vendors:vendor_detail", public_id=vendor.public_id)
@@ -440,7 +449,7 @@ def drift_reapply(request, public_id):
 def _token_action(request, public_id, action, done: str):
     token = selectors.token_get(public_id=public_id)
     try:
-        action(actor=request.user, token=token, origin=Origin.from_request(request))
+        action(actor=request.user, token=token, request_origin=RequestOrigin.from_request(request))
     except ValidationError as error:
         messages.error(request, error_text(error))
     else:
@@ -470,7 +479,7 @@ def token_refresh(request, public_id):
 def vendor_archive(request, public_id):
     vendor = selectors.vendor_get(public_id=public_id)
     try:
-        archive.vendor_archive(actor=request.user, vendor=vendor, origin=Origin.from_request(request))
+        archive.vendor_archive(actor=request.user, vendor=vendor, request_origin=RequestOrigin.from_request(request))
     except ValidationError as error:
         messages.error(request, error_text(error))
     else:

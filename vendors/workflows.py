@@ -10,7 +10,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 
 from dashboard.operations import Engine, Outcome
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
 from integrations.cloudflare import Priority
 from vendors.models import Grant, Vendor, WorkflowRun, WorkflowStep
@@ -111,7 +111,7 @@ class VendorWorkflows(Engine):
             target_id=str(run.vendor.public_id),
             target_label=run.vendor.name,
             details={"run": str(run.public_id), "kind": run.kind, **details},
-            origin=run.origin,
+            request_origin=run.request_origin,
         )
 
     def succeeded(self, run: WorkflowRun) -> dict[str, Any]:
@@ -134,7 +134,7 @@ class VendorWorkflows(Engine):
         vendor.save(update_fields=["status", "status_reason", "updated_at"])
         transaction.on_commit(lambda: alert_sponsor(run, reason=reason, findings=findings))
 
-    def retried(self, run: WorkflowRun, *, actor: Any, origin: Origin | None) -> None:
+    def retried(self, run: WorkflowRun, *, actor: Any, request_origin: RequestOrigin | None) -> None:
         vendor = run.vendor
         vendor.status = Vendor.Status.REVOKING if run.kind == Kind.REVOKE else Vendor.Status.ONBOARDING
         vendor.status_reason = ""
@@ -146,7 +146,7 @@ class VendorWorkflows(Engine):
             target_id=str(vendor.public_id),
             target_label=vendor.name,
             details={"run": str(run.public_id)},
-            origin=origin,
+            request_origin=request_origin,
         )
 
 
@@ -169,8 +169,8 @@ def drive(task: Any, run_id: int) -> None:
     _ENGINE.drive(task, run_id)
 
 
-def retry(*, run: WorkflowRun, actor: Any, origin: Origin | None) -> WorkflowRun:
-    return _ENGINE.retry(run_id=run.pk, actor=actor, origin=origin)
+def retry(*, run: WorkflowRun, actor: Any, request_origin: RequestOrigin | None) -> WorkflowRun:
+    return _ENGINE.retry(run_id=run.pk, actor=actor, request_origin=request_origin)
 
 
 def alert_sponsor(run: WorkflowRun, *, reason: str, findings: list[str]) -> None:

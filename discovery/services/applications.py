@@ -5,14 +5,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
 from discovery.models import Application, Origin, ReviewState
 from discovery.services.protection import _access_sync_request, _audit_application, _operator
 from discovery.services.review import _transition
 
 
-def application_create(*, actor: User, name: str, owner: str, request: RequestOrigin) -> Application:
+def application_create(*, actor: User, name: str, owner: str, request_origin: RequestOrigin) -> Application:
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators create applications.")
     application = Application(name=name.strip(), owner=owner.strip(), created_by=actor.email)
@@ -26,13 +26,13 @@ def application_create(*, actor: User, name: str, owner: str, request: RequestOr
             target_id=str(application.public_id),
             target_label=application.name,
             details={"owner": application.owner},
-            origin=request,
+            request_origin=request_origin,
         )
     return application
 
 
 def application_add_origins(
-    *, actor: User, application: Application, origins: list[Origin], request: RequestOrigin
+    *, actor: User, application: Application, origins: list[Origin], request_origin: RequestOrigin
 ) -> int:
     """Put origins into an application; unreviewed ones go into review. Returns how many joined."""
     if not actor.has_role(User.Role.OPERATOR):
@@ -49,14 +49,14 @@ def application_add_origins(
                     to=ReviewState.IN_REVIEW,
                     actor=actor,
                     reason=f"joined application {application.name}",
-                    request=request,
+                    request_origin=request_origin,
                     now=now,
                 )
         Origin.objects.bulk_update(
             joined, ["application", "review_state", "reviewed_at", "traffic_while_unapproved_at"]
         )
         if any(o.review_state == ReviewState.APPROVED for o in joined):
-            _access_sync_request([application], request)
+            _access_sync_request([application], request_origin)
         if joined:
             audit_record(
                 action="application.origins_added",
@@ -65,12 +65,14 @@ def application_add_origins(
                 target_id=str(application.public_id),
                 target_label=application.name,
                 details={"origins": [o.label for o in joined[:100]], "count": len(joined)},
-                origin=request,
+                request_origin=request_origin,
             )
     return len(joined)
 
 
-def application_rename(*, actor: User, application: Application, name: str, request: RequestOrigin) -> Application:
+def application_rename(
+    *, actor: User, application: Application, name: str, request_origin: RequestOrigin
+) -> Application:
     """Rename; the Access applications Gatehouse created follow the new name."""
     _operator(actor)
     with transaction.atomic():
@@ -81,12 +83,14 @@ def application_rename(*, actor: User, application: Application, name: str, requ
         if application.name == previous:
             return application
         application.save(update_fields=["name"])
-        _audit_application("application.renamed", actor, application, {"from": previous}, request)
-        _access_sync_request([application], request)
+        _audit_application("application.renamed", actor, application, {"from": previous}, request_origin)
+        _access_sync_request([application], request_origin)
     return application
 
 
-def application_remove_origin(*, actor: User, application: Application, origin: Origin, request: RequestOrigin) -> None:
+def application_remove_origin(
+    *, actor: User, application: Application, origin: Origin, request_origin: RequestOrigin
+) -> None:
     """Take an origin out of the application (its review stays as it is) and out of its Access destinations."""
     _operator(actor)
     with transaction.atomic():
@@ -94,11 +98,11 @@ def application_remove_origin(*, actor: User, application: Application, origin: 
         removed = Origin.objects.filter(pk=origin.pk, application=application).update(application=None)
         if not removed:
             raise ValidationError(f"{origin.label} is not in {application.name}.")
-        _audit_application("application.origin_removed", actor, application, {"origin": origin.label}, request)
-        _access_sync_request([application], request)
+        _audit_application("application.origin_removed", actor, application, {"origin": origin.label}, request_origin)
+        _access_sync_request([application], request_origin)
 
 
-def application_delete(*, actor: User, application: Application, request: RequestOrigin) -> int:
+def application_delete(*, actor: User, application: Application, request_origin: RequestOrigin) -> int:
     """Delete the application; its origins stay in the catalogue, unassigned, with their reviews. Returns how
     many origins it held. One that still has Access applications is refused: they would be left unowned."""
     _operator(actor)
@@ -110,6 +114,6 @@ def application_delete(*, actor: User, application: Application, request: Reques
         ):
             raise ValidationError(f"Remove {application.name} from Access first; then it can be deleted.")
         count = Origin.objects.filter(application=application).update(application=None)
-        _audit_application("application.deleted", actor, application, {"origins": count}, request)
+        _audit_application("application.deleted", actor, application, {"origins": count}, request_origin)
         application.delete()
     return count

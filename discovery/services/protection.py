@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from dashboard.models import User
 from dashboard.operations import Engine, StepFailed
-from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
 from discovery.models import (
     AccessPolicy,
@@ -56,7 +56,7 @@ def _not_approved(application: Application) -> list[Origin]:
 
 
 def application_protect(
-    *, actor: User, application: Application, policy_id: str, policy_name: str, request: RequestOrigin
+    *, actor: User, application: Application, policy_id: str, policy_name: str, request_origin: RequestOrigin
 ) -> list[Origin]:
     """Ask for Access applications in front of the application's approved origins; a task creates them.
 
@@ -88,9 +88,9 @@ def application_protect(
             target_id=str(application.public_id),
             target_label=application.name,
             details={"policy": policy_name or policy_id, "left_out": [o.label for o in left_out[:100]]},
-            origin=request,
+            request_origin=request_origin,
         )
-        protection_change_request(application=application, request=request)
+        protection_change_request(application=application, request_origin=request_origin)
     return left_out
 
 
@@ -147,7 +147,7 @@ class ApplicationProtection(Engine):
             target_id=str(application.public_id),
             target_label=application.name,
             details=details,
-            origin=run.origin,
+            request_origin=run.request_origin,
         )
 
     def succeeded(self, run: ProtectionChange) -> dict[str, Any]:
@@ -174,23 +174,25 @@ class ApplicationProtection(Engine):
         )
         self._follow(run)
 
-    def retried(self, run: ProtectionChange, *, actor: Any, origin: RequestOrigin | None) -> None:
+    def retried(self, run: ProtectionChange, *, actor: Any, request_origin: RequestOrigin | None) -> None:
         """The application wants again what the change was for; the step reads it afresh."""
         application = run.application
         state = run.data.get("state", Application.Protection.PENDING)
         Application.objects.filter(pk=application.pk, protection=Application.Protection.FAILED).update(
             protection=state, protection_error=""
         )
-        _audit_application("application.protect_retried", actor, application, {"change": str(run.public_id)}, origin)
+        _audit_application(
+            "application.protect_retried", actor, application, {"change": str(run.public_id)}, request_origin
+        )
 
     def _follow(self, run: ProtectionChange) -> None:
         """Someone changed the application while the change ran: a new change reads it afresh."""
         if run.again:
-            self.start(run.application, origin=run.origin)
+            self.start(run.application, request_origin=run.request_origin)
 
-    def start(self, application: Application, *, origin: RequestOrigin) -> ProtectionChange:
+    def start(self, application: Application, *, request_origin: RequestOrigin) -> ProtectionChange:
         change = ProtectionChange.objects.create(
-            application=application, source_ip=origin.source_ip, request_id=origin.request_id[:64]
+            application=application, source_ip=request_origin.source_ip, request_id=request_origin.request_id[:64]
         )
         self.create_steps(change, [("access", "Make Access hold the application's approved origins, and nothing else")])
         transaction.on_commit(lambda: self.enqueue(change.pk))
@@ -200,7 +202,7 @@ class ApplicationProtection(Engine):
 _ENGINE = ApplicationProtection()
 
 
-def protection_change_request(*, application: Application, request: RequestOrigin) -> ProtectionChange:
+def protection_change_request(*, application: Application, request_origin: RequestOrigin) -> ProtectionChange:
     """Bring Access in line with the application, one change at a time: a change that has not started yet will
     read what is asked now; one that is running is followed by another once it ends; otherwise a new change
     starts once this commits."""
@@ -211,7 +213,7 @@ def protection_change_request(*, application: Application, request: RequestOrigi
             .first()
         )
         if active is None:
-            return _ENGINE.start(application, origin=request)
+            return _ENGINE.start(application, request_origin=request_origin)
         if active.status == ProtectionChange.Status.RUNNING and not active.again:
             ProtectionChange.objects.filter(pk=active.pk).update(again=True)
         return active
@@ -222,14 +224,16 @@ def protection_change_drive(task: Any, change_id: int) -> None:
     _ENGINE.drive(task, change_id)
 
 
-def protection_change_retry(*, actor: User, change: ProtectionChange, request: RequestOrigin) -> ProtectionChange:
+def protection_change_retry(
+    *, actor: User, change: ProtectionChange, request_origin: RequestOrigin
+) -> ProtectionChange:
     """Make the application's latest change again, from the step that stopped it."""
     _operator(actor)
     latest = change.application.protection_changes.first()
     if latest is None or latest.pk != change.pk:
         raise ValidationError("A newer change to Access has replaced this one.")
     try:
-        return _ENGINE.retry(run_id=change.pk, actor=actor, origin=request)
+        return _ENGINE.retry(run_id=change.pk, actor=actor, request_origin=request_origin)
     except IntegrityError:
         raise ValidationError("Wait until the change to Access in progress is done.") from None
 
@@ -277,7 +281,7 @@ def _access_apply(change: ProtectionChange) -> None:
     change.data.update(ids=ids, known=known, destinations=sum(len(p) for p in parts))
 
 
-def _access_sync_request(applications: list[Application], request: RequestOrigin) -> None:
+def _access_sync_request(applications: list[Application], request_origin: RequestOrigin) -> None:
     """After a change to what a protected application holds, bring its Access applications in line, through the
     same task that created them."""
 
@@ -287,12 +291,12 @@ def _access_sync_request(applications: list[Application], request: RequestOrigin
                 protection=Application.Protection.PENDING
             )
         if application.protection in (Application.Protection.PROTECTED, Application.Protection.PENDING):
-            protection_change_request(application=application, request=request)
+            protection_change_request(application=application, request_origin=request_origin)
 
 
-def _access_sync_after_review(origins: list[Origin], request: RequestOrigin) -> None:
+def _access_sync_after_review(origins: list[Origin], request_origin: RequestOrigin) -> None:
     ids = {o.application_id for o in origins if o.application_id}
-    _access_sync_request(list(Application.objects.filter(pk__in=ids)), request)
+    _access_sync_request(list(Application.objects.filter(pk__in=ids)), request_origin)
 
 
 def _operator(actor: User) -> None:
@@ -300,7 +304,9 @@ def _operator(actor: User) -> None:
         raise PermissionDenied("Only operators change applications.")
 
 
-def _audit_application(action: str, actor: User, application: Application, details: dict, request: RequestOrigin):
+def _audit_application(
+    action: str, actor: User, application: Application, details: dict, request_origin: RequestOrigin
+):
     audit_record(
         action=action,
         actor=actor,
@@ -308,11 +314,11 @@ def _audit_application(action: str, actor: User, application: Application, detai
         target_id=str(application.public_id),
         target_label=application.name,
         details=details,
-        origin=request,
+        request_origin=request_origin,
     )
 
 
-def application_unprotect(*, actor: User, application: Application, request: RequestOrigin) -> Application:
+def application_unprotect(*, actor: User, application: Application, request_origin: RequestOrigin) -> Application:
     """Ask for the Access applications Gatehouse created for it to be deleted; a task deletes them."""
 
     _operator(actor)
@@ -327,9 +333,9 @@ def application_unprotect(*, actor: User, application: Application, request: Req
         application.save(update_fields=["protection", "protection_error"])
         _audit_application(
             "application.unprotect_requested", actor, application, {"access_app_ids": application.access_app_ids},
-            request,
+            request_origin,
         )  # fmt: skip
-        protection_change_request(application=application, request=request)
+        protection_change_request(application=application, request_origin=request_origin)
     return application
 
 

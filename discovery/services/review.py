@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from alerts.services import alert_resolve
 from dashboard.models import User
-from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
 from discovery.models import Origin, ReviewEvent, ReviewState
 from discovery.services.logpush import _alert_key
@@ -32,7 +32,7 @@ def review_decisions(state: str) -> list[str]:
 
 
 def _transition(
-    *, origin: Origin, to: ReviewState, actor: User | None, reason: str, request: RequestOrigin, now: dt.datetime
+    *, origin: Origin, to: ReviewState, actor: User | None, reason: str, request_origin: RequestOrigin, now: dt.datetime
 ) -> None:
     previous = origin.review_state
     origin.review_state = to
@@ -51,12 +51,12 @@ def _transition(
         target_id=str(origin.public_id),
         target_label=origin.label,
         details={"from": previous, "to": to.value, "reason": reason},
-        origin=request,
+        request_origin=request_origin,
     )
 
 
 def origin_review(
-    *, actor: User, origins: list[Origin], decision: str, reason: str, request: RequestOrigin
+    *, actor: User, origins: list[Origin], decision: str, reason: str, request_origin: RequestOrigin
 ) -> list[Origin]:
     """Approve, unapprove, start reviewing or reopen origins, each recorded with its reason. Unapproving needs
     a reason."""
@@ -79,7 +79,7 @@ def origin_review(
             states = " or ".join(ReviewState(s).label.lower() for s in allowed)
             raise ValidationError(f"Only {states} origins can be {to.label.lower()}: {names}.")
         for origin in rows:
-            _transition(origin=origin, to=to, actor=actor, reason=reason, request=request, now=now)
+            _transition(origin=origin, to=to, actor=actor, reason=reason, request_origin=request_origin, now=now)
         Origin.objects.bulk_update(rows, ["review_state", "reviewed_at", "traffic_while_unapproved_at"])
-        _access_sync_after_review(rows, request)
+        _access_sync_after_review(rows, request_origin)
     return rows

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from alerts import services
 from alerts.models import Alert, Channel, Delivery
 from dashboard.models import AuditEntry
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 
 
 class Receiver:
@@ -132,7 +132,7 @@ def test_retry_of_failed_delivery_sends_again_and_is_audited(db, admin, receiver
     alert = Alert.objects.create(kind="k", subject="s")
     delivery = Delivery.objects.create(alert=alert, channel=channel, event="raised", state="failed", attempts=6)
     with django_capture_on_commit_callbacks(execute=True):
-        services.delivery_retry(actor=admin, delivery=delivery, origin=Origin())
+        services.delivery_retry(actor=admin, delivery=delivery, request_origin=RequestOrigin())
     delivery.refresh_from_db()
     assert delivery.state == Delivery.State.SENT
     assert AuditEntry.objects.filter(action="alert_delivery.retried").exists()
@@ -150,13 +150,17 @@ def test_retry_of_failed_delivery_sends_again_and_is_audited(db, admin, receiver
 )
 def test_channel_targets_are_validated(db, admin, kind, target):
     with pytest.raises(ValidationError) as exc:
-        services.channel_create(actor=admin, name="x", kind=kind, target=target, origin=Origin())
+        services.channel_create(actor=admin, name="x", kind=kind, target=target, request_origin=RequestOrigin())
     assert "target" in exc.value.message_dict
 
 
 def test_channel_create_audits_without_the_target(db, admin):
     services.channel_create(
-        actor=admin, name="hooks", kind="webhook", target="https://hooks.example.com/s3cr3t", origin=Origin()
+        actor=admin,
+        name="hooks",
+        kind="webhook",
+        target="https://hooks.example.com/s3cr3t",
+        request_origin=RequestOrigin(),
     )
     entry = AuditEntry.objects.get(action="alert_channel.created")
     assert "s3cr3t" not in json.dumps(entry.details) + entry.target_label
@@ -189,18 +193,24 @@ def test_channel_create_audits_without_the_target(db, admin):
 def test_channel_to_a_non_public_address_is_refused(db, admin, url, refused):
     for kind in ("webhook", "slack"):
         with pytest.raises(ValidationError) as exc:
-            services.channel_create(actor=admin, name="x", kind=kind, target=url, origin=Origin())
+            services.channel_create(actor=admin, name="x", kind=kind, target=url, request_origin=RequestOrigin())
         assert f"a {refused} address" in exc.value.message_dict["target"][0]
     assert not Channel.objects.exists()
 
 
 def test_allowed_network_lets_that_network_only(db, admin, settings):
     settings.GATEHOUSE_ALERT_ALLOWED_NETWORKS = ["10.20.0.0/16"]
-    services.channel_create(actor=admin, name="a", kind="webhook", target="http://10.20.1.2/hook", origin=Origin())
+    services.channel_create(
+        actor=admin, name="a", kind="webhook", target="http://10.20.1.2/hook", request_origin=RequestOrigin()
+    )
     with pytest.raises(ValidationError):
-        services.channel_create(actor=admin, name="b", kind="webhook", target="http://10.21.1.2/", origin=Origin())
+        services.channel_create(
+            actor=admin, name="b", kind="webhook", target="http://10.21.1.2/", request_origin=RequestOrigin()
+        )
     with pytest.raises(ValidationError):
-        services.channel_create(actor=admin, name="c", kind="webhook", target="http://127.0.0.1/", origin=Origin())
+        services.channel_create(
+            actor=admin, name="c", kind="webhook", target="http://127.0.0.1/", request_origin=RequestOrigin()
+        )
 
 
 def _answer(monkeypatch, names: dict[str, list[str]]):
@@ -275,7 +285,9 @@ def test_redirects_are_not_followed(db, allow_loopback):
 def test_webhook_delivery_carries_a_standard_webhooks_signature(
     db, admin, receiver, django_capture_on_commit_callbacks
 ):
-    created = services.channel_create(actor=admin, name="hook", kind="webhook", target=receiver.url, origin=Origin())
+    created = services.channel_create(
+        actor=admin, name="hook", kind="webhook", target=receiver.url, request_origin=RequestOrigin()
+    )
     assert created.secret.startswith("whsec_")
     with django_capture_on_commit_callbacks(execute=True):
         services.alert_raise(kind="tunnel.down", subject="Tunnel x is down", body="since 10:00")
@@ -291,7 +303,7 @@ def test_webhook_delivery_carries_a_standard_webhooks_signature(
 
 def test_signing_secret_is_stored_encrypted_and_never_audited(db, admin):
     created = services.channel_create(
-        actor=admin, name="hook", kind="webhook", target="https://hooks.example.com/x", origin=Origin()
+        actor=admin, name="hook", kind="webhook", target="https://hooks.example.com/x", request_origin=RequestOrigin()
     )
     channel = Channel.objects.get()
     assert channel.secret_sealed and created.secret not in channel.secret_sealed
@@ -300,7 +312,7 @@ def test_signing_secret_is_stored_encrypted_and_never_audited(db, admin):
 
 def test_slack_and_email_channels_have_no_signing_secret(db, admin):
     created = services.channel_create(
-        actor=admin, name="s", kind="slack", target="https://hooks.slack.com/services/x", origin=Origin()
+        actor=admin, name="s", kind="slack", target="https://hooks.slack.com/services/x", request_origin=RequestOrigin()
     )
     assert created.secret == "" and Channel.objects.get().secret_sealed == ""
 
@@ -339,8 +351,8 @@ def test_bidirectional_and_control_characters_are_stripped_from_alert_names(db):
 
 def test_acknowledge_is_audited_once_and_keeps_the_first_person(db, admin, operator):
     alert = services.alert_raise(kind="k", subject="s", body="b")
-    services.alert_acknowledge(actor=operator, alert=alert, origin=Origin())
-    services.alert_acknowledge(actor=admin, alert=alert, origin=Origin())
+    services.alert_acknowledge(actor=operator, alert=alert, request_origin=RequestOrigin())
+    services.alert_acknowledge(actor=admin, alert=alert, request_origin=RequestOrigin())
     alert.refresh_from_db()
     assert alert.acknowledged_by == operator and alert.acknowledged_at is not None
     assert AuditEntry.objects.filter(action="alert.acknowledged").count() == 1
@@ -350,7 +362,7 @@ def test_silenced_alert_is_not_sent_again_when_raised_again(db, operator, receiv
     _channel(Channel.Kind.WEBHOOK, receiver.url)
     with django_capture_on_commit_callbacks(execute=True):
         alert = services.alert_raise(kind="k", subject="flapping", body="b", dedupe_key="flap")
-    services.alert_silence(actor=operator, alert=alert, hours=4, origin=Origin())
+    services.alert_silence(actor=operator, alert=alert, hours=4, request_origin=RequestOrigin())
     with django_capture_on_commit_callbacks(execute=True):
         services.alert_resolve(dedupe_key="flap")
         services.alert_raise(kind="k", subject="flapping", body="b", dedupe_key="flap")
@@ -358,7 +370,7 @@ def test_silenced_alert_is_not_sent_again_when_raised_again(db, operator, receiv
     entry = AuditEntry.objects.get(action="alert.silenced")
     assert entry.details == {"hours": 4} and entry.target_id == str(alert.public_id)
 
-    services.alert_silence(actor=operator, alert=alert, hours=0, origin=Origin())
+    services.alert_silence(actor=operator, alert=alert, hours=0, request_origin=RequestOrigin())
     with django_capture_on_commit_callbacks(execute=True):
         services.alert_resolve(dedupe_key="flap")
     assert [b["event"] for b in receiver.bodies] == ["raised", "resolved"]
@@ -368,12 +380,14 @@ def test_silenced_alert_is_not_sent_again_when_raised_again(db, operator, receiv
 def test_silence_accepts_only_the_offered_durations(db, operator):
     alert = services.alert_raise(kind="k", subject="s", body="b")
     with pytest.raises(ValidationError):
-        services.alert_silence(actor=operator, alert=alert, hours=10_000, origin=Origin())
+        services.alert_silence(actor=operator, alert=alert, hours=10_000, request_origin=RequestOrigin())
     assert not AuditEntry.objects.filter(action="alert.silenced").exists()
 
 
 def test_a_secret_sealed_under_another_secret_key_fails_the_delivery_with_a_reason(db, admin, receiver, settings):
-    services.channel_create(actor=admin, name="hook", kind="webhook", target=receiver.url, origin=Origin())
+    services.channel_create(
+        actor=admin, name="hook", kind="webhook", target=receiver.url, request_origin=RequestOrigin()
+    )
     settings.SECRET_KEY = "another-secret-key-after-a-rotation-0123456789abcdef"
     delivery = Delivery.objects.create(
         alert=Alert.objects.create(kind="k", subject="s"), channel=Channel.objects.get(), event="raised"
@@ -387,7 +401,7 @@ def test_a_secret_sealed_under_another_secret_key_fails_the_delivery_with_a_reas
 
 def test_lifting_a_silence_nobody_set_records_nothing(db, operator):
     alert = services.alert_raise(kind="k", subject="s", body="b")
-    services.alert_silence(actor=operator, alert=alert, hours=0, origin=Origin())
+    services.alert_silence(actor=operator, alert=alert, hours=0, request_origin=RequestOrigin())
     assert not AuditEntry.objects.filter(action="alert.unsilenced").exists()
 
 
@@ -396,8 +410,8 @@ def test_viewers_cannot_acknowledge_or_silence(db, viewer):
 
     alert = services.alert_raise(kind="k", subject="s", body="b")
     with pytest.raises(PermissionDenied):
-        services.alert_acknowledge(actor=viewer, alert=alert, origin=Origin())
+        services.alert_acknowledge(actor=viewer, alert=alert, request_origin=RequestOrigin())
     with pytest.raises(PermissionDenied):
-        services.alert_silence(actor=viewer, alert=alert, hours=4, origin=Origin())
+        services.alert_silence(actor=viewer, alert=alert, hours=4, request_origin=RequestOrigin())
     alert.refresh_from_db()
     assert alert.acknowledged_at is None and alert.silenced_until is None

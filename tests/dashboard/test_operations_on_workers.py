@@ -3,7 +3,7 @@
 import time
 
 from cloudflare_sim import faults
-from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.requestinfo import RequestOrigin
 from discovery import services as discovery_services
 from discovery.models import AccessPolicy, Application, Origin, ReviewState, ip_key
 from tests.vendors.test_worker import _wait_for, workers  # noqa: F401 (the fixture)
@@ -14,13 +14,13 @@ from tunnels.models import TunnelChange, VirtualNetwork
 def _approved_application(sim, operator) -> Application:
     vnet = sim.store.list("vnet", sim.account_id)[0]
     application = discovery_services.application_create(
-        actor=operator, name="Billing", owner="", request=RequestOrigin()
+        actor=operator, name="Billing", owner="", request_origin=RequestOrigin()
     )
     origin = Origin.objects.create(
         vnet_id=vnet["id"], address="10.30.0.7", ip_key=ip_key("10.30.0.7"), port=5432, protocol="TCP"
     )
     discovery_services.application_add_origins(
-        actor=operator, application=application, origins=[origin], request=RequestOrigin()
+        actor=operator, application=application, origins=[origin], request_origin=RequestOrigin()
     )
     Origin.objects.filter(pk=origin.pk).update(review_state=ReviewState.APPROVED)
     return application
@@ -40,10 +40,10 @@ def test_a_tunnel_change_and_an_access_change_go_on_after_their_worker_is_killed
         {"rules": [{"endpoint": "* /accounts/{account_id}/teamnet/virtual_networks*", "latency_ms": 1500}]},
     )
     first = workers.start()
-    change = tunnel_services.vnet_create(actor=operator, name="resumed-net", comment="", origin=RequestOrigin())
+    change = tunnel_services.vnet_create(actor=operator, name="resumed-net", comment="", request_origin=RequestOrigin())
     discovery_services.application_protect(
         actor=operator, application=application, policy_id=policy.cf_id, policy_name=policy.name,
-        request=RequestOrigin(),
+        request_origin=RequestOrigin(),
     )  # fmt: skip
     _wait_for(lambda: change.steps.filter(status="running").exists(), "the tunnel change to start")
     time.sleep(0.3)

@@ -4,10 +4,10 @@ from django.db import DatabaseError, connection, transaction
 
 from dashboard import services
 from dashboard.models import AuditEntry, User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from tests.factories import make_user
 
-ORIGIN = Origin(source_ip="203.0.113.7", request_id="req-12345678")
+REQUEST_ORIGIN = RequestOrigin(source_ip="203.0.113.7", request_id="req-12345678")
 
 
 @pytest.mark.django_db
@@ -20,7 +20,7 @@ def test_audit_record_keeps_who_what_where():
         target_id="u-1",
         target_label="bob",
         details={"from": "viewer"},
-        origin=ORIGIN,
+        request_origin=REQUEST_ORIGIN,
     )
     entry.refresh_from_db()
     assert (entry.actor_email, entry.action, entry.target_label) == (admin.email, "user.role_changed", "bob")
@@ -82,7 +82,7 @@ def test_first_admins_come_from_the_environment(settings):
 def test_admin_changes_a_role_and_the_change_is_audited():
     admin = make_user(role=User.Role.ADMIN)
     bob = make_user()
-    services.user_set_role(actor=admin, user=bob, role=User.Role.OPERATOR, origin=ORIGIN)
+    services.user_set_role(actor=admin, user=bob, role=User.Role.OPERATOR, request_origin=REQUEST_ORIGIN)
     bob.refresh_from_db()
     assert bob.role == User.Role.OPERATOR
     entry = AuditEntry.objects.get(action="user.role_changed")
@@ -97,7 +97,7 @@ def test_admin_changes_a_role_and_the_change_is_audited():
 def test_setting_the_same_role_again_changes_and_audits_nothing():
     admin = make_user(role=User.Role.ADMIN)
     bob = make_user(role=User.Role.OPERATOR)
-    services.user_set_role(actor=admin, user=bob, role=User.Role.OPERATOR, origin=ORIGIN)
+    services.user_set_role(actor=admin, user=bob, role=User.Role.OPERATOR, request_origin=REQUEST_ORIGIN)
     assert not AuditEntry.objects.filter(action="user.role_changed").exists()
 
 
@@ -106,7 +106,7 @@ def test_only_admins_change_roles():
     operator = make_user(role=User.Role.OPERATOR)
     bob = make_user()
     with pytest.raises(PermissionDenied):
-        services.user_set_role(actor=operator, user=bob, role=User.Role.ADMIN, origin=ORIGIN)
+        services.user_set_role(actor=operator, user=bob, role=User.Role.ADMIN, request_origin=REQUEST_ORIGIN)
     bob.refresh_from_db()
     assert bob.role == User.Role.VIEWER
 
@@ -115,11 +115,11 @@ def test_only_admins_change_roles():
 def test_the_last_admin_cannot_be_demoted():
     admin = make_user(role=User.Role.ADMIN)
     with pytest.raises(ValidationError, match="at least one admin"):
-        services.user_set_role(actor=admin, user=admin, role=User.Role.VIEWER, origin=ORIGIN)
+        services.user_set_role(actor=admin, user=admin, role=User.Role.VIEWER, request_origin=REQUEST_ORIGIN)
     admin.refresh_from_db()
     assert admin.role == User.Role.ADMIN
     second = make_user(role=User.Role.ADMIN)
-    services.user_set_role(actor=second, user=admin, role=User.Role.VIEWER, origin=ORIGIN)
+    services.user_set_role(actor=second, user=admin, role=User.Role.VIEWER, request_origin=REQUEST_ORIGIN)
     admin.refresh_from_db()
     assert admin.role == User.Role.VIEWER
 
@@ -129,7 +129,7 @@ def test_an_unknown_role_is_refused():
     admin = make_user(role=User.Role.ADMIN)
     bob = make_user()
     with pytest.raises(ValidationError):
-        services.user_set_role(actor=admin, user=bob, role="owner", origin=ORIGIN)
+        services.user_set_role(actor=admin, user=bob, role="owner", request_origin=REQUEST_ORIGIN)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -148,7 +148,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin():
         def demote(actor, target, barrier=barrier, errors=errors):
             try:
                 barrier.wait()
-                services.user_set_role(actor=actor, user=target, role=User.Role.VIEWER, origin=ORIGIN)
+                services.user_set_role(actor=actor, user=target, role=User.Role.VIEWER, request_origin=REQUEST_ORIGIN)
             except (ValidationError, PermissionDenied) as exc:
                 errors.append(exc)
             finally:
@@ -168,9 +168,9 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin():
 def test_an_admin_demoted_meanwhile_changes_no_role():
     ada, bob, cyd = make_user(role=User.Role.ADMIN), make_user(role=User.Role.ADMIN), make_user()
     stale_bob = User.objects.get(pk=bob.pk)
-    services.user_set_role(actor=ada, user=bob, role=User.Role.VIEWER, origin=ORIGIN)
+    services.user_set_role(actor=ada, user=bob, role=User.Role.VIEWER, request_origin=REQUEST_ORIGIN)
     with pytest.raises(PermissionDenied):
-        services.user_set_role(actor=stale_bob, user=cyd, role=User.Role.ADMIN, origin=ORIGIN)
+        services.user_set_role(actor=stale_bob, user=cyd, role=User.Role.ADMIN, request_origin=REQUEST_ORIGIN)
     cyd.refresh_from_db()
     assert cyd.role == User.Role.VIEWER
 

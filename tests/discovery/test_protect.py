@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from dashboard.models import AuditEntry
-from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.requestinfo import RequestOrigin
 from discovery import services, tasks
 from discovery.models import AccessPolicy, Application
 
@@ -20,14 +20,14 @@ def vnet_id(cloudflare_sim):
 
 @pytest.fixture
 def video(operator, make_origin, vnet_id):
-    app = services.application_create(actor=operator, name="Video", owner="av-team", request=R)
+    app = services.application_create(actor=operator, name="Video", owner="av-team", request_origin=R)
     origins = [
         make_origin(address="10.20.0.5", port=443, protocol="TCP", vnet_id=vnet_id),
         make_origin(address="10.20.0.5", port=10000, protocol="UDP", vnet_id=vnet_id),
         make_origin(address="fd10::5", port=443, protocol="TCP", vnet_id=vnet_id),
     ]
-    services.application_add_origins(actor=operator, application=app, origins=origins, request=R)
-    services.origin_review(actor=operator, origins=origins, decision="approve", reason="", request=R)
+    services.application_add_origins(actor=operator, application=app, origins=origins, request_origin=R)
+    services.origin_review(actor=operator, origins=origins, decision="approve", reason="", request_origin=R)
     return app
 
 
@@ -79,11 +79,11 @@ def test_running_the_task_again_after_a_lost_reply_finds_the_app_instead_of_crea
     services.access_policies_refresh()
     policy = AccessPolicy.objects.first()
     Application.objects.filter(pk=video.pk).update(protection="pending", policy_id=policy.cf_id)
-    tasks.application_protect_task(services.protection_change_request(application=video, request=R).pk)
+    tasks.application_protect_task(services.protection_change_request(application=video, request_origin=R).pk)
     first = Application.objects.get(pk=video.pk).access_app_ids
     # As if the reply had been lost: the row still says pending, the app exists at Cloudflare.
     Application.objects.filter(pk=video.pk).update(protection="pending", access_app_ids=[])
-    tasks.application_protect_task(services.protection_change_request(application=video, request=R).pk)
+    tasks.application_protect_task(services.protection_change_request(application=video, request_origin=R).pk)
     assert len(_access_apps(cloudflare_sim)) == 1
     assert Application.objects.get(pk=video.pk).access_app_ids == first
 
@@ -92,7 +92,7 @@ def test_a_policy_cloudflare_does_not_know_fails_visibly(cloudflare_sim, video, 
     Application.objects.filter(pk=video.pk).update(
         protection="pending", policy_id="00000000-0000-4000-8000-00000000dead"
     )
-    tasks.application_protect_task(services.protection_change_request(application=video, request=R).pk)
+    tasks.application_protect_task(services.protection_change_request(application=video, request_origin=R).pk)
     video.refresh_from_db()
     assert video.protection == Application.Protection.FAILED
     assert "not found" in video.protection_error
@@ -102,18 +102,18 @@ def test_a_policy_cloudflare_does_not_know_fails_visibly(cloudflare_sim, video, 
 def test_an_application_without_origins_cannot_be_protected(operator, db):
     from django.core.exceptions import ValidationError
 
-    app = services.application_create(actor=operator, name="Empty", owner="", request=R)
+    app = services.application_create(actor=operator, name="Empty", owner="", request_origin=R)
     with pytest.raises(ValidationError, match="Add origins"):
-        services.application_protect(actor=operator, application=app, policy_id="p", policy_name="p", request=R)
+        services.application_protect(actor=operator, application=app, policy_id="p", policy_name="p", request_origin=R)
 
 
 @pytest.fixture
 def farm(operator, make_origin, vnet_id):
     """120 approved web servers: more than Cloudflare takes on one Access application."""
-    app = services.application_create(actor=operator, name="Web farm", owner="web", request=R)
+    app = services.application_create(actor=operator, name="Web farm", owner="web", request_origin=R)
     origins = [make_origin(address=f"10.30.{i // 200}.{i % 200 + 1}", vnet_id=vnet_id) for i in range(120)]
-    services.application_add_origins(actor=operator, application=app, origins=origins, request=R)
-    services.origin_review(actor=operator, origins=origins, decision="approve", reason="", request=R)
+    services.application_add_origins(actor=operator, application=app, origins=origins, request_origin=R)
+    services.origin_review(actor=operator, origins=origins, decision="approve", reason="", request_origin=R)
     return app
 
 
@@ -139,7 +139,7 @@ def test_more_than_fifty_origins_are_split_across_owned_access_applications(
 
     # A retry after a lost reply finds the three parts by name and creates nothing more.
     Application.objects.filter(pk=farm.pk).update(protection="pending", access_app_ids=[])
-    tasks.application_protect_task(services.protection_change_request(application=farm, request=R).pk)
+    tasks.application_protect_task(services.protection_change_request(application=farm, request_origin=R).pk)
     farm.refresh_from_db()
     assert sorted(farm.access_app_ids) == sorted(by_id) and len(_access_apps(cloudflare_sim)) == 3
 
@@ -148,7 +148,7 @@ def test_protecting_puts_only_approved_origins_behind_access_and_names_the_other
     cloudflare_sim, operator, operator_client, video, make_origin, vnet_id, django_capture_on_commit_callbacks
 ):
     pending = make_origin(address="10.20.0.9", port=22, vnet_id=vnet_id)
-    services.application_add_origins(actor=operator, application=video, origins=[pending], request=R)
+    services.application_add_origins(actor=operator, application=video, origins=[pending], request_origin=R)
     services.access_policies_refresh()
     policy = AccessPolicy.objects.first()
     with django_capture_on_commit_callbacks(execute=True):
@@ -166,11 +166,11 @@ def test_an_application_without_approved_origins_is_refused_naming_them(
 ):
     from django.core.exceptions import ValidationError
 
-    app = services.application_create(actor=operator, name="Unreviewed", owner="", request=R)
+    app = services.application_create(actor=operator, name="Unreviewed", owner="", request_origin=R)
     origin = make_origin(address="10.20.0.11", port=5432, vnet_id=vnet_id)
-    services.application_add_origins(actor=operator, application=app, origins=[origin], request=R)
+    services.application_add_origins(actor=operator, application=app, origins=[origin], request_origin=R)
     with pytest.raises(ValidationError, match=r"none of these is: 10\.20\.0\.11:5432/tcp"):
-        services.application_protect(actor=operator, application=app, policy_id="p", policy_name="p", request=R)
+        services.application_protect(actor=operator, application=app, policy_id="p", policy_name="p", request_origin=R)
     assert _access_apps(cloudflare_sim) == []
 
 
@@ -181,7 +181,7 @@ def test_an_access_application_gatehouse_did_not_create_is_never_changed(cloudfl
     Application.objects.filter(pk=video.pk).update(
         protection="pending", policy_id=policy.cf_id, access_app_ids=[foreign["id"]]
     )
-    tasks.application_protect_task(services.protection_change_request(application=video, request=R).pk)
+    tasks.application_protect_task(services.protection_change_request(application=video, request_origin=R).pk)
     video.refresh_from_db()
     assert video.protection == Application.Protection.FAILED and "not one Gatehouse created" in video.protection_error
     after = cloudflare_sim.store.get("access_app", foreign["id"], cloudflare_sim.account_id)
@@ -195,7 +195,7 @@ def protected(cloudflare_sim, operator, video, django_capture_on_commit_callback
     policy = AccessPolicy.objects.first()
     with django_capture_on_commit_callbacks(execute=True):
         services.application_protect(
-            actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request=R
+            actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request_origin=R
         )
     video.refresh_from_db()
     assert video.protection == Application.Protection.PROTECTED
@@ -212,7 +212,7 @@ def test_an_origin_approved_later_joins_the_access_destinations(
     cloudflare_sim, operator, operator_client, protected, make_origin, vnet_id, django_capture_on_commit_callbacks
 ):
     later = make_origin(address="10.20.0.8", port=8443, vnet_id=vnet_id)
-    services.application_add_origins(actor=operator, application=protected, origins=[later], request=R)
+    services.application_add_origins(actor=operator, application=protected, origins=[later], request_origin=R)
     assert ("10.20.0.8/32", "8443") not in _destinations(cloudflare_sim, protected)
     with django_capture_on_commit_callbacks(execute=True):
         operator_client.post(reverse("discovery:origin_review", args=[later.public_id]), {"decision": "approve"})
@@ -256,7 +256,7 @@ def test_renaming_renames_the_access_application(
 
 
 def test_a_name_already_taken_is_refused(operator, operator_client, protected):
-    services.application_create(actor=operator, name="Taken", owner="", request=R)
+    services.application_create(actor=operator, name="Taken", owner="", request_origin=R)
     response = operator_client.post(
         reverse("discovery:application_rename", args=[protected.public_id]), {"name": "Taken"}, follow=True
     )
@@ -298,13 +298,15 @@ def test_fewer_origins_delete_the_access_application_no_longer_needed(
     policy = AccessPolicy.objects.first()
     with django_capture_on_commit_callbacks(execute=True):
         services.application_protect(
-            actor=operator, application=farm, policy_id=policy.cf_id, policy_name=policy.name, request=R
+            actor=operator, application=farm, policy_id=policy.cf_id, policy_name=policy.name, request_origin=R
         )
     farm.refresh_from_db()
     third = farm.access_app_ids[2]
     last = list(farm.origins.order_by("-id")[:20])
     with django_capture_on_commit_callbacks(execute=True):
-        services.origin_review(actor=operator, origins=last, decision="unapprove", reason="decommissioned", request=R)
+        services.origin_review(
+            actor=operator, origins=last, decision="unapprove", reason="decommissioned", request_origin=R
+        )
     farm.refresh_from_db()
     assert len(farm.access_app_ids) == 2 and third not in farm.access_app_ids
     assert cloudflare_sim.store.get("access_app", third, cloudflare_sim.account_id) is None
@@ -324,7 +326,7 @@ def test_protecting_is_one_change_of_the_operation_engine_audited_under_the_acti
     before = AuditEntry.objects.order_by("id").last().pk
     with django_capture_on_commit_callbacks(execute=True):
         services.application_protect(
-            actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request=R
+            actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request_origin=R
         )
     change = video.protection_changes.get()
     step = change.steps.get()
@@ -340,7 +342,7 @@ def test_a_refused_change_stops_its_operation_with_cloudflares_reason_and_the_ap
     Application.objects.filter(pk=video.pk).update(
         protection="pending", policy_id="00000000-0000-4000-8000-00000000dead"
     )
-    change = services.protection_change_request(application=video, request=R)
+    change = services.protection_change_request(application=video, request_origin=R)
     tasks.application_protect_task(change.pk)
     change.refresh_from_db()
     step = change.steps.get()
@@ -366,7 +368,7 @@ def test_an_access_change_whose_task_was_lost_is_sent_to_a_worker_again_by_the_r
     policy = AccessPolicy.objects.first()
     # The task is sent when the request commits, which never happens here: the message is lost.
     services.application_protect(
-        actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request=R
+        actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request_origin=R
     )
     assert operations.operations_resume() == 0
     ProtectionChange.objects.update(updated_at=timezone.now() - timedelta(minutes=5))
@@ -381,15 +383,15 @@ def test_changes_asked_while_one_is_waiting_or_running_are_folded_into_one_at_a_
 ):
     from discovery.models import ProtectionChange
 
-    first = services.protection_change_request(application=protected, request=R)
+    first = services.protection_change_request(application=protected, request_origin=R)
     # Not started yet: it will read the application as it is when it starts, so a second request is the same change.
-    assert services.protection_change_request(application=protected, request=R) == first
+    assert services.protection_change_request(application=protected, request_origin=R) == first
     ProtectionChange.objects.filter(pk=first.pk).update(status=ProtectionChange.Status.RUNNING)
     # Running: it may have read the application already, so another change follows it, and only one.
     later = make_origin(address="10.20.0.8", port=8443, vnet_id=vnet_id)
-    services.application_add_origins(actor=operator, application=protected, origins=[later], request=R)
-    services.origin_review(actor=operator, origins=[later], decision="approve", reason="", request=R)
-    assert services.protection_change_request(application=protected, request=R) == first
+    services.application_add_origins(actor=operator, application=protected, origins=[later], request_origin=R)
+    services.origin_review(actor=operator, origins=[later], decision="approve", reason="", request_origin=R)
+    assert services.protection_change_request(application=protected, request_origin=R) == first
     first.refresh_from_db()
     assert first.again
     assert ProtectionChange.objects.filter(status__in=ProtectionChange.ACTIVE).count() == 1
@@ -415,7 +417,7 @@ def test_a_stopped_access_change_shows_its_step_on_the_application_page_and_is_r
     )
     with django_capture_on_commit_callbacks(execute=True):
         services.application_protect(
-            actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request=R
+            actor=operator, application=video, policy_id=policy.cf_id, policy_name=policy.name, request_origin=R
         )
     change = video.protection_changes.get()
     assert change.status == "failed" and change.reason.startswith("Cloudflare kept failing")
@@ -447,10 +449,10 @@ def test_only_the_latest_access_change_can_be_retried(cloudflare_sim, operator, 
     Application.objects.filter(pk=video.pk).update(
         protection="pending", policy_id="00000000-0000-4000-8000-00000000dead"
     )
-    stopped = services.protection_change_request(application=video, request=R)
+    stopped = services.protection_change_request(application=video, request_origin=R)
     tasks.application_protect_task(stopped.pk)
     Application.objects.filter(pk=video.pk).update(protection="pending")
-    newer = services.protection_change_request(application=video, request=R)
+    newer = services.protection_change_request(application=video, request_origin=R)
     assert newer != stopped
     with pytest.raises(ValidationError, match="A newer change to Access has replaced this one"):
-        services.protection_change_retry(actor=operator, change=stopped, request=R)
+        services.protection_change_retry(actor=operator, change=stopped, request_origin=R)

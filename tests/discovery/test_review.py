@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from alerts.models import Alert
 from dashboard.models import AuditEntry
-from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.requestinfo import RequestOrigin
 from discovery import services
 from discovery.models import ReviewEvent, ReviewState
 from tests.discovery.conftest import BUCKET, END, PREFIX
@@ -18,16 +18,16 @@ R = RequestOrigin(source_ip="192.0.2.7", request_id="req-12345678")
 
 @pytest.fixture
 def app(operator):
-    return services.application_create(actor=operator, name="Video", owner="av-team", request=R)
+    return services.application_create(actor=operator, name="Video", owner="av-team", request_origin=R)
 
 
 def _review(operator, origin, decision, reason=""):
-    return services.origin_review(actor=operator, origins=[origin], decision=decision, reason=reason, request=R)
+    return services.origin_review(actor=operator, origins=[origin], decision=decision, reason=reason, request_origin=R)
 
 
 def test_joining_an_application_puts_an_unreviewed_origin_in_review_and_audits_it(operator, app, make_origin):
     o = make_origin()
-    assert services.application_add_origins(actor=operator, application=app, origins=[o], request=R) == 1
+    assert services.application_add_origins(actor=operator, application=app, origins=[o], request_origin=R) == 1
     o.refresh_from_db()
     assert o.review_state == ReviewState.IN_REVIEW
     event = ReviewEvent.objects.get(origin=o)
@@ -78,7 +78,7 @@ def test_each_state_offers_the_decisions_that_apply_to_it():
 
 def test_the_whole_cycle_in_review_approved_unapproved_reopened(operator, app, make_origin):
     o = make_origin()
-    services.application_add_origins(actor=operator, application=app, origins=[o], request=R)
+    services.application_add_origins(actor=operator, application=app, origins=[o], request_origin=R)
     _review(operator, o, "approve", "owner confirmed")
     _review(operator, o, "unapprove", "left the company's scope")
     _review(operator, o, "reopen", "owner asked again")
@@ -96,14 +96,14 @@ def test_the_whole_cycle_in_review_approved_unapproved_reopened(operator, app, m
 
 def test_unapproving_needs_a_reason(operator, app, make_origin):
     o = make_origin()
-    services.application_add_origins(actor=operator, application=app, origins=[o], request=R)
+    services.application_add_origins(actor=operator, application=app, origins=[o], request_origin=R)
     with pytest.raises(ValidationError, match="Say why"):
         _review(operator, o, "unapprove", "   ")
 
 
 def test_viewers_cannot_review_even_by_calling_the_service(viewer, make_origin):
     with pytest.raises(PermissionDenied):
-        services.origin_review(actor=viewer, origins=[make_origin()], decision="approve", reason="", request=R)
+        services.origin_review(actor=viewer, origins=[make_origin()], decision="approve", reason="", request_origin=R)
 
 
 def test_traffic_to_an_unapproved_origin_is_flagged_by_the_next_ingest(operator, app, logpush):
@@ -112,7 +112,7 @@ def test_traffic_to_an_unapproved_origin_is_flagged_by_the_next_ingest(operator,
     from discovery.models import Origin
 
     o = Origin.objects.order_by("-sessions").first()
-    services.application_add_origins(actor=operator, application=app, origins=[o], request=R)
+    services.application_add_origins(actor=operator, application=app, origins=[o], request_origin=R)
     _review(operator, o, "unapprove", "nobody owns it")
     # The decision was taken before the sessions that follow.
     Origin.objects.filter(pk=o.pk).update(reviewed_at=END - dt.timedelta(hours=2, minutes=30))
@@ -139,7 +139,7 @@ def test_approved_origins_receiving_traffic_are_not_flagged(operator, app, logpu
     from discovery.models import Origin
 
     o = Origin.objects.order_by("-sessions").first()
-    services.application_add_origins(actor=operator, application=app, origins=[o], request=R)
+    services.application_add_origins(actor=operator, application=app, origins=[o], request_origin=R)
     _review(operator, o, "approve", "fine")
     logpush(records=800)
     services.logpush_ingest(url=f"s3://{BUCKET}/{PREFIX}")

@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from dashboard.requestinfo import Origin as RequestOrigin
+from dashboard.requestinfo import RequestOrigin
 from discovery import services
 from discovery.models import Application, IngestRun, OriginDaily, ReviewState
 
@@ -173,8 +173,10 @@ def test_the_origin_page_shows_counts_charts_users_inventory_and_history(viewer_
     )
     OriginDaily.objects.create(origin=o, day=dt.date(2026, 11, 19), sessions=5, users=2)
     OriginDaily.objects.create(origin=o, day=dt.date(2026, 11, 20), sessions=9, users=3)
-    app = services.application_create(actor=operator, name="Orders", owner="team-orders", request=RequestOrigin())
-    services.application_add_origins(actor=operator, application=app, origins=[o], request=RequestOrigin())
+    app = services.application_create(
+        actor=operator, name="Orders", owner="team-orders", request_origin=RequestOrigin()
+    )
+    services.application_add_origins(actor=operator, application=app, origins=[o], request_origin=RequestOrigin())
     body = viewer_client.get(reverse("discovery:origin_detail", args=[o.public_id])).content.decode()
     assert "alice@example.com" in body and "db.internal.example" in body and "orders-db (postgres)" in body
     assert body.count("<rect ") == 4
@@ -188,8 +190,8 @@ def test_an_operator_reviews_from_the_origin_page_and_htmx_gets_the_review_card(
     operator_client, operator, make_origin, htmx_headers
 ):
     o = make_origin()
-    app = services.application_create(actor=operator, name="Video", owner="", request=RequestOrigin())
-    services.application_add_origins(actor=operator, application=app, origins=[o], request=RequestOrigin())
+    app = services.application_create(actor=operator, name="Video", owner="", request_origin=RequestOrigin())
+    services.application_add_origins(actor=operator, application=app, origins=[o], request_origin=RequestOrigin())
     url = reverse("discovery:origin_review", args=[o.public_id])
     response = operator_client.post(url, {"decision": "approve", "reason": "owned by video team"}, headers=htmx_headers)
     assert response.status_code == 200
@@ -200,8 +202,8 @@ def test_an_operator_reviews_from_the_origin_page_and_htmx_gets_the_review_card(
 
 def test_unapproving_without_a_reason_is_refused_with_a_message(operator_client, operator, make_origin):
     o = make_origin()
-    app = services.application_create(actor=operator, name="Video", owner="", request=RequestOrigin())
-    services.application_add_origins(actor=operator, application=app, origins=[o], request=RequestOrigin())
+    app = services.application_create(actor=operator, name="Video", owner="", request_origin=RequestOrigin())
+    services.application_add_origins(actor=operator, application=app, origins=[o], request_origin=RequestOrigin())
     response = operator_client.post(
         reverse("discovery:origin_review", args=[o.public_id]), {"decision": "unapprove"}, follow=True
     )
@@ -219,7 +221,7 @@ def test_viewers_cannot_review(viewer_client, make_origin):
 def test_bulk_add_to_an_application_then_bulk_approve(operator_client, operator, make_origin):
     picked = [make_origin(), make_origin()]
     left = make_origin()
-    app = services.application_create(actor=operator, name="Video", owner="", request=RequestOrigin())
+    app = services.application_create(actor=operator, name="Video", owner="", request_origin=RequestOrigin())
     ids = [str(o.public_id) for o in picked]
     url = reverse("discovery:origin_bulk")
     operator_client.post(url, {"action": "add", "application": str(app.public_id), "origin": ids})

@@ -43,13 +43,17 @@ def test_a_change_runs_as_one_step_the_page_shows_and_is_audited_once_under_its_
 def test_a_tunnel_another_change_holds_releases_the_lease_and_the_change_goes_on_when_it_is_free(
     operator, synced, monkeypatch
 ):
-    from dashboard.requestinfo import Origin
+    from dashboard.requestinfo import RequestOrigin
 
     monkeypatch.setattr(services, "CLAIM_WAIT_SECONDS", 0.3)
     remote = _remote()
     Tunnel.objects.filter(pk=remote.pk).update(change_claimed_until=timezone.now() + timedelta(minutes=1))
     change = services.hostname_add(
-        actor=operator, tunnel=remote, hostname="wait.example.com", service="http://wait.internal:80", origin=Origin()
+        actor=operator,
+        tunnel=remote,
+        hostname="wait.example.com",
+        service="http://wait.internal:80",
+        request_origin=RequestOrigin(),
     )
     outcome = services.tunnel_change_advance(change_id=change.pk)
     assert not outcome.done and outcome.reason == f"Another change to tunnel {remote.name} is still running."
@@ -69,11 +73,15 @@ def test_a_tunnel_another_change_holds_releases_the_lease_and_the_change_goes_on
 
 
 def test_a_change_another_worker_leases_is_left_to_it(operator, synced):
-    from dashboard.requestinfo import Origin
+    from dashboard.requestinfo import RequestOrigin
 
     remote = _remote()
     change = services.hostname_add(
-        actor=operator, tunnel=remote, hostname="lease.example.com", service="http://lease.internal:80", origin=Origin()
+        actor=operator,
+        tunnel=remote,
+        hostname="lease.example.com",
+        service="http://lease.internal:80",
+        request_origin=RequestOrigin(),
     )
     TunnelChange.objects.filter(pk=change.pk).update(lease_until=timezone.now() + timedelta(minutes=5))
     outcome = services.tunnel_change_advance(change_id=change.pk)
@@ -106,12 +114,16 @@ def test_changes_made_before_the_engine_get_their_one_step_as_they_ended(transac
 
 def test_a_change_whose_task_was_lost_is_sent_to_a_worker_again_by_the_resume_pass(operator, synced):
     from dashboard import operations
-    from dashboard.requestinfo import Origin
+    from dashboard.requestinfo import RequestOrigin
 
     remote = _remote()
     # Its task is sent when the request's transaction commits, which never happens here: the message is lost.
     change = services.hostname_add(
-        actor=operator, tunnel=remote, hostname="lost.example.com", service="http://lost.internal:80", origin=Origin()
+        actor=operator,
+        tunnel=remote,
+        hostname="lost.example.com",
+        service="http://lost.internal:80",
+        request_origin=RequestOrigin(),
     )
     # Just asked: its task may still be on the way, so the pass leaves it.
     assert operations.operations_resume() == 0
@@ -125,14 +137,14 @@ def test_a_change_whose_task_was_lost_is_sent_to_a_worker_again_by_the_resume_pa
 
 def test_a_change_a_live_worker_holds_is_not_resumed(operator, synced):
     from dashboard import operations
-    from dashboard.requestinfo import Origin
+    from dashboard.requestinfo import RequestOrigin
 
     change = services.hostname_add(
         actor=operator,
         tunnel=_remote(),
         hostname="held.example.com",
         service="http://held.internal:80",
-        origin=Origin(),
+        request_origin=RequestOrigin(),
     )
     TunnelChange.objects.filter(pk=change.pk).update(
         status=TunnelChange.Status.RUNNING,

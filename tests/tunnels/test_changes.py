@@ -55,10 +55,10 @@ def test_someone_else_never_sees_the_token(operator_client, admin_client, synced
 
 
 def test_tunnel_create_task_twice_makes_one_tunnel(operator, synced, django_capture_on_commit_callbacks):
-    from dashboard.requestinfo import Origin
+    from dashboard.requestinfo import RequestOrigin
 
     with django_capture_on_commit_callbacks(execute=True):
-        change = services.tunnel_create(actor=operator, name="twice", origin=Origin())
+        change = services.tunnel_create(actor=operator, name="twice", request_origin=RequestOrigin())
     # Delivered again as if the first run had not been recorded: the change and its step start over.
     TunnelChange.objects.filter(pk=change.pk).update(status=TunnelChange.Status.PENDING)
     change.steps.update(status=TunnelChangeStep.Status.PENDING)
@@ -254,11 +254,15 @@ def test_viewers_cannot_change_anything(viewer_client, remote, synced):
 def test_hostname_add_run_twice_leaves_one_rule_and_one_record(
     operator, remote, synced, django_capture_on_commit_callbacks
 ):
-    from dashboard.requestinfo import Origin
+    from dashboard.requestinfo import RequestOrigin
 
     with django_capture_on_commit_callbacks(execute=True):
         change = services.hostname_add(
-            actor=operator, tunnel=remote, hostname="again.example.com", service="http://a:1", origin=Origin()
+            actor=operator,
+            tunnel=remote,
+            hostname="again.example.com",
+            service="http://a:1",
+            request_origin=RequestOrigin(),
         )
     # Delivered again as if the first run had not been recorded: the change and its step start over.
     TunnelChange.objects.filter(pk=change.pk).update(status=TunnelChange.Status.PENDING)
@@ -269,14 +273,14 @@ def test_hostname_add_run_twice_leaves_one_rule_and_one_record(
 
 
 def test_create_refuses_to_adopt_an_older_tunnel_of_the_same_name(operator, synced, django_capture_on_commit_callbacks):
-    from dashboard.requestinfo import Origin
+    from dashboard.requestinfo import RequestOrigin
 
     taken = Tunnel.objects.order_by("name").first()
     taken_name = taken.name
     # Gatehouse has not seen it (deleted locally), but Cloudflare still has it.
     taken.delete()
     with django_capture_on_commit_callbacks(execute=True):
-        change = services.tunnel_create(actor=operator, name=taken_name, origin=Origin())
+        change = services.tunnel_create(actor=operator, name=taken_name, request_origin=RequestOrigin())
     change.refresh_from_db()
     assert change.status == TunnelChange.Status.FAILED
     assert "already exists at Cloudflare" in change.reason

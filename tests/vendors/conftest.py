@@ -4,7 +4,7 @@ from datetime import date, timedelta
 import pytest
 from django.utils import timezone
 
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from tests.vendors.test_worker import workers  # noqa: F401 - real Celery workers, for the tests of every module here
 from vendors import services
 from vendors.models import AccessApplication
@@ -44,7 +44,7 @@ def make_vendor(operator, access_apps):
             session_duration=session,
             service_tokens=tokens,
             token_duration="2160h",
-            origin=Origin(source_ip="192.0.2.1", request_id="test-request-id"),
+            request_origin=RequestOrigin(source_ip="192.0.2.1", request_id="test-request-id"),
         )
 
     return make

@@ -134,9 +134,7 @@ def test_an_admin_adopts_after_confirming_and_only_then_is_the_policy_marked(
     assert PEOPLE.encode() not in admin_client.get(reverse("vendors:adopt_list")).content
 
 
-def test_a_policy_changed_after_it_was_shown_is_shown_again_not_adopted(
-    hand_made, cloudflare_sim, admin, admin_client
-):
+def test_a_policy_changed_after_it_was_shown_is_shown_again_not_adopted(hand_made, cloudflare_sim, admin, admin_client):
     people = hand_made["people"]
     shown = admin_client.get(reverse("vendors:adopt_confirm", kwargs={"policy_id": people.id}))
     cf.access_policy_update(
@@ -185,12 +183,12 @@ def test_an_adopted_vendor_is_revoked_and_verified_out_on_a_real_worker(
         sponsor=admin,
         review_due=date.today() + timedelta(days=30),
         ends_at=timezone.now() + timedelta(days=30),
-        origin=None,
+        request_origin=None,
     )
     adoption = _finished(vendor.runs.get())
     assert adoption.status == WorkflowRun.Status.SUCCEEDED, _steps(adoption)
 
-    revoke = _finished(services.vendor_revoke(actor=admin, vendor=vendor, origin=None))
+    revoke = _finished(services.vendor_revoke(actor=admin, vendor=vendor, request_origin=None))
     vendor.refresh_from_db()
     assert revoke.status == WorkflowRun.Status.SUCCEEDED, (revoke.reason, _steps(revoke))
     assert vendor.status == Vendor.Status.REVOKED

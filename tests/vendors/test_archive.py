@@ -11,7 +11,7 @@ def _revoked(make_vendor, operator, capture):
     with capture(execute=True):
         vendor = make_vendor(tokens=1)
     with capture(execute=True):
-        services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+        services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None)
     vendor.refresh_from_db()
     assert vendor.status == Vendor.Status.REVOKED
     return vendor

@@ -87,7 +87,7 @@ def test_a_bulk_revoke_goes_ahead_when_background_sync_has_spent_its_share(
         pass
     used = budget.used()
 
-    runs = services.vendors_revoke(actor=operator, vendors=vendors, origin=None)
+    runs = services.vendors_revoke(actor=operator, vendors=vendors, request_origin=None)
     runs = [_finished(run) for run in runs]
     for vendor, run in zip(vendors, runs, strict=True):
         assert run.status == WorkflowRun.Status.SUCCEEDED, (run.reason, _steps(run))

@@ -75,9 +75,7 @@ def test_a_rule_added_at_cloudflare_is_found_alerted_shown_and_reapplied(
     assert b"changed at Cloudflare</span>" in operator_client.get(reverse("vendors:vendor_list")).content
 
     _reapplied(operator_client, vendor, capture)
-    assert cloudflare_sim.store.get("access_policy", policy_id)["include"] == [
-        {"email": {"email": vendor.contacts[0]}}
-    ]
+    assert cloudflare_sim.store.get("access_policy", policy_id)["include"] == [{"email": {"email": vendor.contacts[0]}}]
     page = operator_client.get(reverse("vendors:vendor_detail", kwargs={"public_id": vendor.public_id}))
     assert b"workflow has run since; check again" in page.content
     _check(capture)
@@ -173,7 +171,7 @@ def test_a_vendor_with_a_workflow_running_is_left_alone(
 ):
     vendor = _onboarded(make_vendor, django_capture_on_commit_callbacks, tokens=0)
     # A change is queued but no worker has taken it yet.
-    services.run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=operator, origin=None)
+    services.run_start(vendor=vendor, kind=WorkflowRun.Kind.CHANGE, actor=operator, request_origin=None)
     calls = cloudflare_sim.calls()
     assert drift.drift_check() == 0
     assert cloudflare_sim.calls() == calls
@@ -216,7 +214,7 @@ def test_drift_is_reapplied_on_a_real_worker(workers, make_vendor, cloudflare_si
     drift.drift_check()
     vendor.refresh_from_db()
     assert "removed email " + vendor.contacts[0] in vendor.drift[0]["subject"]
-    run = _finished(drift.drift_reapply(actor=operator, vendor=vendor, origin=None))
+    run = _finished(drift.drift_reapply(actor=operator, vendor=vendor, request_origin=None))
     assert run.status == WorkflowRun.Status.SUCCEEDED, _steps(run)
     drift.drift_check()
     vendor.refresh_from_db()

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from cloudflare_sim import world
 from dashboard.models import AuditEntry
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from vendors import services
 from vendors.models import Grant, Vendor, WorkflowRun
 
@@ -45,7 +45,7 @@ def two_lengths(make_vendor, operator, cloudflare_sim, django_capture_on_commit_
     api = vendor.grants.get(application__name="Internal API")
     with django_capture_on_commit_callbacks(execute=True):
         run = services.grant_update(
-            actor=operator, grant=api, session_duration="90m", ends_at=api.ends_at, origin=Origin()
+            actor=operator, grant=api, session_duration="90m", ends_at=api.ends_at, request_origin=RequestOrigin()
         )
     _succeeded(run)
     return vendor, run
@@ -88,7 +88,7 @@ def test_a_session_length_no_grant_uses_any_more_leaves_no_policy_behind(
     api = vendor.grants.get(application__name="Internal API")
     with django_capture_on_commit_callbacks(execute=True):
         run = services.grant_update(
-            actor=operator, grant=api, session_duration="8h", ends_at=api.ends_at, origin=Origin()
+            actor=operator, grant=api, session_duration="8h", ends_at=api.ends_at, request_origin=RequestOrigin()
         )
     _succeeded(run)
     names = sorted(
@@ -131,7 +131,7 @@ def test_ending_one_grant_stops_that_application_only_and_reads_it_back(
     world.open_session(cloudflare_sim.store, cloudflare_sim.account_id, user, apps["Redis cache"], time.time(), rng)
     redis = vendor.grants.get(application__name="Redis cache")
     with django_capture_on_commit_callbacks(execute=True):
-        run = services.grant_end(actor=operator, grant=redis, origin=Origin(source_ip="192.0.2.9"))
+        run = services.grant_end(actor=operator, grant=redis, request_origin=RequestOrigin(source_ip="192.0.2.9"))
     _succeeded(run)
     assert run.kind == WorkflowRun.Kind.END_GRANT
     apps = _apps(cloudflare_sim)
@@ -180,7 +180,9 @@ def test_ending_a_grant_is_not_verified_while_another_policy_admits_the_vendor_t
     redis_app["_policy_refs"].append({"id": policy["id"], "precedence": 50})
     cloudflare_sim.store.put("access_app", redis_app, cloudflare_sim.account_id)
     with django_capture_on_commit_callbacks(execute=True):
-        run = services.grant_end(actor=operator, grant=vendor.grants.get(application__name="Redis cache"), origin=None)
+        run = services.grant_end(
+            actor=operator, grant=vendor.grants.get(application__name="Redis cache"), request_origin=None
+        )
     run.refresh_from_db()
     assert run.status == WorkflowRun.Status.NEEDS_ATTENTION
     assert "Redis cache: policy 'Hand-made exception' admits by email" in run.reason
@@ -203,7 +205,7 @@ def test_a_grant_that_starts_later_waits_for_beat_and_is_onboarded_then(
             session_duration="2h",
             service_tokens=0,
             token_duration="720h",
-            origin=None,
+            request_origin=None,
             starts_at=starts,
         )
     assert not vendor.runs.exists()
@@ -245,17 +247,23 @@ def test_grant_changes_are_refused_clearly(make_vendor, operator, viewer, django
         vendor = make_vendor(apps=("Kibana",), tokens=0)
     grant = vendor.grants.get()
     with pytest.raises(PermissionDenied):
-        services.grant_end(actor=viewer, grant=grant, origin=None)
+        services.grant_end(actor=viewer, grant=grant, request_origin=None)
     with pytest.raises(ValidationError, match="15m to 730h"):
-        services.grant_update(actor=operator, grant=grant, session_duration="800h", ends_at=grant.ends_at, origin=None)
+        services.grant_update(
+            actor=operator, grant=grant, session_duration="800h", ends_at=grant.ends_at, request_origin=None
+        )
     with pytest.raises(ValidationError, match="past"):
         services.grant_update(
-            actor=operator, grant=grant, session_duration="8h", ends_at=timezone.now() - timedelta(days=1), origin=None
+            actor=operator,
+            grant=grant,
+            session_duration="8h",
+            ends_at=timezone.now() - timedelta(days=1),
+            request_origin=None,
         )
     with django_capture_on_commit_callbacks(execute=True):
-        services.grant_end(actor=operator, grant=grant, origin=None)
+        services.grant_end(actor=operator, grant=grant, request_origin=None)
     with pytest.raises(ValidationError, match="ended already"):
-        services.grant_end(actor=operator, grant=grant, origin=None)
+        services.grant_end(actor=operator, grant=grant, request_origin=None)
 
 
 def test_a_grant_is_ended_from_its_vendor_page_without_javascript(
@@ -304,11 +312,13 @@ def test_session_length_end_and_scheduled_start_on_a_real_worker(workers, make_v
     assert _finished(vendor.runs.get()).status == WorkflowRun.Status.SUCCEEDED
     api = vendor.grants.get(application__name="Internal API")
     change = _finished(
-        services.grant_update(actor=operator, grant=api, session_duration="2h", ends_at=api.ends_at, origin=None)
+        services.grant_update(
+            actor=operator, grant=api, session_duration="2h", ends_at=api.ends_at, request_origin=None
+        )
     )
     assert change.status == WorkflowRun.Status.SUCCEEDED, _steps(change)
     ended = _finished(
-        services.grant_end(actor=operator, grant=vendor.grants.get(application__name="Kibana"), origin=None)
+        services.grant_end(actor=operator, grant=vendor.grants.get(application__name="Kibana"), request_origin=None)
     )
     assert ended.status == WorkflowRun.Status.SUCCEEDED, _steps(ended)
     assert [p["session_duration"] for p in _ours_on(cloudflare_sim, vendor, "Internal API")] == ["2h", "2h"]
@@ -327,7 +337,7 @@ def test_session_length_end_and_scheduled_start_on_a_real_worker(workers, make_v
         session_duration="30m",
         service_tokens=0,
         token_duration="720h",
-        origin=None,
+        request_origin=None,
         starts_at=timezone.now() + timedelta(days=1),
     )
     (run_id,) = services.grants_start(now=timezone.now() + timedelta(days=1, minutes=1))
@@ -353,12 +363,12 @@ def test_revoking_a_vendor_takes_its_grants_that_have_not_started_too(
             session_duration="8h",
             service_tokens=0,
             token_duration="720h",
-            origin=None,
+            request_origin=None,
             starts_at=timezone.now() + timedelta(days=5),
         )
     assert vendor.grants.get(application__name="Grafana").status == Grant.Status.SCHEDULED
     with django_capture_on_commit_callbacks(execute=True):
-        run = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+        run = services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None)
     _succeeded(run)
     assert set(vendor.grants.values_list("status", flat=True)) == {Grant.Status.REVOKED}
     with django_capture_on_commit_callbacks(execute=True):

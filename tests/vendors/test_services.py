@@ -59,18 +59,18 @@ def test_overdue_vendors_are_flagged_once_and_suspended_when_the_admin_says_so(
 def test_revoke_wins_over_a_running_onboarding(make_vendor, operator):
     vendor = make_vendor()  # onboarding waits for its commit
     onboarding = vendor.runs.get()
-    revoke = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+    revoke = services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None)
     onboarding.refresh_from_db()
     assert onboarding.status == WorkflowRun.Status.CANCELLED
     assert revoke.status == WorkflowRun.Status.PENDING
-    assert services.vendor_revoke(actor=operator, vendor=vendor, origin=None) == revoke
+    assert services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None) == revoke
 
 
 def test_only_one_run_at_a_time_per_vendor(make_vendor, operator):
     vendor = make_vendor()
     grant = vendor.grants.first()
     with pytest.raises(ValidationError, match="Another workflow"):
-        services.grant_extend(actor=operator, grant=grant, days=7, origin=None)
+        services.grant_extend(actor=operator, grant=grant, days=7, request_origin=None)
 
 
 def test_a_permanent_error_stops_the_run_with_its_reason_and_retry_resumes_it(
@@ -90,7 +90,7 @@ def test_a_permanent_error_stops_the_run_with_its_reason_and_retry_resumes_it(
     assert "No longer at Cloudflare: Redis cache" in run.reason
     assert vendor.status == Vendor.Status.NEEDS_ATTENTION
     assert Alert.objects.filter(target_id=str(vendor.public_id), kind="vendor.onboard_stopped").exists()
-    services.run_retry(actor=operator, run=run, origin=None)
+    services.run_retry(actor=operator, run=run, request_origin=None)
     run.refresh_from_db()
     assert run.status == WorkflowRun.Status.RUNNING
     assert run.steps.get(key="validate").status == "pending"

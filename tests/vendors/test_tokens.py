@@ -26,7 +26,7 @@ def test_rotating_shows_the_new_secret_once_and_the_old_one_stops_working(
     make_vendor, cloudflare_sim, operator, operator_client, django_capture_on_commit_callbacks
 ):
     vendor, token = _onboarded(make_vendor, django_capture_on_commit_callbacks)
-    old = services.token_secret_reveal(actor=operator, token=token, origin=None)
+    old = services.token_secret_reveal(actor=operator, token=token, request_origin=None)
     app = _app(cloudflare_sim, "PostgreSQL orders")
     assert world.token_admitted(cloudflare_sim.store, app, token.cf_id, client_secret=old)
 
@@ -93,7 +93,7 @@ def test_a_revoked_vendors_token_is_not_rotated(
 ):
     vendor, token = _onboarded(make_vendor, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
-        services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+        services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None)
     assert Vendor.objects.get(pk=vendor.pk).status == Vendor.Status.REVOKED
     calls = cloudflare_sim.calls()
     response = operator_client.post(reverse("vendors:token_rotate", kwargs={"public_id": token.public_id}), follow=True)
@@ -113,7 +113,7 @@ def test_a_rotated_secret_of_an_old_token_is_kept_a_day_for_revealing_then_dropp
 ):
     _vendor, token = _onboarded(make_vendor, django_capture_on_commit_callbacks)
     ServiceToken.objects.filter(pk=token.pk).update(created_at=timezone.now() - timedelta(days=200), secret_sealed="")
-    tokens.token_rotate(actor=operator, token=token, origin=None)
+    tokens.token_rotate(actor=operator, token=token, request_origin=None)
     services.tokens_forget_unshown_secrets()
     token.refresh_from_db()
     assert token.secret_sealed, "a token's age is not its secret's"

@@ -186,7 +186,7 @@ def test_onboarding_expiry_and_revocation_on_a_real_worker(workers, make_vendor,
     assert grant.cf_policy_id not in [r["id"] for r in redis_app["_policy_refs"]]
 
     _sign_in(cloudflare_sim, vendor)
-    revoke = _finished(services.vendor_revoke(actor=None, vendor=vendor, origin=None))
+    revoke = _finished(services.vendor_revoke(actor=None, vendor=vendor, request_origin=None))
     vendor.refresh_from_db()
     assert revoke.status == WorkflowRun.Status.SUCCEEDED, _steps(revoke)
     assert vendor.status == Vendor.Status.REVOKED
@@ -206,7 +206,7 @@ def test_revoke_finishes_through_5xx_429_and_latency(workers, make_vendor, cloud
         },
     )
     revoke = _finished(
-        services.vendor_revoke(actor=None, vendor=vendor, origin=None),
+        services.vendor_revoke(actor=None, vendor=vendor, request_origin=None),
     )
     faults.clear(cloudflare_sim.store)
     stats = cloudflare_sim.stats()
@@ -224,7 +224,7 @@ def test_revoke_completes_and_verifies_after_workers_are_killed_at_several_steps
     _sign_in(cloudflare_sim, vendor)
     # Slow calls keep each step in flight long enough to kill the worker inside it.
     faults.save(cloudflare_sim.store, {"rules": [{"endpoint": "*", "latency_ms": 700}]})
-    run = services.vendor_revoke(actor=None, vendor=vendor, origin=None)
+    run = services.vendor_revoke(actor=None, vendor=vendor, request_origin=None)
     worker = first
     for position in (2, 3, 4):
         _wait_for(
@@ -268,7 +268,7 @@ def test_a_vendor_is_never_marked_revoked_while_another_policy_admits_a_contact(
     grafana["_policy_refs"].append({"id": policy["id"], "precedence": 9})
     cloudflare_sim.store.put("access_app", grafana, cloudflare_sim.account_id)
 
-    revoke = _finished(services.vendor_revoke(actor=None, vendor=vendor, origin=None))
+    revoke = _finished(services.vendor_revoke(actor=None, vendor=vendor, request_origin=None))
     vendor.refresh_from_db()
     assert revoke.status == WorkflowRun.Status.NEEDS_ATTENTION
     assert vendor.status == Vendor.Status.NEEDS_ATTENTION

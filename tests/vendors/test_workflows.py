@@ -71,7 +71,7 @@ def test_revoke_removes_vendor_from_every_policy_and_verifies(
     with django_capture_on_commit_callbacks(execute=True):
         vendor = make_vendor(tokens=2)
     with django_capture_on_commit_callbacks(execute=True):
-        run = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+        run = services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None)
     run.refresh_from_db()
     vendor.refresh_from_db()
     assert run.status == WorkflowRun.Status.SUCCEEDED, (run.reason, list(run.steps.values("key", "status", "error")))
@@ -187,7 +187,7 @@ def test_revoke_leaves_no_policy_admitting_the_vendors_tokens(
     vendor.refresh_from_db()
     token_ids = list(vendor.service_tokens.values_list("cf_id", flat=True))
     with django_capture_on_commit_callbacks(execute=True):
-        run = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+        run = services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None)
     _succeeded(run)
     store = cloudflare_sim.store
     policies = store.list("access_policy", cloudflare_sim.account_id)
@@ -272,7 +272,7 @@ def test_revoke_ends_the_sessions_of_people_admitted_by_the_vendors_domain(
     users = _sign_in(cloudflare_sim, "ana@zeta-vendor.example", "eve@zeta-vendor.example.org")
     assert _sessions(cloudflare_sim, users["ana@zeta-vendor.example"])
     with django_capture_on_commit_callbacks(execute=True):
-        run = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+        run = services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None)
     _succeeded(run)
     assert not _sessions(cloudflare_sim, users["ana@zeta-vendor.example"])
     revoked = {t: a for c, t, a in _receipt(run, "end_access") if c == "access.organizations.revoke_user"}
@@ -319,7 +319,7 @@ def test_a_change_that_adds_the_first_service_token_creates_and_attaches_the_ser
             session_duration="8h",
             service_tokens=1,
             token_duration="720h",
-            origin=None,
+            request_origin=None,
         )
     _succeeded(run)
     vendor.refresh_from_db()
@@ -340,7 +340,7 @@ def test_workflows_read_every_page_when_cloudflare_pages_smaller_than_asked(
         vendor = make_vendor(apps=("Support desk", "Kibana"), tokens=1)
     _succeeded(vendor.runs.get())
     with django_capture_on_commit_callbacks(execute=True):
-        run = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+        run = services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None)
     _succeeded(run)
     assert ("access.apps.list", "account", "12 item(s)") in _receipt(run, "cut_off")
     assert {t for c, t, _a in _receipt(run, "cut_off") if c == "access.apps.update"} == {
@@ -360,7 +360,7 @@ def test_revoke_verification_names_another_policy_that_still_admits_the_vendor(
     employees["include"].append({"email_domain": {"domain": "theta-vendor.example"}})
     cloudflare_sim.store.put("access_policy", employees, cloudflare_sim.account_id)
     with django_capture_on_commit_callbacks(execute=True):
-        run = services.vendor_revoke(actor=operator, vendor=vendor, origin=None)
+        run = services.vendor_revoke(actor=operator, vendor=vendor, request_origin=None)
     run.refresh_from_db()
     assert run.status == WorkflowRun.Status.NEEDS_ATTENTION
     assert "Grafana: policy 'Employees' admits by email domain theta-vendor.example." in run.reason

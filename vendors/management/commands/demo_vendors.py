@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.requestinfo import Origin
+from dashboard.requestinfo import RequestOrigin
 from vendors import services
 from vendors.models import AccessApplication, Vendor, WorkflowRun
 
@@ -64,7 +64,7 @@ class Command(BaseCommand):
         sponsor = User.objects.filter(email=SPONSOR).first() or User.objects.create_user(
             email=SPONSOR, role=User.Role.OPERATOR
         )
-        origin = Origin(request_id="demo-setup")
+        request_origin = RequestOrigin(request_id="demo-setup")
         vendors = [
             services.vendor_create(
                 actor=sponsor,
@@ -78,7 +78,7 @@ class Command(BaseCommand):
                 session_duration="8h",
                 service_tokens=spec["service_tokens"],
                 token_duration="2160h",  # noqa: S106 - a lifetime, not a secret
-                origin=origin,
+                request_origin=request_origin,
             )
             for spec in VENDORS
         ]
