@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from alerts import outbound
-from dashboard.choices import ColouredChoices
+from dashboard.choices import ChoiceField, ColouredChoices
 
 
 class Channel(models.Model):
@@ -73,7 +73,7 @@ class Alert(models.Model):
     target_id = models.CharField(max_length=64, blank=True, db_index=True)
     target_label = models.CharField(max_length=200, blank=True)
     dedupe_key = models.CharField(max_length=200, blank=True)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    state = ChoiceField(State, max_length=10, default=State.OPEN)
     raised_at = models.DateTimeField(default=timezone.now, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution = models.TextField(max_length=4000, blank=True)
@@ -98,10 +98,6 @@ class Alert(models.Model):
     def __str__(self):
         return self.subject
 
-    @property
-    def state_obj(self) -> "Alert.State":
-        return Alert.State(self.state)
-
     def is_silenced(self) -> bool:
         return self.silenced_until is not None and self.silenced_until > timezone.now()
 
@@ -123,7 +119,7 @@ class Delivery(models.Model):
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=10, choices=Event.choices)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    state = ChoiceField(State, max_length=10, default=State.PENDING, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -141,7 +137,3 @@ class Delivery(models.Model):
         """The event, the attempts and the last error, in one line for the delivery's tooltip."""
         error = f" · {self.last_error}" if self.last_error else ""
         return f"{self.get_event_display()} · {self.attempts} attempt(s){error}"
-
-    @property
-    def state_obj(self) -> "Delivery.State":
-        return Delivery.State(self.state)

@@ -1,7 +1,8 @@
-"""Choices whose members each carry the colour of their badge."""
+"""Choices whose members each carry the colour of their badge, and the model field that reads them back as members."""
 
 from django.db import models
 from django.db.models.enums import ChoicesType
+from django.db.models.query_utils import DeferredAttribute
 
 # The badge colours the stylesheet defines (static/css/app.css, .badge-<colour>).
 COLOURS = frozenset({"grey", "blue", "purple", "green", "amber", "red"})
@@ -30,3 +31,47 @@ class ColouredChoices(models.TextChoices, metaclass=ColouredChoicesType):
     @property
     def colour(self) -> str:
         return self._colour_
+
+
+class ChoiceAttribute(DeferredAttribute):
+    """Reads a ChoiceField's stored value back as its member; a value the choices do not know (None, or one left
+    in an old row) comes back as stored. Setting stores the value as given: the member is made on each read."""
+
+    def __get__(self, instance, cls=None):
+        value = super().__get__(instance, cls)
+        if instance is None:
+            return value
+        try:
+            return self.field.choices_class(value)
+        except ValueError:
+            return value
+
+    # A descriptor with __set__ is read even once the instance holds the value, which a plain DeferredAttribute
+    # is not.
+    def __set__(self, instance, value):
+        instance.__dict__[self.field.attname] = value
+
+
+class ChoiceField(models.CharField):
+    """A CharField of coloured choices whose value reads back as its member, so that `vendor.status.label`,
+    `vendor.status.colour` and `{% badge vendor.status %}` are the one way from a stored value to its label and
+    colour. Members are str, so `vendor.status == "active"` holds; queries and `values_list` see plain strings.
+
+    Migrations see the CharField it stands for: the choices class is Python only and never reaches the database.
+    """
+
+    descriptor_class = ChoiceAttribute
+
+    def __init__(self, choices_class: type[ColouredChoices], *args, **kwargs):
+        self.choices_class = choices_class
+        super().__init__(*args, choices=choices_class.choices, **kwargs)
+
+    def deconstruct(self):
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.CharField", args, kwargs
+
+    # Field.clone() rebuilds from deconstruct(), which leaves the choices class out; migrations' state clones.
+    def clone(self):
+        _name, _path, args, kwargs = super().deconstruct()
+        del kwargs["choices"]
+        return self.__class__(self.choices_class, *args, **kwargs)

@@ -5,7 +5,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
 
-from dashboard.choices import ColouredChoices
+from dashboard.choices import ChoiceField, ColouredChoices
 
 
 class UserManager(BaseUserManager):
@@ -36,7 +36,7 @@ class User(AbstractUser):
     username = None
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     email = models.EmailField("email address", unique=True)
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    role = ChoiceField(Role, max_length=16, default=Role.VIEWER)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
@@ -50,10 +50,6 @@ class User(AbstractUser):
 
     def has_role(self, role: "User.Role") -> bool:
         return User.Role(self.role).rank >= User.Role(role).rank
-
-    @property
-    def role_obj(self) -> "User.Role":
-        return User.Role(self.role)
 
 
 class AuditEntryQuerySet(models.QuerySet):

@@ -21,7 +21,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from dashboard.choices import ColouredChoices
+from dashboard.choices import ChoiceField, ColouredChoices
 from dashboard.requestinfo import RequestOrigin
 from integrations.cloudflare import CloudflareError, CloudflareTransient
 
@@ -40,7 +40,7 @@ class Operation(models.Model):
     ACTIVE = (Status.PENDING, Status.RUNNING)
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    status = ChoiceField(Status, max_length=20, default=Status.PENDING)
     reason = models.CharField(max_length=1000, blank=True)
     actor_email = models.CharField(max_length=254, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
@@ -56,10 +56,6 @@ class Operation(models.Model):
 
     class Meta:
         abstract = True
-
-    @property
-    def status_obj(self) -> "Operation.Status":
-        return Operation.Status(self.status)
 
     @property
     def is_active(self) -> bool:
@@ -90,7 +86,7 @@ class OperationStep(models.Model):
     position = models.PositiveSmallIntegerField()
     key = models.CharField(max_length=32)
     label = models.CharField(max_length=200)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status = ChoiceField(Status, max_length=16, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     # Every Cloudflare call the step made and what Cloudflare answered: the receipt.
     answers = models.JSONField(default=list, blank=True)
@@ -103,10 +99,6 @@ class OperationStep(models.Model):
 
     def __str__(self):
         return f"{self.position}. {self.label}"
-
-    @property
-    def status_obj(self) -> "OperationStep.Status":
-        return OperationStep.Status(self.status)
 
     @property
     def duration(self) -> timedelta | None:

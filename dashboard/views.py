@@ -114,7 +114,7 @@ def user_role_update(request, public_id):
                 role=form.cleaned_data["role"],
                 request_origin=RequestOrigin.from_request(request),
             )
-            messages.success(request, f"{user.email} is now {user.role_obj.label.lower()}.")
+            messages.success(request, f"{user.email} is now {user.role.label.lower()}.")
         except ValidationError as exc:
             error = error_text(exc)
     else:

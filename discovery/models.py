@@ -6,7 +6,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from dashboard.choices import ColouredChoices
+from dashboard.choices import ChoiceField, ColouredChoices
 from dashboard.operations import Operation, OperationStep
 
 # Bounds on what one origin row keeps from untrusted logs and inventories.
@@ -68,7 +68,7 @@ class Application(models.Model):
     owner = models.CharField(max_length=254, blank=True, help_text="Who answers for it: a person or a team.")
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=254, blank=True)
-    protection = models.CharField(max_length=16, choices=Protection.choices, default=Protection.NONE)
+    protection = ChoiceField(Protection, max_length=16, default=Protection.NONE)
     policy_id = models.CharField(max_length=64, blank=True)
     policy_name = models.CharField(max_length=200, blank=True)
     # The Access applications Gatehouse created for it, in part order: Cloudflare takes at most 50 destinations
@@ -82,10 +82,6 @@ class Application(models.Model):
 
     def __str__(self):
         return self.name
-
-    @property
-    def protection_obj(self) -> "Application.Protection":
-        return Application.Protection(self.protection)
 
     @property
     def owner_mark(self) -> str:
@@ -160,7 +156,7 @@ class Origin(models.Model):
     inventory = models.JSONField(default=dict, blank=True)
     inventory_seen_at = models.DateTimeField(null=True, blank=True)
 
-    review_state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.UNREVIEWED)
+    review_state = ChoiceField(ReviewState, max_length=16, default=ReviewState.UNREVIEWED)
     reviewed_at = models.DateTimeField(null=True, blank=True)
     application = models.ForeignKey(
         Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="origins"
@@ -205,10 +201,6 @@ class Origin(models.Model):
         words += [inventory.get("name", ""), inventory.get("id", "")]
         words += [f"{k}={v}" for k, v in (inventory.get("tags") or {}).items()]
         return " ".join(str(w).lower() for w in words if w)[:1000]
-
-    @property
-    def review_obj(self) -> ReviewState:
-        return ReviewState(self.review_state)
 
     @property
     def source(self) -> "Source":

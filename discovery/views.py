@@ -74,7 +74,7 @@ def origin_export(request):
             inventory = o.inventory or {}
             yield [
                 o.label, o.address, o.port, o.protocol, names.get(o.vnet_id, ""), o.vnet_id, o.source, o.users,
-                o.sessions, o.bytes_total, _stamp(o.first_seen), _stamp(o.last_seen), o.review_obj.label,
+                o.sessions, o.bytes_total, _stamp(o.first_seen), _stamp(o.last_seen), o.review_state.label,
                 o.application.name if o.application else "", route.network if route else "",
                 (route.tunnel_name or route.tunnel_cf_id) if route else "",
                 " ".join(o.hostnames or []), inventory.get("kind", ""), inventory.get("id", ""),
@@ -124,7 +124,7 @@ def origin_review(request, public_id):
                 request_origin=RequestOrigin.from_request(request),
             )
             origin.refresh_from_db()
-            messages.success(request, f"{origin.label} is now {origin.review_obj.label.lower()}.")
+            messages.success(request, f"{origin.label} is now {origin.review_state.label.lower()}.")
         except ValidationError as exc:
             messages.error(request, error_text(exc))
     else:

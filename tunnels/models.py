@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from dashboard.choices import ColouredChoices
+from dashboard.choices import ChoiceField, ColouredChoices
 from dashboard.operations import Operation, OperationStep
 
 
@@ -27,7 +27,7 @@ class Tunnel(models.Model):
 
     cf_id = models.UUIDField(unique=True)
     name = models.CharField(max_length=255, db_index=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.INACTIVE)
+    status = ChoiceField(Status, max_length=16, default=Status.INACTIVE)
     status_rank = models.PositiveSmallIntegerField(default=2)
     status_since = models.DateTimeField(default=timezone.now)
     remote_config = models.BooleanField(default=False)
@@ -62,10 +62,6 @@ class Tunnel(models.Model):
 
     def __str__(self):
         return self.name
-
-    @property
-    def status_obj(self) -> "Tunnel.Status":
-        return Tunnel.Status(self.status)
 
     @property
     def is_serving(self) -> bool:
@@ -115,7 +111,7 @@ class StatusChange(models.Model):
     tunnel = models.ForeignKey(Tunnel, on_delete=models.CASCADE, related_name="status_changes")
     at = models.DateTimeField()
     old_status = models.CharField(max_length=16, choices=Tunnel.Status.choices, blank=True)
-    new_status = models.CharField(max_length=16, choices=Tunnel.Status.choices)
+    new_status = ChoiceField(Tunnel.Status, max_length=16)
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -124,10 +120,6 @@ class StatusChange(models.Model):
 
     def __str__(self):
         return f"{self.old_status or '—'} → {self.new_status}"
-
-    @property
-    def new_status_obj(self) -> Tunnel.Status:
-        return Tunnel.Status(self.new_status)
 
 
 class VirtualNetwork(models.Model):
@@ -280,7 +272,7 @@ class TunnelChange(Operation):
         SUCCEEDED = "succeeded", "Succeeded", "green"
         FAILED = "failed", "Failed", "red"
 
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    status = ChoiceField(Status, max_length=20, default=Status.PENDING)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     tunnel = models.ForeignKey(Tunnel, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes")
     params = models.JSONField(default=dict)
@@ -296,10 +288,6 @@ class TunnelChange(Operation):
 
     def __str__(self):
         return f"{self.get_kind_display()} ({self.status})"
-
-    @property
-    def status_obj(self) -> "TunnelChange.Status":
-        return TunnelChange.Status(self.status)
 
     @property
     def summary(self) -> str:
@@ -348,7 +336,7 @@ class PushConnection(models.Model):
         DISCONNECTING = "disconnecting", "Disconnecting", "amber"
         FAILED = "failed", "Failed", "red"
 
-    state = models.CharField(max_length=16, choices=State.choices, default=State.OFF)
+    state = ChoiceField(State, max_length=16, default=State.OFF)
     secret_sealed = models.TextField(blank=True)
     url = models.CharField(max_length=500, blank=True)
     destination_id = models.CharField(max_length=64, blank=True)
@@ -366,10 +354,6 @@ class PushConnection(models.Model):
 
     def __str__(self):
         return f"push events ({self.state})"
-
-    @property
-    def state_obj(self) -> "PushConnection.State":
-        return PushConnection.State(self.state)
 
 
 class PushEvent(models.Model):

@@ -90,7 +90,7 @@ def tunnel_alerts_evaluate(*, now: datetime, deleted: list[Tunnel] | None = None
             continue
         alert_raise(
             kind=f"tunnel.{tunnel.status}",
-            subject=f"Tunnel {tunnel.name} is {tunnel.status_obj.label.lower()}",
+            subject=f"Tunnel {tunnel.name} is {tunnel.status.label.lower()}",
             body=_alert_body(tunnel, now),
             target_type="tunnel",
             target_id=str(tunnel.cf_id),
@@ -105,7 +105,7 @@ def tunnel_alerts_evaluate(*, now: datetime, deleted: list[Tunnel] | None = None
         elif tunnel.status not in (Tunnel.Status.DOWN, Tunnel.Status.DEGRADED) and lasted(tunnel):
             alert_resolve(
                 dedupe_key=_alert_key(tunnel),
-                body=f"Tunnel {tunnel.name} is {tunnel.status_obj.label.lower()} again "
+                body=f"Tunnel {tunnel.name} is {tunnel.status.label.lower()} again "
                 f"since {tunnel.status_since:%Y-%m-%d %H:%M} UTC.",
             )
     for tunnel in deleted or []:

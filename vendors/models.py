@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from dashboard.choices import ColouredChoices
+from dashboard.choices import ChoiceField, ColouredChoices
 from dashboard.operations import Operation, OperationStep
 
 # Objects Gatehouse creates at Cloudflare carry this prefix and the vendor's id: the deterministic name is how a
@@ -93,7 +93,7 @@ class Vendor(models.Model):
     contacts = models.JSONField(default=list, blank=True, help_text="Contact email addresses.")
     domains = models.JSONField(default=list, blank=True, help_text="Email domains admitted as a whole.")
     review_due = models.DateField()
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ONBOARDING)
+    status = ChoiceField(Status, max_length=20, default=Status.ONBOARDING)
     status_reason = models.CharField(max_length=500, blank=True)
     # The review-due date the sponsor was last told about, so each overdue review is flagged once.
     review_flagged_for = models.DateField(null=True, blank=True)
@@ -137,10 +137,6 @@ class Vendor(models.Model):
             raise ValidationError(errors)
         self.contacts = sorted(set(contacts))
         self.domains = sorted(set(domains))
-
-    @property
-    def status_obj(self) -> "Vendor.Status":
-        return Vendor.Status(self.status)
 
     @property
     def archived(self) -> bool:
@@ -267,7 +263,7 @@ class Grant(models.Model):
     starts_at = models.DateTimeField(default=timezone.now)
     ends_at = models.DateTimeField()
     session_duration = models.CharField(max_length=16, default="8h")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    status = ChoiceField(Status, max_length=16, default=Status.ACTIVE)
     # The vendor's policies that admit through this grant: grants with the same session length share them, since a
     # reusable policy's session length holds on every application it is attached to.
     cf_policy_id = models.CharField(max_length=64, blank=True)
@@ -298,10 +294,6 @@ class Grant(models.Model):
             raise ValidationError({"ends_at": "The grant must end after it starts."})
 
     @property
-    def status_obj(self) -> "Grant.Status":
-        return Grant.Status(self.status)
-
-    @property
     def policy_name(self) -> str:
         return self.vendor.policy_name_for(self.session_duration)
 
@@ -320,7 +312,7 @@ class ServiceToken(models.Model):
     vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="service_tokens")
     label = models.CharField(max_length=80)
     duration = models.CharField(max_length=16, default="8760h")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status = ChoiceField(Status, max_length=16, default=Status.PENDING)
     cf_id = models.CharField(max_length=64, blank=True)
     client_id = models.CharField(max_length=200, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -341,10 +333,6 @@ class ServiceToken(models.Model):
     @property
     def cf_name(self) -> str:
         return f"{self.vendor.token_prefix}{self.public_id}"
-
-    @property
-    def status_obj(self) -> "ServiceToken.Status":
-        return ServiceToken.Status(self.status)
 
 
 class WorkflowRun(Operation):
