@@ -52,11 +52,17 @@ def test_a_text_badge_in_a_colour_the_stylesheet_does_not_define_is_refused():
         render('{% textbadge "pink" %}x{% endtextbadge %}')
 
 
-def test_a_badge_of_anything_but_a_coloured_choice_is_refused_not_shown_blank():
-    with pytest.raises(TemplateSyntaxError, match="'admin'"):
-        render("{% badge role %}", role="admin")
+def test_a_badge_of_a_value_no_choices_know_shows_it_as_stored_in_grey_and_logs_it(caplog):
+    # A row older than a choice's removal must not take its page down.
+    assert render("{% badge role %}", role="<retired>") == '<span class="badge badge-grey">&lt;retired&gt;</span>'
+    assert "'<retired>'" in caplog.text
+
+
+def test_a_badge_of_anything_but_a_choice_or_its_value_is_refused_not_shown_blank():
     with pytest.raises(TemplateSyntaxError, match="None"):
         render("{% badge role %}", role=None)
+    with pytest.raises(TemplateSyntaxError, match="int"):
+        render("{% badge role %}", role=3)
 
 
 @pytest.mark.django_db
