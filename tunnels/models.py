@@ -68,6 +68,11 @@ class Tunnel(models.Model):
         return self.status in (Tunnel.Status.HEALTHY, Tunnel.Status.DEGRADED)
 
     @property
+    def alert_key(self) -> str:
+        """The key its unhealthy alert is raised, updated and resolved under."""
+        return f"tunnel:{self.cf_id}:unhealthy"
+
+    @property
     def version_list(self) -> list[str]:
         return [v for v in self.versions.split(",") if v]
 

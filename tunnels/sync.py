@@ -26,6 +26,7 @@ from django.utils import timezone
 from integrations import cloudflare as cf
 from integrations import records
 from tunnels import push
+from tunnels.changes import public_hostnames_store
 from tunnels.models import (
     Connector,
     DnsRecord,
@@ -38,7 +39,7 @@ from tunnels.models import (
     Zone,
 )
 from tunnels.observed import observe
-from tunnels.services import public_hostnames_store, tunnel_alerts_evaluate
+from tunnels.services import tunnel_alerts_evaluate
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from celery import shared_task
 
 from dashboard.operations import retry_countdown
 from integrations import cloudflare as cf
-from tunnels import services, sync
+from tunnels import changes, services, sync
 from tunnels.models import Tunnel
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ def sync_cloudflare():
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=5)
 def tunnel_change_run(self, change_id: int):
     """Advance the change through the operation engine until it is done, waits, or meets a temporary error."""
-    services.tunnel_change_drive(self, change_id)
+    changes.tunnel_change_drive(self, change_id)
 
 
 @shared_task(ignore_result=True)

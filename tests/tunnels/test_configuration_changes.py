@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cloudflare_sim import faults
-from tunnels import services
+from tunnels import changes
 from tunnels.models import PublicHostname, Tunnel, TunnelChange, Zone
 from tunnels.tasks import tunnel_change_run
 
@@ -172,7 +172,7 @@ def test_two_changes_to_one_tunnel_run_one_after_the_other(operator, remote, syn
     watch = Watch(synced, remote)
     synced.server.set_app(watch)
     zone = Zone.objects.get(name="example.com").cf_id
-    changes = [
+    two = [
         TunnelChange.objects.create(
             kind=TunnelChange.Kind.HOSTNAME_ADD,
             tunnel=remote,
@@ -181,8 +181,8 @@ def test_two_changes_to_one_tunnel_run_one_after_the_other(operator, remote, syn
         )
         for name in ("first", "second")
     ]
-    for change in changes:
-        services.tunnel_change_steps_create(change=change)
+    for change in two:
+        changes.tunnel_change_steps_create(change=change)
 
     def work(change):
         try:
@@ -190,7 +190,7 @@ def test_two_changes_to_one_tunnel_run_one_after_the_other(operator, remote, syn
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(change,)) for change in changes]
+    threads = [threading.Thread(target=work, args=(change,)) for change in two]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -205,7 +205,7 @@ def test_two_changes_to_one_tunnel_run_one_after_the_other(operator, remote, syn
 def test_a_change_waits_for_a_tunnel_another_worker_holds_and_gives_up_visibly(
     operator_client, remote, synced, run, monkeypatch
 ):
-    monkeypatch.setattr(services, "CLAIM_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(changes, "CLAIM_WAIT_SECONDS", 0.3)
     # A change running in another worker holds the tunnel for the next minute.
     Tunnel.objects.filter(pk=remote.pk).update(change_claimed_until=timezone.now() + timedelta(minutes=1))
     version = _stored(synced, remote)["version"]

@@ -11,8 +11,8 @@ from cloudflare_sim import world
 from cloudflare_sim.endpoints_networks import tunnel_token
 from dashboard.models import AuditEntry
 from integrations import cloudflare as cf
+from tunnels.changes import MANAGED_COMMENT
 from tunnels.models import DnsRecord, Route, Tunnel, TunnelChange, VirtualNetwork, Zone
-from tunnels.services import MANAGED_COMMENT
 
 
 def _doc(sim, tunnel):
