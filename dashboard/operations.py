@@ -49,6 +49,9 @@ class Operation(models.Model):
     data = models.JSONField(default=dict, blank=True)
     # While a worker runs a step it holds the lease; a replacement worker waits it out before taking over.
     lease_until = models.DateTimeField(null=True, blank=True)
+    # When the task that comes back for it (after a retry's backoff, or a wait) is due: until a while after, the
+    # resume pass leaves the operation to that task.
+    resume_after = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -133,6 +136,17 @@ class Receipt(Protocol):
     """What a step is given: it notes each call it makes in `answers`, which the step row keeps."""
 
     answers: list[dict[str, Any]]
+
+
+# What the step row keeps of one answer: enough to say what Cloudflare said, bounded.
+_MAX_ANSWER = 300
+
+
+def note(receipt: Receipt, *, call: str, target: str, answer: str) -> None:
+    """Add one Cloudflare call and its answer to the step's receipt."""
+    receipt.answers.append(
+        {"at": timezone.now().isoformat(), "call": call, "target": target[:200], "answer": answer[:_MAX_ANSWER]}
+    )
 
 
 @dataclass(frozen=True)
@@ -286,24 +300,39 @@ class Engine:
             countdown = retry_countdown(
                 retries=retries, retry_after=exc.retry_after, first=self.retry_first, cap=self.retry_cap
             )
+            self.coming_back(run_id, countdown=countdown)
             raise task.retry(countdown=countdown) from None
         if outcome.done:
             return
         if outcome.go_on or not outcome.reason:
-            self.enqueue(run_id, countdown=outcome.wait)
+            self.enqueue_later(run_id, countdown=outcome.wait)
             return
         if retries >= task.max_retries:
             self.give_up(run_id=run_id, reason=outcome.reason)
             return
         countdown = retry_countdown(retries=retries, retry_after=outcome.wait, first=self.retry_first)
+        self.coming_back(run_id, countdown=countdown)
         raise task.retry(countdown=countdown)
 
+    def coming_back(self, run_id: int, *, countdown: float) -> None:
+        """Note when the task that comes back for the run is due, so that the resume pass does not send another
+        one meanwhile (which would not wait out the backoff)."""
+        due = timezone.now() + timedelta(seconds=countdown)
+        self.run_model.objects.filter(pk=run_id).update(resume_after=due)
+
+    def enqueue_later(self, run_id: int, *, countdown: float) -> None:
+        if countdown > 0:
+            self.coming_back(run_id, countdown=countdown)
+        self.enqueue(run_id, countdown=countdown)
+
     def runs_to_resume(self, *, idle_for: timedelta) -> list[int]:
-        """Active operations nobody is working on: no lease (or an expired one) and no progress for a while."""
+        """Active operations nobody is working on: no lease (or an expired one), no progress for a while, and no
+        task due to come back for them (or one that is overdue by as long)."""
         now = timezone.now()
         return list(
             self.run_model.objects.filter(status__in=Operation.ACTIVE, updated_at__lt=now - idle_for)
             .exclude(lease_until__gt=now)
+            .exclude(resume_after__gt=now - idle_for)
             .values_list("pk", flat=True)
         )
 

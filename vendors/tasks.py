@@ -49,10 +49,10 @@ def _drive_or_hand_over(run_id: int) -> None:
     try:
         outcome = workflows.advance_for_a_while(run_id=run_id)
         if not outcome.done:
-            workflow_advance.apply_async((run_id,), countdown=outcome.wait)
+            workflows.enqueue_later(run_id, countdown=outcome.wait)
     except CloudflareTransient as exc:
         log.warning("workflow run %s: %s; going on in a task of its own", run_id, exc.message)
-        workflow_advance.apply_async((run_id,), countdown=max(1.0, exc.retry_after or 0.0))
+        workflows.enqueue_later(run_id, countdown=max(1.0, exc.retry_after or 0.0))
 
 
 def _drive_in_thread(run_id: int) -> None:

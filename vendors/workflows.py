@@ -169,6 +169,10 @@ def drive(task: Any, run_id: int) -> None:
     _ENGINE.drive(task, run_id)
 
 
+def enqueue_later(run_id: int, *, countdown: float) -> None:
+    _ENGINE.enqueue_later(run_id, countdown=countdown)
+
+
 def retry(*, run: WorkflowRun, actor: Any, request_origin: RequestOrigin | None) -> WorkflowRun:
     return _ENGINE.retry(run_id=run.pk, actor=actor, request_origin=request_origin)
 

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.operations import Engine, StepFailed
+from dashboard.operations import Engine, StepFailed, note
 from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
 from discovery.models import (
@@ -131,7 +131,7 @@ class ApplicationProtection(Engine):
         return _Receipt(run=run)
 
     def execute(self, step: ProtectionChangeStep, receipt: _Receipt) -> None:
-        _access_apply(receipt.run)
+        _access_apply(receipt.run, receipt)
 
     def audit(self, run: ProtectionChange, event: str, details: dict[str, Any]) -> None:
         if event == "succeeded" and details:
@@ -238,7 +238,7 @@ def protection_change_retry(
         raise ValidationError("Wait until the change to Access in progress is done.") from None
 
 
-def _access_apply(change: ProtectionChange) -> None:
+def _access_apply(change: ProtectionChange, receipt: _Receipt) -> None:
     """Make Cloudflare hold what the application needs: one Access application per part of its approved
     origins' destinations (created, or found and replaced after a retry), and none left over; none at all when
     its protection is being removed or no approved origin is left. What it did goes in the change's data, for
@@ -269,9 +269,11 @@ def _access_apply(change: ProtectionChange) -> None:
                 owner_mark=application.owner_mark,
             )
             ids.append(result.id)
+            note(receipt, call="Access application made to hold its part", target=result.name, answer=result.id)
         for surplus in known[len(parts) :]:
             cf.access_private_app_delete(app_id=surplus, owner_mark=application.owner_mark)
             removed += 1
+            note(receipt, call="Access application no longer needed deleted", target=surplus, answer="deleted")
     except cf.CloudflareError as exc:
         # What exists at Cloudflare stays recorded, so a retry or an unprotect finds every part.
         _access_app_ids_save(application, ids + known[len(ids) + removed :])

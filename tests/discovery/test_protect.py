@@ -421,6 +421,8 @@ def test_a_stopped_access_change_shows_its_step_on_the_application_page_and_is_r
         )
     change = video.protection_changes.get()
     assert change.status == "failed" and change.reason.startswith("Cloudflare kept failing")
+    # Each retry said when it would come back, so that the resume pass left the change to it meanwhile.
+    assert change.resume_after is not None
     detail = reverse("discovery:application_detail", args=[video.public_id])
     retry_url = reverse("discovery:application_protect_retry", args=[video.public_id])
     page = operator_client.get(detail).content.decode()
@@ -441,6 +443,11 @@ def test_a_stopped_access_change_shows_its_step_on_the_application_page_and_is_r
     assert retried.actor_email == operator.email and retried.details == {"change": str(change.public_id)}
     page = operator_client.get(detail).content.decode()
     assert retry_url not in page
+    # The step's receipt: what it made at Cloudflare, shown with the step.
+    [made] = change.steps.get().answers
+    assert (made["target"], made["answer"]) == (video.access_name(), video.access_app_ids[0])
+    assert f"Access application made to hold its part: {video.access_name()}" in page
+    assert f"<code>{video.access_app_ids[0]}</code>" in page
 
 
 def test_only_the_latest_access_change_can_be_retried(cloudflare_sim, operator, video, db):

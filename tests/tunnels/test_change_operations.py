@@ -194,3 +194,26 @@ def test_a_stopped_change_is_retried_from_its_page_and_made_from_what_cloudflare
     # A change that did not stop cannot be retried.
     run(operator_client, retry_url, {})
     assert AuditEntry.objects.filter(action="tunnel.change_retried").count() == 1
+
+
+def test_a_change_waiting_out_a_retry_is_left_to_the_task_that_comes_back_for_it(operator, synced):
+    from dashboard import operations
+    from dashboard.requestinfo import RequestOrigin
+
+    change = services.hostname_add(
+        actor=operator, tunnel=_remote(), hostname="later.example.com", service="http://later.internal:80",
+        request_origin=RequestOrigin(),
+    )  # fmt: skip
+    now = timezone.now()
+    # Backing off after a temporary error: its task comes back in a minute, long after the last progress.
+    TunnelChange.objects.filter(pk=change.pk).update(
+        status=TunnelChange.Status.RUNNING,
+        updated_at=now - timedelta(minutes=5),
+        resume_after=now + timedelta(minutes=1),
+    )
+    assert operations.operations_resume() == 0
+    # Its task is long overdue: lost with a worker, so the pass sends another.
+    TunnelChange.objects.filter(pk=change.pk).update(resume_after=now - timedelta(minutes=2))
+    assert operations.operations_resume() == 1
+    change.refresh_from_db()
+    assert change.status == TunnelChange.Status.SUCCEEDED

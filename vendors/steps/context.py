@@ -4,13 +4,10 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.utils import timezone
-
+from dashboard import operations
 from dashboard.operations import StepFailed, StepWait, VerificationFailed
 from integrations.cloudflare import Priority
 from vendors.models import Vendor, WorkflowRun
-
-_MAX_ANSWER = 300
 
 
 @dataclass
@@ -21,9 +18,7 @@ class Context:
     answers: list[dict[str, Any]] = field(default_factory=list)
 
     def note(self, call: str, target: str, answer: str) -> None:
-        self.answers.append(
-            {"at": timezone.now().isoformat(), "call": call, "target": target[:200], "answer": answer[:_MAX_ANSWER]}
-        )
+        operations.note(self, call=call, target=target, answer=answer)
 
 
 __all__ = ["Context", "StepFailed", "StepWait", "VerificationFailed"]
