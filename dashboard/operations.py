@@ -8,6 +8,7 @@ worker killed between steps leaves the operation where the database says, for a 
 up. An app says what its steps do and what follows success or a stop by subclassing `Engine`.
 """
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -161,6 +162,13 @@ class Outcome:
     reason: str = ""
 
 
+log = logging.getLogger(__name__)
+
+# A step tried this often without an answer (its worker killed or timed out each time) stops the operation, rather
+# than being sent to worker after worker for ever.
+MAX_STEP_ATTEMPTS = 20
+
+
 def lease_seconds() -> float:
     return float(getattr(settings, "GATEHOUSE_WORKFLOW_LEASE_SECONDS", settings.CELERY_TASK_TIME_LIMIT))
 
@@ -181,6 +189,9 @@ class Engine:
     step_model: ClassVar[type[OperationStep]]
     # Relations a step and the hooks read from the run, loaded with it.
     related: ClassVar[tuple[str, ...]] = ()
+    # The row the app's own services lock before they touch its operations (the vendor, the application): the
+    # engine locks it first too, so that a request and a worker never each hold what the other waits for.
+    owner: ClassVar[str] = ""
     # A task meeting temporary Cloudflare errors retries after `retry_first` seconds, doubling up to `retry_cap`,
     # at most `max_retries` times before the operation stops with Cloudflare's reason.
     retry_first: ClassVar[float] = 1.0
@@ -218,15 +229,21 @@ class Engine:
             self.step_model(run=run, position=i, key=key, label=label) for i, (key, label) in enumerate(steps, 1)
         )
 
-    def _locked(self) -> models.QuerySet:
+    def _lock(self, run_id: int) -> Operation | None:
+        """The run, locked until the transaction ends (after its owner's row)."""
+        if self.owner:
+            field = self.run_model._meta.get_field(self.owner)
+            owner_id = self.run_model.objects.filter(pk=run_id).values_list(field.attname, flat=True).first()
+            list(field.related_model.objects.select_for_update().filter(pk=owner_id).values_list("pk", flat=True))
         locked = self.run_model.objects.select_for_update()
-        return locked.select_related(*self.related) if self.related else locked
+        locked = locked.select_related(*self.related) if self.related else locked
+        return locked.filter(pk=run_id).first()
 
     def advance(self, *, run_id: int) -> Outcome:
         """Run the next step of the operation, if it is still active and no other worker holds it."""
         now = timezone.now()
         with transaction.atomic():
-            run = self._locked().filter(pk=run_id).first()
+            run = self._lock(run_id)
             if run is None or not run.is_active:
                 return Outcome()
             if run.lease_until and run.lease_until > now:
@@ -235,6 +252,7 @@ class Engine:
             if step is None:
                 self._finish(run)
                 return Outcome()
+            worn_out = step.attempts >= MAX_STEP_ATTEMPTS
             if run.status == Operation.Status.PENDING:
                 run.started_at = now
                 self.audit(run, "started", {})
@@ -244,8 +262,13 @@ class Engine:
             step.status = OperationStep.Status.RUNNING
             step.attempts += 1
             step.started_at = step.started_at or now
-            step.save(update_fields=["status", "attempts", "started_at"])
+            if not worn_out:
+                step.save(update_fields=["status", "attempts", "started_at"])
         receipt = self.receipt(run)
+        if worn_out:
+            reason = f"Stopped after {MAX_STEP_ATTEMPTS} attempts at this step that never finished (a worker was "
+            self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=reason + "stopped or timed out).")
+            return Outcome()
         try:
             self.execute(step, receipt)
         except StepWait as wait:
@@ -262,6 +285,13 @@ class Engine:
         except (CloudflareError, StepFailed) as exc:
             self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=str(exc))
             return Outcome()
+        except Exception as exc:
+            # A fault of Gatehouse's own (or a step that ran out of time): stop visibly, for a retry once it is
+            # fixed, rather than leave the operation running for the resume pass to send round again.
+            log.exception("%s %s stopped at step %s", self.run_model.__name__, run.pk, step.key)
+            reason = f"Gatehouse could not carry out this step ({type(exc).__name__}); the worker's log says why."
+            self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=reason)
+            return Outcome()
         if self._complete(run, step, receipt):
             return Outcome(done=False, go_on=True)
         return Outcome()
@@ -269,7 +299,7 @@ class Engine:
     def give_up(self, *, run_id: int, reason: str) -> None:
         """Cloudflare kept answering with temporary errors past every retry: stop the operation where it is."""
         with transaction.atomic():
-            run = self._locked().filter(pk=run_id).first()
+            run = self._lock(run_id)
             if run is None or not run.is_active:
                 return
             step = run.steps.filter(status__in=OperationStep.OPEN).first()
@@ -310,7 +340,9 @@ class Engine:
         if retries >= task.max_retries:
             self.give_up(run_id=run_id, reason=outcome.reason)
             return
-        countdown = retry_countdown(retries=retries, retry_after=outcome.wait, first=self.retry_first)
+        countdown = retry_countdown(
+            retries=retries, retry_after=outcome.wait, first=self.retry_first, cap=self.retry_cap
+        )
         self.coming_back(run_id, countdown=countdown)
         raise task.retry(countdown=countdown)
 
@@ -336,13 +368,16 @@ class Engine:
             .values_list("pk", flat=True)
         )
 
-    def resume(self, *, on_start: bool = False) -> int:
-        """Send the task again for active runs no worker is on (a worker died, or its message was lost).
+    def runs_to_resume_on_start(self) -> list[int]:
+        """What a starting worker takes (perhaps in place of one that was killed): every active run, leased or not
+        (the task waits out a dead worker's lease itself), but those whose task is due to come back later."""
+        active = self.run_model.objects.filter(status__in=Operation.ACTIVE)
+        return list(active.exclude(resume_after__gt=timezone.now()).values_list("pk", flat=True))
 
-        A starting worker takes every active run, leased or not: the task waits out a dead worker's lease itself.
-        """
+    def resume(self, *, on_start: bool = False) -> int:
+        """Send the task again for active runs no worker is on (a worker died, or its message was lost)."""
         if on_start:
-            runs = list(self.run_model.objects.filter(status__in=Operation.ACTIVE).values_list("pk", flat=True))
+            runs = self.runs_to_resume_on_start()
         else:
             runs = self.runs_to_resume(idle_for=timedelta(seconds=min(30.0, lease_seconds())))
         for run_id in runs:
@@ -352,7 +387,7 @@ class Engine:
     def retry(self, *, run_id: int, actor: Any, request_origin: RequestOrigin | None) -> Operation:
         """Go on with a stopped operation from the step that stopped it; its task is sent once this commits."""
         with transaction.atomic():
-            run = self._locked().get(pk=run_id)
+            run = self._lock(run_id)
             if run.status not in (Operation.Status.FAILED, Operation.Status.NEEDS_ATTENTION):
                 raise ValidationError("Only a stopped change can be retried.")
             run.steps.filter(status=OperationStep.Status.FAILED).update(
@@ -376,7 +411,7 @@ class Engine:
     def _complete(self, run: Operation, step: OperationStep, receipt: Receipt) -> bool:
         """Record the step as done, in its own transaction; whether the operation still has work (not cancelled)."""
         with transaction.atomic():
-            current = self._locked().get(pk=run.pk)
+            current = self._lock(run.pk)
             step.status = OperationStep.Status.DONE
             step.finished_at = timezone.now()
             step.answers = step.answers + receipt.answers
@@ -409,7 +444,7 @@ class Engine:
         findings: list[str] | None = None,
     ) -> None:
         with transaction.atomic():
-            current = self._locked().get(pk=run.pk)
+            current = self._lock(run.pk)
             step.status = OperationStep.Status.FAILED
             step.finished_at = timezone.now()
             step.answers = step.answers + receipt.answers

@@ -294,6 +294,14 @@ class TunnelChange(Operation):
     def __str__(self):
         return f"{self.get_kind_display()} ({self.status})"
 
+    # A change that makes a token is asked for again rather than retried: its token is shown to whoever asked,
+    # once, and a retry long after could take a tunnel of the same name made since for its own.
+    NOT_RETRIED = (Kind.TUNNEL_CREATE, Kind.TOKEN_ROTATE)
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == self.Status.FAILED and self.kind not in self.NOT_RETRIED
+
     @property
     def summary(self) -> str:
         p = self.params

@@ -387,6 +387,8 @@ def tunnel_change_retry(*, actor: User, change: TunnelChange, request_origin: Re
     """Make a stopped change again, as it was asked."""
     if not actor.has_role(User.Role.OPERATOR):
         raise PermissionDenied("Only operators change tunnels.")
+    if not change.retryable:
+        raise ValidationError(f"{change.get_kind_display()} is not retried: ask for it again.")
     return changes.tunnel_change_retry(change=change, actor=actor, request_origin=request_origin)
 
 

@@ -186,7 +186,7 @@ def change_detail(request, change_id):
         "change": change,
         "token": None,
         "token_waiting": change.token_available() and change.actor_id == request.user.pk,
-        "can_retry": request.user.has_role(User.Role.OPERATOR) and change.status == change.Status.FAILED,
+        "can_retry": request.user.has_role(User.Role.OPERATOR) and change.retryable,
     }
     return render(request, template_for(request, "tunnels/change_detail.html", "change-status"), context)
 

@@ -89,6 +89,7 @@ class VendorWorkflows(Engine):
     run_model = WorkflowRun
     step_model = WorkflowStep
     related = ("vendor",)
+    owner = "vendor"
     # Someone is waiting on the click: 1, 2, 4, 8, then every 10 s, about two minutes in all (the task's retries).
     retry_cap = 10.0
 

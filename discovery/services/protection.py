@@ -119,6 +119,7 @@ class ApplicationProtection(Engine):
     run_model = ProtectionChange
     step_model = ProtectionChangeStep
     related = ("application",)
+    owner = "application"
     retry_first = 5.0
     retry_cap = 300.0
 
@@ -152,6 +153,7 @@ class ApplicationProtection(Engine):
 
     def succeeded(self, run: ProtectionChange) -> dict[str, Any]:
         """The application records what Access now holds; the audit entry is written only when that changed."""
+        self._follow(run)
         if "ids" not in run.data:
             return {}
         ids, state = run.data["ids"], run.data["state"]
@@ -162,17 +164,19 @@ class ApplicationProtection(Engine):
             protected_at=(application.protected_at or timezone.now()) if ids else None,
             protection_error="",
         )
-        self._follow(run)
         if updated == 1 and (ids != run.data["known"] or state != Application.Protection.PROTECTED):
             return {"access_app_ids": ids, "destinations": run.data["destinations"]}
         return {}
 
     def stopped(self, run: ProtectionChange, step: ProtectionChangeStep, *, reason: str, findings: list[str]) -> None:
         state = run.data.get("state", Application.Protection.PENDING)
-        Application.objects.filter(pk=run.application_id, protection=state).update(
+        failed = Application.objects.filter(pk=run.application_id, protection=state).update(
             protection=Application.Protection.FAILED, protection_error=reason[:300]
         )
-        self._follow(run)
+        # The application shows the failure and offers a retry, which reads it afresh; only one that has moved on
+        # since (someone asked for another change) needs a change of its own.
+        if not failed:
+            self._follow(run)
 
     def retried(self, run: ProtectionChange, *, actor: Any, request_origin: RequestOrigin | None) -> None:
         """The application wants again what the change was for; the step reads it afresh."""
@@ -213,7 +217,14 @@ def protection_change_request(*, application: Application, request_origin: Reque
             .first()
         )
         if active is None:
-            return _ENGINE.start(application, request_origin=request_origin)
+            try:
+                with transaction.atomic():
+                    return _ENGINE.start(application, request_origin=request_origin)
+            except IntegrityError:
+                # A change that ended while this waited started the next one, which this statement could not see.
+                active = ProtectionChange.objects.select_for_update().get(
+                    application=application, status__in=ProtectionChange.ACTIVE
+                )
         if active.status == ProtectionChange.Status.RUNNING and not active.again:
             ProtectionChange.objects.filter(pk=active.pk).update(again=True)
         return active

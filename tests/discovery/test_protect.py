@@ -463,3 +463,43 @@ def test_only_the_latest_access_change_can_be_retried(cloudflare_sim, operator, 
     assert newer != stopped
     with pytest.raises(ValidationError, match="A newer change to Access has replaced this one"):
         services.protection_change_retry(actor=operator, change=stopped, request_origin=R)
+
+
+def test_a_change_that_read_a_failed_application_is_followed_when_protection_was_asked_meanwhile(
+    cloudflare_sim, video, django_capture_on_commit_callbacks
+):
+    from discovery.models import ProtectionChange, ProtectionChangeStep
+
+    services.access_policies_refresh()
+    policy = AccessPolicy.objects.first()
+    # A change read the application while it had failed (so it has nothing to do), and someone asked for
+    # protection before it ended: the application waits, pending, for a change that reads it afresh.
+    Application.objects.filter(pk=video.pk).update(protection="pending", policy_id=policy.cf_id)
+    ending = ProtectionChange.objects.create(
+        application=video, status=ProtectionChange.Status.RUNNING, again=True, data={"state": "failed"}
+    )
+    ProtectionChangeStep.objects.create(run=ending, position=1, key="access", label="Access", status="done")
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.application_protect_task(ending.pk)
+    video.refresh_from_db()
+    assert video.protection == Application.Protection.PROTECTED
+    assert list(video.protection_changes.values_list("status", flat=True)) == ["succeeded", "succeeded"]
+
+
+def test_a_stopped_change_is_not_followed_by_one_that_would_hide_its_retry(
+    cloudflare_sim, operator_client, video, django_capture_on_commit_callbacks
+):
+    from discovery.models import ProtectionChange
+
+    Application.objects.filter(pk=video.pk).update(
+        protection="pending", policy_id="00000000-0000-4000-8000-00000000dead"
+    )
+    change = services.protection_change_request(application=video, request_origin=R)
+    # Something was asked while it ran; the failure and its retry (which reads everything afresh) cover it.
+    ProtectionChange.objects.filter(pk=change.pk).update(again=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.application_protect_task(change.pk)
+    assert list(video.protection_changes.values_list("status", flat=True)) == ["failed"]
+    page = operator_client.get(reverse("discovery:application_detail", args=[video.public_id])).content.decode()
+    assert reverse("discovery:application_protect_retry", args=[video.public_id]) in page
+    assert "another change follows it" not in page

@@ -152,10 +152,12 @@ def test_a_change_a_live_worker_holds_is_not_resumed(operator, synced):
         updated_at=timezone.now() - timedelta(minutes=5),
     )
     assert operations.operations_resume() == 0
-    # A worker that starts takes it anyway, and waits out the lease itself.
-    assert operations.operations_resume(on_start=True) == 1
-    change.refresh_from_db()
-    assert change.status == TunnelChange.Status.RUNNING and change.steps.get().attempts == 0
+    # A worker that starts takes it anyway (it may replace the one holding the lease, and its task waits the
+    # lease out), but not one whose task is due to come back later.
+    engine = changes.TunnelChanges()
+    assert engine.runs_to_resume_on_start() == [change.pk]
+    TunnelChange.objects.filter(pk=change.pk).update(resume_after=timezone.now() + timedelta(seconds=40))
+    assert engine.runs_to_resume_on_start() == []
 
 
 def test_a_stopped_change_is_retried_from_its_page_and_made_from_what_cloudflare_holds_then(
@@ -217,3 +219,66 @@ def test_a_change_waiting_out_a_retry_is_left_to_the_task_that_comes_back_for_it
     assert operations.operations_resume() == 1
     change.refresh_from_db()
     assert change.status == TunnelChange.Status.SUCCEEDED
+
+
+def test_a_step_whose_worker_keeps_dying_stops_the_change_after_so_many_attempts(operator, synced):
+    from dashboard import operations
+    from dashboard.requestinfo import RequestOrigin
+
+    change = services.hostname_add(
+        actor=operator, tunnel=_remote(), hostname="doomed.example.com", service="http://doomed.internal:80",
+        request_origin=RequestOrigin(),
+    )  # fmt: skip
+    # Each attempt so far ended with its worker killed: the step is still running, with no answer.
+    TunnelChangeStep.objects.filter(run=change).update(
+        status=TunnelChangeStep.Status.RUNNING, attempts=operations.MAX_STEP_ATTEMPTS
+    )
+    TunnelChange.objects.filter(pk=change.pk).update(status=TunnelChange.Status.RUNNING)
+    calls = synced.calls()
+    tunnel_change_run(change.pk)
+    change.refresh_from_db()
+    assert change.status == TunnelChange.Status.FAILED
+    assert change.reason.startswith(f"Stopped after {operations.MAX_STEP_ATTEMPTS} attempts")
+    assert synced.calls() == calls
+    assert AuditEntry.objects.filter(action="tunnel.change_failed").count() == 1
+
+
+class _Broken(changes.TunnelChanges):
+    """The tunnel engine with a step that has a fault of its own."""
+
+    def execute(self, step, receipt):
+        raise KeyError("params")
+
+
+def test_a_fault_in_a_step_stops_the_change_visibly_instead_of_leaving_it_running(operator, synced, caplog):
+    from dashboard.requestinfo import RequestOrigin
+
+    change = services.hostname_add(
+        actor=operator, tunnel=_remote(), hostname="fault.example.com", service="http://fault.internal:80",
+        request_origin=RequestOrigin(),
+    )  # fmt: skip
+    assert _Broken().advance(run_id=change.pk).done
+    change.refresh_from_db()
+    step = change.steps.get()
+    assert change.status == TunnelChange.Status.FAILED and change.lease_until is None
+    assert change.reason == "Gatehouse could not carry out this step (KeyError); the worker's log says why."
+    assert step.status == TunnelChangeStep.Status.FAILED
+    assert "KeyError: 'params'" in caplog.text
+
+
+def test_a_change_that_makes_a_token_is_asked_for_again_not_retried(operator, operator_client, cloudflare_sim, run):
+    from cloudflare_sim import faults
+
+    faults.save(
+        cloudflare_sim.store, {"rules": [{"endpoint": "POST /accounts/{account_id}/cfd_tunnel", "error_rate": 1.0}]}
+    )
+    run(operator_client, reverse("tunnels:tunnel_create"), {"name": "edge-later"})
+    change = TunnelChange.objects.get()
+    assert change.status == TunnelChange.Status.FAILED
+    page = operator_client.get(reverse("tunnels:change_detail", args=[change.public_id])).content.decode()
+    retry_url = reverse("tunnels:change_retry", args=[change.public_id])
+    assert retry_url not in page
+    response = operator_client.post(retry_url, follow=True)
+    assert "Create tunnel is not retried: ask for it again." in response.content.decode()
+    change.refresh_from_db()
+    assert change.status == TunnelChange.Status.FAILED
