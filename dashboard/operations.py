@@ -26,6 +26,8 @@ from dashboard.choices import ChoiceField, ColouredChoices
 from dashboard.requestinfo import RequestOrigin
 from integrations.cloudflare import CloudflareError, CloudflareTransient
 
+log = logging.getLogger(__name__)
+
 
 class Operation(models.Model):
     """The row of one operation: who asked, from where, how far it got, and what its steps pass on to the next."""
@@ -161,8 +163,6 @@ class Outcome:
     go_on: bool = False
     reason: str = ""
 
-
-log = logging.getLogger(__name__)
 
 # A step tried this often without an answer (its worker killed or timed out each time) stops the operation, rather
 # than being sent to worker after worker for ever.
