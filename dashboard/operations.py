@@ -233,8 +233,8 @@ class Engine:
         """The run, locked until the transaction ends (after its owner's row)."""
         if self.owner:
             field = self.run_model._meta.get_field(self.owner)
-            owner_id = self.run_model.objects.filter(pk=run_id).values_list(field.attname, flat=True).first()
-            list(field.related_model.objects.select_for_update().filter(pk=owner_id).values_list("pk", flat=True))
+            owner = self.run_model.objects.filter(pk=run_id).values(field.attname)
+            list(field.related_model.objects.select_for_update().filter(pk__in=owner).values_list("pk", flat=True))
         locked = self.run_model.objects.select_for_update()
         locked = locked.select_related(*self.related) if self.related else locked
         return locked.filter(pk=run_id).first()

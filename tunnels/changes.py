@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from alerts.services import alert_resolve
 from dashboard.models import User
-from dashboard.operations import Engine, Outcome, StepFailed, StepWait
+from dashboard.operations import Engine, StepFailed, StepWait
 from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, seal
 from dashboard.services import audit_record
@@ -135,12 +135,6 @@ class TunnelChanges(Engine):
 
 
 _ENGINE = TunnelChanges()
-
-
-def tunnel_change_advance(*, change_id: int) -> Outcome:
-    """Carry out the change's next step. Transient Cloudflare errors propagate; a tunnel another change holds
-    comes back as an outcome to try again later."""
-    return _ENGINE.advance(run_id=change_id)
 
 
 def tunnel_change_drive(task: Any, change_id: int) -> None:

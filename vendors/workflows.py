@@ -158,10 +158,6 @@ def create_steps(run: WorkflowRun) -> None:
     _ENGINE.create_steps(run, STEPS[run.kind])
 
 
-def advance(*, run_id: int) -> Outcome:
-    return _ENGINE.advance(run_id=run_id)
-
-
 def advance_for_a_while(*, run_id: int) -> Outcome:
     return _ENGINE.advance_for_a_while(run_id=run_id)
 

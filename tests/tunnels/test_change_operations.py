@@ -55,7 +55,7 @@ def test_a_tunnel_another_change_holds_releases_the_lease_and_the_change_goes_on
         service="http://wait.internal:80",
         request_origin=RequestOrigin(),
     )
-    outcome = changes.tunnel_change_advance(change_id=change.pk)
+    outcome = changes.TunnelChanges().advance(run_id=change.pk)
     assert not outcome.done and outcome.reason == f"Another change to tunnel {remote.name} is still running."
     change.refresh_from_db()
     step = change.steps.get()
@@ -84,7 +84,7 @@ def test_a_change_another_worker_leases_is_left_to_it(operator, synced):
         request_origin=RequestOrigin(),
     )
     TunnelChange.objects.filter(pk=change.pk).update(lease_until=timezone.now() + timedelta(minutes=5))
-    outcome = changes.tunnel_change_advance(change_id=change.pk)
+    outcome = changes.TunnelChanges().advance(run_id=change.pk)
     assert not outcome.done and outcome.wait > 200 and outcome.reason == ""
     assert change.steps.get().attempts == 0
     assert not any(r["hostname"] == "lease.example.com" for r in _ingress(synced, remote))
