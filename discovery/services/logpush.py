@@ -211,7 +211,9 @@ def _apply_origins(totals: logparse.ObjectTotals, now: dt.datetime) -> None:
             del existing[("", address, port, protocol)]
             unplaced.vnet_id = vnet
             existing[(vnet, address, port, protocol)] = unplaced
-    missing = [key for key in keys if key not in existing]
+    # New origins go in in one order for every worker: two batches inserting the same new origins in the orders
+    # their logs first named them would each wait on a row the other inserted, and PostgreSQL aborts one.
+    missing = sorted(key for key in keys if key not in existing)
     if missing:
         Origin.objects.bulk_create(
             [
@@ -286,7 +288,7 @@ def _apply_days(totals: logparse.ObjectTotals, origins: dict[tuple, Origin]) -> 
         for day_number, bucket in agg.days.items():
             wanted[(origin_id, dt.date(1970, 1, 1) + dt.timedelta(days=day_number))] = bucket
     OriginDaily.objects.bulk_create(
-        [OriginDaily(origin_id=o, day=d) for o, d in wanted], ignore_conflicts=True, batch_size=500
+        [OriginDaily(origin_id=o, day=d) for o, d in sorted(wanted)], ignore_conflicts=True, batch_size=500
     )
     rows = (
         OriginDaily.objects.select_for_update()

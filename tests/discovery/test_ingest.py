@@ -341,6 +341,35 @@ def test_two_ingesters_racing_over_the_same_bucket_count_every_object_once(logpu
     assert ingested_sessions() == expected_sessions(records=8000, hours=3)
 
 
+def _apply_in_child(run_id: int, totals, start) -> None:
+    for conn in connections.all(initialized_only=True):
+        conn.connection = None
+    start.wait(10)
+    services.logpush._apply(claims=[], run_id=run_id, totals=totals)
+    os._exit(0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_batches_bringing_the_same_new_origins_in_opposite_orders_both_land(logpush):
+    # Two workers whose objects first name the same new origins in opposite orders, applying at the same moment:
+    # neither may deadlock the other (Gateway logs name origins in whatever order sessions happen).
+    run = IngestRun.objects.create(source=URL)
+    context = multiprocessing.get_context("fork")
+    for round_ in range(6):
+        records = [_base_record(OriginIP=f"10.{round_}.{n // 250}.{n % 250 + 1}") for n in range(400)]
+        batches = [read_lines(records), read_lines(list(reversed(records)))]
+        connections.close_all()
+        start = context.Barrier(2)
+        workers = [context.Process(target=_apply_in_child, args=(run.pk, totals, start)) for totals in batches]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+
+        assert [w.exitcode for w in workers] == [0, 0], f"round {round_}"
+        assert Origin.objects.filter(address__startswith=f"10.{round_}.", sessions=2).count() == 400
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_half_way_through_a_file_leaves_nothing_and_the_next_reads_it_whole(logpush):
     # One window of 200,000 records: two objects that each take a worker a good while to read.
