@@ -50,52 +50,108 @@ def vpc_virtual_networks(vpcs: dict[str, list[str]]) -> dict[str, str]:
     return found
 
 
+# Addresses recorded per transaction: each chunk locks its origins briefly, so log ingest is not held up for a
+# whole pass, and the lookup stays well inside SQLite's limit on query parameters.
+RECORD_CHUNK = 500
+
+Key = tuple[str, str, int, str]  # (virtual network, address, port, protocol), as traffic keys an origin
+
+
 def inventory_record(*, items: list[aws.InventoryItem], failed: set[tuple[str, str]], vnets: dict[str, str]) -> int:
     """Record what the inventory found as origins, keyed like traffic: (virtual network of the VPC, IP, port,
     protocol). The origins it no longer lists lose the inventory mark, except those of a (region, kind) that
     could not be read this time, which keep what an earlier pass found."""
     now = timezone.now()
+    found: dict[Key, dict] = {}
+    for item in items:
+        address = item.address.lower()[:253]
+        if not address or not 0 <= item.port <= 65535 or item.protocol not in Protocol.values:
+            continue
+        # Of two entries for one key the later describes it, as AWS listed them.
+        found[(vnets.get(item.vpc_id, ""), address, item.port, item.protocol)] = {
+            "kind": item.kind,
+            "id": item.resource_id[:300],
+            "region": item.region[:32],
+            "name": item.name[:200],
+            "tags": dict(list(item.tags.items())[:50]),
+            "vpc_id": item.vpc_id[:64],
+            "interface_id": item.interface_id[:64],
+        }
+    by_address: dict[str, list[Key]] = {}
+    for key in found:
+        by_address.setdefault(key[1], []).append(key)
+    addresses = sorted(by_address)
     seen: set[int] = set()
+    for at in range(0, len(addresses), RECORD_CHUNK):
+        chunk = {key: found[key] for address in addresses[at : at + RECORD_CHUNK] for key in by_address[address]}
+        seen |= _record_chunk(chunk, now)
     with transaction.atomic():
-        for item in items:
-            address = item.address.lower()[:253]
-            if not address or not 0 <= item.port <= 65535 or item.protocol not in Protocol.values:
-                continue
-            vnet = vnets.get(item.vpc_id, "")
-            details = {
-                "kind": item.kind,
-                "id": item.resource_id[:300],
-                "region": item.region[:32],
-                "name": item.name[:200],
-                "tags": dict(list(item.tags.items())[:50]),
-                "vpc_id": item.vpc_id[:64],
-                "interface_id": item.interface_id[:64],
-            }
-            key = {"address": address, "port": item.port, "protocol": item.protocol}
-            rows = Origin.objects.select_for_update()
-            # Without a known network, the origin of that address in any network (traffic's, if it has been seen)
-            # is the one; with one, the origin in that network, or one an earlier pass could not yet place.
-            matches = list(rows.filter(vnet_id=vnet, **key)) if vnet else list(rows.filter(**key))
-            if vnet and not matches:
-                matches = list(rows.filter(vnet_id="", **key))
-                for origin in matches:
-                    origin.vnet_id = vnet
-            if not matches:
-                matches = [Origin.objects.create(vnet_id=vnet, ip_key=ip_key(address), **key)]
-            for origin in matches:
+        gone = Origin.objects.filter(seen_in_inventory=True).exclude(pk__in=seen)
+        for region, kind in failed:
+            gone = gone.exclude(inventory__region=region, inventory__kind=kind)
+        # Locked in id order, as log ingest locks origins, so the two never wait on each other in a circle.
+        ids = list(gone.select_for_update().order_by("id").values_list("pk", flat=True))
+        Origin.objects.filter(pk__in=ids).update(seen_in_inventory=False)
+    return len(seen)
+
+
+def _record_chunk(found: dict[Key, dict], now) -> set[int]:
+    """Record one chunk of addresses; the ids of the origins it marked."""
+    with transaction.atomic():
+        matched, missing = _matches(_locked(found), found)
+        if missing:
+            # New origins go in in key order, as log ingest inserts them; one of them that a log batch inserted
+            # meanwhile is taken as it is, and the lookup is made again over the rows now there.
+            Origin.objects.bulk_create(
+                sorted(missing, key=lambda o: (o.vnet_id, o.address, o.port, o.protocol)), ignore_conflicts=True
+            )
+            matched, missing = _matches(_locked(found), found)
+            if missing:
+                Origin.objects.bulk_create(missing)
+        marked: dict[int, Origin] = {}
+        for key, details in found.items():
+            for origin in matched[key]:
                 origin.seen_in_inventory = True
                 origin.inventory = details
                 origin.inventory_seen_at = now
                 origin.search_text = origin.compute_search_text()
-                origin.save(
-                    update_fields=["vnet_id", "seen_in_inventory", "inventory", "inventory_seen_at", "search_text"]
-                )
-                seen.add(origin.pk)
-        gone = Origin.objects.filter(seen_in_inventory=True).exclude(pk__in=seen)
-        for region, kind in failed:
-            gone = gone.exclude(inventory__region=region, inventory__kind=kind)
-        gone.update(seen_in_inventory=False)
-    return len(seen)
+                marked[origin.pk] = origin
+        for origin in sorted(marked.values(), key=lambda o: o.pk):
+            origin.save(update_fields=["vnet_id", "seen_in_inventory", "inventory", "inventory_seen_at", "search_text"])
+    return set(marked)
+
+
+def _locked(found: dict[Key, dict]) -> list[Origin]:
+    return list(Origin.objects.select_for_update().filter(address__in={key[1] for key in found}).order_by("id"))
+
+
+def _matches(rows: list[Origin], found: dict[Key, dict]) -> tuple[dict[Key, list[Origin]], list[Origin]]:
+    """Which origins each key describes, and the unsaved origins to make for keys no row matches.
+
+    Without a known network, the origin of that address in any network (traffic's, if it has been seen) is the
+    one; with one, the origin in that network, or one an earlier pass could not yet place, which is placed now.
+    """
+    index: dict[tuple[str, int, str], list[Origin]] = {}
+    for origin in rows:
+        index.setdefault((origin.address, origin.port, origin.protocol), []).append(origin)
+    matched: dict[Key, list[Origin]] = {}
+    missing: list[Origin] = []
+    for key in found:
+        vnet, address, port, protocol = key
+        same = index.setdefault((address, port, protocol), [])
+        if vnet:
+            matches = [o for o in same if o.vnet_id == vnet] or [o for o in same if o.vnet_id == ""]
+            for origin in matches:
+                origin.vnet_id = vnet
+        else:
+            matches = list(same)
+        if not matches:
+            origin = Origin(vnet_id=vnet, address=address, ip_key=ip_key(address), port=port, protocol=protocol)
+            same.append(origin)
+            missing.append(origin)
+            matches = [origin]
+        matched[key] = matches
+    return matched, missing
 
 
 def inventory_discover(*, regions: list[str]) -> InventoryRun:

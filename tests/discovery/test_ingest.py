@@ -341,12 +341,33 @@ def test_two_ingesters_racing_over_the_same_bucket_count_every_object_once(logpu
     assert ingested_sessions() == expected_sessions(records=8000, hours=3)
 
 
-def _apply_in_child(run_id: int, totals, start) -> None:
+def _in_child(start, work, *args) -> None:
     for conn in connections.all(initialized_only=True):
         conn.connection = None
     start.wait(10)
-    services.logpush._apply(claims=[], run_id=run_id, totals=totals)
+    work(*args)
     os._exit(0)
+
+
+def _apply(run_id: int, totals) -> None:
+    services.logpush._apply(claims=[], run_id=run_id, totals=totals)
+
+
+def _record_inventory(items, vnets) -> None:
+    services.inventory_record(items=items, failed=set(), vnets=vnets)
+
+
+def _side_by_side(*jobs) -> list[int | None]:
+    """Run each (function, args) in a forked process of its own, all let go at the same moment; their exit codes."""
+    connections.close_all()
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(len(jobs))
+    workers = [context.Process(target=_in_child, args=(start, work, *args)) for work, args in jobs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    return [worker.exitcode for worker in workers]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -354,20 +375,42 @@ def test_two_batches_bringing_the_same_new_origins_in_opposite_orders_both_land(
     # Two workers whose objects first name the same new origins in opposite orders, applying at the same moment:
     # neither may deadlock the other (Gateway logs name origins in whatever order sessions happen).
     run = IngestRun.objects.create(source=URL)
-    context = multiprocessing.get_context("fork")
     for round_ in range(6):
         records = [_base_record(OriginIP=f"10.{round_}.{n // 250}.{n % 250 + 1}") for n in range(400)]
         batches = [read_lines(records), read_lines(list(reversed(records)))]
-        connections.close_all()
-        start = context.Barrier(2)
-        workers = [context.Process(target=_apply_in_child, args=(run.pk, totals, start)) for totals in batches]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
 
-        assert [w.exitcode for w in workers] == [0, 0], f"round {round_}"
+        assert _side_by_side(*[(_apply, (run.pk, totals)) for totals in batches]) == [0, 0], f"round {round_}"
         assert Origin.objects.filter(address__startswith=f"10.{round_}.", sessions=2).count() == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_inventory_and_a_log_batch_bringing_the_same_new_origins_at_once_make_one_origin_of_each():
+    # The first inventory pass and the first Logpush batches of a new install meet the same hosts at once.
+    run = IngestRun.objects.create(source=URL)
+    vnet = json.loads(_base_record())["VirtualNetworkID"]
+    for round_ in range(4):
+        addresses = [f"10.{round_}.{n // 250}.{n % 250 + 1}" for n in range(600)]
+        # AWS lists hosts in an order of its own, unrelated to the order sessions name them in.
+        totals = read_lines([_base_record(OriginIP=a) for a in addresses])
+        items = [
+            aws.InventoryItem(
+                kind="ec2",
+                resource_id=f"i-{n:08x}",
+                region="eu-west-1",
+                address=a,
+                port=5432,
+                protocol="TCP",
+                vpc_id="vpc-1",
+            )
+            for n, a in reversed(list(enumerate(addresses)))
+        ]
+
+        exits = _side_by_side((_apply, (run.pk, totals)), (_record_inventory, (items, {"vpc-1": vnet})))
+
+        assert exits == [0, 0], f"round {round_}"
+        made = Origin.objects.filter(address__startswith=f"10.{round_}.")
+        assert made.count() == 600
+        assert set(made.values_list("vnet_id", "sessions", "seen_in_inventory").distinct()) == {(vnet, 1, True)}
 
 
 @pytest.mark.django_db(transaction=True)
