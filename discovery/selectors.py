@@ -316,8 +316,18 @@ def protection_change_latest(*, application: Application) -> ProtectionChange | 
     return application.protection_changes.prefetch_related("steps").first()
 
 
-def application_origins(*, application: Application) -> list[Origin]:
-    return list(application.origins.order_by("address", "port", "protocol")[:500])
+@dataclass(frozen=True)
+class MemberOrigin:
+    """An origin of an application, with its virtual network's name where the tunnels app knows it."""
+
+    origin: Origin
+    vnet_name: str
+
+
+def application_origins(*, application: Application) -> list[MemberOrigin]:
+    origins = list(application.origins.order_by("address", "port", "protocol")[:500])
+    names = vnet_names() if origins else {}
+    return [MemberOrigin(o, names.get(o.vnet_id, "")) for o in origins]
 
 
 def ingest_runs(*, limit: int = 20) -> list[IngestRun]:

@@ -208,7 +208,7 @@ def application_detail(request, public_id):
     can_change = request.user.has_role(User.Role.OPERATOR)
     context = {
         "application": application,
-        "origins": selectors.application_origins(application=application),
+        "members": selectors.application_origins(application=application),
         "protect_form": ProtectForm(),
         "policies": AccessPolicy.objects.all(),
         "can_change": can_change,

@@ -270,6 +270,28 @@ def test_creating_an_application_and_seeing_it_listed(operator_client):
     assert "Video calls" in operator_client.get(reverse("discovery:application_list")).content.decode()
 
 
+def test_the_application_page_names_each_origins_virtual_network(viewer_client, make_origin):
+    import uuid
+
+    from tunnels.models import VirtualNetwork
+
+    prod = VirtualNetwork.objects.create(cf_id=uuid.uuid4(), name="prod-<vpc>")
+    unsynced = str(uuid.uuid4())
+    app = Application.objects.create(name="Payroll")
+    for address, vnet in (("10.0.0.1", str(prod.cf_id)), ("10.0.0.2", unsynced), ("10.0.0.3", "")):
+        app.origins.add(make_origin(address=address, vnet_id=vnet))
+
+    body = viewer_client.get(reverse("discovery:application_detail", args=[app.public_id])).content.decode()
+    rows = {
+        address: body[body.index(f">{address}:") :].split("</tr>")[0]
+        for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    }
+
+    assert "prod-&lt;vpc&gt;</span>" in rows["10.0.0.1"]
+    assert f'title="{unsynced}"' in rows["10.0.0.2"] and "prod-" not in rows["10.0.0.2"]
+    assert "unknown" in rows["10.0.0.3"]
+
+
 def test_the_ingest_page_shows_each_run_and_what_it_refused(viewer_client):
     IngestRun.objects.create(source="s3://b/p", records=100, accepted=90, malformed=4, wrong_type=3, absurd=2, public=1)
     body = viewer_client.get(reverse("discovery:ingest_list")).content.decode()
