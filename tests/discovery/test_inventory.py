@@ -353,3 +353,33 @@ def test_names_and_tags_from_aws_lose_control_and_bidirectional_characters(db, e
     inventory = _inventory()["10.40.1.99"].inventory
     assert inventory["name"] == "invoicefdp.exeadmin"
     assert inventory["tags"]["Name"] == "invoicefdp.exeadmin"
+
+
+def test_the_demo_estate_lists_the_busiest_hosts_of_each_routed_network_and_one_that_no_session_reached(
+    db, moto, make_origin
+):
+    _route("10.50.0.0/20")
+    _route("10.60.0.0/24", vnet="9d0b8a2e-51c4-4b9e-8f8e-2a7e9f6c1d30", name="staging")
+    _route("172.16.0.0/12")  # too wide for a VPC
+    for n, sessions in enumerate([50, 40, 30, 20]):
+        make_origin(address=f"10.50.1.{n + 10}", port=5432, sessions=sessions, seen_in_traffic=True)
+    make_origin(address="10.60.0.2", port=443, sessions=99, seen_in_traffic=True)  # AWS keeps .0 to .3
+    make_origin(
+        vnet_id="9d0b8a2e-51c4-4b9e-8f8e-2a7e9f6c1d30", address="10.60.0.9", port=443, sessions=5, seen_in_traffic=True
+    )
+    out = io.StringIO()
+
+    call_command("demo_aws", stdout=out)
+    call_command("demo_aws", stdout=out)
+    services.inventory_discover(regions=["us-east-1"])
+
+    assert out.getvalue().splitlines() == ["demo_aws: 2 VPCs, 6 instances", "demo_aws: the estate is already there"]
+    listed = {(o.vnet_id, o.address, o.port, o.seen_in_traffic) for o in Origin.objects.filter(seen_in_inventory=True)}
+    assert listed == {
+        (VNET, "10.50.1.10", 5432, True),
+        (VNET, "10.50.1.11", 5432, True),
+        (VNET, "10.50.1.12", 5432, True),
+        (VNET, "10.50.0.4", 443, False),
+        ("9d0b8a2e-51c4-4b9e-8f8e-2a7e9f6c1d30", "10.60.0.9", 443, True),
+        ("9d0b8a2e-51c4-4b9e-8f8e-2a7e9f6c1d30", "10.60.0.4", 443, False),
+    }

@@ -169,6 +169,8 @@ class Command(BaseCommand):
             ],
             [python, "manage.py", "sync_cloudflare", "--once"],
             [python, "manage.py", "ingest_logpush"],
+            # moto starts empty: an estate over the routed networks, on addresses traffic reached, for the inventory.
+            [python, "manage.py", "demo_aws"],
             [python, "manage.py", "discover_aws"],
             # The Access applications and policies that vendor grants and "Protect with Access" offer.
             [*celery, "call", "vendors.tasks.access_apps_refresh"],
