@@ -3,6 +3,7 @@
 import logging
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from discovery.models import InventoryRun, Origin, Protocol, ip_key
@@ -85,13 +86,17 @@ def inventory_record(*, items: list[aws.InventoryItem], failed: set[tuple[str, s
     for at in range(0, len(addresses), RECORD_CHUNK):
         chunk = {key: found[key] for address in addresses[at : at + RECORD_CHUNK] for key in by_address[address]}
         seen |= _record_chunk(chunk, now)
+    # What this pass did not list was last listed before it began (a pass begun later may have listed it since).
+    gone = Origin.objects.filter(seen_in_inventory=True).filter(
+        Q(inventory_seen_at__lt=now) | Q(inventory_seen_at__isnull=True)
+    )
+    for region, kind in failed:
+        gone = gone.exclude(inventory__region=region, inventory__kind=kind)
     with transaction.atomic():
-        gone = Origin.objects.filter(seen_in_inventory=True).exclude(pk__in=seen)
-        for region, kind in failed:
-            gone = gone.exclude(inventory__region=region, inventory__kind=kind)
         # Locked in id order, as log ingest locks origins, so the two never wait on each other in a circle.
         ids = list(gone.select_for_update().order_by("id").values_list("pk", flat=True))
-        Origin.objects.filter(pk__in=ids).update(seen_in_inventory=False)
+        for at in range(0, len(ids), RECORD_CHUNK):
+            Origin.objects.filter(pk__in=ids[at : at + RECORD_CHUNK]).update(seen_in_inventory=False)
     return len(seen)
 
 
