@@ -1,11 +1,13 @@
 """The AWS inventory: the addresses AWS lists in each region recorded as origins, each VPC with its virtual network."""
 
+import functools
 import logging
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard.transactions import again_on_deadlock
 from discovery.models import InventoryRun, Origin, Protocol, ip_key
 from integrations import aws
 
@@ -68,8 +70,10 @@ def inventory_record(*, items: list[aws.InventoryItem], failed: set[tuple[str, s
         address = item.address.lower()[:253]
         if not address or not 0 <= item.port <= 65535 or item.protocol not in Protocol.values:
             continue
-        # Of two entries for one key the later describes it, as AWS listed them.
-        found[(vnets.get(item.vpc_id, ""), address, item.port, item.protocol)] = {
+        # Of two entries for one key the later describes it, and is matched where AWS listed it.
+        key = (vnets.get(item.vpc_id, ""), address, item.port, item.protocol)
+        found.pop(key, None)
+        found[key] = {
             "kind": item.kind,
             "id": item.resource_id[:300],
             "region": item.region[:32],
@@ -85,19 +89,23 @@ def inventory_record(*, items: list[aws.InventoryItem], failed: set[tuple[str, s
     seen: set[int] = set()
     for at in range(0, len(addresses), RECORD_CHUNK):
         chunk = {key: found[key] for address in addresses[at : at + RECORD_CHUNK] for key in by_address[address]}
-        seen |= _record_chunk(chunk, now)
+        seen |= again_on_deadlock(functools.partial(_record_chunk, chunk, now), what="an inventory chunk")
     # What this pass did not list was last listed before it began (a pass begun later may have listed it since).
     gone = Origin.objects.filter(seen_in_inventory=True).filter(
         Q(inventory_seen_at__lt=now) | Q(inventory_seen_at__isnull=True)
     )
     for region, kind in failed:
         gone = gone.exclude(inventory__region=region, inventory__kind=kind)
+    again_on_deadlock(functools.partial(_unmark, gone), what="unmarking what the inventory no longer lists")
+    return len(seen)
+
+
+def _unmark(gone) -> None:
     with transaction.atomic():
-        # Locked in id order, as log ingest locks origins, so the two never wait on each other in a circle.
+        # Locked in id order, as log ingest locks origins.
         ids = list(gone.select_for_update().order_by("id").values_list("pk", flat=True))
         for at in range(0, len(ids), RECORD_CHUNK):
             Origin.objects.filter(pk__in=ids[at : at + RECORD_CHUNK]).update(seen_in_inventory=False)
-    return len(seen)
 
 
 def _record_chunk(found: dict[Key, dict], now) -> set[int]:
@@ -110,9 +118,7 @@ def _record_chunk(found: dict[Key, dict], now) -> set[int]:
             Origin.objects.bulk_create(
                 sorted(missing, key=lambda o: (o.vnet_id, o.address, o.port, o.protocol)), ignore_conflicts=True
             )
-            matched, missing = _matches(_locked(found), found)
-            if missing:
-                Origin.objects.bulk_create(missing)
+            matched, _ = _matches(_locked(found), found)
         marked: dict[int, Origin] = {}
         for key, details in found.items():
             for origin in matched[key]:

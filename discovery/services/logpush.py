@@ -13,6 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from alerts.services import alert_raise
+from dashboard.transactions import again_on_deadlock
 from discovery import logparse, sketch
 from discovery.models import (
     MAX_HOSTNAMES,
@@ -109,7 +110,7 @@ def log_objects_ingest(
             counts = _read(bucket, obj, batch)
             done.append((claim, counts.records, counts.accepted))
         totals = batch.finish()
-        _apply(claims=done, run_id=run_id, totals=totals)
+        again_on_deadlock(lambda: _apply(claims=done, run_id=run_id, totals=totals), what="a Logpush batch")
     except ClaimLost:
         log.warning("a logpush object of s3://%s was taken over by another worker; the batch is dropped", bucket)
         _release([claim for _, claim in claimed])

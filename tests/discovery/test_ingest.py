@@ -344,7 +344,7 @@ def test_two_ingesters_racing_over_the_same_bucket_count_every_object_once(logpu
 def _in_child(start, work, *args) -> None:
     for conn in connections.all(initialized_only=True):
         conn.connection = None
-    start.wait(10)
+    start.wait(30)
     work(*args)
     os._exit(0)
 
@@ -367,6 +367,10 @@ def _side_by_side(*jobs) -> list[int | None]:
         worker.start()
     for worker in workers:
         worker.join(60)
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
     return [worker.exitcode for worker in workers]
 
 

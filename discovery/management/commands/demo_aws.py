@@ -8,7 +8,8 @@ estate already there (a VPC with the demo's tag) is left alone.
 
 import ipaddress
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
 from discovery.models import Origin
 from integrations import aws
@@ -25,6 +26,8 @@ class Command(BaseCommand):
     help = "Lay the demo's AWS estate in moto: a VPC per routed network, with instances on addresses traffic reached."
 
     def handle(self, *args, **options):
+        if not settings.AWS_ENDPOINT_URL:
+            raise CommandError("demo_aws lays a made-up estate in a stand-in for AWS; set AWS_ENDPOINT_URL to one.")
         ec2 = aws.client("ec2")
         if ec2.describe_vpcs(Filters=[{"Name": "tag-key", "Values": [TAG]}])["Vpcs"]:
             self.stdout.write("demo_aws: the estate is already there")
@@ -62,9 +65,11 @@ def _lay_network(ec2, index: int, network: ipaddress.IPv4Network, vnet_id: str) 
     vpc = ec2.create_vpc(CidrBlock=str(network), TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}])["Vpc"][
         "VpcId"
     ]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=str(network), AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
-    # AWS keeps the first four addresses of a subnet and its last.
-    usable = {str(a) for a in list(network.hosts())[3:-1]} if network.num_addresses > 8 else set()
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=str(network), AvailabilityZone=f"{settings.AWS_REGION}a")["Subnet"][
+        "SubnetId"
+    ]
+    # AWS keeps the first four addresses of a subnet and its last (hosts() leaves out the first and the last).
+    usable = {str(a) for a in list(network.hosts())[3:]}
     busiest = (
         Origin.objects.filter(vnet_id=vnet_id, seen_in_traffic=True, protocol="TCP")
         .order_by("-sessions")
