@@ -316,9 +316,7 @@ def test_a_claim_whose_lease_ran_out_is_taken_over_and_the_late_worker_applies_n
 
 
 def _ingest_in_child(url: str) -> None:
-    aws.forget_clients()
-    for conn in connections.all(initialized_only=True):
-        conn.connection = None
+    services.logpush._child_start()
     services.logpush_ingest(url=url)
     os._exit(0)
 
@@ -342,8 +340,7 @@ def test_two_ingesters_racing_over_the_same_bucket_count_every_object_once(logpu
 
 
 def _in_child(start, work, *args) -> None:
-    for conn in connections.all(initialized_only=True):
-        conn.connection = None
+    services.logpush._child_start()
     start.wait(30)
     work(*args)
     os._exit(0)

@@ -68,8 +68,8 @@ def _lay_network(ec2, index: int, network: ipaddress.IPv4Network, vnet_id: str) 
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=str(network), AvailabilityZone=f"{settings.AWS_REGION}a")["Subnet"][
         "SubnetId"
     ]
-    # AWS keeps the first four addresses of a subnet and its last (hosts() leaves out the first and the last).
-    usable = {str(a) for a in list(network.hosts())[3:]}
+    # AWS keeps the first four addresses of a subnet and its last.
+    first, last = network.network_address + 4, network.broadcast_address - 1
     busiest = (
         Origin.objects.filter(vnet_id=vnet_id, seen_in_traffic=True, protocol="TCP")
         .order_by("-sessions")
@@ -77,12 +77,13 @@ def _lay_network(ec2, index: int, network: ipaddress.IPv4Network, vnet_id: str) 
     )
     hosts: dict[str, int] = {}
     for address, port in busiest:
-        if address in usable and address not in hosts:
+        if _between(address, first, last) and address not in hosts:
             hosts[address] = port
         if len(hosts) == HOSTS_WITH_TRAFFIC:
             break
     reached = set(Origin.objects.filter(vnet_id=vnet_id).values_list("address", flat=True)[:5000])
-    idle = next((a for a in sorted(usable, key=ipaddress.ip_address) if a not in reached and a not in hosts), None)
+    addresses = (str(first + n) for n in range(int(last) - int(first) + 1))
+    idle = next((a for a in addresses if a not in reached and a not in hosts), None)
     if idle is not None:
         hosts[idle] = 443
     groups: dict[int, str] = {}
@@ -108,3 +109,10 @@ def _lay_network(ec2, index: int, network: ipaddress.IPv4Network, vnet_id: str) 
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}],
         )
     return len(hosts)
+
+
+def _between(address: str, first: ipaddress.IPv4Address, last: ipaddress.IPv4Address) -> bool:
+    try:
+        return first <= ipaddress.IPv4Address(address) <= last
+    except ValueError:
+        return False
