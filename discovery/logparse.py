@@ -97,6 +97,7 @@ class OriginTotals:
 
 @dataclass
 class ObjectTotals:
+    objects: int = 0
     records: int = 0
     accepted: int = 0
     malformed: int = 0
@@ -105,7 +106,7 @@ class ObjectTotals:
     public: int = 0
     origins: dict[tuple[str, str, int, str], OriginTotals] = field(default_factory=dict)
 
-    COUNTS = ("records", "accepted", "malformed", "wrong_type", "absurd", "public")
+    COUNTS = ("objects", "records", "accepted", "malformed", "wrong_type", "absurd", "public")
 
     def add_counts(self, other: "ObjectTotals") -> None:
         for name in self.COUNTS:
@@ -531,6 +532,7 @@ class Batch:
 
     def _add(self, reader: Reader) -> ObjectTotals:
         counts = reader.totals
+        counts.objects = 1
         counts.accepted = counts.records - reader.rejected()
         self.totals.add_counts(counts)
         return counts
