@@ -239,14 +239,16 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "gatehouse@localhost")
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
 if CELERY_BROKER_URL == "filesystem://":
-    # The embedded default: a broker that needs no server, shared by the web server, worker and beat.
+    # The embedded default: a broker that needs no server, shared by the web server, worker and beat: message files
+    # in a folder, written whole and held until acked (dashboard/broker.py says why not kombu's own).
+    CELERY_BROKER_TRANSPORT = "dashboard.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
+        "claimed_folder": str(_broker_dir / "claimed"),
+        "rejected_folder": str(_broker_dir / "rejected"),
         # The folder is looked at this often for new messages (kombu's default is once a second, which a click
         # would feel); listing a nearly empty folder ten times a second costs next to nothing.
         "polling_interval": 0.1,

@@ -118,10 +118,6 @@ class Command(BaseCommand):
         env = self._environment(ports, account["account_id"])
         os.environ.update(env)
         call_command("migrate", interactive=False, verbosity=0)
-        broker = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
-        for key in ("data_folder_in", "processed_folder", "control_folder"):
-            if key in broker:
-                Path(broker[key]).mkdir(parents=True, exist_ok=True)
 
         celery = [python, "-m", "celery", "-A", "dashboard"]
         identities = [arg for identity in DEMO_IDENTITIES for arg in ("--user-claims", json.dumps(identity))]
