@@ -68,7 +68,7 @@ def test_readyz_is_not_ready_when_the_broker_is_unreachable_and_does_not_show_it
     client, fresh_heartbeat, settings
 ):
     settings.CELERY_BROKER_URL = "redis://:s3cret@127.0.0.1:1/0"
-    del settings.CELERY_BROKER_TRANSPORT  # the embedded default's transport, which settings name only for it
+    settings.CELERY_BROKER_TRANSPORT = None  # settings name a transport only for the embedded default
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["broker"]["ok"] is False
