@@ -258,8 +258,16 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
-# A worker running a workflow step holds the run this long; a replacement for a killed worker waits it out.
-GATEHOUSE_WORKFLOW_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_WORKFLOW_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT))
+# A worker holds what it works on (an operation's step, a sync, Logpush or inventory pass) through a lease of this
+# length, renewed every third of it while it works (dashboard/leases.py): a killed worker's work is taken over, or
+# ended with its reason, this long after its last renewal.
+GATEHOUSE_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_LEASE_SECONDS", "15"))
+# The passes that hold such a lease; the resume pass ends those whose worker stopped.
+GATEHOUSE_LEASED_PASSES = [
+    "tunnels.models.SyncPass",
+    "discovery.models.IngestRun",
+    "discovery.models.InventoryRun",
+]
 CELERY_TASK_IGNORE_RESULT = True
 # Celery's worker and beat log through Django's LOGGING (JSON in production) rather than a format of their own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
