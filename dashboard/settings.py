@@ -328,6 +328,9 @@ GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_AL
 GATEHOUSE_PUBLIC_URL = os.environ.get("GATEHOUSE_PUBLIC_URL", "").rstrip("/")
 GATEHOUSE_PUSH_TRUST_SECONDS = float(os.environ.get("GATEHOUSE_PUSH_TRUST_SECONDS", "21600"))
 GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS", "300"))
+# Webhook posts refused for a missing or wrong secret are counted in each web process and written at most once
+# per this many seconds, so a flood of them is not a database write each.
+GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS = float(os.environ.get("GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS", "5"))
 
 # --- AWS -----------------------------------------------------------------------------------------------
 AWS_REGION = os.environ.get("AWS_REGION", "us-east-1")
