@@ -1,3 +1,4 @@
+import pytest
 from django.urls import reverse
 
 from alerts.models import Alert, Channel, Delivery
@@ -98,3 +99,12 @@ def test_top_navigation_counts_open_alerts_nobody_acknowledged(viewer_client, db
     body = viewer_client.get(reverse("dashboard:home")).content.decode()
     nav = body.split('aria-label="Main"', 1)[1].split("</nav>", 1)[0]
     assert 'Alerts <span class="badge badge-red" title="Open alerts nobody has acknowledged">2</span>' in nav
+
+
+@pytest.mark.parametrize("target", ["http://☃.com/", "http://xn--zz.com/", "https://xn--n3h.com/hook"])
+@pytest.mark.parametrize("kind", ["slack", "webhook"])
+def test_a_host_name_that_is_not_valid_idna_is_a_form_error(admin_client, db, kind, target):
+    response = admin_client.post(reverse("alerts:channel_create"), {"name": "ops", "kind": kind, "target": target})
+    assert response.status_code == 400, f"{target} answered {response.status_code}"
+    assert "is not a valid host name" in response.content.decode()
+    assert not Channel.objects.exists()
