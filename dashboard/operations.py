@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from dashboard.choices import ChoiceField, ColouredChoices
+from dashboard.leases import Renewal, lease_seconds
 from dashboard.requestinfo import RequestOrigin
 from integrations.cloudflare import CloudflareError, CloudflareTransient
 
@@ -50,7 +51,8 @@ class Operation(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     # What one step learns at Cloudflare and a later step needs (ids found, applications touched).
     data = models.JSONField(default=dict, blank=True)
-    # While a worker runs a step it holds the lease; a replacement worker waits it out before taking over.
+    # While a worker runs a step it holds the lease and renews it (dashboard/leases.py); a replacement worker
+    # waits out a lease that is no longer renewed (its worker died) before taking over.
     lease_until = models.DateTimeField(null=True, blank=True)
     # When the task that comes back for it (after a retry's backoff, or a wait) is due: until a while after, the
     # resume pass leaves the operation to that task.
@@ -169,10 +171,6 @@ class Outcome:
 MAX_STEP_ATTEMPTS = 20
 
 
-def lease_seconds() -> float:
-    return float(getattr(settings, "GATEHOUSE_WORKFLOW_LEASE_SECONDS", settings.CELERY_TASK_TIME_LIMIT))
-
-
 def retry_countdown(*, retries: int, retry_after: float | None, first: float = 1.0, cap: float = float("inf")) -> float:
     """Seconds before a task retries after a temporary Cloudflare error: `first`, doubling with each retry up to
     `cap`, or longer when Cloudflare (or the call budget) says when to come back."""
@@ -269,8 +267,10 @@ class Engine:
             reason = f"Stopped after {MAX_STEP_ATTEMPTS} attempts at this step that never finished (a worker was "
             self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=reason + "stopped or timed out).")
             return Outcome()
+        held = [run.lease_until]
         try:
-            self.execute(step, receipt)
+            with Renewal(lambda until: self._renew(run.pk, held, until)):
+                self.execute(step, receipt)
         except StepWait as wait:
             self._release(run, step, receipt, error=wait.reason)
             return Outcome(done=False, wait=wait.seconds, reason=wait.reason)
@@ -295,6 +295,13 @@ class Engine:
         if self._complete(run, step, receipt):
             return Outcome(done=False, go_on=True)
         return Outcome()
+
+    def _renew(self, run_id: int, held: list, until) -> bool:
+        """Move the lease this worker holds to `until`; False once it is not this worker's (taken over, ended)."""
+        if not self.run_model.objects.filter(pk=run_id, lease_until=held[0]).update(lease_until=until):
+            return False
+        held[0] = until
+        return True
 
     def give_up(self, *, run_id: int, reason: str) -> None:
         """Cloudflare kept answering with temporary errors past every retry: stop the operation where it is."""

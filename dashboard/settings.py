@@ -190,8 +190,13 @@ SECURE_CSP = {
     "base-uri": [CSP.NONE],
     "object-src": [CSP.NONE],
 }
-# Only this many reverse proxies in front of Gatehouse are trusted to append to X-Forwarded-For.
+# Only this many reverse proxies in front of Gatehouse are trusted to append to X-Forwarded-For...
 GATEHOUSE_TRUSTED_PROXY_COUNT = int(os.environ.get("GATEHOUSE_TRUSTED_PROXY_COUNT", "0"))
+# ...and only on connections from these addresses (CIDR, comma-separated; loopback unless set): the address the
+# nearest proxy connects from. From anywhere else X-Forwarded-For is the client's own word and is ignored.
+GATEHOUSE_TRUSTED_PROXIES = [
+    str(ipaddress.ip_network(n, strict=False)) for n in env_list("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.0/8,::1/128")
+]
 # True only when that proxy sets X-Request-ID on every request, replacing any the client sent; otherwise a
 # client's X-Request-ID is ignored and Gatehouse makes its own.
 GATEHOUSE_PROXY_SETS_REQUEST_ID = env_bool("GATEHOUSE_PROXY_SETS_REQUEST_ID", False)
@@ -258,8 +263,16 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
-# A worker running a workflow step holds the run this long; a replacement for a killed worker waits it out.
-GATEHOUSE_WORKFLOW_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_WORKFLOW_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT))
+# A worker holds what it works on (an operation's step, a sync, Logpush or inventory pass) through a lease of this
+# length, renewed every third of it while it works (dashboard/leases.py): a killed worker's work is taken over, or
+# ended with its reason, this long after its last renewal.
+GATEHOUSE_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_LEASE_SECONDS", "15"))
+# The passes that hold such a lease; the resume pass ends those whose worker stopped.
+GATEHOUSE_LEASED_PASSES = [
+    "tunnels.models.SyncPass",
+    "discovery.models.IngestRun",
+    "discovery.models.InventoryRun",
+]
 CELERY_TASK_IGNORE_RESULT = True
 # Celery's worker and beat log through Django's LOGGING (JSON in production) rather than a format of their own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -325,6 +338,9 @@ GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_AL
 GATEHOUSE_PUBLIC_URL = os.environ.get("GATEHOUSE_PUBLIC_URL", "").rstrip("/")
 GATEHOUSE_PUSH_TRUST_SECONDS = float(os.environ.get("GATEHOUSE_PUSH_TRUST_SECONDS", "21600"))
 GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS", "300"))
+# Webhook posts refused for a missing or wrong secret are counted in each web process and written at most once
+# per this many seconds, so a flood of them is not a database write each.
+GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS = float(os.environ.get("GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS", "5"))
 
 # --- AWS -----------------------------------------------------------------------------------------------
 AWS_REGION = os.environ.get("AWS_REGION", "us-east-1")

@@ -293,6 +293,11 @@ class IngestRun(models.Model):
     public = models.BigIntegerField(default=0)
     error = models.CharField(max_length=300, blank=True)
     seconds = models.FloatField(null=True, blank=True)
+    # Renewed while a task works on the pass (dashboard/leases.py); a pass nobody works on any more is ended with
+    # LAPSED_REASON, and the objects it did not finish are read by the next pass.
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    LAPSED_REASON = "Its worker stopped before the pass finished; the next pass reads the objects it left."
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -316,6 +321,12 @@ class InventoryRun(models.Model):
     origins = models.IntegerField(default=0)
     # [{"region", "kind", "action", "error"}], at most MAX_WARNINGS.
     warnings = models.JSONField(default=list, blank=True)
+    # Why the pass did not finish, when it did not.
+    error = models.CharField(max_length=300, blank=True)
+    # Renewed while the pass runs (dashboard/leases.py); a pass whose worker stopped is ended with LAPSED_REASON.
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    LAPSED_REASON = "Its worker stopped before the pass finished; the next pass lists the estate again."
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -216,6 +216,10 @@ class SyncPass(models.Model):
     slow_parts = models.CharField(max_length=100, blank=True)
     complete = models.BooleanField(default=False)
     error = models.CharField(max_length=500, blank=True)
+    # Renewed while the pass runs (dashboard/leases.py); a pass whose worker stopped is ended with LAPSED_REASON.
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    LAPSED_REASON = "Its worker stopped before the pass finished; the next pass reads what it left."
 
     class Meta:
         ordering = ["-started_at"]

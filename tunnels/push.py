@@ -13,11 +13,15 @@ arriving (`trusted`), the pass reads the whole list only every GATEHOUSE_TUNNEL_
 saved go to connector rotation.
 """
 
+import atexit
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +30,9 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db import connection as db_connection
+from django.db.models import Count, F, Q, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -37,6 +43,8 @@ from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations import records
 from tunnels.models import PushConnection, PushEvent, StatusChange, SyncCursor, Tunnel
+
+logger = logging.getLogger(__name__)
 
 HEALTH = "tunnel_health_event"
 UPDATE = "tunnel_update_event"
@@ -282,8 +290,88 @@ def webhook_secret() -> str | None:
     return unseal(conn.secret_sealed, purpose=Purpose.PUSH_WEBHOOK)
 
 
+class _RefusalTally:
+    """Refused webhook posts, counted in this process and written to the connection in batches.
+
+    A flood of bad posts must not cost a database write each. The first refusal after a quiet interval
+    (GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS) is written at once; those arriving within the interval are added up
+    here and written together when it ends (a timer), or when the process exits. The count on Settings is
+    therefore late by at most one interval, never lower once it has passed.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._last_at: datetime | None = None
+        self._quiet_from = 0.0  # monotonic time from which the next refusal is written at once
+        self._timer: threading.Timer | None = None
+
+    def add(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._pending += 1
+            self._last_at = timezone.now()
+            if now < self._quiet_from:
+                if self._timer is None:
+                    self._timer = threading.Timer(self._quiet_from - now, self._flush_in_thread)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._quiet_from = now + settings.GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            count, last_at = self._pending, self._last_at
+            self._pending, self._last_at = 0, None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if not count:
+            return
+        try:
+            PushConnection.objects.filter(pk=1).update(
+                refused_count=F("refused_count") + count,
+                last_refused_at=Greatest(Coalesce("last_refused_at", Value(last_at)), Value(last_at)),
+            )
+        except Exception:
+            # Kept for the next write: a refused post is answered 401/403 whatever the database says.
+            logger.exception("push: %d refused webhook posts could not be counted yet", count)
+            with self._lock:
+                self._pending += count
+                self._last_at = max(filter(None, (self._last_at, last_at)))
+
+    def forget(self) -> None:
+        with self._lock:
+            self._pending, self._last_at, self._quiet_from = 0, None, 0.0
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _flush_in_thread(self) -> None:
+        try:
+            self.flush()
+        finally:
+            db_connection.close()
+
+
+_refusals = _RefusalTally()
+atexit.register(_refusals.flush)
+
+
 def refusal_record() -> None:
-    PushConnection.objects.filter(pk=1).update(refused_count=F("refused_count") + 1, last_refused_at=timezone.now())
+    """Counts one refused webhook post (see _RefusalTally: written in batches, not a write each)."""
+    _refusals.add()
+
+
+def refusals_flush() -> None:
+    """Writes the refusals this process has counted but not yet written."""
+    _refusals.flush()
+
+
+def refusals_forget() -> None:
+    """Drops what this process holds back and starts a quiet interval (for tests: each starts from nothing)."""
+    _refusals.forget()
 
 
 @dataclass(frozen=True)
@@ -427,5 +515,6 @@ def overview(now: datetime | None = None) -> dict[str, Any]:
         "counts": counts,
         "trusted": trusted(now),
         "status_seconds": int(settings.GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS),
+        "refusal_seconds": settings.GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS,
         "names": _names(conn.url or webhook_url()),
     }

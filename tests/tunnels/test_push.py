@@ -6,6 +6,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -17,6 +19,14 @@ from tunnels import push
 from tunnels.models import PushConnection, PushEvent, StatusChange, SyncCursor, Tunnel
 
 SECRET = "the-shared-secret"
+
+
+@pytest.fixture(autouse=True)
+def no_refusals_held_back():
+    """Refusals this process holds back (counted, not yet written) belong to the test that made them."""
+    push.refusals_forget()
+    yield
+    push.refusals_forget()
 
 
 def _health(tunnel_id, *, status="DOWN", correlation="c0ffee", ts=1_790_000_000) -> dict:
@@ -60,6 +70,43 @@ def test_a_wrong_secret_is_refused_bare_and_counted(client, connected, tunnel):
     assert (response.status_code, response.content) == (403, b"")
     assert not PushEvent.objects.exists()
     assert PushConnection.objects.get().refused_count == 1
+
+
+def _writes(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))]
+
+
+def test_a_flood_of_refused_posts_is_counted_without_a_database_write_each(
+    client, admin_client, connected, tunnel, settings
+):
+    settings.GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS = 60
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(25):
+            _post(client, _health(tunnel.cf_id), secret="guess")
+            _post(client, _health(tunnel.cf_id), secret=None)
+    writes = _writes(queries)
+    assert len(writes) <= 1, f"{len(writes)} database writes for 50 refused posts"
+    conn = PushConnection.objects.get()
+    assert conn.refused_count == 1 and conn.last_refused_at is not None  # the first of a burst shows at once
+    push.refusals_flush()
+    conn.refresh_from_db()
+    assert conn.refused_count == 50
+    page = admin_client.get(reverse("dashboard:settings")).content.decode()
+    assert "50 requests without the right secret" in page and "the rest within 60 s" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refusals_held_back_in_a_burst_are_written_when_the_interval_ends(client, settings):
+    settings.GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS = 0.3
+    PushConnection.objects.create(
+        pk=1, state=PushConnection.State.CONNECTED, secret_sealed=seal(SECRET, purpose=Purpose.PUSH_WEBHOOK)
+    )
+    for _ in range(3):
+        assert _post(client, {}, secret="guess").status_code == 403
+    deadline = time.monotonic() + 10
+    while PushConnection.objects.get().refused_count < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert PushConnection.objects.get().refused_count == 3
 
 
 def test_a_missing_secret_is_refused_with_401(client, connected, tunnel):
