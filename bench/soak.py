@@ -176,7 +176,6 @@ class Proc:
             ("moto.server", "aws"),
             ("gunicorn", "web"),
             ("runserver", "web"),
-            ("redis-server", "redis"),
         ):
             if needle in line:
                 return role
@@ -444,6 +443,7 @@ class Soak:
         self.threads: list[threading.Thread] = []
         self.fault_windows: list[tuple[str, float, float]] = []
         self.broker_down = threading.Event()
+        self.sampled = threading.Event()
         # Tunnel id -> [(time, status)], a new entry at each change the soak saw in the simulator's state.
         self.timeline: dict[str, list[tuple[float, str]]] = defaultdict(list)
         self.names: dict[str, str] = {}
@@ -517,6 +517,7 @@ class Soak:
         ]
         if self.args.faults:
             actors.append((self.faults, ()))
+        threading.Thread(target=self._guarded, args=(self.sample,), daemon=True).start()
         for target, args in actors:
             thread = threading.Thread(target=self._guarded, args=(target, *args), daemon=True)
             thread.start()
@@ -870,10 +871,14 @@ class Soak:
 
     # -- watching --
 
+    def sample(self) -> None:
+        """The simulator's tunnels every 2 s, from the start of the workload to the end of the checks."""
+        while not self.sampled.wait(2):
+            self.sample_tunnels()
+
     def watch(self) -> None:
         ticks = itertools.count()
         while not self.stop.wait(2):
-            self.sample_tunnels()
             self.check_processes()
             if next(ticks) % 5 == 0:
                 self.check_runs()
@@ -891,10 +896,13 @@ class Soak:
     def check_processes(self) -> None:
         table = processes(self.stack.marker)
         seen = {p.role: p.pid for p in table}
-        if self.stack.redis_mode and self.broker_down.is_set():
-            seen.setdefault("redis", self.pids.get("redis", 0))  # down on purpose
+        redis = self.stack.redis
+        if redis is not None and redis.poll() is None:
+            seen["redis"] = redis.pid  # redis-server names itself by its address, not its command line
         t = now()
         for role in self.stack.expected:
+            if role == "redis" and self.broker_down.is_set():
+                continue  # down on purpose
             pid = seen.get(role)
             before = self.pids.get(role)
             if pid is None and role not in self.down_since:
@@ -971,11 +979,11 @@ class Soak:
         began = time.perf_counter()
         try:
             answer = httpx.get(f"{self.stack.base}/readyz", timeout=10)
-            status = answer.status_code
+            status = f"{answer.status_code} {answer.text[:200]}"
         except httpx.HTTPError as error:
             status = repr(error)
         took = time.perf_counter() - began
-        self.record.count(f"/readyz {status}")
+        self.record.count(f"/readyz {status[:3]}")
         if took > READYZ_BOUND:
             self.record.violate("/readyz within 2 s", self.record.at(), f"took {took:.1f} s, answered {status}")
 
@@ -992,7 +1000,6 @@ class Soak:
             if not busy:
                 self.record.note(f"settled in {SETTLE_SECONDS - (deadline - now()):.0f} s")
                 return
-            self.sample_tunnels()
             time.sleep(3)
         self.record.violate("settled", "after the workload", f"still busy after {SETTLE_SECONDS} s: {self.busy()}")
 
@@ -1025,6 +1032,9 @@ class Soak:
 
     def final_checks(self) -> None:
         print("soak: final checks", flush=True)
+        self.check_processes()
+        for role, gone in self.down_since.items():
+            self.record.violate("processes died", role, f"died at {self.record.at(gone)}, not running at the end")
         self.check_runs()
         self.check_outcomes()
         self.check_vendors()
@@ -1202,7 +1212,8 @@ class Soak:
                         "unhealthy tunnels alerted",
                         f"{name} {self.record.at(began)}",
                         f"{'down' if down_at else 'degraded'} from {self.record.at(began)} to "
-                        f"{self.record.at(ended)}, no alert by {self.record.at(due)}",
+                        f"{self.record.at(ended)}, no alert by {self.record.at(due)}; Gatehouse: "
+                        f"{self.gatehouse_view(tunnel_id, began, due)}",
                     )
                 raised_within = [a for a in mine if began < a[0] <= ended]
                 if len(raised_within) > 1:
@@ -1219,7 +1230,8 @@ class Soak:
                     self.record.violate(
                         "no alert for a healthy tunnel",
                         f"{name} {self.record.at(raised)}",
-                        f"'{alert.subject}' while Cloudflare said {sorted(set(lookback))}",
+                        f"'{alert.subject}' while Cloudflare said {sorted(set(lookback))}; Gatehouse: "
+                        f"{self.gatehouse_view(tunnel_id, raised - GRACE_SECONDS, raised)}",
                     )
             if mine and mine[-1][1] is None and spans and spans[-1][1] in ("healthy", "inactive", "deleted"):
                 recovered = spans[-1][0]
@@ -1230,6 +1242,33 @@ class Soak:
                         f"'{mine[-1][2].subject}' still open; {spans[-1][1]} since {self.record.at(recovered)}",
                     )
 
+    def gatehouse_view(self, tunnel_id: str, began: float, until: float) -> str:
+        """What Gatehouse recorded between two moments: its sync passes (and why any stopped early) and the
+        tunnel's status changes."""
+        from tunnels.models import StatusChange, SyncPass
+
+        def moment(t: float) -> dt.datetime:
+            return dt.datetime.fromtimestamp(t, dt.UTC)
+
+        passes = list(SyncPass.objects.filter(started_at__gte=moment(began), started_at__lte=moment(until)))
+        errors = Counter(p.error[:90] for p in passes if p.error)
+        changes = StatusChange.objects.filter(
+            tunnel__cf_id=tunnel_id, at__gte=moment(began - SYNC_SECONDS), at__lte=moment(until)
+        ).order_by("at")
+        return (
+            f"{len(passes)} sync passes"
+            + (
+                f", {sum(errors.values())} stopped early ({'; '.join(f'{n}x {e}' for e, n in errors.items())})"
+                if errors
+                else ""
+            )
+            + "; status changes: "
+            + (
+                ", ".join(f"{self.record.at(c.at.timestamp())} {c.old_status}->{c.new_status}" for c in changes)
+                or "none"
+            )
+        )
+
     def deadline(self, began: float, allowance: float) -> float:
         """`began + allowance`, pushed past every fault window it meets (passes fail or stop during a fault)."""
         due = began + allowance
@@ -1239,27 +1278,29 @@ class Soak:
         return due
 
     def check_worker_logs(self) -> None:
-        """Task failures: Celery's own ERROR lines ("raised unexpected", "Unrecoverable"), each kind once."""
-        line_start = re.compile(r"^\[\d{4}-\d\d-\d\d |^\d{4}-\d\d-\d\d[ T]|^\[?\w+\]?")
+        """Task failures: the ERROR and CRITICAL lines of the workers and beat ("raised unexpected", "Unrecoverable
+        error", a task beat could not send), each kind once with its count and the exception that ended it."""
+        stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
         logs = [*sorted((self.stack.var / "log").glob("worker*.log")), self.stack.var / "log" / "beat.log"]
         for log in logs:
             if not log.exists():
                 continue
             lines = log.read_text(errors="replace").splitlines()
             for i, line in enumerate(lines):
-                if not re.search(r"ERROR|CRITICAL|raised unexpected|Unrecoverable", line):
+                if not stamp.match(line) or not re.search(r" (ERROR|CRITICAL) |raised unexpected|Unrecoverable", line):
                     continue
-                tail = [line]
-                for follow in lines[i + 1 : i + 60]:
-                    if line_start.match(follow) and not follow.startswith((" ", "Traceback")):
-                        break
-                    tail.append(follow)
-                last = next((t for t in reversed(tail) if t.strip() and not t.startswith(" ")), line)
+                block = list(itertools.takewhile(lambda follow: not stamp.match(follow), lines[i + 1 : i + 200]))
+                raised = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b")
+                ending = next((b.strip() for b in reversed(block) if raised.match(b)), "")
                 task = re.search(r"Task ([\w.]+)\[", line)
-                kind = f"{log.name}: {task.group(1) if task else ''} {last.strip()[:160]}"
-                previous = self.record.violations["Celery tasks that failed"].get(kind, "")
-                times = int(previous.split(" time(s)")[0]) + 1 if previous else 1
-                self.record.violate("Celery tasks that failed", kind, f"{times} time(s); first: {line.strip()[:300]}")
+                message = line.split(" ", 4)[-1]
+                kind = f"{log.name}: {task.group(1) if task else re.sub(r'[0-9a-f-]{36}|/tmp/\S+', '…', message)[:140]}"
+                found = self.record.violations["Celery tasks that failed"]
+                times = int(found[kind].split(" time(s)")[0]) + 1 if kind in found else 1
+                detail = (
+                    f"{times} time(s), first at {found[kind].split('first at ')[1] if kind in found else line[:23]}"
+                )
+                self.record.violate("Celery tasks that failed", kind, f"{detail}; {ending[:200]}")
 
     # -- report --
 
@@ -1371,6 +1412,7 @@ def main() -> int:
         soak.ended_early = soak.ended_early or f"stopped by {why} ({'hard timeout' if str(why) == 'SIGALRM' else ''})"
         soak.stop.set()
     finally:
+        soak.sampled.set()
         signal.alarm(0)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
