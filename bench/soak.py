@@ -1297,9 +1297,8 @@ class Soak:
                 kind = f"{log.name}: {task.group(1) if task else re.sub(r'[0-9a-f-]{36}|/tmp/\S+', '…', message)[:140]}"
                 found = self.record.violations["Celery tasks that failed"]
                 times = int(found[kind].split(" time(s)")[0]) + 1 if kind in found else 1
-                detail = (
-                    f"{times} time(s), first at {found[kind].split('first at ')[1] if kind in found else line[:23]}"
-                )
+                first = found[kind].split("first at ")[1].split(";")[0] if kind in found else line[:23]
+                detail = f"{times} time(s), first at {first}"
                 self.record.violate("Celery tasks that failed", kind, f"{detail}; {ending[:200]}")
 
     # -- report --
