@@ -50,8 +50,6 @@ class Tunnel(models.Model):
     config_version = models.IntegerField(null=True)
     route_count = models.PositiveIntegerField(default=0)
     hostname_count = models.PositiveIntegerField(default=0)
-    # Set while a change to this tunnel runs (one at a time); a crashed worker's claim lapses at this time.
-    change_claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -350,15 +350,9 @@ class WorkflowRun(Operation):
     vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="runs")
     kind = models.CharField(max_length=16, choices=Kind.choices)
 
+    # One run per vendor at a time: the engine's rule for its subject (vendors.workflows.VendorWorkflows).
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["vendor"],
-                condition=Q(status__in=["pending", "running"]),
-                name="vendors_one_active_run_per_vendor",
-            )
-        ]
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.vendor}"
