@@ -267,6 +267,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # resume pass sends every active run nobody is working on back to a worker.
 GATEHOUSE_OPERATION_ENGINES = [
     "vendors.workflows.VendorWorkflows",
+    "vendors.tokens.TokenChanges",
     "tunnels.changes.TunnelChanges",
     "discovery.services.protection.ApplicationProtection",
 ]

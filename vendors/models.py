@@ -366,6 +366,32 @@ class WorkflowStep(OperationStep):
         constraints = [models.UniqueConstraint(fields=["run", "position"], name="vendors_step_position")]
 
 
+class TokenChange(Operation):
+    """A rotation or a refresh of one service token at Cloudflare (vendors.tokens): the shared operation row. A new
+    secret is never on it: it is sealed on the token, for an operator to reveal once."""
+
+    class Kind(models.TextChoices):
+        ROTATE = "rotate", "Rotate secret"
+        REFRESH = "refresh", "Extend expiry"
+
+    token = models.ForeignKey(ServiceToken, on_delete=models.CASCADE, related_name="changes")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.token}"
+
+
+class TokenChangeStep(OperationStep):
+    run = models.ForeignKey(TokenChange, on_delete=models.CASCADE, related_name="steps")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="vendors_token_change_step_position")]
+
+
 class VendorSettings(models.Model):
     """Account-wide choices for vendors, changed by admins."""
 
