@@ -269,6 +269,7 @@ GATEHOUSE_OPERATION_ENGINES = [
     "vendors.workflows.VendorWorkflows",
     "vendors.tokens.TokenChanges",
     "tunnels.changes.TunnelChanges",
+    "tunnels.push.PushChanges",
     "discovery.services.protection.ApplicationProtection",
 ]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
