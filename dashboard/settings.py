@@ -282,7 +282,9 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # resume pass sends every active run nobody is working on back to a worker.
 GATEHOUSE_OPERATION_ENGINES = [
     "vendors.workflows.VendorWorkflows",
+    "vendors.tokens.TokenChanges",
     "tunnels.changes.TunnelChanges",
+    "tunnels.push.PushChanges",
     "discovery.services.protection.ApplicationProtection",
 ]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
