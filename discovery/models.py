@@ -103,16 +103,10 @@ class ProtectionChange(Operation):
     # The application changed while this change was running: another change follows it, reading it afresh.
     again = models.BooleanField(default=False)
 
+    # One change at a time per application, what is asked meanwhile folded into it: the engine's rule for its
+    # subject (discovery.services.protection.ApplicationProtection).
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [
-            # One change at a time per application; what is asked meanwhile is folded into the next one.
-            models.UniqueConstraint(
-                fields=["application"],
-                condition=models.Q(status__in=["pending", "running"]),
-                name="discovery_one_active_protection_change",
-            )
-        ]
 
     def __str__(self):
         return f"Access change for {self.application}"

@@ -50,8 +50,6 @@ class Tunnel(models.Model):
     config_version = models.IntegerField(null=True)
     route_count = models.PositiveIntegerField(default=0)
     hostname_count = models.PositiveIntegerField(default=0)
-    # Set while a change to this tunnel runs (one at a time); a crashed worker's claim lapses at this time.
-    change_claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -371,6 +369,32 @@ class PushConnection(models.Model):
 
     def __str__(self):
         return f"push events ({self.state})"
+
+
+class PushChange(Operation):
+    """Connecting or disconnecting push events at Cloudflare (tunnels.push): the shared operation row, one at a time
+    for the account's connection."""
+
+    class Kind(models.TextChoices):
+        CONNECT = "connect", "Connect push events"
+        DISCONNECT = "disconnect", "Disconnect push events"
+
+    connection = models.ForeignKey(PushConnection, on_delete=models.CASCADE, related_name="changes")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} ({self.status})"
+
+
+class PushChangeStep(OperationStep):
+    run = models.ForeignKey(PushChange, on_delete=models.CASCADE, related_name="steps")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="tunnels_push_change_step_position")]
 
 
 class PushEvent(models.Model):

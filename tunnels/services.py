@@ -213,8 +213,6 @@ def _same_network(text: str, network: str) -> bool:
 def _request(
     *, actor: User, kind: str, tunnel: Tunnel | None, params: dict[str, Any], request_origin: RequestOrigin
 ) -> TunnelChange:
-    from tunnels.tasks import tunnel_change_run
-
     change = TunnelChange(
         kind=kind,
         tunnel=tunnel,
@@ -225,11 +223,7 @@ def _request(
         request_id=request_origin.request_id[:64],
     )
     change.full_clean()
-    with transaction.atomic():
-        change.save()
-        changes.tunnel_change_steps_create(change=change)
-        tunnel_change_run.delay_on_commit(change.pk)
-    return change
+    return changes.tunnel_change_start(change=change)
 
 
 def tunnel_create(*, actor: User, name: str, request_origin: RequestOrigin) -> TunnelChange:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('discovery', '0009_operation_resume_after'),
+        ('discovery', '0010_protection_one_at_a_time_by_engine'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tunnels', '0006_operation_resume_after'),
+        ('tunnels', '0008_push_change'),
     ]
 
     operations = [
