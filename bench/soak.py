@@ -979,11 +979,11 @@ class Soak:
         began = time.perf_counter()
         try:
             answer = httpx.get(f"{self.stack.base}/readyz", timeout=10)
-            status = f"{answer.status_code} {answer.text[:200]}"
+            status, outcome = f"{answer.status_code} {answer.text[:200]}", str(answer.status_code)
         except httpx.HTTPError as error:
-            status = repr(error)
+            status, outcome = repr(error), type(error).__name__
         took = time.perf_counter() - began
-        self.record.count(f"/readyz {status[:3]}")
+        self.record.count(f"/readyz {outcome}")
         if took > READYZ_BOUND:
             self.record.violate("/readyz within 2 s", self.record.at(), f"took {took:.1f} s, answered {status}")
 
