@@ -23,6 +23,10 @@ import redis
 class Priority(IntEnum):
     BACKGROUND = 0
     INTERACTIVE = 1
+    # The tunnel status list, one call a sync pass, on which tunnels' status and alerts rest: it may spend a slice
+    # nothing else may, so a window spent by clicks and background reads does not leave Gatehouse blind to tunnels
+    # going down.
+    STATUS = 2
 
 
 @dataclass(frozen=True)
@@ -34,18 +38,29 @@ class Grant:
 @dataclass(frozen=True)
 class Limits:
     share: int  # calls per window Gatehouse may make
-    reserve: int  # of those, kept for interactive calls
+    reserve: int  # of those, kept for interactive calls (and the status list)
     window: float = 300.0
+    status_reserve: int = 0  # of those, kept for the tunnel status list alone
 
     @classmethod
     def from_share(
-        cls, *, account_limit: int, share: float, reserve_fraction: float, window: float
+        cls, *, account_limit: int, share: float, reserve_fraction: float, window: float, status_calls: int = 0
     ) -> "Limits":
+        """`status_calls`: what the status list needs in a window (passes per window, a page or two each); at most
+        a tenth of the share is kept for it."""
         allowed = max(1, int(account_limit * share))
-        return cls(share=allowed, reserve=int(allowed * reserve_fraction), window=window)
+        return cls(
+            share=allowed,
+            reserve=int(allowed * reserve_fraction),
+            window=window,
+            status_reserve=min(status_calls, allowed // 10),
+        )
 
     def allowance(self, priority: Priority) -> int:
-        return self.share if priority == Priority.INTERACTIVE else max(1, self.share - self.reserve)
+        if priority == Priority.STATUS:
+            return self.share
+        interactive = max(1, self.share - self.status_reserve)
+        return interactive if priority == Priority.INTERACTIVE else max(1, interactive - self.reserve)
 
 
 _REDIS_TAKE = """

@@ -9,6 +9,7 @@ caller (a Celery task with backoff) decides.
 import functools
 import importlib
 import logging
+import math
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
@@ -106,6 +107,8 @@ def budget() -> RedisBudget | SqliteBudget:
         share=settings.GATEHOUSE_CLOUDFLARE_SHARE,
         reserve_fraction=settings.GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE,
         window=settings.CLOUDFLARE_RATE_WINDOW,
+        # Two pages of the tunnel list (2,000 tunnels) for every sync pass of a window.
+        status_calls=2 * math.ceil(settings.CLOUDFLARE_RATE_WINDOW / settings.GATEHOUSE_TUNNEL_SYNC_SECONDS),
     )
     name = settings.GATEHOUSE_CLOUDFLARE_BUDGET_NAME or settings.CLOUDFLARE_ACCOUNT_ID or "default"
     return _budget(settings.REDIS_URL, str(settings.VAR_DIR), name, limits)
@@ -250,6 +253,7 @@ def tunnels_page(page: int, *, per_page: int = TUNNEL_PAGE_SIZE) -> tuple[list[r
             lambda c: c.zero_trust.tunnels.cloudflared.list(
                 account_id=account_id(), is_deleted=False, page=page, per_page=per_page
             ),
+            priority=Priority.STATUS,
         )
     )
     return _records(records.Tunnel.from_sdk, items), total

@@ -76,14 +76,16 @@ def test_a_429_blocks_every_caller_until_retry_after(cloudflare_sim):
 def test_background_work_leaves_the_reserve_for_clicks(cloudflare_sim, settings):
     settings.CLOUDFLARE_RATE_LIMIT = 40
     settings.GATEHOUSE_CLOUDFLARE_SHARE = 0.25  # 10 calls
-    settings.GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE = 0.2  # 2 of them for clicks
-    for _ in range(4):
+    settings.GATEHOUSE_CLOUDFLARE_INTERACTIVE_RESERVE = 0.2  # 2 of them for clicks, and a tenth for the status list
+    for _ in range(3):
         cf.call("tunnels.list", list_tunnels)  # two requests each
     with pytest.raises(cf.BudgetExhausted):
-        cf.call("tunnels.list", list_tunnels)
+        cf.call("tunnels.list", list_tunnels)  # the seventh request is the background's last
     cf.call("tunnels.list", list_tunnels, priority=Priority.INTERACTIVE)
     with pytest.raises(cf.BudgetExhausted):
         cf.call("tunnels.list", list_tunnels, priority=Priority.INTERACTIVE)
+    assert cloudflare_sim.calls() == 9
+    assert len(cf.tunnels_page(1)[0]) > 0  # the status list's own slice
     assert cloudflare_sim.calls() == 10
 
 
@@ -271,3 +273,12 @@ def test_access_text_is_clipped_and_cleaned_once_at_the_boundary(cloudflare_sim,
     assert (found.email, found.name) == ("mixed.case@vendor.example", "Name")
     services.access_apps_refresh()
     assert AccessApplication.objects.get(cf_id=grafana["id"]).name == app.name
+
+
+def test_a_window_spent_by_clicks_and_background_reads_still_lets_the_status_list_through(budgets):
+    _clock, make = budgets
+    a, b = make(Limits(share=10, reserve=3, window=300, status_reserve=2))
+    background = sum(a.take(Priority.BACKGROUND).granted for _ in range(10))
+    interactive = sum(b.take(Priority.INTERACTIVE).granted for _ in range(10))
+    assert (background, interactive) == (5, 3)
+    assert [a.take(Priority.STATUS).granted for _ in range(3)] == [True, True, False]
