@@ -38,7 +38,9 @@ ADDRESS_TAKEN = "The address belongs to another Gatehouse account; an admin must
 
 def _refuse(request, *, reason: str, claims: dict) -> ImmediateHttpResponse:
     """Audit a refused sign-in and answer it. Nobody signed in: the address is recorded as claimed, not as actor."""
-    email = claims.get("email") if isinstance(claims.get("email"), str) else ""
+    email = claims.get("email")
+    if not isinstance(email, str):
+        email = ""
     services.audit_record(
         action="auth.refused",
         details={"reason": reason, "claimed_email": email[:254], "hd": str(claims.get("hd", ""))[:100]},
