@@ -116,7 +116,7 @@ def push_connect(*, actor: User, access_bypass: bool, request_origin: RequestOri
             details={"url": url, "access_bypass": access_bypass},
             request_origin=request_origin,
         )
-        push_connect_run.delay_on_commit()
+        push_connect_run.delay_on_commit()  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
     return conn
 
 
@@ -136,7 +136,7 @@ def push_disconnect(*, actor: User, request_origin: RequestOrigin | None = None)
             target_label=conn.url,
             request_origin=request_origin,
         )
-        push_disconnect_run.delay_on_commit()
+        push_disconnect_run.delay_on_commit()  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
     return conn
 
 
@@ -358,7 +358,7 @@ def event_receive(*, notification: Notification) -> bool:
                 text=notification.text,
             )
             if notification.alert_type != TEST:
-                push_refresh.delay_on_commit(event.pk)
+                push_refresh.delay_on_commit(event.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
     except IntegrityError:
         return False
     PushEvent.objects.filter(received_at__lt=now - EVENT_KEEP).delete()
@@ -374,7 +374,9 @@ def refresh(*, event: PushEvent) -> None:
     from tunnels import sync
     from tunnels.services import tunnel_alerts_evaluate
 
-    tunnel = Tunnel.objects.filter(cf_id=event.tunnel_cf_id, deleted_at__isnull=True).first()
+    tunnel = (
+        Tunnel.objects.filter(cf_id=event.tunnel_cf_id, deleted_at__isnull=True).first() if event.tunnel_cf_id else None
+    )
     if event.alert_type == UPDATE or tunnel is None:
         SyncCursor.objects.update_or_create(name="status", defaults={"synced_at": None})
         return

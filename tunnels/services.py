@@ -185,7 +185,7 @@ def _request(
     with transaction.atomic():
         change.save()
         changes.tunnel_change_steps_create(change=change)
-        tunnel_change_run.delay_on_commit(change.pk)
+        tunnel_change_run.delay_on_commit(change.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
     return change
 
 
@@ -225,6 +225,7 @@ def hostname_add(
         errors["hostname"] = "This tunnel is locally managed: its hostnames live in its own config file."
     if errors:
         raise ValidationError(errors)
+    assert zone is not None  # none is an error above
     params = {"hostname": hostname, "service": service, "zone": zone.cf_id}
     return _request(
         actor=actor, kind=TunnelChange.Kind.HOSTNAME_ADD, tunnel=tunnel, params=params, request_origin=request_origin
@@ -379,7 +380,7 @@ def tunnel_config_request(*, tunnel: Tunnel, now: datetime | None = None) -> boo
             .update(config_requested_at=now)
         )
         if claimed:
-            tunnel_config_read.delay_on_commit(tunnel.pk)
+            tunnel_config_read.delay_on_commit(tunnel.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
     return bool(claimed)
 
 
