@@ -110,6 +110,8 @@ class Vendor(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = VendorQuerySet.as_manager()
+    # The vendor list sets it on each vendor it shows: the run in progress, if any.
+    active_run: "WorkflowRun | None"
 
     class Meta:
         ordering = ["name"]
@@ -118,7 +120,7 @@ class Vendor(models.Model):
         return self.name
 
     def clean(self):
-        errors = {}
+        errors: dict[str, list[str]] = {}
         contacts = [str(e).strip().lower() for e in self.contacts or []]
         for email in contacts:
             try:
