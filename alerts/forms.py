@@ -3,6 +3,8 @@ from django import forms
 from alerts.models import Alert, Channel
 from alerts.services import SILENCE_CHOICES
 
+MAX_PAGE = 100_000  # 5,000,000 alerts at 50 a page
+
 
 class ChannelForm(forms.ModelForm):
     class Meta:
@@ -14,7 +16,8 @@ class ChannelForm(forms.ModelForm):
 
 class AlertFilterForm(forms.Form):
     state = forms.ChoiceField(required=False, choices=[("", "All"), *Alert.State.choices])
-    page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    # Bounded so that the offset it makes fits the database's integer (a larger one made the page fail).
+    page = forms.IntegerField(required=False, min_value=1, max_value=MAX_PAGE, widget=forms.HiddenInput)
 
 
 class SilenceForm(forms.Form):

@@ -12,6 +12,7 @@ GATEHOUSE_ALERT_ALLOWED_NETWORKS names networks that are allowed anyway (an on-p
 
 import ipaddress
 import socket
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -69,9 +70,32 @@ def check_address(address: IPAddress, *, host: str) -> None:
     )
 
 
+def parse(url: str) -> httpx.URL:
+    """`url` parsed, or OutboundRefused when its host is no valid name (IDNA 2008, as httpx encodes it).
+
+    Django's URLValidator admits names that IDNA 2008 forbids (`☃.com`) and A-labels that decode to nothing
+    (`xn--zz.com`); neither could ever be sent to.
+    """
+    try:
+        parsed = httpx.URL(url)
+        parsed.host  # noqa: B018 - decoding an A-label is what fails for a broken one
+    except (httpx.InvalidURL, ValueError):
+        try:
+            shown = urlsplit(url).hostname or url
+        except ValueError:
+            shown = url
+        raise OutboundRefused(f"{shown[:100]} is not a valid host name") from None
+    return parsed
+
+
+def ascii_host(url: httpx.URL) -> str:
+    """The host as DNS and TLS know it: an international name in its ASCII (xn--) form, an IPv6 address bare."""
+    return url.raw_host.decode("ascii").lower()
+
+
 def check_url(url: str) -> None:
-    """The checks that need no DNS: a host that is an address, or a name that always means this machine."""
-    host = httpx.URL(url).host
+    """The checks that need no DNS: a valid host name, an address, or a name that always means this machine."""
+    host = ascii_host(parse(url))
     if host == "localhost" or host.endswith(".localhost"):
         check_address(ipaddress.ip_address("127.0.0.1"), host=host)
         return
@@ -106,11 +130,12 @@ def resolve(host: str, port: int) -> IPAddress:
 
 def post(url: str, *, content: bytes, headers: dict[str, str], timeout: float = 10.0) -> httpx.Response:
     """POST `content` to `url` through a checked address; raises OutboundRefused or httpx.HTTPError."""
-    original = httpx.URL(url)
+    original = parse(url)
     if original.scheme not in ("http", "https") or not original.host:
         raise OutboundRefused("only http:// and https:// URLs are sent to")
     port = original.port or (443 if original.scheme == "https" else 80)
-    address = resolve(original.host, port)
+    host = ascii_host(original)
+    address = resolve(host, port)
     host_header = httpx.Request("POST", original).headers["Host"]
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         request = client.build_request(
@@ -119,6 +144,6 @@ def post(url: str, *, content: bytes, headers: dict[str, str], timeout: float = 
             content=content,
             headers={**headers, "Host": host_header},
             # TLS names the original host, and the certificate is checked against it, not against the address.
-            extensions={"sni_hostname": original.host},
+            extensions={"sni_hostname": host},
         )
         return client.send(request)

@@ -18,8 +18,10 @@ from dashboard.requestinfo import RequestOrigin
 def alert_list(request):
     form = AlertFilterForm(request.GET or None)
     state, page = "", 1
-    if form.is_bound and form.is_valid():
-        state, page = form.cleaned_data["state"], form.cleaned_data["page"] or 1
+    if form.is_bound:
+        # A broken page number leads to the first page, keeping the filter that is still valid.
+        form.is_valid()
+        state, page = form.cleaned_data.get("state") or "", form.cleaned_data.get("page") or 1
     alerts, has_next = selectors.alert_page(state=state, page=page)
     context = {
         "form": form,

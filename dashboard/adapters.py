@@ -3,6 +3,8 @@
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.shortcuts import render
 
 from dashboard import services
@@ -22,6 +24,8 @@ def refusal_reason(claims: dict) -> str | None:
         return "The identity provider sent no email address."
     if claims.get("email_verified") is not True:
         return "The email address is not verified."
+    if not _well_formed(email):
+        return "The email address is malformed."
     domain = email.rsplit("@", 1)[1].lower()
     if domain not in allowed:
         return f"Accounts at {domain} are not allowed."
@@ -31,6 +35,18 @@ def refusal_reason(claims: dict) -> str | None:
     if hd.lower() != domain:
         return "The email address does not belong to the account's Workspace."
     return None
+
+
+def _well_formed(email: str) -> bool:
+    """An address an account can be made with: the check allauth applies before it signs anyone up, and one that
+    fits the account's column. Anything else would be sent to allauth's sign-up form instead of being refused."""
+    if len(email) > (User._meta.get_field("email").max_length or 0):
+        return False
+    try:
+        validate_email(email)
+    except ValidationError:
+        return False
+    return True
 
 
 ADDRESS_TAKEN = "The address belongs to another Gatehouse account; an admin must remove that account first."

@@ -31,7 +31,10 @@ def check_database() -> Check:
 def check_broker() -> Check:
     try:
         options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
-        with Connection(settings.CELERY_BROKER_URL, connect_timeout=2, transport_options=options) as broker:
+        transport = getattr(settings, "CELERY_BROKER_TRANSPORT", None)
+        with Connection(
+            settings.CELERY_BROKER_URL, transport=transport, connect_timeout=2, transport_options=options
+        ) as broker:
             broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
     except Exception as exc:  # kombu raises the transport's own errors
         return Check(False, f"unreachable ({type(exc).__name__})")

@@ -6,8 +6,14 @@ A worker holds a lease on the row while it executes a step; a replacement waits 
 the first. Each step is committed with the receipt of the Cloudflare calls it made before the next starts, so a
 worker killed between steps leaves the operation where the database says, for a retry or a resume sweep to take
 up. An app says what its steps do and what follows success or a stop by subclassing `Engine`.
+
+Each run is about one subject (a row: the vendor, the application, the tunnel), and the engine carries out one run
+per subject at a time. `Engine.start` records runs under the subject's row lock and says what becomes of a request
+while another run on the subject is under way (`WhenBusy`: refused, waits its turn, or folded into the active run);
+`advance` lets a run go on only once every run recorded before it on its subject has ended.
 """
 
+import enum
 import logging
 import time
 import uuid
@@ -23,6 +29,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from dashboard.choices import ChoiceField, ColouredChoices
+from dashboard.leases import Renewal, lease_seconds
 from dashboard.requestinfo import RequestOrigin
 from integrations.cloudflare import CloudflareError, CloudflareTransient
 
@@ -57,7 +64,8 @@ class Operation(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     # What one step learns at Cloudflare and a later step needs (ids found, applications touched).
     data = models.JSONField(default=dict, blank=True)
-    # While a worker runs a step it holds the lease; a replacement worker waits it out before taking over.
+    # While a worker runs a step it holds the lease and renews it (dashboard/leases.py); a replacement worker
+    # waits out a lease that is no longer renewed (its worker died) before taking over.
     lease_until = models.DateTimeField(null=True, blank=True)
     # When the task that comes back for it (after a retry's backoff, or a wait) is due: until a while after, the
     # resume pass leaves the operation to that task.
@@ -148,6 +156,23 @@ class StepWait(Exception):
         self.reason = reason
 
 
+class SubjectBusy(ValidationError):
+    """Another run on the same subject is under way: the request is refused, with what to do."""
+
+
+class WhenBusy(enum.Enum):
+    """What becomes of a request for a run while another run on the same subject is under way."""
+
+    # Refused with the engine's `busy_message`.
+    REFUSE = "refuse"
+    # Recorded, and carried out once every run recorded before it on the subject has ended.
+    WAIT = "wait"
+    # Joined to the active run, which reads its subject afresh: one not started yet will see the request anyway;
+    # a running one is marked `again` (the run model's boolean), for the engine's `succeeded` or `stopped` to follow
+    # it with another run.
+    FOLD = "fold"
+
+
 class Receipt(Protocol):
     """What a step is given: it notes each call it makes in `answers`, which the step row keeps."""
 
@@ -169,7 +194,8 @@ def note(receipt: Receipt, *, call: str, target: str, answer: str) -> None:
 class Outcome:
     """What the task should do next: nothing (`done`), the same operation again after `wait` seconds, or (`go_on`)
     its next step at once: the step just done is committed, so the worker that did it may take the next one itself.
-    A step that asked to wait says why in `reason` (empty when another worker holds the lease)."""
+    A step that asked to wait says why in `reason` (empty when another worker holds the lease), as does a run
+    left to wait its turn (done: the run ahead sends its task when it ends)."""
 
     done: bool = True
     wait: float = 0.0
@@ -180,10 +206,6 @@ class Outcome:
 # A step tried this often without an answer (its worker killed or timed out each time) stops the operation, rather
 # than being sent to worker after worker for ever.
 MAX_STEP_ATTEMPTS = 20
-
-
-def lease_seconds() -> float:
-    return float(getattr(settings, "GATEHOUSE_WORKFLOW_LEASE_SECONDS", settings.CELERY_TASK_TIME_LIMIT))
 
 
 def retry_countdown(*, retries: int, retry_after: float | None, first: float = 1.0, cap: float = float("inf")) -> float:
@@ -202,9 +224,12 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
     step_model: type[StepT]
     # Relations a step and the hooks read from the run, loaded with it.
     related: ClassVar[tuple[str, ...]] = ()
-    # The row the app's own services lock before they touch its operations (the vendor, the application): the
-    # engine locks it first too, so that a request and a worker never each hold what the other waits for.
-    owner: ClassVar[str] = ""
+    # The foreign key naming what a run is about (the vendor, the application, the tunnel). The engine locks that
+    # row before the run, as the apps' services lock it before they touch its runs, so that a request and a worker
+    # never each hold what the other waits for; and it carries out one run per subject at a time, `when_busy`
+    # saying what becomes of a request meanwhile. A run whose subject is null (a tunnel not made yet) is alone.
+    subject: ClassVar[str] = ""
+    when_busy: ClassVar[WhenBusy] = WhenBusy.REFUSE
     # A task meeting temporary Cloudflare errors retries after `retry_first` seconds, doubling up to `retry_cap`,
     # at most `max_retries` times before the operation stops with Cloudflare's reason.
     retry_first: ClassVar[float] = 1.0
@@ -237,24 +262,100 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
         """After `actor` asked for a stopped operation to go on, in the same transaction: the app's own state and
         its audit entry."""
 
+    def busy_message(self, active: RunT) -> str:
+        """What a request is told when `active`, on the same subject, keeps it from being carried out now."""
+        return "Another change to this is under way; wait for it to finish."
+
+    def waiting_message(self, ahead: RunT) -> str:
+        """What a run waiting for `ahead` (recorded before it on the same subject) shows on its open step."""
+        return "Waiting for the change asked before it to finish."
+
+    def start(self, run: RunT, *, steps: list[tuple[str, str]], enqueue: bool = True) -> RunT:
+        """Record `run` (unsaved) with these steps, its task sent once this commits unless `enqueue` is False — or,
+        while a run on the same subject is under way, refuse it (SubjectBusy) or return the active run it is
+        folded into, as `when_busy` says. Requests for one subject are recorded one after another under its row
+        lock, so that runs on a subject are carried out in the order they were recorded."""
+        with transaction.atomic():
+            subject_id = self._subject_lock(run)
+            active = self._active_on(subject_id).order_by("-pk").first() if subject_id is not None else None
+            if active is not None and self.when_busy is WhenBusy.REFUSE:
+                raise SubjectBusy(self.busy_message(active))
+            if active is not None and self.when_busy is WhenBusy.FOLD:
+                # `again` is a field of the run models of FOLD engines only.
+                if active.status == Operation.Status.RUNNING and not cast(Any, active).again:
+                    self.run_model.objects.filter(pk=active.pk).update(again=True)
+                return active
+            run.save()
+            self.create_steps(run, steps)
+            if enqueue:
+                transaction.on_commit(lambda: self.enqueue(run.pk))
+        return run
+
+    def _subject_field(self) -> Any:
+        """The run's foreign key to its subject (whose model is the app's, so typed loosely)."""
+        return self.run_model._meta.get_field(self.subject)
+
+    def _subject_id(self, run: RunT) -> Any:
+        return getattr(run, self._subject_field().attname) if self.subject else None
+
+    def _subject_lock(self, run: RunT) -> Any:
+        """Lock the run's subject row until the transaction ends; its id (None for a run without one)."""
+        subject_id = self._subject_id(run)
+        if subject_id is not None:
+            subject = self._subject_field().related_model
+            list(subject.objects.select_for_update().filter(pk=subject_id).values_list("pk", flat=True))
+        return subject_id
+
+    def _active_on(self, subject_id: Any) -> "models.QuerySet[RunT]":
+        attname = self._subject_field().attname
+        return self.run_model.objects.filter(**{attname: subject_id}, status__in=Operation.ACTIVE)
+
+    def _turn(self, run_id: int) -> Outcome | None:
+        """None when the run may go on. Otherwise a run recorded before it on its subject is under way: its open
+        step names that run, and the task is done with it. The run ahead sends its task again as it ends
+        (`_hand_over`), and the resume pass, should that be lost."""
+        run = self.run_model.objects.filter(pk=run_id, status__in=Operation.ACTIVE).first()
+        subject_id = self._subject_id(run) if run is not None else None
+        if subject_id is None:
+            return None
+        ahead = self._active_on(subject_id).filter(pk__lt=run_id).order_by("pk").first()
+        if ahead is None:
+            return None
+        open_steps = self.step_model.objects.filter(run_id=run_id, status__in=OperationStep.OPEN).order_by("position")
+        if (step_id := open_steps.values_list("pk", flat=True).first()) is not None:
+            self.step_model.objects.filter(pk=step_id).update(error=self.waiting_message(ahead)[:1000])
+        return Outcome(reason=self.waiting_message(ahead))
+
+    def _hand_over(self, run: RunT) -> None:
+        """The run has ended: send the task of the next run waiting on its subject. (Under the other rules, the
+        only run that can follow is one a hook started, and `start` sends its task.)"""
+        subject_id = self._subject_id(run)
+        if subject_id is None or self.when_busy is not WhenBusy.WAIT:
+            return
+        following = self._active_on(subject_id).exclude(pk=run.pk).order_by("pk").values_list("pk", flat=True)
+        if (next_id := following.first()) is not None:
+            transaction.on_commit(lambda: self.enqueue(next_id))
+
     def create_steps(self, run: RunT, steps: list[tuple[str, str]]) -> None:
         self.step_model.objects.bulk_create(
             self.step_model(run=run, position=i, key=key, label=label) for i, (key, label) in enumerate(steps, 1)
         )
 
     def _lock(self, run_id: int) -> RunT | None:
-        """The run, locked until the transaction ends (after its owner's row)."""
-        if self.owner:
-            field = cast("models.ForeignKey[Any, Any]", self.run_model._meta.get_field(self.owner))
-            owner = self.run_model.objects.filter(pk=run_id).values(field.attname)
-            owner_model: Any = field.related_model
-            list(owner_model.objects.select_for_update().filter(pk__in=owner).values_list("pk", flat=True))
+        """The run, locked until the transaction ends (after its subject's row)."""
+        if self.subject:
+            field = self._subject_field()
+            subject = self.run_model.objects.filter(pk=run_id).values(field.attname)
+            list(field.related_model.objects.select_for_update().filter(pk__in=subject).values_list("pk", flat=True))
         locked = self.run_model.objects.select_for_update()
         locked = locked.select_related(*self.related) if self.related else locked
         return locked.filter(pk=run_id).first()
 
     def advance(self, *, run_id: int) -> Outcome:
-        """Run the next step of the operation, if it is still active and no other worker holds it."""
+        """Run the next step of the operation, if it is still active, its turn has come and no other worker holds
+        it."""
+        if (waiting := self._turn(run_id)) is not None:
+            return waiting
         now = timezone.now()
         with transaction.atomic():
             run = self._lock(run_id)
@@ -283,8 +384,10 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
             reason = f"Stopped after {MAX_STEP_ATTEMPTS} attempts at this step that never finished (a worker was "
             self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=reason + "stopped or timed out).")
             return Outcome()
+        held = [run.lease_until]
         try:
-            self.execute(step, receipt)
+            with Renewal(lambda until: self._renew(run.pk, held, until)):
+                self.execute(step, receipt)
         except StepWait as wait:
             self._release(run, step, receipt, error=wait.reason)
             return Outcome(done=False, wait=wait.seconds, reason=wait.reason)
@@ -309,6 +412,13 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
         if self._complete(run, step, receipt):
             return Outcome(done=False, go_on=True)
         return Outcome()
+
+    def _renew(self, run_id: int, held: list, until) -> bool:
+        """Move the lease this worker holds to `until`; False once it is not this worker's (taken over, ended)."""
+        if not self.run_model.objects.filter(pk=run_id, lease_until=held[0]).update(lease_until=until):
+            return False
+        held[0] = until
+        return True
 
     def give_up(self, *, run_id: int, reason: str) -> None:
         """Cloudflare kept answering with temporary errors past every retry: stop the operation where it is."""
@@ -405,6 +515,9 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
             assert run is not None  # the caller has just read it
             if run.status not in (Operation.Status.FAILED, Operation.Status.NEEDS_ATTENTION):
                 raise ValidationError("Only a stopped change can be retried.")
+            subject_id = self._subject_id(run)
+            if subject_id is not None and (active := self._active_on(subject_id).first()) is not None:
+                raise SubjectBusy(self.busy_message(active))
             run.steps.filter(status=OperationStep.Status.FAILED).update(
                 status=OperationStep.Status.PENDING, finished_at=None
             )
@@ -448,6 +561,7 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
         run.lease_until = None
         run.save(update_fields=["status", "finished_at", "lease_until", "updated_at"])
         self.audit(run, "succeeded", self.succeeded(run))
+        self._hand_over(run)
 
     def _stop(
         self,
@@ -479,6 +593,7 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
             self.stopped(current, step, reason=reason, findings=findings or [])
             event = "needs_attention" if status == Operation.Status.NEEDS_ATTENTION else "failed"
             self.audit(current, event, {"step": step.label, "reason": reason, "findings": findings or []})
+            self._hand_over(current)
 
 
 @cache

@@ -27,18 +27,35 @@ def new_request_id(header: str | None = None) -> str:
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    """REMOTE_ADDR, or the address the trusted proxies saw when Gatehouse runs behind them."""
+    """REMOTE_ADDR, or the address the trusted proxies saw when the request came through them.
+
+    X-Forwarded-For is believed only when the connection comes from one of GATEHOUSE_TRUSTED_PROXIES: anyone
+    who reaches Gatehouse another way writes that header themselves. The client is then the entry
+    GATEHOUSE_TRUSTED_PROXY_COUNT places from the right (each proxy appends the address it saw). A proxy's
+    request without the header is the proxy's own (a proxy always appends); a chain shorter than the proxies
+    names no one.
+    """
     candidate = request.META.get("REMOTE_ADDR", "")
     hops = settings.GATEHOUSE_TRUSTED_PROXY_COUNT
-    if hops:
+    if hops and _is_trusted_proxy(candidate):
         forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         forwarded = [part for part in forwarded if part]
         if len(forwarded) >= hops:
             candidate = forwarded[-hops]
+        elif forwarded:
+            return None
     try:
         return str(ipaddress.ip_address(candidate))
     except ValueError:
         return None
+
+
+def _is_trusted_proxy(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network) for network in settings.GATEHOUSE_TRUSTED_PROXIES)
 
 
 @dataclass(frozen=True)

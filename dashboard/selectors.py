@@ -53,7 +53,11 @@ class AuditCursor:
         micros, _, entry_id = text.partition(".")
         if not (micros.isdigit() and entry_id.isdigit()) or len(micros) > 18 or len(entry_id) > 18:
             raise ValueError("not a cursor")
-        return cls(at=_EPOCH + timedelta(microseconds=int(micros)), id=int(entry_id))
+        try:
+            at = _EPOCH + timedelta(microseconds=int(micros))
+        except OverflowError:
+            raise ValueError("not a cursor") from None  # past the last date Python knows
+        return cls(at=at, id=int(entry_id))
 
 
 @dataclass(frozen=True)

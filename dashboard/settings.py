@@ -191,8 +191,13 @@ SECURE_CSP = {
     "base-uri": [CSP.NONE],
     "object-src": [CSP.NONE],
 }
-# Only this many reverse proxies in front of Gatehouse are trusted to append to X-Forwarded-For.
+# Only this many reverse proxies in front of Gatehouse are trusted to append to X-Forwarded-For...
 GATEHOUSE_TRUSTED_PROXY_COUNT = int(os.environ.get("GATEHOUSE_TRUSTED_PROXY_COUNT", "0"))
+# ...and only on connections from these addresses (CIDR, comma-separated; loopback unless set): the address the
+# nearest proxy connects from. From anywhere else X-Forwarded-For is the client's own word and is ignored.
+GATEHOUSE_TRUSTED_PROXIES = [
+    str(ipaddress.ip_network(n, strict=False)) for n in env_list("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.0/8,::1/128")
+]
 # True only when that proxy sets X-Request-ID on every request, replacing any the client sent; otherwise a
 # client's X-Request-ID is ignored and Gatehouse makes its own.
 GATEHOUSE_PROXY_SETS_REQUEST_ID = env_bool("GATEHOUSE_PROXY_SETS_REQUEST_ID", False)
@@ -240,14 +245,16 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "gatehouse@localhost")
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
 if CELERY_BROKER_URL == "filesystem://":
-    # The embedded default: a broker that needs no server, shared by the web server, worker and beat.
+    # The embedded default: a broker that needs no server, shared by the web server, worker and beat: message files
+    # in a folder, written whole and held until acked (dashboard/broker.py says why not kombu's own).
+    CELERY_BROKER_TRANSPORT = "dashboard.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
+        "claimed_folder": str(_broker_dir / "claimed"),
+        "rejected_folder": str(_broker_dir / "rejected"),
         # The folder is looked at this often for new messages (kombu's default is once a second, which a click
         # would feel); listing a nearly empty folder ten times a second costs next to nothing.
         "polling_interval": 0.1,
@@ -257,8 +264,16 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
-# A worker running a workflow step holds the run this long; a replacement for a killed worker waits it out.
-GATEHOUSE_WORKFLOW_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_WORKFLOW_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT))
+# A worker holds what it works on (an operation's step, a sync, Logpush or inventory pass) through a lease of this
+# length, renewed every third of it while it works (dashboard/leases.py): a killed worker's work is taken over, or
+# ended with its reason, this long after its last renewal.
+GATEHOUSE_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_LEASE_SECONDS", "15"))
+# The passes that hold such a lease; the resume pass ends those whose worker stopped.
+GATEHOUSE_LEASED_PASSES = [
+    "tunnels.models.SyncPass",
+    "discovery.models.IngestRun",
+    "discovery.models.InventoryRun",
+]
 CELERY_TASK_IGNORE_RESULT = True
 # Celery's worker and beat log through Django's LOGGING (JSON in production) rather than a format of their own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -268,7 +283,9 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # resume pass sends every active run nobody is working on back to a worker.
 GATEHOUSE_OPERATION_ENGINES = [
     "vendors.workflows.VendorWorkflows",
+    "vendors.tokens.TokenChanges",
     "tunnels.changes.TunnelChanges",
+    "tunnels.push.PushChanges",
     "discovery.services.protection.ApplicationProtection",
 ]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
@@ -324,6 +341,9 @@ GATEHOUSE_TUNNEL_ALERT_GRACE_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_AL
 GATEHOUSE_PUBLIC_URL = os.environ.get("GATEHOUSE_PUBLIC_URL", "").rstrip("/")
 GATEHOUSE_PUSH_TRUST_SECONDS = float(os.environ.get("GATEHOUSE_PUSH_TRUST_SECONDS", "21600"))
 GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS = float(os.environ.get("GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS", "300"))
+# Webhook posts refused for a missing or wrong secret are counted in each web process and written at most once
+# per this many seconds, so a flood of them is not a database write each.
+GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS = float(os.environ.get("GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS", "5"))
 
 # --- AWS -----------------------------------------------------------------------------------------------
 AWS_REGION = os.environ.get("AWS_REGION", "us-east-1")

@@ -1,7 +1,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from dashboard import operations, services
+from dashboard import leases, operations, services
 
 
 @shared_task(ignore_result=True)
@@ -12,7 +12,9 @@ def record_heartbeat():
 
 @shared_task(acks_late=True, ignore_result=True)
 def operations_resume(on_start: bool = False) -> None:
+    """Send operations nobody is working on back to a worker, and end the passes whose worker stopped."""
     operations.operations_resume(on_start=on_start)
+    leases.passes_end_lapsed()
 
 
 @worker_ready.connect

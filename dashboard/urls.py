@@ -13,5 +13,7 @@ urlpatterns = [
     path("settings/users/<uuid:public_id>/role", views.user_role_update, name="user_role_update"),
     path("settings/push/connect", push_views.push_connect, name="push_connect"),
     path("settings/push/disconnect", push_views.push_disconnect, name="push_disconnect"),
+    path("settings/push/changes/<uuid:public_id>/", push_views.push_change_detail, name="push_change_detail"),
+    path("settings/push/changes/<uuid:public_id>/retry", push_views.push_change_retry, name="push_change_retry"),
     path("hooks/cloudflare/", push_views.push_webhook, name="push_webhook"),
 ]

@@ -103,16 +103,10 @@ class ProtectionChange(Operation):
     # The application changed while this change was running: another change follows it, reading it afresh.
     again = models.BooleanField(default=False)
 
+    # One change at a time per application, what is asked meanwhile folded into it: the engine's rule for its
+    # subject (discovery.services.protection.ApplicationProtection).
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [
-            # One change at a time per application; what is asked meanwhile is folded into the next one.
-            models.UniqueConstraint(
-                fields=["application"],
-                condition=models.Q(status__in=["pending", "running"]),
-                name="discovery_one_active_protection_change",
-            )
-        ]
 
     def __str__(self):
         return f"Access change for {self.application}"
@@ -293,6 +287,11 @@ class IngestRun(models.Model):
     public = models.BigIntegerField(default=0)
     error = models.CharField(max_length=300, blank=True)
     seconds = models.FloatField(null=True, blank=True)
+    # Renewed while a task works on the pass (dashboard/leases.py); a pass nobody works on any more is ended with
+    # LAPSED_REASON, and the objects it did not finish are read by the next pass.
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    LAPSED_REASON = "Its worker stopped before the pass finished; the next pass reads the objects it left."
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -316,6 +315,12 @@ class InventoryRun(models.Model):
     origins = models.IntegerField(default=0)
     # [{"region", "kind", "action", "error"}], at most MAX_WARNINGS.
     warnings = models.JSONField(default=list, blank=True)
+    # Why the pass did not finish, when it did not.
+    error = models.CharField(max_length=300, blank=True)
+    # Renewed while the pass runs (dashboard/leases.py); a pass whose worker stopped is ended with LAPSED_REASON.
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    LAPSED_REASON = "Its worker stopped before the pass finished; the next pass lists the estate again."
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -1,8 +1,55 @@
+import contextlib
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
 import pytest
 from django.test import Client
 
 from dashboard.models import User
 from tests.factories import make_user
+
+# Every process a test starts inherits this mark in its environment, so the session can find any left running.
+SESSION_MARK = "GATEHOUSE_TEST_SESSION"
+
+
+def pytest_sessionstart(session):
+    os.environ[SESSION_MARK] = uuid.uuid4().hex
+
+
+def marked_processes() -> dict[int, str]:
+    """Processes (other than this one) whose environment carries this session's mark, with their command lines."""
+    mark = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        except OSError:
+            continue
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails if a process a test started is still running once every test is done (after a grace for
+    those that are on their way out); such processes are killed."""
+    if SESSION_MARK not in os.environ or not Path("/proc").is_dir():
+        return
+    deadline = time.monotonic() + 10
+    while (left := marked_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not left:
+        return
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    lines = "\n".join(f"  {pid}: {cmdline}" for pid, cmdline in sorted(left.items()))
+    session.config.get_terminal_writer().line(f"\nProcesses started by tests were still running:\n{lines}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -27,6 +27,17 @@ EXPECTED = {
     # Admins connect and disconnect Cloudflare's push events.
     "dashboard:push_connect": ("post", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 403, ADMIN: 302}),
     "dashboard:push_disconnect": ("post", {}, {ANON: LOGIN, VIEWER: 403, OPERATOR: 403, ADMIN: 302}),
+    # Everyone sees how a change to push events went; admins retry one that stopped.
+    "dashboard:push_change_detail": (
+        "get",
+        {"public_id": "8f0c3f5e-3c1a-4a57-9b59-1d1d7c7f0a11"},
+        {ANON: LOGIN, VIEWER: 404, OPERATOR: 404, ADMIN: 404},
+    ),
+    "dashboard:push_change_retry": (
+        "post",
+        {"public_id": "8f0c3f5e-3c1a-4a57-9b59-1d1d7c7f0a11"},
+        {ANON: LOGIN, VIEWER: 403, OPERATOR: 403, ADMIN: 404},
+    ),
     # Cloudflare's webhook needs no session: without the shared secret in cf-webhook-auth it is refused, 401.
     "dashboard:push_webhook": ("post", {}, {ANON: 401, VIEWER: 401, OPERATOR: 401, ADMIN: 401}),
     # Signed-in people are sent on from the sign-in page; everyone may reach it.

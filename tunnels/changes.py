@@ -1,5 +1,6 @@
 """Carrying out the changes operators ask for at Cloudflare (tunnels.services records the request): the operation
-engine for tunnel changes, one change per tunnel at a time, and an executor per kind of change.
+engine for tunnel changes, and an executor per kind of change. The engine carries out one change per tunnel at a
+time: a change asked while another to its tunnel is under way waits its turn.
 
 A new tunnel's token is the one secret here: the executor hands it to the engine, which keeps it sealed on the
 change row for its creator to see once (tunnels.services.tunnel_token_take).
@@ -9,19 +10,17 @@ import base64
 import contextlib
 import copy
 import secrets
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from alerts.services import alert_resolve
 from dashboard.models import User
-from dashboard.operations import Engine, StepFailed, StepWait
+from dashboard.operations import Engine, StepFailed, StepWait, WhenBusy
 from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, seal
 from dashboard.services import audit_record
@@ -42,10 +41,8 @@ from tunnels.models import (
 
 CATCH_ALL = {"hostname": "*", "service": "http_status:404"}
 MANAGED_COMMENT = "managed by Gatehouse"
-# A change holds its tunnel for at most this long; a worker that died mid-change frees it when this lapses.
-CHANGE_CLAIM = timedelta(minutes=5)
-# How long a change waits for another change to the same tunnel before its task tries again later.
-CLAIM_WAIT_SECONDS = 30.0
+# How long a change whose tunnel's configuration kept changing at Cloudflare waits before reading it again.
+BUSY_WAIT_SECONDS = 30.0
 # Reads of a configuration someone else keeps changing before Gatehouse gives up for now.
 CONFIG_ATTEMPTS = 3
 
@@ -55,10 +52,10 @@ class ChangeRefused(StepFailed):
 
 
 class TunnelBusy(StepWait):
-    """Another change holds the tunnel, or its configuration kept changing: the task tries again later."""
+    """The tunnel's configuration kept changing at Cloudflare: the task tries again later."""
 
     def __init__(self, reason: str):
-        super().__init__(CLAIM_WAIT_SECONDS, reason=reason)
+        super().__init__(BUSY_WAIT_SECONDS, reason=reason)
 
 
 _AUDIT = {
@@ -85,13 +82,17 @@ class _Carrying:
 
 
 class TunnelChanges(Engine[TunnelChange, TunnelChangeStep, _Carrying]):
-    """A change is one step: its executor, one change per tunnel at a time. The audit keeps the actions tunnel
-    changes have always written: one for the change made, `tunnel.change_failed` for one that stopped."""
+    """A change is one step: its executor, one change per tunnel at a time (a later one waits its turn). The audit
+    keeps the actions tunnel changes have always written: one for the change made, `tunnel.change_failed` for one
+    that stopped."""
 
     run_model = TunnelChange
     step_model = TunnelChangeStep
-    # No related rows loaded with the locked change: its tunnel and actor may be null, and PostgreSQL cannot lock
-    # the nullable side of an outer join.
+    # No related rows loaded with the locked change (`related`): its tunnel and actor may be null, and PostgreSQL
+    # cannot lock the nullable side of an outer join. A change without a tunnel (a new one, a virtual network's)
+    # has no subject and waits for nothing.
+    subject = "tunnel"
+    when_busy = WhenBusy.WAIT
     retry_first = 4.0
 
     def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
@@ -102,11 +103,16 @@ class TunnelChanges(Engine[TunnelChange, TunnelChangeStep, _Carrying]):
     def receipt(self, run: TunnelChange) -> _Carrying:
         return _Carrying(change=run)
 
+    def busy_message(self, active: TunnelChange) -> str:
+        return f"Wait until the change to this tunnel in progress ({active.get_kind_display().lower()}) is done."
+
+    def waiting_message(self, ahead: TunnelChange) -> str:
+        return f"Waiting for the change asked before it ({ahead.get_kind_display().lower()}: {ahead.summary})."
+
     def execute(self, step: TunnelChangeStep, receipt: _Carrying) -> None:
         change = receipt.change
         try:
-            with _tunnel_claimed(change.tunnel) if change.tunnel else contextlib.nullcontext():
-                result, token = _EXECUTORS[change.kind](change)
+            result, token = _EXECUTORS[change.kind](change)
         except cf.CloudflareError as exc:
             if isinstance(exc, cf.CloudflareTransient):
                 raise
@@ -147,31 +153,10 @@ def tunnel_change_retry(*, change: TunnelChange, actor: User, request_origin: Re
     return _ENGINE.retry(run_id=change.pk, actor=actor, request_origin=request_origin)
 
 
-def tunnel_change_steps_create(*, change: TunnelChange) -> None:
-    _ENGINE.create_steps(change, [(change.kind, change.get_kind_display())])
-
-
-@contextlib.contextmanager
-def _tunnel_claimed(tunnel: Tunnel) -> Iterator[None]:
-    """Hold the tunnel for one change: a conditional update of its row that only one worker can win.
-
-    Waits up to CLAIM_WAIT_SECONDS for a change that holds it; the claim is released only by its holder (its
-    expiry time is the token), so a change that outlived its claim cannot free someone else's.
-    """
-    deadline = time.monotonic() + CLAIM_WAIT_SECONDS
-    while True:
-        now = timezone.now()
-        until = now + CHANGE_CLAIM
-        free = Q(change_claimed_until__isnull=True) | Q(change_claimed_until__lte=now)
-        if Tunnel.objects.filter(free, pk=tunnel.pk).update(change_claimed_until=until):
-            break
-        if time.monotonic() >= deadline:
-            raise TunnelBusy(f"Another change to tunnel {tunnel.name} is still running.")
-        time.sleep(0.2)
-    try:
-        yield
-    finally:
-        Tunnel.objects.filter(pk=tunnel.pk, change_claimed_until=until).update(change_claimed_until=None)
+def tunnel_change_start(*, change: TunnelChange) -> TunnelChange:
+    """Record the change (unsaved, checked) with its one step; its task is sent once this commits, and it waits
+    for any change asked before it to the same tunnel."""
+    return _ENGINE.start(change, steps=[(change.kind, change.get_kind_display())])
 
 
 # What a change's result adds to its audit entry (never a secret: a token is not in the result).
@@ -244,7 +229,8 @@ def _configuration_change(tunnel: Tunnel, edit: Edit) -> records.TunnelConfigura
 
     A PUT replaces the whole configuration and Cloudflare has no conditional write, so the version is read again
     just before writing: if someone changed the configuration since it was read, the edit is made again on
-    theirs, and their change stays. The caller holds the tunnel, so no other Gatehouse change interleaves.
+    theirs, and their change stays. The engine runs one change per tunnel at a time, so no other Gatehouse change
+    interleaves.
     """
     tunnel_id = str(tunnel.cf_id)
     current = cf.tunnel_configuration(tunnel_id, priority=cf.Priority.INTERACTIVE)

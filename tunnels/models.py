@@ -50,8 +50,6 @@ class Tunnel(models.Model):
     config_version = models.IntegerField(null=True)
     route_count = models.PositiveIntegerField(default=0)
     hostname_count = models.PositiveIntegerField(default=0)
-    # Set while a change to this tunnel runs (one at a time); a crashed worker's claim lapses at this time.
-    change_claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -216,6 +214,10 @@ class SyncPass(models.Model):
     slow_parts = models.CharField(max_length=100, blank=True)
     complete = models.BooleanField(default=False)
     error = models.CharField(max_length=500, blank=True)
+    # Renewed while the pass runs (dashboard/leases.py); a pass whose worker stopped is ended with LAPSED_REASON.
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    LAPSED_REASON = "Its worker stopped before the pass finished; the next pass reads what it left."
 
     class Meta:
         ordering = ["-started_at"]
@@ -367,6 +369,32 @@ class PushConnection(models.Model):
 
     def __str__(self):
         return f"push events ({self.state})"
+
+
+class PushChange(Operation):
+    """Connecting or disconnecting push events at Cloudflare (tunnels.push): the shared operation row, one at a time
+    for the account's connection."""
+
+    class Kind(models.TextChoices):
+        CONNECT = "connect", "Connect push events"
+        DISCONNECT = "disconnect", "Disconnect push events"
+
+    connection = models.ForeignKey(PushConnection, on_delete=models.CASCADE, related_name="changes")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} ({self.status})"
+
+
+class PushChangeStep(OperationStep):
+    run = models.ForeignKey(PushChange, on_delete=models.CASCADE, related_name="steps")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="tunnels_push_change_step_position")]
 
 
 class PushEvent(models.Model):

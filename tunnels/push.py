@@ -13,30 +13,40 @@ arriving (`trusted`), the pass reads the whole list only every GATEHOUSE_TUNNEL_
 saved go to connector rotation.
 """
 
+import atexit
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import secrets
+import threading
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db import connection as db_connection
+from django.db.models import Count, F, Q, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.models import User
+from dashboard.operations import Engine, StepFailed, note
 from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, seal, unseal
 from dashboard.services import audit_record
 from integrations import cloudflare as cf
 from integrations import records
-from tunnels.models import PushConnection, PushEvent, StatusChange, SyncCursor, Tunnel
+from tunnels.models import PushChange, PushChangeStep, PushConnection, PushEvent, StatusChange, SyncCursor, Tunnel
+
+logger = logging.getLogger(__name__)
 
 HEALTH = "tunnel_health_event"
 UPDATE = "tunnel_update_event"
@@ -53,10 +63,12 @@ AUDIT_ACTIONS = {
     "push.connect_failed": "Push events connection failed",
     "push.disconnect_requested": "Push events disconnection requested",
     "push.disconnected": "Push events disconnected",
+    "push.disconnect_failed": "Push events disconnection failed",
+    "push.change_retried": "Push events change retried",
 }
 
 
-class PushError(Exception):
+class PushError(ValidationError):
     """The request cannot be carried out as things are (shown to the admin as is)."""
 
 
@@ -88,22 +100,40 @@ def _names(url: str) -> dict[str, str]:
     }
 
 
-# --- connecting and disconnecting (a click; the work runs in a Celery task) -----------------------------------
+# --- connecting and disconnecting (a click; the work is an operation of the shared engine) ---------------------
 
 
-def push_connect(*, actor: User, access_bypass: bool, request_origin: RequestOrigin | None = None) -> PushConnection:
+def _connect_steps(access_bypass: bool) -> list[tuple[str, str]]:
+    bypass = [("bypass", "Let Cloudflare's posts past Access: an Access application bypassing it for the webhook path")]
+    return [
+        *(bypass if access_bypass else []),
+        ("destination", "Create or update the webhook destination (Cloudflare sends it a test message)"),
+        ("policies", "Create or update the notification policies: tunnel health, tunnels created or deleted"),
+    ]
+
+
+_DISCONNECT_STEPS = [
+    ("policies", "Delete the notification policies"),
+    ("destination", "Delete the webhook destination"),
+    ("bypass", "Delete the Access application bypassing Access for the webhook path, and its policy"),
+]
+
+
+def push_connect(*, actor: User, access_bypass: bool, request_origin: RequestOrigin | None = None) -> PushChange:
     """Start connecting: a fresh secret is sealed and saved first, so Cloudflare's test message is answered."""
-    from tunnels.tasks import push_connect_run
-
     url = webhook_url()
     if not url:
         raise PushError("Set GATEHOUSE_PUBLIC_URL to the address Cloudflare can reach Gatehouse at, then connect.")
+    request_origin = request_origin or RequestOrigin()
     with transaction.atomic():
         conn = PushConnection.objects.select_for_update().get(pk=connection().pk)
-        if conn.state in (PushConnection.State.CONNECTING, PushConnection.State.DISCONNECTING):
-            raise PushError("Gatehouse is already changing the push connection; wait for it to finish.")
         if conn.state == PushConnection.State.CONNECTED and conn.url == url and conn.bypass_wanted == access_bypass:
             raise PushError("Push events are already connected.")
+        # Recorded before the connection changes: refused while another change runs, whose secret stays.
+        change = _ENGINE.start(
+            PushChange(connection=conn, kind=PushChange.Kind.CONNECT, **_origin(actor, request_origin)),
+            steps=_connect_steps(access_bypass),
+        )
         conn.state = PushConnection.State.CONNECTING
         conn.secret_sealed = seal(secrets.token_urlsafe(32), purpose=Purpose.PUSH_WEBHOOK)
         conn.url, conn.bypass_wanted, conn.error, conn.changed_at = url, access_bypass, "", timezone.now()
@@ -113,20 +143,22 @@ def push_connect(*, actor: User, access_bypass: bool, request_origin: RequestOri
             actor=actor,
             target_type="push",
             target_label=url,
-            details={"url": url, "access_bypass": access_bypass},
+            details={"url": url, "access_bypass": access_bypass, "change": str(change.public_id)},
             request_origin=request_origin,
         )
-        push_connect_run.delay_on_commit()  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
-    return conn
+    return change
 
 
-def push_disconnect(*, actor: User, request_origin: RequestOrigin | None = None) -> PushConnection:
-    from tunnels.tasks import push_disconnect_run
-
+def push_disconnect(*, actor: User, request_origin: RequestOrigin | None = None) -> PushChange:
+    request_origin = request_origin or RequestOrigin()
     with transaction.atomic():
         conn = PushConnection.objects.select_for_update().get(pk=connection().pk)
-        if conn.state in (PushConnection.State.OFF, PushConnection.State.DISCONNECTING):
+        if conn.state == PushConnection.State.OFF:
             raise PushError("Push events are not connected.")
+        change = _ENGINE.start(
+            PushChange(connection=conn, kind=PushChange.Kind.DISCONNECT, **_origin(actor, request_origin)),
+            steps=_DISCONNECT_STEPS,
+        )
         conn.state, conn.error, conn.changed_at = PushConnection.State.DISCONNECTING, "", timezone.now()
         conn.save(update_fields=["state", "error", "changed_at"])
         audit_record(
@@ -134,10 +166,33 @@ def push_disconnect(*, actor: User, request_origin: RequestOrigin | None = None)
             actor=actor,
             target_type="push",
             target_label=conn.url,
+            details={"change": str(change.public_id)},
             request_origin=request_origin,
         )
-        push_disconnect_run.delay_on_commit()  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
-    return conn
+    return change
+
+
+def push_change_retry(*, actor: User, change: PushChange, request_origin: RequestOrigin) -> PushChange:
+    """Go on with the latest stopped change from its step; each step reads Cloudflare afresh."""
+    if not actor.has_role(User.Role.ADMIN):
+        raise PermissionDenied("Only admins connect and disconnect push events.")
+    latest = change.connection.changes.first()
+    if latest is None or latest.pk != change.pk:
+        raise ValidationError("A newer change to push events has replaced this one.")
+    return _ENGINE.retry(run_id=change.pk, actor=actor, request_origin=request_origin)
+
+
+def push_change_drive(task: Any, change_id: int) -> None:
+    """The task's work: the change's steps, with the engine's retries and backoff."""
+    _ENGINE.drive(task, change_id)
+
+
+def _origin(actor: User, request_origin: RequestOrigin) -> dict[str, Any]:
+    return {
+        "actor_email": actor.email,
+        "source_ip": request_origin.source_ip,
+        "request_id": request_origin.request_id[:64],
+    }
 
 
 def _save(conn: PushConnection, **fields: Any) -> None:
@@ -146,62 +201,117 @@ def _save(conn: PushConnection, **fields: Any) -> None:
     conn.save(update_fields=list(fields))
 
 
-def connect_execute(*, conn: PushConnection) -> None:
-    """Create (or find and update) what push events need at Cloudflare, recording each id as soon as it exists.
+@dataclass
+class _Receipt:
+    """What the change's step is given; the step row keeps `answers` (ids and names, never the secret)."""
 
-    A CloudflareTransient propagates for the task to retry; any other refusal fails the connection visibly.
-    """
-    names = _names(conn.url)
-    secret = unseal(conn.secret_sealed, purpose=Purpose.PUSH_WEBHOOK)
-    priority = cf.Priority.INTERACTIVE
-    try:
-        if conn.bypass_wanted:
-            _bypass_ensure(conn, names)
-        # An object found by id or by its name is updated; one deleted at Cloudflare meanwhile is created again.
-        existing = {d.name: d.id for d in cf.webhook_destinations(priority=priority)}
-        known = {conn.destination_id, existing.get(names["destination"], "")} & set(existing.values())
-        webhook_id = cf.webhook_destination_save(
-            name=names["destination"],
-            url=conn.url,
-            secret=secret,
-            webhook_id=min(known, default=""),
-            priority=priority,
+    run: PushChange
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+
+class PushChanges(Engine[PushChange, PushChangeStep, _Receipt]):
+    """Connecting or disconnecting: a step per kind of object at Cloudflare, each recording the ids it made or
+    deleted on the connection as soon as Cloudflare answers, so a retried step finds what an interrupted one made.
+    The audit keeps the actions push events have always written."""
+
+    run_model = PushChange
+    step_model = PushChangeStep
+    related = ("connection",)
+    subject = "connection"
+    retry_first = 4.0
+
+    def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
+        from tunnels.tasks import push_change_run
+
+        push_change_run.apply_async((run_id,), countdown=countdown)
+
+    def busy_message(self, active: PushChange) -> str:
+        return "Gatehouse is already changing the push connection; wait for it to finish."
+
+    def receipt(self, run: PushChange) -> _Receipt:
+        return _Receipt(run=run)
+
+    def execute(self, step: PushChangeStep, receipt: _Receipt) -> None:
+        conn = PushConnection.objects.get(pk=receipt.run.connection_id)
+        steps = _CONNECT if receipt.run.kind == PushChange.Kind.CONNECT else _DISCONNECT
+        try:
+            steps[step.key](conn, receipt)
+        except cf.CloudflareTransient:
+            raise
+        except cf.CloudflareError as exc:
+            raise StepFailed(exc.message) from exc
+
+    def succeeded(self, run: PushChange) -> dict[str, Any]:
+        """The connection takes the state the change was for; returns what the audit entry says."""
+        conn = PushConnection.objects.get(pk=run.connection_id)
+        now = timezone.now()
+        if run.kind == PushChange.Kind.CONNECT:
+            _save(conn, state=PushConnection.State.CONNECTED, connected_at=now, changed_at=now)
+            return {
+                "destination": conn.destination_id,
+                "policies": [conn.health_policy_id, conn.update_policy_id],
+                "access_bypass": conn.bypass_app_id or "",
+            }
+        _save(
+            conn,
+            state=PushConnection.State.OFF,
+            secret_sealed="",
+            destination_id="",
+            health_policy_id="",
+            update_policy_id="",
+            bypass_app_id="",
+            bypass_policy_id="",
+            error="",
+            connected_at=None,
+            changed_at=now,
         )
-        _save(conn, destination_id=webhook_id)
-        policies = {p.name: p.id for p in cf.notification_policies(priority=priority)}
-        for alert_type, field in ((HEALTH, "health_policy_id"), (UPDATE, "update_policy_id")):
-            known = {getattr(conn, field), policies.get(names[alert_type], "")} & set(policies.values())
-            policy_id = cf.notification_policy_save(
-                name=names[alert_type],
-                alert_type=alert_type,
-                webhook_id=webhook_id,
-                policy_id=min(known, default=""),
-                priority=priority,
-            )
-            _save(conn, **{field: policy_id})
-    except cf.CloudflareTransient:
-        raise
-    except cf.CloudflareError as exc:
-        _save(conn, state=PushConnection.State.FAILED, error=exc.message[:500], changed_at=timezone.now())
+        return {"policies": run.data.get("policies", []), "destinations": run.data.get("destinations", [])}
+
+    def stopped(self, run: PushChange, step: PushChangeStep, *, reason: str, findings: list[str]) -> None:
+        conn = PushConnection.objects.get(pk=run.connection_id)
+        _save(conn, state=PushConnection.State.FAILED, error=reason[:500], changed_at=timezone.now())
+
+    def retried(self, run: PushChange, *, actor: Any, request_origin: RequestOrigin | None) -> None:
+        conn = PushConnection.objects.get(pk=run.connection_id)
+        connecting = run.kind == PushChange.Kind.CONNECT
+        state = PushConnection.State.CONNECTING if connecting else PushConnection.State.DISCONNECTING
+        _save(conn, state=state, error="", changed_at=timezone.now())
         audit_record(
-            action="push.connect_failed", target_type="push", target_label=conn.url, details={"error": exc.message}
+            action="push.change_retried",
+            actor=actor,
+            target_type="push",
+            target_label=conn.url,
+            details={"change": str(run.public_id), "kind": run.kind},
+            request_origin=request_origin,
         )
-        return
-    now = timezone.now()
-    _save(conn, state=PushConnection.State.CONNECTED, connected_at=now, changed_at=now)
-    audit_record(
-        action="push.connected",
-        target_type="push",
-        target_label=conn.url,
-        details={
-            "destination": conn.destination_id,
-            "policies": [conn.health_policy_id, conn.update_policy_id],
-            "access_bypass": conn.bypass_app_id or "",
-        },
-    )
+
+    def audit(self, run: PushChange, event: str, details: dict[str, Any]) -> None:
+        connecting = run.kind == PushChange.Kind.CONNECT
+        if event == "succeeded":
+            action = "push.connected" if connecting else "push.disconnected"
+        elif event in ("failed", "needs_attention"):
+            action = "push.connect_failed" if connecting else "push.disconnect_failed"
+            details = {"error": details["reason"]}
+        else:
+            return
+        audit_record(
+            action=action,
+            actor_email=run.actor_email,
+            target_type="push",
+            target_label=run.connection.url,
+            details=details,
+            request_origin=run.request_origin,
+        )
 
 
-def _bypass_ensure(conn: PushConnection, names: dict[str, str]) -> None:
+_ENGINE = PushChanges()
+
+
+# An object found by id or by its name is updated; one deleted at Cloudflare meanwhile is created again.
+
+
+def _connect_bypass(conn: PushConnection, receipt: _Receipt) -> None:
+    names = _names(conn.url)
     parts = urlsplit(conn.url)
     domain = f"{parts.hostname}{parts.path}"
     if not conn.bypass_policy_id:
@@ -216,59 +326,102 @@ def _bypass_ensure(conn: PushConnection, names: dict[str, str]) -> None:
                 priority=cf.Priority.INTERACTIVE,
             )
         _save(conn, bypass_policy_id=policy.id)
+    note(receipt, call="access.policies", target=names["bypass_policy"], answer=conn.bypass_policy_id)
     if not conn.bypass_app_id:
         found_apps = cf.access_apps_named(names["bypass_app"])
         app = found_apps[0] if found_apps else None
         if app is None:
             app = cf.access_bypass_app_create(name=names["bypass_app"], domain=domain, policy_id=conn.bypass_policy_id)
         _save(conn, bypass_app_id=app.id)
+    note(receipt, call="access.apps", target=names["bypass_app"], answer=conn.bypass_app_id)
 
 
-def disconnect_execute(*, conn: PushConnection) -> None:
-    """Delete what Gatehouse created for push events: the recorded ids, and anything else carrying its mark."""
-    names = _names(conn.url)
-    m = mark(conn.url)
+def _connect_destination(conn: PushConnection, receipt: _Receipt) -> None:
+    name = _names(conn.url)["destination"]
     priority = cf.Priority.INTERACTIVE
+    existing = {d.name: d.id for d in cf.webhook_destinations(priority=priority)}
+    known = {conn.destination_id, existing.get(name, "")} & set(existing.values())
+    webhook_id = cf.webhook_destination_save(
+        name=name,
+        url=conn.url,
+        secret=unseal(conn.secret_sealed, purpose=Purpose.PUSH_WEBHOOK),
+        webhook_id=min(known, default=""),
+        priority=priority,
+    )
+    _save(conn, destination_id=webhook_id)
+    note(receipt, call="alerting.destinations.webhooks", target=name, answer=webhook_id)
+
+
+def _connect_policies(conn: PushConnection, receipt: _Receipt) -> None:
+    names = _names(conn.url)
+    priority = cf.Priority.INTERACTIVE
+    policies = {p.name: p.id for p in cf.notification_policies(priority=priority)}
+    for alert_type, field_name in ((HEALTH, "health_policy_id"), (UPDATE, "update_policy_id")):
+        known = {getattr(conn, field_name), policies.get(names[alert_type], "")} & set(policies.values())
+        policy_id = cf.notification_policy_save(
+            name=names[alert_type],
+            alert_type=alert_type,
+            webhook_id=conn.destination_id,
+            policy_id=min(known, default=""),
+            priority=priority,
+        )
+        _save(conn, **{field_name: policy_id})
+        note(receipt, call="alerting.policies", target=names[alert_type], answer=policy_id)
+
+
+# Disconnecting deletes the recorded ids and anything else carrying the mark; what is already gone is fine.
+
+
+def _disconnect_policies(conn: PushConnection, receipt: _Receipt) -> None:
+    priority = cf.Priority.INTERACTIVE
+    m = mark(conn.url)
     policy_ids = {conn.health_policy_id, conn.update_policy_id} | {
         p.id for p in cf.notification_policies(priority=priority) if p.name.startswith(m)
     }
-    for policy_id in sorted(policy_ids - {""}):
-        cf.notification_policy_delete(policy_id, priority=priority)
+    removed = sorted(policy_ids - {""})
+    for policy_id in removed:
+        with contextlib.suppress(cf.CloudflareNotFound):
+            cf.notification_policy_delete(policy_id, priority=priority)
+        note(receipt, call="alerting.policies.delete", target=policy_id, answer="deleted")
+    _save(conn, health_policy_id="", update_policy_id="")
+    receipt.run.data["policies"] = sorted({*receipt.run.data.get("policies", []), *removed})
+
+
+def _disconnect_destination(conn: PushConnection, receipt: _Receipt) -> None:
+    priority = cf.Priority.INTERACTIVE
+    m = mark(conn.url)
     webhook_ids = {conn.destination_id} | {
         d.id for d in cf.webhook_destinations(priority=priority) if d.name.startswith(m)
     }
-    for webhook_id in sorted(webhook_ids - {""}):
-        cf.webhook_destination_delete(webhook_id, priority=priority)
+    removed = sorted(webhook_ids - {""})
+    for webhook_id in removed:
+        with contextlib.suppress(cf.CloudflareNotFound):
+            cf.webhook_destination_delete(webhook_id, priority=priority)
+        note(receipt, call="alerting.destinations.webhooks.delete", target=webhook_id, answer="deleted")
+    _save(conn, destination_id="")
+    receipt.run.data["destinations"] = sorted({*receipt.run.data.get("destinations", []), *removed})
+
+
+def _disconnect_bypass(conn: PushConnection, receipt: _Receipt) -> None:
+    names = _names(conn.url)
+    priority = cf.Priority.INTERACTIVE
     app_ids = {conn.bypass_app_id} | {a.id for a in cf.access_apps_named(names["bypass_app"])}
     for app_id in sorted(app_ids - {""}):
-        cf.access_private_app_delete(app_id=app_id, owner_mark=m)
+        cf.access_private_app_delete(app_id=app_id, owner_mark=mark(conn.url))
+        note(receipt, call="access.apps.delete", target=app_id, answer="deleted")
+    _save(conn, bypass_app_id="")
     bypass_ids = {conn.bypass_policy_id} | {
         p.id for p in cf.access_policies_all(priority=priority) if p.name == names["bypass_policy"]
     }
     for policy_id in sorted(bypass_ids - {""}):
         with contextlib.suppress(cf.CloudflareNotFound):
             cf.access_policy_delete(policy_id, priority=priority)
-    removed = {"policies": sorted(policy_ids - {""}), "destinations": sorted(webhook_ids - {""})}
-    url = conn.url
-    _save(
-        conn,
-        state=PushConnection.State.OFF,
-        secret_sealed="",
-        destination_id="",
-        health_policy_id="",
-        update_policy_id="",
-        bypass_app_id="",
-        bypass_policy_id="",
-        error="",
-        connected_at=None,
-        changed_at=timezone.now(),
-    )
-    audit_record(action="push.disconnected", target_type="push", target_label=url, details=removed)
+        note(receipt, call="access.policies.delete", target=policy_id, answer="deleted")
+    _save(conn, bypass_policy_id="")
 
 
-def fail(*, conn: PushConnection, reason: str) -> None:
-    _save(conn, state=PushConnection.State.FAILED, error=reason[:500], changed_at=timezone.now())
-    audit_record(action="push.connect_failed", target_type="push", target_label=conn.url, details={"error": reason})
+_CONNECT = {"bypass": _connect_bypass, "destination": _connect_destination, "policies": _connect_policies}
+_DISCONNECT = {"policies": _disconnect_policies, "destination": _disconnect_destination, "bypass": _disconnect_bypass}
 
 
 # --- receiving ------------------------------------------------------------------------------------------------
@@ -282,8 +435,88 @@ def webhook_secret() -> str | None:
     return unseal(conn.secret_sealed, purpose=Purpose.PUSH_WEBHOOK)
 
 
+class _RefusalTally:
+    """Refused webhook posts, counted in this process and written to the connection in batches.
+
+    A flood of bad posts must not cost a database write each. The first refusal after a quiet interval
+    (GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS) is written at once; those arriving within the interval are added up
+    here and written together when it ends (a timer), or when the process exits. The count on Settings is
+    therefore late by at most one interval, never lower once it has passed.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._last_at: datetime | None = None
+        self._quiet_from = 0.0  # monotonic time from which the next refusal is written at once
+        self._timer: threading.Timer | None = None
+
+    def add(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._pending += 1
+            self._last_at = timezone.now()
+            if now < self._quiet_from:
+                if self._timer is None:
+                    self._timer = threading.Timer(self._quiet_from - now, self._flush_in_thread)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._quiet_from = now + settings.GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            count, last_at = self._pending, self._last_at
+            self._pending, self._last_at = 0, None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if not count:
+            return
+        try:
+            PushConnection.objects.filter(pk=1).update(
+                refused_count=F("refused_count") + count,
+                last_refused_at=Greatest(Coalesce("last_refused_at", Value(last_at)), Value(last_at)),
+            )
+        except Exception:
+            # Kept for the next write: a refused post is answered 401/403 whatever the database says.
+            logger.exception("push: %d refused webhook posts could not be counted yet", count)
+            with self._lock:
+                self._pending += count
+                self._last_at = max(filter(None, (self._last_at, last_at)))
+
+    def forget(self) -> None:
+        with self._lock:
+            self._pending, self._last_at, self._quiet_from = 0, None, 0.0
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _flush_in_thread(self) -> None:
+        try:
+            self.flush()
+        finally:
+            db_connection.close()
+
+
+_refusals = _RefusalTally()
+atexit.register(_refusals.flush)
+
+
 def refusal_record() -> None:
-    PushConnection.objects.filter(pk=1).update(refused_count=F("refused_count") + 1, last_refused_at=timezone.now())
+    """Counts one refused webhook post (see _RefusalTally: written in batches, not a write each)."""
+    _refusals.add()
+
+
+def refusals_flush() -> None:
+    """Writes the refusals this process has counted but not yet written."""
+    _refusals.flush()
+
+
+def refusals_forget() -> None:
+    """Drops what this process holds back and starts a quiet interval (for tests: each starts from nothing)."""
+    _refusals.forget()
 
 
 @dataclass(frozen=True)
@@ -429,5 +662,7 @@ def overview(now: datetime | None = None) -> dict[str, Any]:
         "counts": counts,
         "trusted": trusted(now),
         "status_seconds": int(settings.GATEHOUSE_TUNNEL_PUSH_STATUS_SECONDS),
+        "refusal_seconds": settings.GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS,
         "names": _names(conn.url or webhook_url()),
+        "change": conn.changes.prefetch_related("steps").first(),
     }

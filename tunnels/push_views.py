@@ -1,18 +1,22 @@
-"""Push events: Cloudflare's webhook (public, no session) and the admin's connect and disconnect on Settings."""
+"""Push events: Cloudflare's webhook (public, no session), the admin's connect and disconnect on Settings, and the
+page of each change."""
 
 import hmac
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import ValidationError
 from django.http import HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.forms import error_text
 from dashboard.models import User
 from dashboard.permissions import role_required
+from dashboard.rendering import template_for
 from dashboard.requestinfo import RequestOrigin
-from tunnels import push
+from tunnels import push, selectors
 
 
 # Cloudflare signs nothing and holds no session: the shared secret in `cf-webhook-auth` is the whole proof, so
@@ -55,8 +59,8 @@ def push_connect(request):
             request_origin=RequestOrigin.from_request(request),
         )
         messages.success(request, "Connecting push events; this page shows when Cloudflare's first message arrives.")
-    except push.PushError as exc:
-        messages.error(request, str(exc))
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
     return redirect("dashboard:settings")
 
 
@@ -66,6 +70,24 @@ def push_disconnect(request):
     try:
         push.push_disconnect(actor=request.user, request_origin=RequestOrigin.from_request(request))
         messages.success(request, "Disconnecting push events; Gatehouse removes what it created at Cloudflare.")
-    except push.PushError as exc:
-        messages.error(request, str(exc))
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
     return redirect("dashboard:settings")
+
+
+@require_GET
+def push_change_detail(request, public_id):
+    change = selectors.push_change_get(public_id=public_id)
+    context = {"change": change, "can_administer": request.user.has_role(User.Role.ADMIN)}
+    return render(request, template_for(request, "tunnels/push_change_detail.html", "push-change-status"), context)
+
+
+@require_POST
+@role_required(User.Role.ADMIN)
+def push_change_retry(request, public_id):
+    change = selectors.push_change_get(public_id=public_id)
+    try:
+        push.push_change_retry(actor=request.user, change=change, request_origin=RequestOrigin.from_request(request))
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    return redirect("dashboard:push_change_detail", public_id=change.public_id)

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -14,6 +14,8 @@ from tunnels import observed, uptime
 from tunnels.models import (
     Connector,
     DnsRecord,
+    PushChange,
+    PushChangeStep,
     Route,
     StatusChange,
     SyncCursor,
@@ -190,6 +192,11 @@ def dangling_dns_records() -> list[DnsRecord]:
 
 def change_get(*, public_id) -> TunnelChange:
     return get_object_or_404(TunnelChange.objects.select_related("tunnel", "actor"), public_id=public_id)
+
+
+def push_change_get(*, public_id) -> PushChange:
+    steps = Prefetch("steps", queryset=PushChangeStep.objects.order_by("position"))
+    return get_object_or_404(PushChange.objects.prefetch_related(steps), public_id=public_id)
 
 
 def virtual_networks() -> list[VirtualNetwork]:

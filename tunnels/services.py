@@ -164,14 +164,57 @@ def validate_network(value: str) -> str:
     return str(network)
 
 
+# What a private route can capture besides a private network. A device sends what a route covers to the tunnel,
+# so a route over these ranges takes traffic that never belonged to the private network.
+_CAPTURED = [
+    (ipaddress.ip_network("0.0.0.0/8"), "the unspecified address 0.0.0.0 (“this network”)"),
+    (ipaddress.ip_network("127.0.0.0/8"), "loopback addresses (each device's own)"),
+    (
+        ipaddress.ip_network("169.254.0.0/16"),
+        "link-local addresses, the cloud metadata service at 169.254.169.254 among them",
+    ),
+    (ipaddress.ip_network("224.0.0.0/4"), "multicast addresses"),
+    (ipaddress.ip_network("255.255.255.255/32"), "the broadcast address"),
+    (ipaddress.ip_network("::/128"), "the unspecified address ::"),
+    (ipaddress.ip_network("::1/128"), "loopback addresses (each device's own)"),
+    (ipaddress.ip_network("::ffff:0:0/96"), "IPv4 addresses written as IPv6 (::ffff:0:0/96)"),
+    (ipaddress.ip_network("fe80::/10"), "link-local addresses"),
+    (ipaddress.ip_network("ff00::/8"), "multicast addresses"),
+]
+_PRIVATE = [
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+]
+
+
+def route_capture(network: str) -> str:
+    """What routing `network` (as validate_network gives it) would send through a tunnel besides a private
+    network, in words; "" when it covers nothing more. Default routes, loopback, link-local, multicast and the
+    like, and a public range wider than a /8 (IPv4) or /16 (IPv6)."""
+    net = ipaddress.ip_network(network)
+    if net.prefixlen == 0:
+        return f"every IPv{net.version} address (a default route: all of each device's traffic)"
+    words = [what for special, what in _CAPTURED if special.version == net.version and net.overlaps(special)]
+    wide = 8 if net.version == 4 else 16
+    # The version check pairs an IPv4 network with IPv4 ones only, which the checker cannot follow.
+    inside = any(p.version == net.version and net.subnet_of(p) for p in _PRIVATE)  # type: ignore[arg-type]
+    if net.prefixlen < wide and not inside:
+        words.append(f"{net.num_addresses:,} addresses, public ones among them")
+    return ", ".join(dict.fromkeys(words))
+
+
+def _same_network(text: str, network: str) -> bool:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=True)) == network
+    except ValueError:
+        return False
+
+
 # --- Changes -------------------------------------------------------------------------------------------------
 
 
 def _request(
     *, actor: User, kind: str, tunnel: Tunnel | None, params: dict[str, Any], request_origin: RequestOrigin
 ) -> TunnelChange:
-    from tunnels.tasks import tunnel_change_run
-
     change = TunnelChange(
         kind=kind,
         tunnel=tunnel,
@@ -182,11 +225,7 @@ def _request(
         request_id=request_origin.request_id[:64],
     )
     change.full_clean()
-    with transaction.atomic():
-        change.save()
-        changes.tunnel_change_steps_create(change=change)
-        tunnel_change_run.delay_on_commit(change.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
-    return change
+    return changes.tunnel_change_start(change=change)
 
 
 def tunnel_create(*, actor: User, name: str, request_origin: RequestOrigin) -> TunnelChange:
@@ -250,19 +289,35 @@ def route_add(
     virtual_network: VirtualNetwork,
     comment: str,
     request_origin: RequestOrigin,
+    confirm_network: str = "",
 ) -> TunnelChange:
+    """Ask for a private route. One that captures more than a private network (route_capture) is refused until
+    `confirm_network` names that same network: the operator ticked the box saying what it would capture."""
     try:
         network = validate_network(network)
     except ValidationError as exc:
         raise ValidationError({"network": exc.messages[0]}) from None
     if Route.objects.filter(network=network, virtual_network=virtual_network).exists():
         raise ValidationError({"network": f"{network} is already routed in {virtual_network.name}."})
+    capture = route_capture(network)
+    if capture and not _same_network(confirm_network, network):
+        raise ValidationError(
+            {
+                "confirm_network": ValidationError(
+                    "%(network)s would send %(capture)s through %(tunnel)s. Tick the box to add it anyway.",
+                    code="capture",
+                    params={"network": network, "capture": capture, "tunnel": tunnel.name},
+                )
+            }
+        )
     params = {
         "network": network,
         "virtual_network": str(virtual_network.cf_id),
         "virtual_network_name": virtual_network.name,
         "comment": comment.strip()[:100],
     }
+    if capture:
+        params["confirmed_capture"] = capture
     return _request(
         actor=actor, kind=TunnelChange.Kind.ROUTE_ADD, tunnel=tunnel, params=params, request_origin=request_origin
     )

@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from dashboard.leases import Renewal, lease_seconds
 from integrations import cloudflare as cf
 from integrations import records
 from tunnels import push
@@ -98,12 +99,19 @@ class Outcome:
 def _lease(now: datetime) -> bool:
     """Only one pass at a time: a conditional update that must change exactly one row."""
     SyncCursor.objects.get_or_create(name="pass")
-    until = now + timedelta(seconds=max(settings.GATEHOUSE_TUNNEL_SYNC_SECONDS * 4, 120))
+    until = now + timedelta(seconds=lease_seconds())
     return bool(
         SyncCursor.objects.filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now), name="pass").update(
             leased_until=until
         )
     )
+
+
+def _renew(record_id: int, until: datetime) -> bool:
+    """The pass goes on: its lease, and the lease on passes, move to `until`."""
+    SyncCursor.objects.filter(name="pass").update(leased_until=until)
+    SyncPass.objects.filter(pk=record_id).update(lease_until=until)
+    return True
 
 
 def _release() -> None:
@@ -136,74 +144,80 @@ def sync_pass() -> SyncPass | None:
     now = timezone.now()
     if not _lease(now):
         return None
-    record = SyncPass.objects.create(started_at=now)
+    record = SyncPass.objects.create(started_at=now, lease_until=now + timedelta(seconds=lease_seconds()))
     plan = Plan.now()
     slow: list[str] = []
     outcome = Outcome()
     try:
-        if _status_list_due(now):
-            outcome = _sync_status(record, now)
-            _cursor_mark("status", now)
-        # While Cloudflare's push events are relied on, the time between two reads of the list is observed too.
-        observe(now)
-        # Tunnels not healthy first: changed ones, and inactive ones never read (they are not due, having no
-        # connection to lose, but a first picture reads them too).
-        due = sorted(
-            Tunnel.objects.filter(
-                Q(connectors_due=True) | Q(status=Tunnel.Status.INACTIVE, connectors_synced_at__isnull=True),
-                deleted_at__isnull=True,
-            ),
-            key=_worst,
-        )
-        unhealthy = [t for t in due if t.status != Tunnel.Status.HEALTHY]
-        for tunnel in unhealthy[: plan.for_changes(outcome.list_calls)]:
-            _sync_connectors(tunnel, now)
-            record.connectors_fetched += 1
-        for part in SLOW_PARTS:
-            # A slower part waits for a pass with room for it, so it never eats the status list's reserve.
-            if plan.for_changes(outcome.list_calls) < SLOW_PART_CALLS:
-                break
-            if not _cursor_due(part, settings.GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS, now):
-                continue
-            {"virtual_networks": _sync_vnets, "routes": _sync_routes, "dns": _sync_dns}[part]()
-            _cursor_mark(part, now)
-            slow.append(part)
-        healthy = [t for t in due if t.status == Tunnel.Status.HEALTHY]
-        for tunnel in healthy[: plan.for_changes(outcome.list_calls)]:
-            _sync_connectors(tunnel, now)
-            record.connectors_fetched += 1
-        rotation = (
-            Tunnel.objects.filter(Q(connectors_synced_at__isnull=True) | Q(connectors_synced_at__lt=now))
-            .filter(deleted_at__isnull=True)
-            .exclude(status=Tunnel.Status.INACTIVE, connectors_synced_at__isnull=False)
-            .order_by(F("connectors_synced_at").asc(nulls_first=True), "status_rank", "pk")
-        )
-        if not picture_complete():
-            # Until every tunnel has been read once, the window's whole remainder goes to tunnels never read.
-            for tunnel in rotation.filter(connectors_synced_at__isnull=True)[: plan.for_changes(outcome.list_calls)]:
+        with Renewal(lambda until: _renew(record.pk, until)):
+            if _status_list_due(now):
+                outcome = _sync_status(record, now)
+                _cursor_mark("status", now)
+            # While Cloudflare's push events are relied on, the time between two reads of the list is observed too.
+            observe(now)
+            # Tunnels not healthy first: changed ones, and inactive ones never read (they are not due, having no
+            # connection to lose, but a first picture reads them too).
+            due = sorted(
+                Tunnel.objects.filter(
+                    Q(connectors_due=True) | Q(status=Tunnel.Status.INACTIVE, connectors_synced_at__isnull=True),
+                    deleted_at__isnull=True,
+                ),
+                key=_worst,
+            )
+            unhealthy = [t for t in due if t.status != Tunnel.Status.HEALTHY]
+            for tunnel in unhealthy[: plan.for_changes(outcome.list_calls)]:
                 _sync_connectors(tunnel, now)
                 record.connectors_fetched += 1
-        if picture_complete():
-            configs_due = Tunnel.objects.filter(
-                Q(config_synced_at__isnull=True)
-                | Q(config_synced_at__lte=now - timedelta(seconds=settings.GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS)),
-                deleted_at__isnull=True,
-                remote_config=True,
-            ).order_by(F("config_synced_at").asc(nulls_first=True), "pk")
-            for tunnel in configs_due[: plan.rotation(outcome.list_calls) // 6]:
-                _sync_config(tunnel, now)
-                record.configs_fetched += 1
-        for tunnel in rotation[: plan.rotation(outcome.list_calls)]:
-            _sync_connectors(tunnel, now)
-            record.connectors_fetched += 1
+            for part in SLOW_PARTS:
+                # A slower part waits for a pass with room for it, so it never eats the status list's reserve.
+                if plan.for_changes(outcome.list_calls) < SLOW_PART_CALLS:
+                    break
+                if not _cursor_due(part, settings.GATEHOUSE_TUNNEL_SLOW_SYNC_SECONDS, now):
+                    continue
+                {"virtual_networks": _sync_vnets, "routes": _sync_routes, "dns": _sync_dns}[part]()
+                _cursor_mark(part, now)
+                slow.append(part)
+            healthy = [t for t in due if t.status == Tunnel.Status.HEALTHY]
+            for tunnel in healthy[: plan.for_changes(outcome.list_calls)]:
+                _sync_connectors(tunnel, now)
+                record.connectors_fetched += 1
+            rotation = (
+                Tunnel.objects.filter(Q(connectors_synced_at__isnull=True) | Q(connectors_synced_at__lt=now))
+                .filter(deleted_at__isnull=True)
+                .exclude(status=Tunnel.Status.INACTIVE, connectors_synced_at__isnull=False)
+                .order_by(F("connectors_synced_at").asc(nulls_first=True), "status_rank", "pk")
+            )
+            if not picture_complete():
+                # Until every tunnel has been read once, the window's whole remainder goes to tunnels never read.
+                never_read = rotation.filter(connectors_synced_at__isnull=True)
+                for tunnel in never_read[: plan.for_changes(outcome.list_calls)]:
+                    _sync_connectors(tunnel, now)
+                    record.connectors_fetched += 1
+            if picture_complete():
+                configs_due = Tunnel.objects.filter(
+                    Q(config_synced_at__isnull=True)
+                    | Q(config_synced_at__lte=now - timedelta(seconds=settings.GATEHOUSE_TUNNEL_CONFIG_SYNC_SECONDS)),
+                    deleted_at__isnull=True,
+                    remote_config=True,
+                ).order_by(F("config_synced_at").asc(nulls_first=True), "pk")
+                for tunnel in configs_due[: plan.rotation(outcome.list_calls) // 6]:
+                    _sync_config(tunnel, now)
+                    record.configs_fetched += 1
+            for tunnel in rotation[: plan.rotation(outcome.list_calls)]:
+                _sync_connectors(tunnel, now)
+                record.connectors_fetched += 1
         record.complete = True
     except cf.CloudflareError as exc:
         record.error = exc.message[:500]
         log.warning("sync pass stopped early: %s", exc.message)
+    except Exception as exc:
+        record.error = f"Gatehouse could not finish this pass ({type(exc).__name__}); the worker's log says why."
+        raise
     finally:
         record.api_calls = plan.spent()
         record.slow_parts = ",".join(slow)
         record.finished_at = timezone.now()
+        record.lease_until = None
         record.save()
         _release()
     tunnel_alerts_evaluate(now=record.finished_at, deleted=outcome.deleted)

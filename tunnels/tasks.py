@@ -2,7 +2,6 @@ import logging
 
 from celery import shared_task
 
-from dashboard.operations import retry_countdown
 from integrations import cloudflare as cf
 from tunnels import changes, services, sync
 from tunnels.models import Tunnel
@@ -38,40 +37,12 @@ def tunnel_config_read(tunnel_id: int):
 # --- push events (tunnels/push.py) ------------------------------------------------------------------------------
 
 
-def _push_step(task, step, state) -> None:
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=5)
+def push_change_run(self, change_id: int):
+    """Connect or disconnect push events through the operation engine, with its retries and backoff."""
     from tunnels import push
-    from tunnels.models import PushConnection
 
-    conn = PushConnection.objects.filter(pk=1, state=state).first()
-    if conn is None:
-        return
-    try:
-        step(conn=conn)
-    except cf.CloudflareTransient as exc:
-        if task.request.retries >= task.max_retries:
-            push.fail(conn=conn, reason=f"Cloudflare kept refusing: {exc.message}")
-            return
-        raise task.retry(
-            countdown=retry_countdown(retries=task.request.retries, retry_after=exc.retry_after, first=4.0)
-        ) from exc
-    except cf.CloudflareError as exc:
-        push.fail(conn=conn, reason=exc.message)
-
-
-@shared_task(bind=True, ignore_result=True, max_retries=5)
-def push_connect_run(self):
-    from tunnels import push
-    from tunnels.models import PushConnection
-
-    _push_step(self, push.connect_execute, PushConnection.State.CONNECTING)
-
-
-@shared_task(bind=True, ignore_result=True, max_retries=5)
-def push_disconnect_run(self):
-    from tunnels import push
-    from tunnels.models import PushConnection
-
-    _push_step(self, push.disconnect_execute, PushConnection.State.DISCONNECTING)
+    push.push_change_drive(self, change_id)
 
 
 @shared_task(ignore_result=True)

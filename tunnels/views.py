@@ -78,6 +78,7 @@ def _render_detail(request, tunnel, *, status=200, **forms):
         "explained": selectors.connectors_explained(tunnel=tunnel, connectors=detail.connectors),
         "hostname_form": forms.get("hostname_form") or HostnameAddForm(),
         "route_form": forms.get("route_form") or RouteAddForm(),
+        "route_confirm": forms.get("route_confirm"),
         "can_change": request.user.has_role(User.Role.OPERATOR),
         "now": timezone.now(),
     }
@@ -162,10 +163,15 @@ def route_add(request, tunnel_id):
                 virtual_network=form.cleaned_data["virtual_network"],
                 comment=form.cleaned_data["comment"],
                 request_origin=RequestOrigin.from_request(request),
+                confirm_network=request.POST.get("confirm_network", ""),
             )
             return redirect("tunnels:change_detail", change_id=change.public_id)
         except ValidationError as exc:
             form_add_errors(form, exc)
+            # A route that captures more than a private network: the box confirming it, naming what it captures.
+            unconfirmed = [e for e in getattr(exc, "error_dict", {}).get("confirm_network", []) if e.params]
+            if unconfirmed:
+                return _render_detail(request, tunnel, status=400, route_form=form, route_confirm=unconfirmed[0].params)
     return _render_detail(request, tunnel, status=400, route_form=form)
 
 

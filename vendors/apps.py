@@ -39,6 +39,8 @@ class VendorsConfig(AppConfig):
                 "vendor.adopted": "Vendor adopted from Cloudflare",
                 "vendor.token_rotated": "Service token rotated",
                 "vendor.token_refreshed": "Service token refreshed",
+                "vendor.token_change_failed": "Service token change stopped",
+                "vendor.token_change_retried": "Service token change retried",
                 "vendor.archived": "Vendor archived",
                 "vendor.drift_found": "Vendor changed at Cloudflare outside Gatehouse",
                 "vendor.drift_cleared": "Vendor matches Cloudflare again",

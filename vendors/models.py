@@ -326,6 +326,9 @@ class ServiceToken(models.Model):
     secret_sealed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    # The vendor page sets it on each token it shows: the rotation or refresh in progress, if any.
+    active_change: "TokenChange | None"
+
     class Meta:
         ordering = ["created_at", "id"]
 
@@ -352,15 +355,9 @@ class WorkflowRun(Operation):
     vendor = models.ForeignKey(Vendor, on_delete=models.CASCADE, related_name="runs")
     kind = models.CharField(max_length=16, choices=Kind.choices)
 
+    # One run per vendor at a time: the engine's rule for its subject (vendors.workflows.VendorWorkflows).
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["vendor"],
-                condition=Q(status__in=["pending", "running"]),
-                name="vendors_one_active_run_per_vendor",
-            )
-        ]
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.vendor}"
@@ -372,6 +369,32 @@ class WorkflowStep(OperationStep):
     class Meta:
         ordering = ["run", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "position"], name="vendors_step_position")]
+
+
+class TokenChange(Operation):
+    """A rotation or a refresh of one service token at Cloudflare (vendors.tokens): the shared operation row. A new
+    secret is never on it: it is sealed on the token, for an operator to reveal once."""
+
+    class Kind(models.TextChoices):
+        ROTATE = "rotate", "Rotate secret"
+        REFRESH = "refresh", "Extend expiry"
+
+    token = models.ForeignKey(ServiceToken, on_delete=models.CASCADE, related_name="changes")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.token}"
+
+
+class TokenChangeStep(OperationStep):
+    run = models.ForeignKey(TokenChange, on_delete=models.CASCADE, related_name="steps")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="vendors_token_change_step_position")]
 
 
 class VendorSettings(models.Model):

@@ -3,7 +3,17 @@
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from vendors.models import AccessApplication, Grant, ServiceToken, Vendor, VendorSettings, WorkflowRun, WorkflowStep
+from vendors.models import (
+    AccessApplication,
+    Grant,
+    ServiceToken,
+    TokenChange,
+    TokenChangeStep,
+    Vendor,
+    VendorSettings,
+    WorkflowRun,
+    WorkflowStep,
+)
 
 
 def vendor_list(*, archived: bool = False) -> QuerySet[Vendor]:
@@ -50,6 +60,18 @@ def grant_get(*, public_id) -> Grant:
 
 def token_get(*, public_id) -> ServiceToken:
     return get_object_or_404(ServiceToken.objects.select_related("vendor"), public_id=public_id)
+
+
+def token_change_get(*, public_id) -> TokenChange:
+    steps = Prefetch("steps", queryset=TokenChangeStep.objects.order_by("position"))
+    changes = TokenChange.objects.select_related("token", "token__vendor").prefetch_related(steps)
+    return get_object_or_404(changes, public_id=public_id)
+
+
+def token_changes_active(*, vendor: Vendor) -> dict[int, TokenChange]:
+    """The vendor's tokens' changes under way, by token id."""
+    active = TokenChange.objects.filter(token__vendor=vendor, status__in=TokenChange.ACTIVE)
+    return {change.token_id: change for change in active}
 
 
 def vendor_settings() -> VendorSettings:

@@ -4,11 +4,12 @@ from datetime import date, datetime, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.models import User
+from dashboard.operations import SubjectBusy
 from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, unseal
 from dashboard.services import audit_record
@@ -27,10 +28,6 @@ from vendors.models import (
 EXPIRY_NOTICE = timedelta(days=3)
 # Runs started together that one worker drives at once (see tasks.workflows_advance_together).
 TOGETHER = 4
-
-
-class RunConflict(ValidationError):
-    """Another workflow is already running for this vendor."""
 
 
 def _audit(
@@ -61,29 +58,20 @@ def run_start(
     data: dict | None = None,
     enqueue: bool = True,
 ) -> WorkflowRun:
-    """Start a workflow; RunConflict if one is already active for the vendor (revoke uses vendor_revoke).
+    """Start a workflow; SubjectBusy if one is already active for the vendor (revoke uses vendor_revoke).
 
     With `enqueue` False the caller enqueues the run itself (several runs driven together).
     """
-    from vendors.tasks import workflow_advance
-
     request_origin = request_origin or RequestOrigin()
-    try:
-        with transaction.atomic():
-            run = WorkflowRun.objects.create(
-                vendor=vendor,
-                kind=kind,
-                actor_email=actor.email if actor else "",
-                source_ip=request_origin.source_ip,
-                request_id=request_origin.request_id,
-                data=data or {},
-            )
-    except IntegrityError:
-        raise RunConflict("Another workflow is running for this vendor; wait for it to finish.") from None
-    workflows.create_steps(run)
-    if enqueue:
-        workflow_advance.delay_on_commit(run.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
-    return run
+    run = WorkflowRun(
+        vendor=vendor,
+        kind=kind,
+        actor_email=actor.email if actor else "",
+        source_ip=request_origin.source_ip,
+        request_id=request_origin.request_id,
+        data=data or {},
+    )
+    return workflows.start(run, enqueue=enqueue)
 
 
 def vendor_create(
@@ -416,8 +404,8 @@ def grant_end(*, actor: User | None, grant: Grant, request_origin: RequestOrigin
                 request_origin=request_origin,
                 data={"ended_apps": [grant.application.cf_id]},
             )
-    except RunConflict:
-        raise RunConflict(
+    except SubjectBusy:
+        raise SubjectBusy(
             f"Another workflow is running for {grant.vendor.name}; end the grant once that finishes."
         ) from None
 
@@ -465,7 +453,7 @@ def grants_start(*, now: datetime | None = None) -> list[int]:
                     actor=None,
                     request_origin=None,
                 )
-        except RunConflict:
+        except SubjectBusy:
             continue
         started.append(run.pk)
     return started
@@ -479,10 +467,7 @@ def run_retry(*, actor: User, run: WorkflowRun, request_origin: RequestOrigin) -
         raise ValidationError(f"{run.vendor.name} is archived; nothing more is done to it.")
     if run.status not in (WorkflowRun.Status.FAILED, WorkflowRun.Status.NEEDS_ATTENTION):
         raise ValidationError("Only a stopped workflow can be retried.")
-    try:
-        return workflows.retry(run=run, actor=actor, request_origin=request_origin)
-    except IntegrityError:
-        raise RunConflict("Another workflow is running for this vendor; wait for it to finish.") from None
+    return workflows.retry(run=run, actor=actor, request_origin=request_origin)
 
 
 def token_secret_reveal(*, actor: User, token: ServiceToken, request_origin: RequestOrigin) -> str:
@@ -595,7 +580,7 @@ def grants_expire(*, now: datetime | None = None) -> list[int]:
                     request_origin=None,
                     data={"ended_apps": sorted({g.application.cf_id for g in expired})},
                 )
-        except RunConflict:
+        except SubjectBusy:
             continue
         started.append(run.pk)
     return started

@@ -9,7 +9,7 @@ from django import db
 
 from integrations import cloudflare
 from integrations.cloudflare import CloudflareTransient
-from vendors import drift, services, workflows
+from vendors import drift, services, tokens, workflows
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,12 @@ def workflow_advance(self, run_id: int) -> None:
     resume pass (dashboard.operations) to pick up.
     """
     workflows.drive(self, run_id)
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=_MAX_RETRIES)
+def token_change_run(self, change_id: int) -> None:
+    """Rotate or refresh a service token through the operation engine, with its retries and backoff."""
+    tokens.token_change_drive(self, change_id)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True)

@@ -33,4 +33,6 @@ urlpatterns = [
     path("tokens/<uuid:public_id>/secret/", views.token_reveal, name="token_reveal"),
     path("tokens/<uuid:public_id>/rotate/", views.token_rotate, name="token_rotate"),
     path("tokens/<uuid:public_id>/refresh/", views.token_refresh, name="token_refresh"),
+    path("tokens/changes/<uuid:public_id>/", views.token_change_detail, name="token_change_detail"),
+    path("tokens/changes/<uuid:public_id>/retry/", views.token_change_retry, name="token_change_retry"),
 ]

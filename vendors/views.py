@@ -137,10 +137,14 @@ def vendor_update(request, public_id):
 @require_GET
 def vendor_detail(request, public_id):
     vendor = selectors.vendor_get(public_id=public_id)
+    tokens_ = list(selectors.vendor_tokens(vendor=vendor))
+    changing = selectors.token_changes_active(vendor=vendor)
+    for token in tokens_:
+        token.active_change = changing.get(token.pk)
     context = {
         "vendor": vendor,
         "grants": selectors.vendor_grants(vendor=vendor),
-        "tokens": selectors.vendor_tokens(vendor=vendor),
+        "tokens": tokens_,
         "runs": selectors.vendor_runs(vendor=vendor),
         "extend_form": ExtendForm(),
         "can_change": request.user.has_role(User.Role.OPERATOR),
@@ -448,15 +452,15 @@ def drift_reapply(request, public_id):
     return redirect("vendors:run_detail", public_id=run.public_id)
 
 
-def _token_action(request, public_id, action, done: str):
+def _token_action(request, public_id, action, asked: str):
     token = selectors.token_get(public_id=public_id)
     try:
-        action(actor=request.user, token=token, request_origin=RequestOrigin.from_request(request))
+        change = action(actor=request.user, token=token, request_origin=RequestOrigin.from_request(request))
     except ValidationError as error:
         messages.error(request, error_text(error))
-    else:
-        messages.success(request, done.format(label=token.label))
-    return redirect("vendors:vendor_detail", public_id=token.vendor.public_id)
+        return redirect("vendors:vendor_detail", public_id=token.vendor.public_id)
+    messages.success(request, asked.format(label=token.label))
+    return redirect("vendors:token_change_detail", public_id=change.public_id)
 
 
 @require_POST
@@ -466,14 +470,33 @@ def token_rotate(request, public_id):
         request,
         public_id,
         tokens.token_rotate,
-        "{label} has a new secret and the old one no longer works. Show the new one below (once).",
+        "Rotating {label}: once Cloudflare has given it a new secret, the old one no longer works. Show the new one "
+        "here (once).",
     )
 
 
 @require_POST
 @role_required(User.Role.OPERATOR)
 def token_refresh(request, public_id):
-    return _token_action(request, public_id, tokens.token_refresh, "{label} now expires later.")
+    return _token_action(request, public_id, tokens.token_refresh, "Extending the expiry of {label}.")
+
+
+@require_GET
+def token_change_detail(request, public_id):
+    change = selectors.token_change_get(public_id=public_id)
+    context = {"change": change, "token": change.token, "can_change": request.user.has_role(User.Role.OPERATOR)}
+    return render(request, template_for(request, "vendors/token_change_detail.html", "token-change-status"), context)
+
+
+@require_POST
+@role_required(User.Role.OPERATOR)
+def token_change_retry(request, public_id):
+    change = selectors.token_change_get(public_id=public_id)
+    try:
+        tokens.token_change_retry(actor=request.user, change=change, request_origin=RequestOrigin.from_request(request))
+    except ValidationError as error:
+        messages.error(request, error_text(error))
+    return redirect("vendors:token_change_detail", public_id=change.public_id)
 
 
 @require_POST

@@ -90,9 +90,12 @@ class VendorWorkflows(Engine[WorkflowRun, WorkflowStep, Context]):
     run_model = WorkflowRun
     step_model = WorkflowStep
     related = ("vendor",)
-    owner = "vendor"
+    subject = "vendor"
     # Someone is waiting on the click: 1, 2, 4, 8, then every 10 s, about two minutes in all (the task's retries).
     retry_cap = 10.0
+
+    def busy_message(self, active: WorkflowRun) -> str:
+        return "Another workflow is running for this vendor; wait for it to finish."
 
     def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
         from vendors.tasks import workflow_advance
@@ -155,8 +158,9 @@ class VendorWorkflows(Engine[WorkflowRun, WorkflowStep, Context]):
 _ENGINE = VendorWorkflows()
 
 
-def create_steps(run: WorkflowRun) -> None:
-    _ENGINE.create_steps(run, STEPS[run.kind])
+def start(run: WorkflowRun, *, enqueue: bool = True) -> WorkflowRun:
+    """Record the run (unsaved) with its kind's steps; SubjectBusy while another run of its vendor is under way."""
+    return _ENGINE.start(run, steps=STEPS[run.kind], enqueue=enqueue)
 
 
 def advance_for_a_while(*, run_id: int) -> Outcome:

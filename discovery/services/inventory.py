@@ -2,11 +2,13 @@
 
 import functools
 import logging
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard.leases import Renewal, lease_seconds
 from dashboard.transactions import again_on_deadlock
 from discovery.models import InventoryRun, Origin, Protocol, ip_key
 from integrations import aws
@@ -168,24 +170,33 @@ def _matches(rows: list[Origin], found: dict[Key, dict]) -> tuple[dict[Key, list
 def inventory_discover(*, regions: list[str]) -> InventoryRun:
     """One inventory pass over the regions; each kind of resource AWS refuses or fails to list becomes a warning
     on the run, and every other kind is recorded."""
-    run = InventoryRun.objects.create(regions=regions[:50])
-    items: list[aws.InventoryItem] = []
-    failures: list[aws.InventoryFailure] = []
-    vpcs: dict[str, list[str]] = {}
-    for region in regions:
-        result = aws.inventory(region)
-        items.extend(result.items)
-        failures.extend(result.failures)
-        vpcs.update(result.vpcs)
-    for failure in failures:
-        log.warning("AWS inventory: %s in %s failed: %s", failure.action, failure.region, failure.error)
-    run.origins = inventory_record(
-        items=items, failed={(f.region, f.kind) for f in failures}, vnets=vpc_virtual_networks(vpcs)
+    run = InventoryRun.objects.create(
+        regions=regions[:50], lease_until=timezone.now() + timedelta(seconds=lease_seconds())
     )
-    run.warnings = [
-        {"region": f.region, "kind": f.kind, "action": f.action, "error": f.error}
-        for f in failures[: InventoryRun.MAX_WARNINGS]
-    ]
+    try:
+        with Renewal(lambda until: bool(InventoryRun.objects.filter(pk=run.pk).update(lease_until=until))):
+            items: list[aws.InventoryItem] = []
+            failures: list[aws.InventoryFailure] = []
+            vpcs: dict[str, list[str]] = {}
+            for region in regions:
+                result = aws.inventory(region)
+                items.extend(result.items)
+                failures.extend(result.failures)
+                vpcs.update(result.vpcs)
+            for failure in failures:
+                log.warning("AWS inventory: %s in %s failed: %s", failure.action, failure.region, failure.error)
+            run.origins = inventory_record(
+                items=items, failed={(f.region, f.kind) for f in failures}, vnets=vpc_virtual_networks(vpcs)
+            )
+            run.warnings = [
+                {"region": f.region, "kind": f.kind, "action": f.action, "error": f.error}
+                for f in failures[: InventoryRun.MAX_WARNINGS]
+            ]
+    except BaseException as exc:
+        reason = f"Gatehouse could not finish this pass ({type(exc).__name__}); the worker's log says why."
+        InventoryRun.objects.filter(pk=run.pk).update(error=reason, finished_at=timezone.now(), lease_until=None)
+        raise
     run.finished_at = timezone.now()
-    run.save(update_fields=["origins", "warnings", "finished_at"])
+    run.lease_until = None
+    run.save(update_fields=["origins", "warnings", "finished_at", "lease_until"])
     return run

@@ -9,10 +9,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from django.db import connection, connections, transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, F, Q, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from alerts.services import alert_raise
+from dashboard.leases import Renewal, lease_seconds
 from dashboard.transactions import again_on_deadlock
 from discovery import logparse, sketch
 from discovery.models import (
@@ -345,6 +347,42 @@ def pending_objects(*, bucket: str, page: list[aws.S3Object]) -> list[aws.S3Obje
     return [o for o in page if (o.key, o.etag) not in done]
 
 
+def ingest_run_start(*, source: str) -> IngestRun:
+    """A new pass over the bucket, leased by the process that lists it."""
+    return IngestRun.objects.create(
+        source=source[:500], lease_until=timezone.now() + dt.timedelta(seconds=lease_seconds())
+    )
+
+
+def ingest_run_renewal(*, run_id: int) -> Renewal:
+    """Keeps the pass leased while this process works on it. Several tasks work on one pass, so a renewal only
+    ever moves the lease later."""
+
+    def renew(until: dt.datetime) -> bool:
+        later = Greatest(Coalesce("lease_until", Value(until)), Value(until), output_field=DateTimeField())
+        IngestRun.objects.filter(pk=run_id, finished_at__isnull=True).update(lease_until=later)
+        return True
+
+    return Renewal(renew)
+
+
+def ingest_run_batches_sent(*, run_id: int) -> None:
+    """The pass's batches wait in the queue: they have as long as their objects' claims would last to start."""
+    until = timezone.now() + dt.timedelta(seconds=LEASE_SECONDS)
+    IngestRun.objects.filter(pk=run_id, finished_at__isnull=True).update(lease_until=until)
+
+
+def ingest_run_failed(*, run_id: int, exc: BaseException) -> None:
+    """The pass stops here, saying why; the objects it did not apply are left for the next pass."""
+    if isinstance(exc, aws.AwsError):
+        reason = f"AWS failed: {str(exc)[:200]}"
+    else:
+        reason = f"Gatehouse could not finish this pass ({type(exc).__name__}); the worker's log says why."
+    IngestRun.objects.filter(pk=run_id, finished_at__isnull=True).update(
+        error=reason[:300], finished_at=timezone.now(), lease_until=None
+    )
+
+
 def ingest_run_listed(*, run_id: int, count: int) -> None:
     IngestRun.objects.filter(pk=run_id).update(listed=F("listed") + count)
 
@@ -360,7 +398,7 @@ def ingest_run_finish_if_done(*, run_id: int) -> None:
     run = IngestRun.objects.filter(pk=run_id, finished_at__isnull=True).first()
     if run is not None and run.objects_done >= run.listed:
         IngestRun.objects.filter(pk=run_id, finished_at__isnull=True).update(
-            finished_at=now, seconds=(now - run.started_at).total_seconds()
+            finished_at=now, seconds=(now - run.started_at).total_seconds(), lease_until=None
         )
 
 
@@ -404,31 +442,39 @@ def logpush_ingest(*, url: str, processes: int = 1) -> IngestRun:
     so this pass can run beside Celery workers or another pass without counting anything twice.
     """
     bucket, prefix = aws.parse_s3_url(url)
-    run = IngestRun.objects.create(source=url[:500])
+    run = ingest_run_start(source=url)
     began = time.monotonic()
     pool = None
-    try:
-        for page in aws.list_objects(bucket, prefix):
-            todo = pending_objects(bucket=bucket, page=page)
-            ingest_run_listed(run_id=run.pk, count=len(todo))
-            batches = batches_of(todo, processes)
-            if processes <= 1 or len(batches) <= 1:
-                for batch in batches:
-                    log_objects_ingest(run_id=run.pk, bucket=bucket, objects=batch)
-                continue
-            if pool is None:
-                import multiprocessing
+    if processes > 1:
+        import multiprocessing
 
-                connections.close_all()
-                pool = ProcessPoolExecutor(
-                    max_workers=processes, mp_context=multiprocessing.get_context("fork"), initializer=_child_start
-                )
-            list(pool.map(_ingest_in_child, [run.pk] * len(batches), [bucket] * len(batches), batches))
+        connections.close_all()
+        pool = ProcessPoolExecutor(
+            max_workers=processes, mp_context=multiprocessing.get_context("fork"), initializer=_child_start
+        )
+        # Fork every reader now, before this process starts the thread that renews the pass's lease.
+        pool.submit(int).result()
+    try:
+        with ingest_run_renewal(run_id=run.pk):
+            for page in aws.list_objects(bucket, prefix):
+                todo = pending_objects(bucket=bucket, page=page)
+                ingest_run_listed(run_id=run.pk, count=len(todo))
+                batches = batches_of(todo, processes)
+                if pool is None or len(batches) <= 1:
+                    for batch in batches:
+                        log_objects_ingest(run_id=run.pk, bucket=bucket, objects=batch)
+                    continue
+                list(pool.map(_ingest_in_child, [run.pk] * len(batches), [bucket] * len(batches), batches))
     except aws.AwsError as exc:
         IngestRun.objects.filter(pk=run.pk).update(error=str(exc)[:300])
+    except BaseException as exc:
+        ingest_run_failed(run_id=run.pk, exc=exc)
+        raise
     finally:
         if pool is not None:
             pool.shutdown()
-    IngestRun.objects.filter(pk=run.pk).update(finished_at=timezone.now(), seconds=round(time.monotonic() - began, 3))
+    IngestRun.objects.filter(pk=run.pk).update(
+        finished_at=timezone.now(), seconds=round(time.monotonic() - began, 3), lease_until=None
+    )
     run.refresh_from_db()
     return run

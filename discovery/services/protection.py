@@ -5,11 +5,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from dashboard.models import User
-from dashboard.operations import Engine, StepFailed, note
+from dashboard.operations import Engine, StepFailed, WhenBusy, note
 from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
 from discovery.models import (
@@ -119,7 +119,8 @@ class ApplicationProtection(Engine[ProtectionChange, ProtectionChangeStep, _Rece
     run_model = ProtectionChange
     step_model = ProtectionChangeStep
     related = ("application",)
-    owner = "application"
+    subject = "application"
+    when_busy = WhenBusy.FOLD
     retry_first = 5.0
     retry_cap = 300.0
 
@@ -189,45 +190,28 @@ class ApplicationProtection(Engine[ProtectionChange, ProtectionChangeStep, _Rece
             "application.protect_retried", actor, application, {"change": str(run.public_id)}, request_origin
         )
 
+    def busy_message(self, active: ProtectionChange) -> str:
+        return "Wait until the change to Access in progress is done."
+
     def _follow(self, run: ProtectionChange) -> None:
         """Someone changed the application while the change ran: a new change reads it afresh."""
         if run.again:
-            self.start(run.application, request_origin=run.request_origin)
-
-    def start(self, application: Application, *, request_origin: RequestOrigin) -> ProtectionChange:
-        change = ProtectionChange.objects.create(
-            application=application, source_ip=request_origin.source_ip, request_id=request_origin.request_id[:64]
-        )
-        self.create_steps(change, [("access", "Make Access hold the application's approved origins, and nothing else")])
-        transaction.on_commit(lambda: self.enqueue(change.pk))
-        return change
+            protection_change_request(application=run.application, request_origin=run.request_origin)
 
 
 _ENGINE = ApplicationProtection()
 
 
 def protection_change_request(*, application: Application, request_origin: RequestOrigin) -> ProtectionChange:
-    """Bring Access in line with the application, one change at a time: a change that has not started yet will
-    read what is asked now; one that is running is followed by another once it ends; otherwise a new change
-    starts once this commits."""
-    with transaction.atomic():
-        active = (
-            ProtectionChange.objects.select_for_update()
-            .filter(application=application, status__in=ProtectionChange.ACTIVE)
-            .first()
-        )
-        if active is None:
-            try:
-                with transaction.atomic():
-                    return _ENGINE.start(application, request_origin=request_origin)
-            except IntegrityError:
-                # A change that ended while this waited started the next one, which this statement could not see.
-                active = ProtectionChange.objects.select_for_update().get(
-                    application=application, status__in=ProtectionChange.ACTIVE
-                )
-        if active.status == ProtectionChange.Status.RUNNING and not active.again:
-            ProtectionChange.objects.filter(pk=active.pk).update(again=True)
-        return active
+    """Bring Access in line with the application, one change at a time (the engine folds what is asked while a
+    change is under way into it): a change that has not started yet will read what is asked now; one that is
+    running is followed by another once it ends; otherwise a new change starts once this commits."""
+    change = ProtectionChange(
+        application=application, source_ip=request_origin.source_ip, request_id=request_origin.request_id[:64]
+    )
+    return _ENGINE.start(
+        change, steps=[("access", "Make Access hold the application's approved origins, and nothing else")]
+    )
 
 
 def protection_change_drive(task: Any, change_id: int) -> None:
@@ -243,10 +227,7 @@ def protection_change_retry(
     latest = change.application.protection_changes.first()
     if latest is None or latest.pk != change.pk:
         raise ValidationError("A newer change to Access has replaced this one.")
-    try:
-        return _ENGINE.retry(run_id=change.pk, actor=actor, request_origin=request_origin)
-    except IntegrityError:
-        raise ValidationError("Wait until the change to Access in progress is done.") from None
+    return _ENGINE.retry(run_id=change.pk, actor=actor, request_origin=request_origin)
 
 
 def _access_apply(change: ProtectionChange, receipt: _Receipt) -> None:

@@ -415,3 +415,29 @@ def test_viewers_cannot_acknowledge_or_silence(db, viewer):
         services.alert_silence(actor=viewer, alert=alert, hours=4, request_origin=RequestOrigin())
     alert.refresh_from_db()
     assert alert.acknowledged_at is None and alert.silenced_until is None
+
+
+def test_a_valid_international_host_name_is_accepted_and_delivered_to_by_its_ascii_form(
+    db, admin, receiver, monkeypatch
+):
+    _answer(monkeypatch, {"xn--bcher-kva.example": ["127.0.0.1"]})
+    port = receiver.server.server_port
+    created = services.channel_create(
+        actor=admin,
+        name="x",
+        kind="webhook",
+        target=f"http://bücher.example:{port}/hook",
+        request_origin=RequestOrigin(),
+    )
+    alert = Alert.objects.create(kind="k", subject="s")
+    delivery = Delivery.objects.create(alert=alert, channel=created.channel, event="raised")
+    services.delivery_attempt(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.SENT, delivery.last_error
+    assert receiver.headers[0]["Host"] == f"xn--bcher-kva.example:{port}"
+
+
+def test_a_delivery_to_an_invalid_host_saved_earlier_fails_with_a_reason(db):
+    delivery = _deliver_to("http://xn--zz.com/hook")
+    assert delivery.state == Delivery.State.RETRYING
+    assert "is not a valid host name" in delivery.last_error

@@ -1,3 +1,4 @@
+import pytest
 from django.urls import reverse
 
 from alerts.models import Alert, Channel, Delivery
@@ -98,3 +99,27 @@ def test_top_navigation_counts_open_alerts_nobody_acknowledged(viewer_client, db
     body = viewer_client.get(reverse("dashboard:home")).content.decode()
     nav = body.split('aria-label="Main"', 1)[1].split("</nav>", 1)[0]
     assert 'Alerts <span class="badge badge-red" title="Open alerts nobody has acknowledged">2</span>' in nav
+
+
+@pytest.mark.parametrize("target", ["http://☃.com/", "http://xn--zz.com/", "https://xn--n3h.com/hook"])
+@pytest.mark.parametrize("kind", ["slack", "webhook"])
+def test_a_host_name_that_is_not_valid_idna_is_a_form_error(admin_client, db, kind, target):
+    response = admin_client.post(reverse("alerts:channel_create"), {"name": "ops", "kind": kind, "target": target})
+    assert response.status_code == 400, f"{target} answered {response.status_code}"
+    assert "is not a valid host name" in response.content.decode()
+    assert not Channel.objects.exists()
+
+
+@pytest.mark.parametrize("page", ["999999999999999999999", "9223372036854775807", "0", "-3", "x", "1e9"])
+def test_alert_list_answers_any_page_number(viewer_client, db, page):
+    Alert.objects.create(kind="k", subject="Tunnel t1 is down")
+    response = viewer_client.get(reverse("alerts:alert_list"), {"page": page, "state": "open"})
+    assert response.status_code == 200, f"page={page} answered {response.status_code}"
+
+
+def test_a_broken_page_number_leads_to_the_first_page_of_the_same_filter(viewer_client, db):
+    Alert.objects.create(kind="k", subject="Tunnel t1 is down")
+    Alert.objects.create(kind="k", subject="Tunnel t2 was down", state=Alert.State.RESOLVED)
+    response = viewer_client.get(reverse("alerts:alert_list"), {"page": "999999999999999999999", "state": "open"})
+    text = response.content.decode()
+    assert "Tunnel t1 is down" in text and "Tunnel t2 was down" not in text

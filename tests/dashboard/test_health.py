@@ -68,6 +68,7 @@ def test_readyz_is_not_ready_when_the_broker_is_unreachable_and_does_not_show_it
     client, fresh_heartbeat, settings
 ):
     settings.CELERY_BROKER_URL = "redis://:s3cret@127.0.0.1:1/0"
+    settings.CELERY_BROKER_TRANSPORT = None  # settings name a transport only for the embedded default
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["broker"]["ok"] is False
@@ -196,3 +197,18 @@ def test_redis_budget_counts_429s_and_says_how_long_it_is_blocked(settings):
     assert 25 < spend.blocked_for() <= 30
     assert spend.rate_limited() == 2
     spend.redis.delete(spend.key, spend.blocked_key, f"{spend.key}:rate-limited")
+
+
+def test_metrics_ignore_a_forwarded_loopback_address_from_a_client_that_is_not_the_proxy(client, db, settings):
+    settings.GATEHOUSE_TRUSTED_PROXY_COUNT = 1
+    settings.GATEHOUSE_TRUSTED_PROXIES = ["127.0.0.0/8", "::1/128"]
+    spoofed = _metrics(client, REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="127.0.0.1")
+    assert spoofed.status_code == 403, "a client's own X-Forwarded-For opened /metrics"
+
+
+def test_metrics_go_by_the_address_the_trusted_proxy_reports(client, db, settings):
+    settings.GATEHOUSE_TRUSTED_PROXY_COUNT = 1
+    settings.GATEHOUSE_TRUSTED_PROXIES = ["10.0.0.5/32"]
+    outside = _metrics(client, REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="127.0.0.1, 203.0.113.9")
+    assert outside.status_code == 403
+    assert _metrics(client, REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 200

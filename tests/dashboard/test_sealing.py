@@ -44,3 +44,14 @@ def test_a_changed_secret_key_makes_sealed_values_unreadable(settings):
     settings.SECRET_KEY = settings.SECRET_KEY + "-rotated"
     with pytest.raises(Unreadable):
         unseal(sealed, purpose=Purpose.SERVICE_TOKEN)
+
+
+@pytest.mark.parametrize("purpose", list(Purpose))
+def test_a_value_sealed_now_opens_only_for_its_own_purpose(purpose):
+    sealed = seal("the-secret", purpose=purpose)
+    assert unseal(sealed, purpose=purpose) == "the-secret"
+    for other in Purpose:
+        if other is not purpose:
+            with pytest.raises(Unreadable):
+                unseal(sealed, purpose=other)
+                pytest.fail(f"a value sealed as {purpose.name} opened as {other.name}")

@@ -16,6 +16,11 @@ IDENTITIES = [
     Identity(sub="vic-again", claims={"email": "Vic@example.com", "email_verified": True, "hd": "example.com"}),
     Identity(sub="gmail", claims={"email": "=HYPERLINK(1)@gmail.com", "email_verified": True}),
 ]
+MALFORMED = ["ada@@example.com", "a b@example.com", "ada.@example.com", "@example.com", "<ada>@example.com"]
+IDENTITIES += [
+    Identity(sub=f"malformed-{i}", claims={"email": email, "email_verified": True, "hd": "example.com"})
+    for i, email in enumerate(MALFORMED)
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +69,13 @@ def test_an_account_made_before_its_first_sign_in_is_not_taken_over(db, sign_in)
     make_user(email="vic@example.com")
     assert sign_in("vic").status_code == 403
     assert AuditEntry.objects.filter(action="auth.refused", details__claimed_email="vic@example.com").exists()
+
+
+@pytest.mark.parametrize("index", range(len(MALFORMED)))
+def test_a_verified_but_malformed_address_is_refused_and_audited_like_any_refusal(db, sign_in, index):
+    response = sign_in(f"malformed-{index}")
+    assert response.status_code == 403, f"{MALFORMED[index]} led to {response.status_code} {response.get('Location')}"
+    assert "Not allowed" in response.content.decode()
+    refused = AuditEntry.objects.get(action="auth.refused")
+    assert refused.details["claimed_email"] == MALFORMED[index] and "malformed" in refused.details["reason"]
+    assert not User.objects.exists()

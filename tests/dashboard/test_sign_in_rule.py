@@ -27,6 +27,11 @@ def test_verified_workspace_account_of_an_allowed_domain_is_admitted():
         ({**ALLOWED, "email": None}, "no email address"),
         ({"email_verified": True, "hd": "example.com"}, "no email address"),
         ({**ALLOWED, "email": "ada@example.com.evil.test", "hd": "example.com"}, "are not allowed"),
+        ({**ALLOWED, "email": "ada@@example.com"}, "malformed"),
+        ({**ALLOWED, "email": "a b@example.com"}, "malformed"),
+        ({**ALLOWED, "email": "ada.@example.com"}, "malformed"),
+        ({**ALLOWED, "email": "@example.com"}, "malformed"),
+        ({**ALLOWED, "email": "x" * 250 + "@example.com"}, "malformed"),
     ],
 )
 def test_anyone_else_is_refused_with_a_reason(claims, reason):

@@ -183,6 +183,14 @@ def test_a_forged_page_link_is_refused_politely(viewer_client):
     assert "page link is not valid" in response.content.decode()
 
 
+@pytest.mark.parametrize("before", ["999999999999999999.1", "253402300800000000.1"])
+def test_a_page_link_past_any_date_is_refused_politely(viewer_client, admin_client, before):
+    response = viewer_client.get(AUDIT, {"before": before})
+    assert response.status_code == 200, f"before={before} answered {response.status_code}"
+    assert "page link is not valid" in response.content.decode()
+    assert admin_client.get(EXPORT, {"before": before}).status_code < 500
+
+
 def test_csv_export_neutralises_formulas_in_every_column(admin_client):
     services.audit_record(
         action="user.role_changed",

@@ -3,14 +3,12 @@ a change someone makes meanwhile is kept, and two changes to one tunnel never in
 
 import copy
 import threading
-from datetime import timedelta
 
 import cloudflare
 import httpx
 import pytest
 from django.db import connection
 from django.urls import reverse
-from django.utils import timezone
 
 from cloudflare_sim import faults
 from tunnels import changes
@@ -182,7 +180,7 @@ def test_two_changes_to_one_tunnel_run_one_after_the_other(operator, remote, syn
         for name in ("first", "second")
     ]
     for change in two:
-        changes.tunnel_change_steps_create(change=change)
+        changes.TunnelChanges().create_steps(change, [(change.kind, change.get_kind_display())])
 
     def work(change):
         try:
@@ -199,23 +197,35 @@ def test_two_changes_to_one_tunnel_run_one_after_the_other(operator, remote, syn
     assert watch.calls == ["GET", "GET", "PUT", "GET", "GET", "PUT"]
     hostnames = [r["hostname"] for r in _stored(synced, remote)["config"]["ingress"]]
     assert "first.example.com" in hostnames and "second.example.com" in hostnames
-    assert Tunnel.objects.get(pk=remote.pk).change_claimed_until is None
 
 
-def test_a_change_waits_for_a_tunnel_another_worker_holds_and_gives_up_visibly(
-    operator_client, remote, synced, run, monkeypatch
+def test_a_change_asked_while_another_to_its_tunnel_runs_waits_its_turn_and_says_so(
+    operator, operator_client, remote, synced, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(changes, "CLAIM_WAIT_SECONDS", 0.3)
-    # A change running in another worker holds the tunnel for the next minute.
-    Tunnel.objects.filter(pk=remote.pk).update(change_claimed_until=timezone.now() + timedelta(minutes=1))
+    from dashboard.requestinfo import RequestOrigin
+    from tunnels import services
+
     version = _stored(synced, remote)["version"]
-    response = run(
-        operator_client,
-        reverse("tunnels:hostname_add", args=[remote.cf_id]),
-        {"hostname": "later.example.com", "service": "http://later.internal:80"},
-    )
-    change = TunnelChange.objects.get()
-    assert change.status == TunnelChange.Status.FAILED
-    assert change.reason == f"Another change to tunnel {remote.name} is still running."
-    assert "is still running" in operator_client.get(response["Location"]).content.decode()
+    # Two changes asked in one breath; neither task has run yet.
+    first, later = (
+        services.hostname_add(
+            actor=operator, tunnel=remote, hostname=f"{name}.example.com", service=f"http://{name}.internal:80",
+            request_origin=RequestOrigin(),
+        )
+        for name in ("first", "later")
+    )  # fmt: skip
+    tunnel_change_run(later.pk)
+    later.refresh_from_db()
+    assert later.status == TunnelChange.Status.PENDING
+    assert later.steps.get().error == f"Waiting for the change asked before it (add public hostname: {first.summary})."
+    page = operator_client.get(reverse("tunnels:change_detail", args=[later.public_id])).content.decode()
+    assert "Waiting for the change asked before it" in page
     assert _stored(synced, remote)["version"] == version
+
+    # The first change hands over as it ends: the later one runs without anyone sending it again.
+    with django_capture_on_commit_callbacks(execute=True):
+        tunnel_change_run(first.pk)
+    assert [c.status for c in TunnelChange.objects.order_by("pk")] == [TunnelChange.Status.SUCCEEDED] * 2
+    hostnames = [r["hostname"] for r in _stored(synced, remote)["config"]["ingress"]]
+    assert hostnames.index("first.example.com") < hostnames.index("later.example.com")
+    assert TunnelChange.objects.get(pk=later.pk).steps.get().error == ""

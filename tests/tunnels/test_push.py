@@ -6,6 +6,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -17,6 +19,14 @@ from tunnels import push
 from tunnels.models import PushConnection, PushEvent, StatusChange, SyncCursor, Tunnel
 
 SECRET = "the-shared-secret"
+
+
+@pytest.fixture(autouse=True)
+def no_refusals_held_back():
+    """Refusals this process holds back (counted, not yet written) belong to the test that made them."""
+    push.refusals_forget()
+    yield
+    push.refusals_forget()
 
 
 def _health(tunnel_id, *, status="DOWN", correlation="c0ffee", ts=1_790_000_000) -> dict:
@@ -60,6 +70,43 @@ def test_a_wrong_secret_is_refused_bare_and_counted(client, connected, tunnel):
     assert (response.status_code, response.content) == (403, b"")
     assert not PushEvent.objects.exists()
     assert PushConnection.objects.get().refused_count == 1
+
+
+def _writes(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))]
+
+
+def test_a_flood_of_refused_posts_is_counted_without_a_database_write_each(
+    client, admin_client, connected, tunnel, settings
+):
+    settings.GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS = 60
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(25):
+            _post(client, _health(tunnel.cf_id), secret="guess")
+            _post(client, _health(tunnel.cf_id), secret=None)
+    writes = _writes(queries)
+    assert len(writes) <= 1, f"{len(writes)} database writes for 50 refused posts"
+    conn = PushConnection.objects.get()
+    assert conn.refused_count == 1 and conn.last_refused_at is not None  # the first of a burst shows at once
+    push.refusals_flush()
+    conn.refresh_from_db()
+    assert conn.refused_count == 50
+    page = admin_client.get(reverse("dashboard:settings")).content.decode()
+    assert "50 requests without the right secret" in page and "the rest within 60 s" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refusals_held_back_in_a_burst_are_written_when_the_interval_ends(client, settings):
+    settings.GATEHOUSE_PUSH_REFUSAL_FLUSH_SECONDS = 0.3
+    PushConnection.objects.create(
+        pk=1, state=PushConnection.State.CONNECTED, secret_sealed=seal(SECRET, purpose=Purpose.PUSH_WEBHOOK)
+    )
+    for _ in range(3):
+        assert _post(client, {}, secret="guess").status_code == 403
+    deadline = time.monotonic() + 10
+    while PushConnection.objects.get().refused_count < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert PushConnection.objects.get().refused_count == 3
 
 
 def test_a_missing_secret_is_refused_with_401(client, connected, tunnel):
@@ -320,3 +367,137 @@ def test_a_refresh_cloudflare_refuses_leaves_the_tunnel_first_in_line_for_the_ne
 
     target.refresh_from_db()
     assert (target.status, target.connectors_due) == ("down", True)
+
+
+# --- connecting and disconnecting as operations of the shared engine -------------------------------------------
+
+
+def _latest_change():
+    from tunnels.models import PushChange
+
+    return PushChange.objects.first()
+
+
+def test_connecting_runs_a_step_per_object_that_its_page_and_settings_show_without_the_secret(
+    admin_client, viewer_client, public
+):
+    admin_client.post(reverse("dashboard:push_connect"))
+
+    change = _latest_change()
+    assert change.status == change.Status.SUCCEEDED and change.actor_email == "admin@example.com"
+    assert [(s.key, s.status) for s in change.steps.all()] == [("destination", "done"), ("policies", "done")]
+    conn = push.connection()
+    answers = [a["answer"] for s in change.steps.all() for a in s.answers]
+    assert conn.destination_id in answers and conn.health_policy_id in answers and conn.update_policy_id in answers
+    [webhook] = _ours(public, "alert_webhook")
+    assert webhook["_secret"] not in json.dumps([list(s.answers) for s in change.steps.all()] + [change.data])
+    page_url = reverse("dashboard:push_change_detail", args=[change.public_id])
+    assert page_url in viewer_client.get(reverse("dashboard:settings")).content.decode()
+    page = viewer_client.get(page_url).content.decode()
+    assert "Create or update the webhook destination" in page and "Done" in page
+    assert webhook["_secret"] not in page
+    fragment = viewer_client.get(page_url, headers={"HX-Request": "true"}).content.decode()
+    assert "<html" not in fragment and 'id="push-change-status"' in fragment and "hx-trigger" not in fragment
+
+
+def test_running_a_connections_task_twice_makes_nothing_more_at_cloudflare(admin_client, public):
+    from tunnels.tasks import push_change_run
+
+    admin_client.post(reverse("dashboard:push_connect"))
+    change = _latest_change()
+    before = public.calls()
+
+    push_change_run.delay(change.pk)
+
+    assert public.calls() == before
+    assert len(_ours(public, "alert_webhook")) == 1 and len(_ours(public, "alert_policy")) == 2
+    assert AuditEntry.objects.filter(action="push.connected").count() == 1
+
+
+def test_a_connection_whose_worker_died_mid_step_is_resumed_and_finds_what_it_made(admin_client, public):
+    from dashboard import operations
+    from tunnels.models import PushChange, PushChangeStep
+
+    admin_client.post(reverse("dashboard:push_connect"))
+    change = _latest_change()
+    first = push.connection()
+    # As things stood had the worker died creating the policies: one made at Cloudflare, the other not yet.
+    public.store.delete("alert_policy", first.update_policy_id)
+    PushConnection.objects.filter(pk=1).update(state=PushConnection.State.CONNECTING, update_policy_id="")
+    PushChange.objects.filter(pk=change.pk).update(
+        status=PushChange.Status.RUNNING, finished_at=None, updated_at=timezone.now() - timedelta(minutes=5)
+    )
+    PushChangeStep.objects.filter(run=change, key="policies").update(status=PushChangeStep.Status.RUNNING)
+
+    assert operations.operations_resume() == 1
+
+    conn = push.connection()
+    assert conn.state == PushConnection.State.CONNECTED
+    assert conn.destination_id == first.destination_id and conn.health_policy_id == first.health_policy_id
+    assert len(_ours(public, "alert_webhook")) == 1
+    assert {p["alert_type"] for p in _ours(public, "alert_policy")} == {"tunnel_health_event", "tunnel_update_event"}
+    assert len(_ours(public, "alert_policy")) == 2
+
+
+def test_a_connection_cloudflare_keeps_failing_stops_at_its_step_and_is_retried_from_its_page(
+    admin_client, viewer_client, public
+):
+    from cloudflare_sim import faults
+
+    faults.save(
+        public.store, {"rules": [{"endpoint": "POST /accounts/{account_id}/alerting/v3/policies", "error_rate": 1.0}]}
+    )
+    admin_client.post(reverse("dashboard:push_connect"))
+    change = _latest_change()
+    conn = push.connection()
+    assert change.status == change.Status.FAILED and change.reason.startswith("Cloudflare kept failing")
+    assert conn.state == PushConnection.State.FAILED and conn.error == change.reason
+    assert [(s.key, s.status) for s in change.steps.all()] == [("destination", "done"), ("policies", "failed")]
+    assert AuditEntry.objects.filter(action="push.connect_failed").count() == 1
+    retry_url = reverse("dashboard:push_change_retry", args=[change.public_id])
+    page_url = reverse("dashboard:push_change_detail", args=[change.public_id])
+    assert retry_url in admin_client.get(page_url).content.decode()
+    assert retry_url not in viewer_client.get(page_url).content.decode()
+    assert viewer_client.post(retry_url).status_code == 403
+
+    faults.save(public.store, {"rules": []})
+    response = admin_client.post(retry_url)
+
+    assert response["Location"] == page_url
+    change.refresh_from_db()
+    assert change.status == change.Status.SUCCEEDED
+    assert push.connection().state == PushConnection.State.CONNECTED
+    assert len(_ours(public, "alert_webhook")) == 1 and len(_ours(public, "alert_policy")) == 2
+    assert AuditEntry.objects.get(action="push.change_retried").actor_email == "admin@example.com"
+
+
+def test_connecting_or_disconnecting_while_a_change_runs_is_refused_and_keeps_its_secret(
+    admin, admin_client, connected, settings
+):
+    settings.GATEHOUSE_PUBLIC_URL = "https://g.example"
+    # A disconnection is recorded; its task has not run (this test's transaction never commits).
+    push.push_disconnect(actor=admin)
+    sealed = push.connection().secret_sealed
+    for name in ("dashboard:push_connect", "dashboard:push_disconnect"):
+        response = admin_client.post(reverse(name), follow=True)
+        assert response.status_code == 200
+        assert "already changing the push connection; wait for it to finish" in response.content.decode()
+    conn = push.connection()
+    assert (conn.state, conn.secret_sealed) == (PushConnection.State.DISCONNECTING, sealed)
+    assert conn.changes.count() == 1
+
+
+def test_disconnecting_runs_on_the_engine_and_deletes_step_by_step(admin_client, public):
+    admin_client.post(reverse("dashboard:push_connect"))
+    connected_ids = push.connection()
+
+    admin_client.post(reverse("dashboard:push_disconnect"))
+
+    change = _latest_change()
+    assert change.kind == "disconnect" and change.status == change.Status.SUCCEEDED
+    assert [s.key for s in change.steps.all()] == ["policies", "destination", "bypass"]
+    entry = AuditEntry.objects.get(action="push.disconnected")
+    assert entry.details == {
+        "policies": sorted([connected_ids.health_policy_id, connected_ids.update_policy_id]),
+        "destinations": [connected_ids.destination_id],
+    }

@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 from django.urls import reverse
 
@@ -186,3 +188,11 @@ def test_deleted_tunnel_page_keeps_history(viewer_client, synced):
     body = viewer_client.get(reverse("tunnels:tunnel_detail", args=[tunnel.cf_id])).content.decode()
     assert "Deleted" in body and "first seen" in body
     assert tunnel.name not in viewer_client.get(reverse("tunnels:tunnel_list")).content.decode()
+
+
+@pytest.mark.parametrize("page", ["999999999999999999999", "9223372036854775807", "0", "-3", "x"])
+def test_list_answers_any_page_number(viewer_client, db, page):
+    Tunnel.objects.create(cf_id=uuid.uuid4(), name="t1", status="healthy", status_rank=3)
+    response = viewer_client.get(reverse("tunnels:tunnel_list"), {"page": page})
+    assert response.status_code == 200, f"page={page} answered {response.status_code}"
+    assert "t1" in response.content.decode()

@@ -247,3 +247,18 @@ def test_the_application_list_shows_which_applications_cannot_be_granted_and_why
     assert refused.status_code == 400
     assert escape("Legacy wiki still has 1 application-scoped (legacy) policy") in refused.content.decode()
     assert not Vendor.objects.exists()
+
+
+def test_extending_a_grant_while_the_vendors_workflow_runs_is_refused_with_what_to_do(
+    operator_client, make_vendor, django_capture_on_commit_callbacks
+):
+    # Onboarding is recorded, its task not run yet: the vendor's one run is under way.
+    vendor = make_vendor(apps=("Redis cache",), days=5)
+    grant = vendor.grants.get()
+    response = operator_client.post(
+        reverse("vendors:grant_extend", kwargs={"public_id": grant.public_id}), {"days": "30"}, follow=True
+    )
+    assert response.status_code == 200
+    assert "Another workflow is running for this vendor; wait for it to finish." in response.content.decode()
+    assert list(vendor.runs.values_list("kind", flat=True)) == [WorkflowRun.Kind.ONBOARD]
+    assert vendor.grants.get().ends_at == grant.ends_at

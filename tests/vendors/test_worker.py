@@ -90,7 +90,7 @@ def workers(cloudflare_sim, transactional_db, settings, tmp_path):
         "CLOUDFLARE_API_TOKEN": settings.CLOUDFLARE_API_TOKEN,
         "CLOUDFLARE_ACCOUNT_ID": cloudflare_sim.account_id,
         "GATEHOUSE_CLOUDFLARE_BUDGET_NAME": settings.GATEHOUSE_CLOUDFLARE_BUDGET_NAME,
-        "GATEHOUSE_WORKFLOW_LEASE_SECONDS": "3",
+        "GATEHOUSE_LEASE_SECONDS": "3",
         "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
     }
     env.pop("CLOUDFLARE_EMAIL", None)
@@ -276,3 +276,22 @@ def test_a_vendor_is_never_marked_revoked_while_another_policy_admits_a_contact(
     assert AuditEntry.objects.filter(action="vendor.workflow_needs_attention", target_id=str(vendor.public_id)).exists()
     # Gatehouse did not touch what it does not own.
     assert cloudflare_sim.store.get("access_policy", policy["id"], cloudflare_sim.account_id) is not None
+
+
+def test_a_step_longer_than_the_lease_stays_with_its_live_worker(workers, make_vendor, cloudflare_sim):
+    from vendors.workflows import VendorWorkflows
+
+    workers.start()
+    vendor = make_vendor(tokens=1)
+    assert _finished(vendor.runs.get()).status == WorkflowRun.Status.SUCCEEDED
+    # Every call takes longer than the 3 s lease: only its renewal keeps the step with the worker running it.
+    faults.save(cloudflare_sim.store, {"rules": [{"endpoint": "*", "latency_ms": 4000}]})
+    run = services.vendor_revoke(actor=None, vendor=vendor, request_origin=None)
+    _wait_for(lambda: run.steps.filter(status=WorkflowStep.Status.RUNNING).exists(), "a step to start")
+    # A second worker, and a second task for the same run (as a resume pass or a redelivery would send).
+    workers.start()
+    VendorWorkflows().enqueue(run.pk)
+    run = _finished(run, timeout=120)
+    faults.clear(cloudflare_sim.store)
+    assert run.status == WorkflowRun.Status.SUCCEEDED, (run.reason, _steps(run))
+    assert [attempts for _key, _status, attempts, _error in _steps(run)] == [1] * run.steps.count()

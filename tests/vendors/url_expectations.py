@@ -44,4 +44,6 @@ EXPECTED = {
     "vendors:drift_reapply": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
     "vendors:token_rotate": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
     "vendors:token_refresh": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
+    "vendors:token_change_detail": ("get", {"public_id": UNKNOWN}, READ_UNKNOWN),
+    "vendors:token_change_retry": ("post", {"public_id": UNKNOWN}, OPERATOR_POST_UNKNOWN),
 }

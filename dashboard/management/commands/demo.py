@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -69,6 +70,12 @@ PORT_FLAGS = {
     "aws": ("moto (AWS)", "--aws-port"),
 }
 LOG_TAIL_LINES = 20
+# A process that dies is started again after a pause that doubles with each death in a row, up to a minute; one
+# that dies this many times, each within RESTART_QUICK seconds of starting, cannot run here and stops the demo.
+RESTART_FIRST = 1.0
+RESTART_CAP = 60.0
+RESTART_QUICK = 10.0
+RESTART_GIVE_UP = 5
 DEMO_CLOUDFLARE_TOKEN = "gatehouse-demo-token"  # noqa: S105 (the simulator's, on loopback)
 DEMO_LOGPUSH_URL = "s3://gatehouse-logpush/gateway"
 
@@ -118,10 +125,6 @@ class Command(BaseCommand):
         env = self._environment(ports, account["account_id"])
         os.environ.update(env)
         call_command("migrate", interactive=False, verbosity=0)
-        broker = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
-        for key in ("data_folder_in", "processed_folder", "control_folder"):
-            if key in broker:
-                Path(broker[key]).mkdir(parents=True, exist_ok=True)
 
         celery = [python, "-m", "celery", "-A", "dashboard"]
         identities = [arg for identity in DEMO_IDENTITIES for arg in ("--user-claims", json.dumps(identity))]
@@ -250,12 +253,26 @@ class ProcessDied(Exception):
         super().__init__(f"\n{name} exited with status {status}. The last lines of {log}:\n{tail}")
 
 
-class Supervisor:
-    """Starts named processes, each in its own session with its log in a file, and stops every one of them."""
+@dataclass
+class Service:
+    """A process the supervisor keeps running: how to start it again, and how it has fared."""
 
-    def __init__(self, log_dir: Path):
+    argv: list[str]
+    env: dict[str, str]
+    started_at: float = 0.0
+    deaths_in_a_row: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    """Starts named processes, each in its own session with its log in a file, starts again a long-running one
+    that dies (after a backoff, saying so), and stops every one of them."""
+
+    def __init__(self, log_dir: Path, out=sys.stderr):
         self.log_dir = log_dir
+        self.out = out
         self.children: dict[str, subprocess.Popen] = {}
+        self.services: dict[str, Service] = {}
 
     @contextlib.contextmanager
     def stopping_on_signals(self):
@@ -298,6 +315,7 @@ class Supervisor:
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         self.log(name).write_text("")
+        self.services[name] = Service(argv=argv, env=env, started_at=time.monotonic())
         self._spawn(name, argv, env)
 
     def run_once(self, name: str, argv: list[str], env: dict[str, str], stdout: Path | None = None) -> int:
@@ -317,9 +335,39 @@ class Supervisor:
         return "\n".join(f"  {line}" for line in lines[-LOG_TAIL_LINES:])
 
     def _check_alive(self) -> None:
-        for name, child in self.children.items():
-            if child.poll() is not None:
-                raise ProcessDied(name, child.returncode, self.tail(name), self.log(name))
+        """Start again, once its backoff is over, each long-running process that exited; ProcessDied for one that
+        keeps dying as soon as it starts."""
+        now = time.monotonic()
+        for name, service in self.services.items():
+            child = self.children[name]
+            if service.restart_at is None:
+                if child.poll() is None:
+                    if service.deaths_in_a_row and now - service.started_at > RESTART_QUICK:
+                        service.deaths_in_a_row = 0
+                    continue
+                self._died(name, service, child, now)
+            elif now >= service.restart_at:
+                service.restart_at = None
+                service.started_at = now
+                self._spawn(name, service.argv, service.env)
+                print(f"{name} started again (pid {self.children[name].pid}).", file=self.out, flush=True)
+
+    def _died(self, name: str, service: Service, child: subprocess.Popen, now: float) -> None:
+        # What the dead process left in its session (a worker's pool processes) goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        quick = now - service.started_at <= RESTART_QUICK
+        service.deaths_in_a_row = service.deaths_in_a_row + 1 if quick else 1
+        if service.deaths_in_a_row >= RESTART_GIVE_UP:
+            raise ProcessDied(name, child.returncode, self.tail(name), self.log(name))
+        pause = min(RESTART_CAP, RESTART_FIRST * 2 ** (service.deaths_in_a_row - 1))
+        service.restart_at = now + pause
+        print(
+            f"\n{name} exited with status {child.returncode}; starting it again in {pause:.0f} s. "
+            f"The last lines of {self.log(name)}:\n{self.tail(name)}",
+            file=self.out,
+            flush=True,
+        )
 
     def wait_for_ports(self, ports: dict[str, int], timeout: float) -> None:
         """Return once each named process accepts connections on its port; ProcessDied or CommandError if not."""
@@ -337,7 +385,7 @@ class Supervisor:
             time.sleep(0.2)
 
     def watch(self) -> None:
-        """Until Ctrl-C, or until a process dies."""
+        """Until Ctrl-C, or until a process cannot be kept running."""
         while True:
             self._check_alive()
             time.sleep(0.5)
