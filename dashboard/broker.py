@@ -12,7 +12,8 @@ This transport keeps kombu's folder layout and fixes both:
   back to the queue. Claims whose process is gone (killed, crashed) are put back in the queue by the next process
   that opens a channel on the folder, and by consumers every few seconds while they poll.
 - a file that is not a message (damaged on disk, or put there by hand) is moved to `rejected/` and logged,
-  instead of stopping the worker.
+  instead of stopping the worker; a folder that cannot be read or written is a broker that is down, which a worker
+  waits out (reconnecting) instead of stopping.
 """
 
 import contextlib
@@ -184,6 +185,9 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+    # A folder that cannot be read or written (a full disk, a permission, the folder gone) is the broker being down:
+    # a worker reconnects until it is back, and a sender's retry policy applies, instead of the worker stopping.
+    connection_errors = (*filesystem.Transport.connection_errors, OSError)
     # kombu keeps one record of declared bindings per process for every folder; a binding declared on one folder
     # would then never be written to the control folder of another (tests and benchmarks open several).
     states_by_folder: ClassVar[dict[str, virtual.BrokerState]] = {}

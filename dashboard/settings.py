@@ -266,8 +266,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
 # A worker holds what it works on (an operation's step, a sync, Logpush or inventory pass) through a lease of this
 # length, renewed every third of it while it works (dashboard/leases.py): a killed worker's work is taken over, or
-# ended with its reason, this long after its last renewal.
-GATEHOUSE_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_LEASE_SECONDS", "15"))
+# ended with its reason, this long after its last renewal (so a few seconds: renewals are cheap).
+GATEHOUSE_LEASE_SECONDS = float(os.environ.get("GATEHOUSE_LEASE_SECONDS", "9"))
 # The passes that hold such a lease; the resume pass ends those whose worker stopped.
 GATEHOUSE_LEASED_PASSES = [
     "tunnels.models.SyncPass",

@@ -65,3 +65,52 @@ def test_beat_schedules_and_a_worker_runs_the_heartbeat(broker, tmp_path):
             os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
             process.wait(timeout=20)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_waits_out_an_embedded_broker_that_is_down_and_goes_on_after(tmp_path):
+    from celery import Celery
+
+    from tests.dashboard.test_broker import options
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        "GATEHOUSE_ENV": "local",
+        "GATEHOUSE_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": "filesystem://",
+        "REDIS_URL": "",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "-c", "1", "--without-gossip", "-l", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    queue = tmp_path / "broker" / "queue"
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "broker" / "claimed").exists():
+            assert time.monotonic() < deadline, "the worker never opened the broker"
+            time.sleep(0.2)
+        time.sleep(2)
+        # The broker's folder becomes unusable for a while (as a full disk or a lost mount would make it).
+        queue.rename(tmp_path / "broker" / "queue-away")
+        queue.write_text("")
+        time.sleep(3)
+        assert worker.poll() is None, "the worker stopped while the broker was down"
+        queue.unlink()
+        (tmp_path / "broker" / "queue-away").rename(queue)
+        sender = Celery(broker="filesystem://")
+        sender.conf.broker_transport = "dashboard.broker:Transport"
+        sender.conf.broker_transport_options = options(tmp_path / "broker")
+        sender.send_task("dashboard.tasks.record_heartbeat")
+        deadline = time.monotonic() + 30
+        while not Heartbeat.objects.filter(name="worker").exists():
+            assert worker.poll() is None, "the worker stopped"
+            assert time.monotonic() < deadline, "the worker did not take a task once the broker was back"
+            time.sleep(0.3)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=20)

@@ -92,8 +92,16 @@ class Command(BaseCommand):
         parser.add_argument("--cloudflare-port", type=int, default=CLOUDFLARE_PORT, help="the simulator's port")
         parser.add_argument("--aws-port", type=int, default=AWS_PORT, help="moto's port")
         parser.add_argument("--logpush-records", type=int, default=50_000, help="sessions written to the bucket")
+        parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (each runs two tasks)")
+        parser.add_argument(
+            "--gunicorn",
+            type=int,
+            default=0,
+            metavar="PROCESSES",
+            help="serve with gunicorn and this many web processes instead of Django's development server",
+        )
 
-    def handle(self, *args, port, oidc_port, cloudflare_port, aws_port, logpush_records, **options):
+    def handle(self, *args, port, oidc_port, cloudflare_port, aws_port, logpush_records, workers, gunicorn, **options):
         ports = {"oidc": oidc_port, "cloudflare": cloudflare_port, "aws": aws_port, "web": port}
         taken = [name for name, number in ports.items() if not _port_free(number)]
         if taken:
@@ -111,14 +119,16 @@ class Command(BaseCommand):
         self.stdout.write(f"Starting the Gatehouse demo; each process logs to {log_dir}/<name>.log")
         with supervisor.stopping_on_signals():
             try:
-                self._run(supervisor, ports, logpush_records)
+                self._run(supervisor, ports, logpush_records, workers, gunicorn)
             except ProcessDied as died:
                 self.stderr.write(str(died))
                 raise CommandError(f"The demo stopped because {died.name} exited.") from None
             except Stop:
                 pass
 
-    def _run(self, supervisor: "Supervisor", ports: dict[str, int], logpush_records: int) -> None:
+    def _run(
+        self, supervisor: "Supervisor", ports: dict[str, int], logpush_records: int, workers: int, gunicorn: int
+    ) -> None:
         python = sys.executable
         sim_state = settings.VAR_DIR / "cloudflare_sim.sqlite3"
         account = self._seed_simulator(supervisor, python, sim_state)
@@ -143,10 +153,20 @@ class Command(BaseCommand):
                 DEMO_CLOUDFLARE_TOKEN,
             ],
             "aws": [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["aws"])],
-            "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--without-gossip"],
-            "beat": [*celery, "beat", "--loglevel", "INFO"],
-            "web": [python, "manage.py", "runserver", f"127.0.0.1:{ports['web']}", "--noreload"],
         }
+        worker = [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--without-gossip"]
+        processes["worker"] = worker
+        for n in range(2, workers + 1):
+            # Each worker needs a node name of its own for the broker's control messages to reach it.
+            processes[f"worker-{n}"] = [*worker, "--hostname", f"worker-{n}@%h"]
+        processes["beat"] = [*celery, "beat", "--loglevel", "INFO"]
+        if gunicorn:
+            processes["web"] = [
+                *(python, "-m", "gunicorn", "dashboard.wsgi", "--bind", f"127.0.0.1:{ports['web']}"),
+                *("--workers", str(gunicorn), "--access-logfile", "-"),
+            ]
+        else:
+            processes["web"] = [python, "manage.py", "runserver", f"127.0.0.1:{ports['web']}", "--noreload"]
         run_env = {**os.environ, **env}
         for name, argv in processes.items():
             supervisor.start(name, argv, env=run_env)
