@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 $$HOME/.pyenv/versions/3.13*/bi
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/gatehouse
 REQUIRE_POSTGRES ?= 0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint typecheck clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required" >&2; exit 1; }
@@ -27,7 +27,12 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+# mypy with Django's and Celery's stubs over the apps and the integrations ([tool.mypy] in pyproject.toml);
+# a read of an attribute a class does not have fails the build here, before any test runs.
+typecheck: install
+	$(BIN)/mypy
+
+test: install lint typecheck
 	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || [ "$$GATEHOUSE_REQUIRE_SERVICES" = 1 ] || \
 		echo "== Chromium not found: browser tests skipped (install it with: apt-get install chromium) =="
 	@echo "== test suite on SQLite (the embedded default) =="

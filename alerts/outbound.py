@@ -120,7 +120,7 @@ def resolve(host: str, port: int) -> IPAddress:
     except (OSError, UnicodeError) as exc:
         raise OutboundRefused(f"{host} does not resolve") from exc
     # The scope of an IPv6 link-local answer ("fe80::1%eth0") is dropped before parsing; it is refused anyway.
-    addresses = list(dict.fromkeys(ipaddress.ip_address(a[4][0].split("%")[0]) for a in answers))
+    addresses = list(dict.fromkeys(ipaddress.ip_address(str(a[4][0]).split("%")[0]) for a in answers))
     if not addresses:
         raise OutboundRefused(f"{host} does not resolve")
     for address in addresses:

@@ -12,6 +12,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from django.conf import settings
@@ -106,7 +107,7 @@ def _fan_out(alert: Alert, event: str) -> None:
     channels = list(Channel.objects.filter(enabled=True))
     deliveries = Delivery.objects.bulk_create([Delivery(alert=alert, channel=c, event=event) for c in channels])
     for delivery in deliveries:
-        deliver.delay_on_commit(delivery.pk)
+        deliver.delay_on_commit(delivery.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def delivery_retry(*, actor: User, delivery: Delivery, request_origin: RequestOr
                 details={"channel": delivery.channel.name},
                 request_origin=request_origin,
             )
-            deliver.delay_on_commit(delivery.pk)
+            deliver.delay_on_commit(delivery.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
     delivery.refresh_from_db()
     return delivery
 
@@ -235,6 +236,7 @@ def _send(delivery: Delivery) -> None:
             raise DeliveryError(f"mail not sent: {type(exc).__name__}: {exc}") from exc
         return
     headers = {"Content-Type": "application/json", "User-Agent": "Gatehouse"}
+    payload: dict[str, Any]
     if channel.kind == Channel.Kind.SLACK:
         payload = {"text": f"*{slack_escape(subject)}*\n{slack_escape(body)}"}
     else:

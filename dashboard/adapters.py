@@ -40,7 +40,7 @@ def refusal_reason(claims: dict) -> str | None:
 def _well_formed(email: str) -> bool:
     """An address an account can be made with: the check allauth applies before it signs anyone up, and one that
     fits the account's column. Anything else would be sent to allauth's sign-up form instead of being refused."""
-    if len(email) > User._meta.get_field("email").max_length:
+    if len(email) > (User._meta.get_field("email").max_length or 0):
         return False
     try:
         validate_email(email)
@@ -54,7 +54,9 @@ ADDRESS_TAKEN = "The address belongs to another Gatehouse account; an admin must
 
 def _refuse(request, *, reason: str, claims: dict) -> ImmediateHttpResponse:
     """Audit a refused sign-in and answer it. Nobody signed in: the address is recorded as claimed, not as actor."""
-    email = claims.get("email") if isinstance(claims.get("email"), str) else ""
+    email = claims.get("email")
+    if not isinstance(email, str):
+        email = ""
     services.audit_record(
         action="auth.refused",
         details={"reason": reason, "claimed_email": email[:254], "hd": str(claims.get("hd", ""))[:100]},

@@ -58,6 +58,8 @@ def process_key(pid: int) -> str | None:
 class QoS(virtual.QoS):
     """Acks and rejects also settle the message's claimed file."""
 
+    channel: "Channel"
+
     def ack(self, delivery_tag):
         super().ack(delivery_tag)
         self.channel.settle(delivery_tag)
@@ -95,7 +97,7 @@ class Channel(filesystem.Channel):
             self._claim_folder = folder
         return self._claim_folder
 
-    def _put(self, queue, payload, **kwargs):
+    def _put(self, queue, payload, **kwargs):  # type: ignore[override]  # stubs: its two bases name it apart
         # Zero-padded wall-clock nanoseconds first: names sort in the order they were sent, across processes.
         name = f"{time.time_ns():020d}_{uuid.uuid4().hex}.{queue}.msg"
         part = os.path.join(self.data_folder_out, f".{name}.part")
@@ -103,7 +105,7 @@ class Channel(filesystem.Channel):
             f.write(dumps(payload).encode())
         os.replace(part, os.path.join(self.data_folder_out, name))
 
-    def _get(self, queue):
+    def _get(self, queue, timeout=None):
         if time.monotonic() - self._swept_at > ORPHAN_SWEEP_SECONDS:
             self.restore_orphans()
         suffix = f".{queue}.msg"

@@ -1,8 +1,25 @@
 """Choices whose members each carry the colour of their badge, and the model field that reads them back as members."""
 
+from typing import TYPE_CHECKING, Any
+
 from django.db import models
-from django.db.models.enums import ChoicesType
 from django.db.models.query_utils import DeferredAttribute
+
+if TYPE_CHECKING:
+    # The stubs give TextChoices a metaclass of their own; deriving from it keeps members typed as members.
+    from django.db.models.enums import _TextChoicesType as ChoicesType
+    from django.db.models.expressions import Combinable
+
+    # The stubs' CharField is generic in what it is set to and what it reads back; Django's is not subscriptable.
+    _CharField = models.CharField
+else:
+    from django.db.models.enums import ChoicesType
+
+    class _Subscript:
+        def __getitem__(self, _types: object) -> type[models.CharField]:
+            return models.CharField
+
+    _CharField = _Subscript()
 
 # The badge colours the stylesheet defines (static/css/app.css, .badge-<colour>).
 COLOURS = frozenset({"grey", "blue", "purple", "green", "amber", "red"})
@@ -13,7 +30,7 @@ class ColouredChoicesType(ChoicesType):
     choices see it, so value and label, and therefore the database and migrations, stay as they were."""
 
     def __new__(metacls, classname, bases, classdict, **kwds):
-        colours = []
+        colours: list[str] = []
         for key in classdict._member_names:
             *declared, colour = classdict[key]
             if colour not in COLOURS:
@@ -22,12 +39,15 @@ class ColouredChoicesType(ChoicesType):
             # Use dict.__setitem__() to get past enum's defence against assigning a member twice, as Django does.
             dict.__setitem__(classdict, key, tuple(declared))
         cls = super().__new__(metacls, classname, bases, classdict, **kwds)
+        member: Any
         for member, colour in zip(cls.__members__.values(), colours, strict=True):
             member._colour_ = colour
         return cls
 
 
 class ColouredChoices(models.TextChoices, metaclass=ColouredChoicesType):
+    _colour_: str
+
     @property
     def colour(self) -> str:
         return self._colour_
@@ -36,6 +56,8 @@ class ColouredChoices(models.TextChoices, metaclass=ColouredChoicesType):
 class ChoiceAttribute(DeferredAttribute):
     """Reads a ChoiceField's stored value back as its member; a value the choices do not know (None, or one left
     in an old row) comes back as stored. Setting stores the value as given: the member is made on each read."""
+
+    field: "ChoiceField[Any, Any]"
 
     def __get__(self, instance, cls=None):
         value = super().__get__(instance, cls)
@@ -52,7 +74,7 @@ class ChoiceAttribute(DeferredAttribute):
         instance.__dict__[self.field.attname] = value
 
 
-class ChoiceField(models.CharField):
+class ChoiceField[ST, GT](_CharField[ST, GT]):
     """A CharField of coloured choices whose value reads back as its member, so that `vendor.status.label`,
     `vendor.status.colour` and `{% badge vendor.status %}` are the one way from a stored value to its label and
     colour. Members are str, so `vendor.status == "active"` holds; queries and `values_list` see plain strings.
@@ -62,9 +84,12 @@ class ChoiceField(models.CharField):
 
     descriptor_class = ChoiceAttribute
 
-    def __init__(self, choices_class: type[ColouredChoices], *args, **kwargs):
+    def __init__[C: ColouredChoices](
+        self: "ChoiceField[str | int | Combinable, C]", choices_class: type[C], *args: Any, **kwargs: Any
+    ):
         self.choices_class = choices_class
-        super().__init__(*args, choices=choices_class.choices, **kwargs)
+        kwargs["choices"] = choices_class.choices
+        super().__init__(*args, **kwargs)
 
     def deconstruct(self):
         name, _path, args, kwargs = super().deconstruct()

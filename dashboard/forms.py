@@ -1,4 +1,5 @@
 from datetime import datetime
+from typing import cast
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -21,7 +22,7 @@ class AuditFilterForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["action"].choices = [("", "Any action"), *audit_action_choices()]
+        cast(forms.ChoiceField, self.fields["action"]).choices = [("", "Any action"), *audit_action_choices()]
 
     def clean_before(self) -> AuditCursor | None:
         text = self.cleaned_data.get("before")
@@ -33,7 +34,8 @@ class AuditFilterForm(forms.Form):
             raise ValidationError("That page link is not valid; start from the newest entries.") from None
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         since: datetime | None = cleaned.get("since")
         until: datetime | None = cleaned.get("until")
         if since and until and since >= until:
@@ -58,7 +60,7 @@ class RoleForm(forms.Form):
 # A service refuses with a ValidationError; these are the one way a view shows it.
 
 
-def form_add_errors(form: forms.Form, error: ValidationError) -> None:
+def form_add_errors(form: forms.BaseForm, error: ValidationError) -> None:
     """Put a service's refusal on the form: each field's messages on that field, or on the form as a whole when
     it has no such field, and messages that name no field on the form as a whole."""
     if hasattr(error, "error_dict"):

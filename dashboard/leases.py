@@ -11,9 +11,10 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connections, models
+from django.db import DatabaseError, connections
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -67,7 +68,7 @@ def passes_end_lapsed(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
     ended = 0
     for path in settings.GATEHOUSE_LEASED_PASSES:
-        model: type[models.Model] = import_string(path)
+        model: Any = import_string(path)  # a pass model with a lease (LAPSED_REASON, lease_until, error)
         lapsed = model.objects.filter(
             Q(lease_until__lt=now) | Q(lease_until__isnull=True, started_at__lt=now - timedelta(hours=1)),
             finished_at__isnull=True,

@@ -5,6 +5,8 @@ scrape reaches one of them. The database and the budget's store are what every p
 here is the same whichever worker answers.
 """
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Sum
 from django.utils import timezone
@@ -14,8 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 PREFIX = "gatehouse"
 
 
-def _age(moment) -> float | None:
-    return (timezone.now() - moment).total_seconds() if moment else None
+def _age(moment: datetime) -> float:
+    return (timezone.now() - moment).total_seconds()
 
 
 class GatehouseCollector:
@@ -67,7 +69,7 @@ class GatehouseCollector:
             f"{PREFIX}_tunnel_sync_data_age_seconds", "Seconds since the last complete tunnel sync pass finished"
         )
         calls = GaugeMetricFamily(f"{PREFIX}_tunnel_sync_api_calls", "API calls the last complete sync pass made")
-        if last:
+        if last and last.finished_at:
             duration.add_metric([], (last.finished_at - last.started_at).total_seconds())
             age.add_metric([], _age(last.finished_at))
             calls.add_metric([], last.api_calls)
@@ -95,7 +97,7 @@ class GatehouseCollector:
             f"{PREFIX}_logpush_records_per_second", "Records per second the last Logpush ingest pass read"
         )
         records = GaugeMetricFamily(f"{PREFIX}_logpush_records", "Records the last Logpush ingest pass read")
-        if last:
+        if last and last.finished_at:
             age.add_metric([], _age(last.finished_at))
             records.add_metric([], last.records)
             if last.seconds:

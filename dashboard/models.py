@@ -1,4 +1,5 @@
 import uuid
+from typing import ClassVar
 
 from django.contrib.auth.base_user import BaseUserManager
 from django.contrib.auth.models import AbstractUser
@@ -8,7 +9,7 @@ from django.utils import timezone
 from dashboard.choices import ChoiceField, ColouredChoices
 
 
-class UserManager(BaseUserManager):
+class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
     def create_user(self, email, password=None, **extra_fields):
@@ -33,14 +34,15 @@ class User(AbstractUser):
         def rank(self) -> int:
             return [self.VIEWER, self.OPERATOR, self.ADMIN].index(self)
 
-    username = None
+    username = None  # type: ignore[assignment]  # stubs: a custom user may drop it, as Django documents
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     email = models.EmailField("email address", unique=True)
     role = ChoiceField(Role, max_length=16, default=Role.VIEWER)
 
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
-    objects = UserManager()
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+    # The stubs type AbstractUser's manager as auth's UserManager; Django documents a BaseUserManager of one's own.
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["email"]

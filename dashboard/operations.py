@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -32,6 +32,10 @@ from dashboard.choices import ChoiceField, ColouredChoices
 from dashboard.leases import Renewal, lease_seconds
 from dashboard.requestinfo import RequestOrigin
 from integrations.cloudflare import CloudflareError, CloudflareTransient
+
+if TYPE_CHECKING:
+    from django.db.models.expressions import Combinable
+    from django.db.models.fields.related_descriptors import RelatedManager
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,10 @@ class Operation(models.Model):
     ACTIVE = (Status.PENDING, Status.RUNNING)
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    status = ChoiceField(Status, max_length=20, default=Status.PENDING)
+    # An app may name the statuses its pages show in a Status of its own (the values stay the engine's).
+    status: "ChoiceField[str | int | Combinable, ColouredChoices]" = ChoiceField(
+        Status, max_length=20, default=Status.PENDING
+    )
     reason = models.CharField(max_length=1000, blank=True)
     actor_email = models.CharField(max_length=254, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
@@ -67,6 +74,10 @@ class Operation(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # What every concrete operation has: its manager, and its steps (the step model's `run`, related_name "steps").
+    objects: ClassVar[models.Manager[Self]]
+    steps: "RelatedManager[Any]"
 
     class Meta:
         abstract = True
@@ -107,6 +118,8 @@ class OperationStep(models.Model):
     error = models.CharField(max_length=1000, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects: ClassVar[models.Manager[Self]]
 
     class Meta:
         abstract = True
@@ -201,14 +214,14 @@ def retry_countdown(*, retries: int, retry_after: float | None, first: float = 1
     return max(retry_after or 0.0, min(cap, first * 2.0**retries))
 
 
-class Engine:
+class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
     """Runs the steps of one kind of operation. A subclass names its models and says what its steps do (`receipt`,
     `execute`), which task advances a run (`enqueue`), how it is audited (`audit`), and what follows success
     (`succeeded`), a stop (`stopped`) or a retry (`retried`). Every engine is listed in GATEHOUSE_OPERATION_ENGINES,
     so that the resume pass finds its runs."""
 
-    run_model: ClassVar[type[Operation]]
-    step_model: ClassVar[type[OperationStep]]
+    run_model: type[RunT]
+    step_model: type[StepT]
     # Relations a step and the hooks read from the run, loaded with it.
     related: ClassVar[tuple[str, ...]] = ()
     # The foreign key naming what a run is about (the vendor, the application, the tunnel). The engine locks that
@@ -229,35 +242,35 @@ class Engine:
         """Send the task that advances the run."""
         raise NotImplementedError
 
-    def receipt(self, run: Operation) -> Receipt:
+    def receipt(self, run: RunT) -> ReceiptT:
         raise NotImplementedError
 
-    def execute(self, step: OperationStep, receipt: Receipt) -> None:
+    def execute(self, step: StepT, receipt: ReceiptT) -> None:
         raise NotImplementedError
 
-    def audit(self, run: Operation, event: str, details: dict[str, Any]) -> None:
+    def audit(self, run: RunT, event: str, details: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def succeeded(self, run: Operation) -> dict[str, Any]:
+    def succeeded(self, run: RunT) -> dict[str, Any]:
         """After every step is done, in the same transaction; returns what the audit entry adds."""
         return {}
 
-    def stopped(self, run: Operation, step: OperationStep, *, reason: str, findings: list[str]) -> None:
+    def stopped(self, run: RunT, step: StepT, *, reason: str, findings: list[str]) -> None:
         """After the operation stopped at `step`, in the same transaction."""
 
-    def retried(self, run: Operation, *, actor: Any, request_origin: RequestOrigin | None) -> None:
+    def retried(self, run: RunT, *, actor: Any, request_origin: RequestOrigin | None) -> None:
         """After `actor` asked for a stopped operation to go on, in the same transaction: the app's own state and
         its audit entry."""
 
-    def busy_message(self, active: Operation) -> str:
+    def busy_message(self, active: RunT) -> str:
         """What a request is told when `active`, on the same subject, keeps it from being carried out now."""
         return "Another change to this is under way; wait for it to finish."
 
-    def waiting_message(self, ahead: Operation) -> str:
+    def waiting_message(self, ahead: RunT) -> str:
         """What a run waiting for `ahead` (recorded before it on the same subject) shows on its open step."""
         return "Waiting for the change asked before it to finish."
 
-    def start(self, run: Operation, *, steps: list[tuple[str, str]], enqueue: bool = True) -> Operation:
+    def start(self, run: RunT, *, steps: list[tuple[str, str]], enqueue: bool = True) -> RunT:
         """Record `run` (unsaved) with these steps, its task sent once this commits unless `enqueue` is False — or,
         while a run on the same subject is under way, refuse it (SubjectBusy) or return the active run it is
         folded into, as `when_busy` says. Requests for one subject are recorded one after another under its row
@@ -268,7 +281,8 @@ class Engine:
             if active is not None and self.when_busy is WhenBusy.REFUSE:
                 raise SubjectBusy(self.busy_message(active))
             if active is not None and self.when_busy is WhenBusy.FOLD:
-                if active.status == Operation.Status.RUNNING and not active.again:
+                # `again` is a field of the run models of FOLD engines only.
+                if active.status == Operation.Status.RUNNING and not cast(Any, active).again:
                     self.run_model.objects.filter(pk=active.pk).update(again=True)
                 return active
             run.save()
@@ -277,19 +291,23 @@ class Engine:
                 transaction.on_commit(lambda: self.enqueue(run.pk))
         return run
 
-    def _subject_id(self, run: Operation) -> Any:
-        return getattr(run, self.run_model._meta.get_field(self.subject).attname) if self.subject else None
+    def _subject_field(self) -> Any:
+        """The run's foreign key to its subject (whose model is the app's, so typed loosely)."""
+        return self.run_model._meta.get_field(self.subject)
 
-    def _subject_lock(self, run: Operation) -> Any:
+    def _subject_id(self, run: RunT) -> Any:
+        return getattr(run, self._subject_field().attname) if self.subject else None
+
+    def _subject_lock(self, run: RunT) -> Any:
         """Lock the run's subject row until the transaction ends; its id (None for a run without one)."""
         subject_id = self._subject_id(run)
         if subject_id is not None:
-            subject = self.run_model._meta.get_field(self.subject).related_model
+            subject = self._subject_field().related_model
             list(subject.objects.select_for_update().filter(pk=subject_id).values_list("pk", flat=True))
         return subject_id
 
-    def _active_on(self, subject_id: Any) -> models.QuerySet:
-        attname = self.run_model._meta.get_field(self.subject).attname
+    def _active_on(self, subject_id: Any) -> "models.QuerySet[RunT]":
+        attname = self._subject_field().attname
         return self.run_model.objects.filter(**{attname: subject_id}, status__in=Operation.ACTIVE)
 
     def _turn(self, run_id: int) -> Outcome | None:
@@ -308,7 +326,7 @@ class Engine:
             self.step_model.objects.filter(pk=step_id).update(error=self.waiting_message(ahead)[:1000])
         return Outcome(reason=self.waiting_message(ahead))
 
-    def _hand_over(self, run: Operation) -> None:
+    def _hand_over(self, run: RunT) -> None:
         """The run has ended: send the task of the next run waiting on its subject. (Under the other rules, the
         only run that can follow is one a hook started, and `start` sends its task.)"""
         subject_id = self._subject_id(run)
@@ -318,15 +336,15 @@ class Engine:
         if (next_id := following.first()) is not None:
             transaction.on_commit(lambda: self.enqueue(next_id))
 
-    def create_steps(self, run: Operation, steps: list[tuple[str, str]]) -> None:
+    def create_steps(self, run: RunT, steps: list[tuple[str, str]]) -> None:
         self.step_model.objects.bulk_create(
             self.step_model(run=run, position=i, key=key, label=label) for i, (key, label) in enumerate(steps, 1)
         )
 
-    def _lock(self, run_id: int) -> Operation | None:
+    def _lock(self, run_id: int) -> RunT | None:
         """The run, locked until the transaction ends (after its subject's row)."""
         if self.subject:
-            field = self.run_model._meta.get_field(self.subject)
+            field = self._subject_field()
             subject = self.run_model.objects.filter(pk=run_id).values(field.attname)
             list(field.related_model.objects.select_for_update().filter(pk__in=subject).values_list("pk", flat=True))
         locked = self.run_model.objects.select_for_update()
@@ -490,10 +508,11 @@ class Engine:
             self.enqueue(run_id)
         return len(runs)
 
-    def retry(self, *, run_id: int, actor: Any, request_origin: RequestOrigin | None) -> Operation:
+    def retry(self, *, run_id: int, actor: Any, request_origin: RequestOrigin | None) -> RunT:
         """Go on with a stopped operation from the step that stopped it; its task is sent once this commits."""
         with transaction.atomic():
             run = self._lock(run_id)
+            assert run is not None  # the caller has just read it
             if run.status not in (Operation.Status.FAILED, Operation.Status.NEEDS_ATTENTION):
                 raise ValidationError("Only a stopped change can be retried.")
             subject_id = self._subject_id(run)
@@ -510,17 +529,18 @@ class Engine:
             transaction.on_commit(lambda: self.enqueue(run.pk))
         return run
 
-    def _release(self, run: Operation, step: OperationStep, receipt: Receipt, *, error: str) -> None:
+    def _release(self, run: RunT, step: StepT, receipt: ReceiptT, *, error: str) -> None:
         with transaction.atomic():
             self.step_model.objects.filter(pk=step.pk).update(
                 answers=step.answers + receipt.answers, error=error[:1000]
             )
             self.run_model.objects.filter(pk=run.pk).update(lease_until=None, data=run.data, updated_at=timezone.now())
 
-    def _complete(self, run: Operation, step: OperationStep, receipt: Receipt) -> bool:
+    def _complete(self, run: RunT, step: StepT, receipt: ReceiptT) -> bool:
         """Record the step as done, in its own transaction; whether the operation still has work (not cancelled)."""
         with transaction.atomic():
             current = self._lock(run.pk)
+            assert current is not None  # the run this worker holds
             step.status = OperationStep.Status.DONE
             step.finished_at = timezone.now()
             step.answers = step.answers + receipt.answers
@@ -534,7 +554,7 @@ class Engine:
             )
         return current.is_active
 
-    def _finish(self, run: Operation) -> None:
+    def _finish(self, run: RunT) -> None:
         """Every step is done: the operation succeeded."""
         run.status = Operation.Status.SUCCEEDED
         run.finished_at = timezone.now()
@@ -545,9 +565,9 @@ class Engine:
 
     def _stop(
         self,
-        run: Operation,
-        step: OperationStep,
-        receipt: Receipt,
+        run: RunT,
+        step: StepT,
+        receipt: ReceiptT,
         *,
         status: Operation.Status,
         reason: str,
@@ -555,6 +575,7 @@ class Engine:
     ) -> None:
         with transaction.atomic():
             current = self._lock(run.pk)
+            assert current is not None  # the run this worker holds
             step.status = OperationStep.Status.FAILED
             step.finished_at = timezone.now()
             step.answers = step.answers + receipt.answers
@@ -576,7 +597,7 @@ class Engine:
 
 
 @cache
-def engines() -> list[Engine]:
+def engines() -> list[Engine[Any, Any, Any]]:
     """One of each engine GATEHOUSE_OPERATION_ENGINES names."""
     return [import_string(path)() for path in settings.GATEHOUSE_OPERATION_ENGINES]
 

@@ -1,7 +1,9 @@
 import ipaddress
 import re
+from typing import cast
 
 from django import forms
+from django.utils.datastructures import MultiValueDict
 
 from discovery import selectors
 from discovery.models import AccessPolicy, Application, Protocol, ReviewState
@@ -39,7 +41,7 @@ class OriginFilterForm(forms.Form):
         wanted = str(self.data.get("vnet", "")).strip().lower() if self.is_bound else ""
         if wanted and wanted not in names and _VNET_ID.match(wanted):
             choices.append((wanted, wanted))
-        self.fields["vnet"].choices = choices
+        cast(forms.ChoiceField, self.fields["vnet"]).choices = choices
 
     def clean_cidr(self):
         text = self.cleaned_data["cidr"].strip()
@@ -91,7 +93,8 @@ class BulkForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # The choices are whatever ids were sent; the service looks them up and ignores unknown ones.
-        self.fields["origin"].choices = [(v, v) for v in self.data.getlist("origin")[: self.MAX_SELECTED + 1]]
+        sent = cast(MultiValueDict, self.data).getlist("origin")
+        cast(forms.ChoiceField, self.fields["origin"]).choices = [(v, v) for v in sent[: self.MAX_SELECTED + 1]]
 
     def clean_origin(self):
         import uuid
@@ -105,7 +108,8 @@ class BulkForm(forms.Form):
             raise forms.ValidationError("Unknown origin.") from None
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("action") == "add" and not data.get("application"):
             self.add_error("application", "Choose the application to add the origins to.")
         return data

@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import Literal
 
 import orjson
 
@@ -260,6 +261,7 @@ class Reader:
                     slow(line, counted=True)
                     continue
                 group = groups[destination]
+                assert group is not None  # _learn took the destination
                 user = users[email]
             if (
                 # True == 1 and 1.0 == 1 to a dict, not to us
@@ -352,7 +354,7 @@ class Reader:
         """(normalised IP, its key) for a private destination; Rejected otherwise."""
         if not isinstance(value, str):
             raise Rejected("wrong_type")
-        cached = self._ips.get(value, False)
+        cached: tuple[str, str] | Literal[False] | None = self._ips.get(value, False)
         if cached is False:
             if len(value) > 45:
                 raise Rejected("absurd")

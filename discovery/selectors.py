@@ -175,6 +175,7 @@ class Cursor:
     def decode(cls, text: str) -> "Cursor | None":
         try:
             value, row_id = text.rsplit("_", 1)
+            parsed: int | dt.datetime | None
             if value == "n":
                 parsed = None
             elif value.startswith("t"):

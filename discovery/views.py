@@ -142,7 +142,7 @@ def origin_bulk(request):
     back = request.POST.get("back", "")[:1000]
     target = back if back.startswith("?") else ""
     if not form.is_valid():
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
         return redirect(f"{reverse('discovery:origin_list')}{target}")
     origins = selectors.origins_by_public_ids(public_ids=form.cleaned_data["origin"])
     action = form.cleaned_data["action"]

@@ -377,9 +377,9 @@ def inventory(region: str) -> InventoryPass:
         return result
     lookups: dict[str, Any] = {}
     failed: set[str] = set()
-    for name, (service, actions, reader) in _DETAILS.items():
+    for name, (aws_service, actions, reader) in _DETAILS.items():
         try:
-            lookups[name] = reader(client(service, region))
+            lookups[name] = reader(client(aws_service, region))
         except (ClientError, BotoCoreError) as exc:
             failed.add(name)
             for kind, needs in _NEEDS.items():

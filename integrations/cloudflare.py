@@ -13,10 +13,19 @@ import math
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 import cloudflare
 import httpx
+from cloudflare.types.alerting import MechanismParam
+from cloudflare.types.zero_trust.access import Decision
+from cloudflare.types.zero_trust.access.application_create_params import (
+    SelfHostedApplicationDestinationPrivateDestination as PrivateDestination,
+)
+from cloudflare.types.zero_trust.access.application_create_params import (
+    SelfHostedApplicationPolicyAccessAppPolicyLink as PolicyLink,
+)
+from cloudflare.types.zero_trust.access.applications import AccessRuleParam
 from django.conf import settings
 
 from integrations import records
@@ -123,8 +132,11 @@ def _budget(redis_url: str, var_dir: str, name: str, limits: Limits) -> RedisBud
 
 def _message(exc: cloudflare.APIStatusError) -> tuple[str, tuple[int, ...]]:
     body = exc.body if isinstance(exc.body, dict) else {}
-    errors = body.get("errors") if isinstance(body.get("errors"), list) else []
-    parts, codes = [], []
+    errors = body.get("errors")
+    if not isinstance(errors, list):
+        errors = []
+    parts: list[str] = []
+    codes: list[int] = []
     for error in errors[:5]:
         if isinstance(error, dict):
             if isinstance(error.get("code"), int):
@@ -204,7 +216,11 @@ def _all_pages(
     items: list[Any] = []
     page = 1
     while True:
-        answer = call(operation, lambda c, p=page: fetch(c, p), priority=priority)
+
+        def one_page(c: cloudflare.Cloudflare, p: int = page) -> Any:
+            return fetch(c, p)
+
+        answer = call(operation, one_page, priority=priority)
         chunk = list(answer.result or [])
         items.extend(chunk)
         total_count = _count(answer.result_info, "total_count")
@@ -270,10 +286,11 @@ def tunnel_connectors(tunnel_id: str, *, priority: Priority = Priority.BACKGROUN
 
 def tunnel_connections_delete(tunnel_id: str, *, client_id: str | None = None) -> None:
     """Remove one connector (`client_id`) from the tunnel, or all of them, whatever their state."""
-    extra = {"client_id": client_id} if client_id else {}
     call(
         "tunnels.connections_delete",
-        lambda c: c.zero_trust.tunnels.cloudflared.connections.delete(tunnel_id, account_id=account_id(), **extra),
+        lambda c: c.zero_trust.tunnels.cloudflared.connections.delete(
+            tunnel_id, account_id=account_id(), client_id=client_id or cloudflare.omit
+        ),
         priority=Priority.INTERACTIVE,
     )
 
@@ -548,15 +565,9 @@ def access_private_app_ensure(
     """
     if not destinations or len(destinations) > ACCESS_APP_MAX_DESTINATIONS:
         raise ValueError(f"an Access application takes 1 to {ACCESS_APP_MAX_DESTINATIONS} destinations")
-    first = destinations[0]
-    fields = {
-        "type": "self_hosted",
-        "name": name,
-        "domain": first.get("hostname") or first.get("cidr"),
-        "destinations": destinations,
-        "policies": [{"id": policy_id, "precedence": 1}],
-        "session_duration": "8h",
-    }
+    private = [_private_destination(dest) for dest in destinations]
+    domain = private[0].get("hostname") or private[0]["cidr"]
+    policies = [PolicyLink(id=policy_id, precedence=1)]
     existing: AccessApplication | None = None
     if app_id:
         try:
@@ -582,16 +593,48 @@ def access_private_app_ensure(
     if existing is None:
         created = call(
             "access.applications.create",
-            lambda c: c.zero_trust.access.applications.create(account_id=account_id(), **fields),
+            lambda c: c.zero_trust.access.applications.create(
+                account_id=account_id(),
+                type="self_hosted",
+                name=name,
+                domain=domain,
+                destinations=private,
+                policies=policies,
+                session_duration="8h",
+            ),
             priority=Priority.INTERACTIVE,
         )
         return AccessApplication.from_sdk(created)
     updated = call(
         "access.applications.update",
-        lambda c: c.zero_trust.access.applications.update(existing.id, account_id=account_id(), **fields),
+        lambda c: c.zero_trust.access.applications.update(
+            existing.id,
+            account_id=account_id(),
+            type="self_hosted",
+            name=name,
+            domain=domain,
+            destinations=private,
+            policies=policies,
+            session_duration="8h",
+        ),
         priority=Priority.INTERACTIVE,
     )
     return AccessApplication.from_sdk(updated)
+
+
+def _private_destination(dest: dict[str, Any]) -> PrivateDestination:
+    """One destination as `discovery` describes it (`access_destinations`), in the SDK's shape."""
+    if (
+        dest.get("type") != "private"
+        or not (dest.get("hostname") or dest.get("cidr"))
+        or dest.get("l4_protocol") not in (None, "tcp", "udp")
+    ):
+        raise ValueError(f"not an Access private destination: {dest!r}")
+    private = PrivateDestination(type="private")
+    for key in ("cidr", "hostname", "port_range", "vnet_id", "l4_protocol"):
+        if key in dest:
+            private[key] = dest[key]
+    return private
 
 
 def access_private_app_delete(*, app_id: str, owner_mark: str) -> bool:
@@ -711,13 +754,14 @@ def access_policy_create(
     session_duration: str,
     priority: Priority = Priority.BACKGROUND,
 ) -> AccessPolicy:
+    checked, rules = _decision(decision), _rules(include)
     policy = call(
         "access.policies.create",
         lambda c: c.zero_trust.access.policies.create(
             account_id=account_id(),
             name=name,
-            decision=decision,
-            include=include,
+            decision=checked,
+            include=rules,
             session_duration=session_duration,
         ),
         priority=priority,
@@ -734,19 +778,37 @@ def access_policy_update(
     session_duration: str,
     priority: Priority = Priority.BACKGROUND,
 ) -> AccessPolicy:
+    checked, rules = _decision(decision), _rules(include)
     policy = call(
         "access.policies.update",
         lambda c: c.zero_trust.access.policies.update(
             policy_id,
             account_id=account_id(),
             name=name,
-            decision=decision,
-            include=include,
+            decision=checked,
+            include=rules,
             session_duration=session_duration,
         ),
         priority=priority,
     )
     return _record("access.policies.update", AccessPolicy.from_sdk, policy)
+
+
+_DECISIONS: dict[str, Decision] = {decision: decision for decision in get_args(Decision)}
+
+
+def _decision(decision: str) -> Decision:
+    """The decision as the SDK types it; one Cloudflare does not know is refused as Cloudflare would refuse it."""
+    try:
+        return _DECISIONS[decision]
+    except KeyError:
+        raise CloudflareError(f"{decision!r} is not an Access policy decision") from None
+
+
+def _rules(include: list[dict[str, Any]]) -> list[AccessRuleParam]:
+    """Access rules are Cloudflare's own JSON (read back from it, or built by our forms in its shape); the SDK sends
+    them as they are, so they are handed over unchanged rather than rebuilt as one of its 26 rule types."""
+    return cast(list[AccessRuleParam], include)
 
 
 def access_policy_delete(policy_id: str, *, priority: Priority = Priority.BACKGROUND) -> None:
@@ -830,11 +892,14 @@ def service_token_delete(token_id: str, *, priority: Priority = Priority.BACKGRO
 
 def access_users(*, email: str = "", search: str = "", priority: Priority = Priority.BACKGROUND) -> list[AccessUser]:
     """Access users with exactly this email, or whose email or name contains `search`."""
-    filters = {"email": email} if email else {"search": search}
     pages = _all_pages(
         "access.users.list",
         lambda c, p: c.zero_trust.access.users.list(
-            account_id=account_id(), page=p, per_page=ACCESS_PAGE_SIZE, **filters
+            account_id=account_id(),
+            page=p,
+            per_page=ACCESS_PAGE_SIZE,
+            email=email or cloudflare.omit,
+            search=cloudflare.omit if email else search,
         ),
         priority=priority,
     )
@@ -892,6 +957,7 @@ def webhook_destination_save(
 
     The secret goes out in the body and is never logged; Cloudflare never sends it back.
     """
+    answer: object
     if webhook_id:
         answer = call(
             "alerting.webhooks.update",
@@ -938,29 +1004,53 @@ def notification_policy_save(
     *, name: str, alert_type: str, webhook_id: str, policy_id: str = "", priority: Priority = Priority.BACKGROUND
 ) -> str:
     """An enabled policy sending every event of `alert_type` (no filters: every tunnel) to the one webhook."""
-    fields = {
-        "name": name,
-        "alert_type": alert_type,
-        "enabled": True,
-        "mechanisms": {"webhooks": [{"id": webhook_id}]},
-        "description": "Tunnel events for Gatehouse; created and removed by Gatehouse.",
-    }
+    checked = _alert_type(alert_type)
+    mechanisms = MechanismParam(webhooks=[{"id": webhook_id}])
+    description = "Tunnel events for Gatehouse; created and removed by Gatehouse."
+    answer: object
     if policy_id:
         answer = call(
             "alerting.policies.update",
-            lambda c: c.alerting.policies.update(policy_id, account_id=account_id(), **fields),
+            lambda c: c.alerting.policies.update(
+                policy_id,
+                account_id=account_id(),
+                name=name,
+                alert_type=checked,
+                enabled=True,
+                mechanisms=mechanisms,
+                description=description,
+            ),
             priority=priority,
         )
     else:
         answer = call(
             "alerting.policies.create",
-            lambda c: c.alerting.policies.create(account_id=account_id(), **fields),
+            lambda c: c.alerting.policies.create(
+                account_id=account_id(),
+                name=name,
+                alert_type=checked,
+                enabled=True,
+                mechanisms=mechanisms,
+                description=description,
+            ),
             priority=priority,
         )
     try:
         return records.created_id(answer, "notification policy")
     except records.Malformed as exc:
         raise CloudflareError(f"alerting.policies.save: Cloudflare answered with {exc}") from None
+
+
+# The alert types Gatehouse subscribes to (tunnels/push.py); the SDK types the field as a Literal of every type.
+TunnelAlertType = Literal["tunnel_health_event", "tunnel_update_event"]
+_ALERT_TYPES: dict[str, TunnelAlertType] = {kind: kind for kind in get_args(TunnelAlertType)}
+
+
+def _alert_type(alert_type: str) -> TunnelAlertType:
+    try:
+        return _ALERT_TYPES[alert_type]
+    except KeyError:
+        raise ValueError(f"Gatehouse makes no notification policy for {alert_type!r}") from None
 
 
 def notification_policy_delete(policy_id: str, *, priority: Priority = Priority.BACKGROUND) -> bool:
@@ -984,7 +1074,7 @@ def access_bypass_app_create(*, name: str, domain: str, policy_id: str) -> Acces
             type="self_hosted",
             name=name,
             domain=domain,
-            policies=[{"id": policy_id, "precedence": 1}],
+            policies=[PolicyLink(id=policy_id, precedence=1)],
             session_duration="24h",
         ),
         priority=Priority.BACKGROUND,

@@ -36,7 +36,7 @@ class Held:
     """A lock being held: the generation it was taken at, and `changed()` to count a change made under it."""
 
     generation: int
-    changed: Callable[[], None]
+    changed: Callable[[], object]
 
 
 @functools.cache

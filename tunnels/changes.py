@@ -81,7 +81,7 @@ class _Carrying:
     answers: list[dict[str, Any]] = field(default_factory=list)
 
 
-class TunnelChanges(Engine):
+class TunnelChanges(Engine[TunnelChange, TunnelChangeStep, _Carrying]):
     """A change is one step: its executor, one change per tunnel at a time (a later one waits its turn). The audit
     keeps the actions tunnel changes have always written: one for the change made, `tunnel.change_failed` for one
     that stopped."""
@@ -310,8 +310,15 @@ def _execute_tunnel_create(change: TunnelChange) -> tuple[dict, str | None]:
     return {"tunnel": str(cf_id), "tunnel_pk": tunnel.pk}, token
 
 
+def _tunnel(change: TunnelChange) -> Tunnel:
+    """The tunnel a change to an existing tunnel is for (tunnel rows are only ever marked deleted, never removed)."""
+    if change.tunnel is None:
+        raise StepFailed("This change's tunnel is no longer known to Gatehouse.")
+    return change.tunnel
+
+
 def _execute_hostname_add(change: TunnelChange) -> tuple[dict, None]:
-    tunnel, hostname, service = change.tunnel, change.params["hostname"], change.params["service"]
+    tunnel, hostname, service = _tunnel(change), change.params["hostname"], change.params["service"]
     target = f"{tunnel.cf_id}.cfargotunnel.com"
     existing = cf.dns_records_named(change.params["zone"], hostname)
     clash = [r for r in existing if not (r.type == "CNAME" and r.content.lower() == target)]
@@ -338,7 +345,7 @@ def _execute_hostname_add(change: TunnelChange) -> tuple[dict, None]:
 
 
 def _execute_hostname_remove(change: TunnelChange) -> tuple[dict, None]:
-    tunnel, hostname = change.tunnel, change.params["hostname"]
+    tunnel, hostname = _tunnel(change), change.params["hostname"]
     configuration = _configuration_change(tunnel, _removing(hostname))
     if change.params.get("zone"):
         target = f"{tunnel.cf_id}.cfargotunnel.com"
@@ -351,7 +358,7 @@ def _execute_hostname_remove(change: TunnelChange) -> tuple[dict, None]:
 
 
 def _execute_route_add(change: TunnelChange) -> tuple[dict, None]:
-    tunnel = change.tunnel
+    tunnel = _tunnel(change)
     route = cf.route_create(
         network=change.params["network"],
         tunnel_id=str(tunnel.cf_id),
@@ -389,7 +396,7 @@ def _execute_tunnel_delete(change: TunnelChange) -> tuple[dict, None]:
     Cloudflare refuses to delete a tunnel with active connections, and removing the connectors of a running
     cloudflared would only have it reconnect: a tunnel with an open connection is refused with what to do.
     """
-    tunnel = change.tunnel
+    tunnel = _tunnel(change)
     tunnel_id = str(tunnel.cf_id)
     try:
         connectors = cf.tunnel_connectors(tunnel_id, priority=cf.Priority.INTERACTIVE)
@@ -445,7 +452,7 @@ def _execute_tunnel_delete(change: TunnelChange) -> tuple[dict, None]:
 
 def _execute_connections_cleanup(change: TunnelChange) -> tuple[dict, None]:
     """Remove, one by one, the connectors that hold no open connection; a serving connector stays."""
-    tunnel = change.tunnel
+    tunnel = _tunnel(change)
     tunnel_id = str(tunnel.cf_id)
     stale = [
         k
@@ -462,7 +469,7 @@ def _execute_connections_cleanup(change: TunnelChange) -> tuple[dict, None]:
 
 
 def _execute_token_rotate(change: TunnelChange) -> tuple[dict, str]:
-    tunnel_id = str(change.tunnel.cf_id)
+    tunnel_id = str(_tunnel(change).cf_id)
     cf.tunnel_secret_set(tunnel_id, base64.b64encode(secrets.token_bytes(32)).decode())
     return {"tunnel": tunnel_id}, cf.tunnel_token(tunnel_id)
 

@@ -1,3 +1,5 @@
+from typing import cast
+
 from django import forms
 
 from tunnels.models import Tunnel, VirtualNetwork
@@ -16,8 +18,9 @@ class TunnelFilterForm(forms.Form):
 
     def __init__(self, *args, versions: list[str], vnets: list[VirtualNetwork], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["version"].choices = [("", "Any"), *((v, v) for v in reversed(versions))]
-        self.fields["vnet"].choices = [("", "Any"), *((str(v.cf_id), v.name) for v in vnets)]
+        version, vnet = cast(forms.ChoiceField, self.fields["version"]), cast(forms.ChoiceField, self.fields["vnet"])
+        version.choices = [("", "Any"), *((v, v) for v in reversed(versions))]
+        vnet.choices = [("", "Any"), *((str(v.cf_id), v.name) for v in vnets)]
 
 
 class TunnelCreateForm(forms.Form):

@@ -209,7 +209,7 @@ class _Receipt:
     answers: list[dict[str, Any]] = field(default_factory=list)
 
 
-class PushChanges(Engine):
+class PushChanges(Engine[PushChange, PushChangeStep, _Receipt]):
     """Connecting or disconnecting: a step per kind of object at Cloudflare, each recording the ids it made or
     deleted on the connection as soon as Cloudflare answers, so a retried step finds what an interrupted one made.
     The audit keeps the actions push events have always written."""
@@ -591,7 +591,7 @@ def event_receive(*, notification: Notification) -> bool:
                 text=notification.text,
             )
             if notification.alert_type != TEST:
-                push_refresh.delay_on_commit(event.pk)
+                push_refresh.delay_on_commit(event.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
     except IntegrityError:
         return False
     PushEvent.objects.filter(received_at__lt=now - EVENT_KEEP).delete()
@@ -607,7 +607,9 @@ def refresh(*, event: PushEvent) -> None:
     from tunnels import sync
     from tunnels.services import tunnel_alerts_evaluate
 
-    tunnel = Tunnel.objects.filter(cf_id=event.tunnel_cf_id, deleted_at__isnull=True).first()
+    tunnel = (
+        Tunnel.objects.filter(cf_id=event.tunnel_cf_id, deleted_at__isnull=True).first() if event.tunnel_cf_id else None
+    )
     if event.alert_type == UPDATE or tunnel is None:
         SyncCursor.objects.update_or_create(name="status", defaults={"synced_at": None})
         return

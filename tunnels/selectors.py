@@ -248,7 +248,7 @@ def routes_all(*, vnet: str = "") -> list[RouteRow]:
         # Sorted by address then prefix, a network overlaps the ones after it until one starts past its end.
         for i, (net, route) in enumerate(nets):
             for other_net, other in nets[i + 1 :]:
-                if other_net.version != net.version or other_net.network_address > net.broadcast_address:
+                if other_net.version != net.version or int(other_net.network_address) > int(net.broadcast_address):
                     break
                 overlaps.setdefault(route.pk, []).append(other.network)
                 overlaps.setdefault(other.pk, []).append(route.network)

@@ -408,8 +408,8 @@ def _sync_vnets() -> None:
 
 def _sync_routes() -> None:
     items = cf.routes_all()
-    tunnels = dict(Tunnel.objects.values_list("cf_id", "pk"))
-    vnets = dict(VirtualNetwork.objects.values_list("cf_id", "pk"))
+    tunnels: dict[uuid.UUID | None, int] = dict(Tunnel.objects.values_list("cf_id", "pk"))
+    vnets: dict[uuid.UUID | None, int] = dict(VirtualNetwork.objects.values_list("cf_id", "pk"))
     existing = {r.cf_id: r for r in Route.objects.all()}
     new, updated, seen = [], [], set()
     for item in items:

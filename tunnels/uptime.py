@@ -23,6 +23,7 @@ counts neither way. Percentages are of the observed up and down time, and say ho
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 UP = ("healthy", "degraded")
 
@@ -128,7 +129,8 @@ def tally(
 
 def _incidents(changes: Sequence[tuple[datetime, str]], parts: list[Span]) -> int:
     """Outages (consecutive down rows are one) with observed down time in the window, an ongoing one included."""
-    runs, previous = [], None
+    runs: list[list[Any]] = []  # [began, ended] of each outage, ended None while it goes on
+    previous = None
     for at, status in changes:
         if status == "down" and previous != "down":
             runs.append([at, None])

@@ -54,7 +54,8 @@ def run_concurrently(ctx: Notebook, calls: list[Call]) -> list[Any]:
         return []
     with ThreadPoolExecutor(max_workers=min(_MAX_THREADS, len(calls))) as pool:
         futures = [pool.submit(_attempt, call) for call in calls]
-    results, first_error = [], None
+    results: list[Any] = []
+    first_error: CloudflareError | None = None
     for call, future in zip(calls, futures, strict=True):
         try:
             answer, value = future.result()

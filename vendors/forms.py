@@ -1,4 +1,5 @@
 from datetime import date, datetime, time, timedelta
+from typing import cast
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -23,6 +24,11 @@ class ApplicationChoiceField(forms.ModelMultipleChoiceField):
         if obj.inline_policies:
             return f"{obj.name} (cannot be granted yet: convert its app-scoped policies at Cloudflare)"
         return obj.name
+
+
+def _end_of(day: date) -> datetime:
+    """Access granted until `day` lasts until 23:59 that day, in Gatehouse's time zone."""
+    return datetime.combine(day, time(23, 59), tzinfo=timezone.get_current_timezone())
 
 
 class VendorForm(forms.Form):
@@ -60,7 +66,7 @@ class VendorForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["sponsor"].queryset = User.objects.filter(
+        cast(forms.ModelChoiceField, self.fields["sponsor"]).queryset = User.objects.filter(
             role__in=[User.Role.OPERATOR, User.Role.ADMIN], is_active=True
         )
         self.fields["review_due"].initial = date.today() + timedelta(days=90)
@@ -108,7 +114,8 @@ class VendorForm(forms.Form):
         return value
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         consumer = sorted(set(data.get("domains") or []) & CONSUMER_DOMAINS)
         if consumer and not data.get("confirm_consumer_domains"):
             self.add_error(
@@ -127,7 +134,7 @@ class VendorForm(forms.Form):
 
     @property
     def ends_at(self) -> datetime:
-        return datetime.combine(self.cleaned_data["ends_on"], time(23, 59), tzinfo=timezone.get_current_timezone())
+        return _end_of(self.cleaned_data["ends_on"])
 
     @property
     def starts_at(self) -> datetime | None:
@@ -177,7 +184,7 @@ class GrantForm(forms.Form):
 
     @property
     def ends_at(self) -> datetime:
-        return datetime.combine(self.cleaned_data["ends_on"], time(23, 59), tzinfo=timezone.get_current_timezone())
+        return _end_of(self.cleaned_data["ends_on"])
 
 
 class RevokeSelectionForm(forms.Form):
@@ -220,11 +227,11 @@ class AdoptForm(forms.Form):
 
     def __init__(self, *args, service_choices=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["sponsor"].queryset = User.objects.filter(
+        cast(forms.ModelChoiceField, self.fields["sponsor"]).queryset = User.objects.filter(
             role__in=[User.Role.OPERATOR, User.Role.ADMIN], is_active=True
         )
         # Each choice carries the fingerprint of the policy as shown, so that a change before confirming is caught.
-        self.fields["service_policy"].choices = [("", "None")] + [
+        cast(forms.ChoiceField, self.fields["service_policy"]).choices = [("", "None")] + [
             (
                 f"{c.policy.id}:{c.fingerprint()}",
                 f"{c.policy.name}: service tokens {', '.join(t.name for t in c.tokens) or 'none left'}",
@@ -236,7 +243,10 @@ class AdoptForm(forms.Form):
 
     clean_review_due = VendorForm.clean_review_due
     clean_ends_on = VendorForm.clean_ends_on
-    ends_at = VendorForm.ends_at
+
+    @property
+    def ends_at(self) -> datetime:
+        return _end_of(self.cleaned_data["ends_on"])
 
     @property
     def chosen_service_policy(self) -> tuple[str, str]:

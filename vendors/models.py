@@ -110,6 +110,8 @@ class Vendor(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = VendorQuerySet.as_manager()
+    # The vendor list sets it on each vendor it shows: the run in progress, if any.
+    active_run: "WorkflowRun | None"
 
     class Meta:
         ordering = ["name"]
@@ -118,7 +120,7 @@ class Vendor(models.Model):
         return self.name
 
     def clean(self):
-        errors = {}
+        errors: dict[str, list[str]] = {}
         contacts = [str(e).strip().lower() for e in self.contacts or []]
         for email in contacts:
             try:
@@ -323,6 +325,9 @@ class ServiceToken(models.Model):
     # When a rotation sealed a new secret (the token itself may be much older); unset, the token's creation counts.
     secret_sealed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    # The vendor page sets it on each token it shows: the rotation or refresh in progress, if any.
+    active_change: "TokenChange | None"
 
     class Meta:
         ordering = ["created_at", "id"]

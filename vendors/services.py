@@ -110,7 +110,7 @@ def vendor_create(
         vendor.save()
         for app in applications:
             grant = Grant(vendor=vendor, application=app, ends_at=ends_at, session_duration=session_duration)
-            if scheduled:
+            if scheduled and starts_at is not None:
                 grant.starts_at, grant.status = starts_at, Grant.Status.SCHEDULED
             grant.full_clean(exclude=["vendor", "application"])
             grant.save()
@@ -127,7 +127,7 @@ def vendor_create(
                 "until": ends_at.isoformat(),
                 "session": session_duration,
                 "service_tokens": service_tokens,
-                "from": starts_at.isoformat() if scheduled else "",
+                "from": starts_at.isoformat() if scheduled and starts_at else "",
             },
         )
         if not scheduled:
@@ -197,7 +197,7 @@ def vendor_update(
                 )
             grant = current or Grant(vendor=vendor, application=app)
             grant.ends_at, grant.session_duration, grant.expiry_notice_sent_at = ends_at, session_duration, None
-            if scheduled:
+            if scheduled and starts_at is not None:
                 grant.starts_at, grant.status = starts_at, Grant.Status.SCHEDULED
             grant.full_clean(exclude=["vendor", "application"])
             grant.save()
@@ -216,7 +216,7 @@ def vendor_update(
                 "review_due": str(vendor.review_due),
                 "applications": [a.name for a in applications],
                 "until": ends_at.isoformat() if applications else "",
-                "from": starts_at.isoformat() if scheduled else "",
+                "from": starts_at.isoformat() if scheduled and starts_at else "",
                 "new_service_tokens": service_tokens,
             },
         )
@@ -260,7 +260,7 @@ def vendors_revoke(*, actor: User, vendors: list[Vendor], request_origin: Reques
         # one worker's threads, the groups spread over the worker pool.
         started = [run.pk for run in runs if run.pk not in revoking]
         for i in range(0, len(started), TOGETHER):
-            workflows_advance_together.delay_on_commit(started[i : i + TOGETHER])
+            workflows_advance_together.delay_on_commit(started[i : i + TOGETHER])  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
         audit_record(
             action="vendor.bulk_revoke_requested",
             actor=actor,
@@ -495,7 +495,7 @@ def access_apps_refresh_request() -> None:
     """Ask a worker to bring the list of Access applications up to date, once the request's writes are in."""
     from vendors import tasks
 
-    tasks.access_apps_refresh.delay_on_commit()
+    tasks.access_apps_refresh.delay_on_commit()  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
 
 
 def access_apps_refresh() -> int:

@@ -24,13 +24,13 @@ from vendors.models import ServiceToken, TokenChange, TokenChangeStep, Vendor
 
 Kind = TokenChange.Kind
 
-STEPS = {
+STEPS: dict[str, list[tuple[str, str]]] = {
     Kind.ROTATE: [("rotate", "Give the token a new client secret at Cloudflare; the old one stops working")],
     Kind.REFRESH: [("refresh", "Extend the token's expiry at Cloudflare by its duration from now")],
 }
 
 # What the audit says a change did, by kind.
-_DONE = {Kind.ROTATE: "vendor.token_rotated", Kind.REFRESH: "vendor.token_refreshed"}
+_DONE: dict[str, str] = {Kind.ROTATE: "vendor.token_rotated", Kind.REFRESH: "vendor.token_refreshed"}
 
 
 def _audit(*, action: str, token: ServiceToken, request_origin: RequestOrigin | None, details: dict, **actor) -> None:
@@ -70,7 +70,7 @@ class _Receipt:
     answers: list[dict[str, Any]] = field(default_factory=list)
 
 
-class TokenChanges(Engine):
+class TokenChanges(Engine[TokenChange, TokenChangeStep, _Receipt]):
     """A change is one step at Cloudflare; a second change asked for the same token while one runs is refused."""
 
     run_model = TokenChange
@@ -176,7 +176,7 @@ def _refresh(token: ServiceToken, receipt: _Receipt) -> None:
 _ENGINE = TokenChanges()
 
 
-def _request(*, actor: User, token: ServiceToken, kind: str, request_origin: RequestOrigin) -> TokenChange:
+def _request(*, actor: User, token: ServiceToken, kind: str, request_origin: RequestOrigin | None) -> TokenChange:
     """Record the change if an operator may make it now (else the reason); its task is sent once this commits."""
     verb = "rotate" if kind == Kind.ROTATE else "refresh"
     if not actor.has_role(User.Role.OPERATOR):

@@ -1,6 +1,8 @@
+from typing import cast
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404
+from django.http import Http404, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -183,7 +185,7 @@ def vendors_revoke_confirm(request):
     """The one confirmation for the vendors ticked on the list (a GET form: choosing changes nothing)."""
     form = RevokeSelectionForm(request.GET)
     if not form.is_valid():
-        messages.error(request, error_text(ValidationError(form.errors["vendors"])))
+        messages.error(request, error_text(ValidationError(cast(list, form.errors["vendors"]))))
         return redirect("vendors:vendor_list")
     return render(request, "vendors/vendors_revoke_confirm.html", {"vendors": form.cleaned_data["vendors"]})
 
@@ -193,7 +195,7 @@ def vendors_revoke_confirm(request):
 def vendors_revoke(request):
     form = RevokeSelectionForm(request.POST)
     if not form.is_valid():
-        messages.error(request, error_text(ValidationError(form.errors["vendors"])))
+        messages.error(request, error_text(ValidationError(cast(list, form.errors["vendors"]))))
         return redirect("vendors:vendor_list")
     vendors = list(form.cleaned_data["vendors"])
     try:
@@ -251,7 +253,7 @@ def grant_update(request, public_id):
     grant = selectors.grant_get(public_id=public_id)
     form = GrantForm(request.POST)
     if not form.is_valid():
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
         return redirect("vendors:vendor_detail", public_id=grant.vendor.public_id)
     try:
         run = services.grant_update(
@@ -410,7 +412,7 @@ def adopt_create(request, policy_id):
         except ValidationError as error:
             form_add_errors(form, error)
             # What Cloudflare holds now is what the admin confirms next time.
-            form.data = {**form.data.dict(), "fingerprint": candidate.fingerprint()}
+            form.data = {**cast(QueryDict, form.data).dict(), "fingerprint": candidate.fingerprint()}
         else:
             messages.success(request, f"Adopting {vendor.name}: Gatehouse now marks its policy at Cloudflare.")
             return redirect("vendors:run_detail", public_id=vendor.runs.get().public_id)

@@ -63,7 +63,8 @@ STEPS: dict[str, list[tuple[str, str]]] = {
     Kind.REVOKE: _REVOKE_STEPS,
 }
 
-PRIORITY = {
+# Keyed by kind; a run's `kind` is read back as the plain value.
+PRIORITY: dict[str, Priority] = {
     Kind.ONBOARD: Priority.INTERACTIVE,
     Kind.CHANGE: Priority.INTERACTIVE,
     Kind.REVOKE: Priority.INTERACTIVE,
@@ -74,7 +75,7 @@ PRIORITY = {
 }
 
 # What the vendor becomes when a run of each kind succeeds.
-FINAL_STATUS = {
+FINAL_STATUS: dict[str, Vendor.Status] = {
     Kind.ONBOARD: Vendor.Status.ACTIVE,
     Kind.CHANGE: Vendor.Status.ACTIVE,
     Kind.EXPIRE: Vendor.Status.ACTIVE,
@@ -85,7 +86,7 @@ FINAL_STATUS = {
 }
 
 
-class VendorWorkflows(Engine):
+class VendorWorkflows(Engine[WorkflowRun, WorkflowStep, Context]):
     run_model = WorkflowRun
     step_model = WorkflowStep
     related = ("vendor",)

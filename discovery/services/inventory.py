@@ -24,11 +24,11 @@ def vpc_virtual_networks(vpcs: dict[str, list[str]]) -> dict[str, str]:
     from tunnels.models import Route
 
     routes: dict[str, list] = {}
-    for network, vnet in Route.objects.filter(
+    for network, vnet_id in Route.objects.filter(
         virtual_network__isnull=False, virtual_network__deleted_at__isnull=True
     ).values_list("network", "virtual_network__cf_id"):
         try:
-            routes.setdefault(str(vnet), []).append(ipaddress.ip_network(network, strict=False))
+            routes.setdefault(str(vnet_id), []).append(ipaddress.ip_network(network, strict=False))
         except ValueError:
             continue
     found = {}

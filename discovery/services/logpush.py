@@ -288,8 +288,8 @@ def _apply_days(totals: logparse.ObjectTotals, origins: dict[tuple, Origin]) -> 
     wanted: dict[tuple[int, dt.date], list] = {}
     for key, agg in totals.origins.items():
         origin_id = origins[key].pk
-        for day_number, bucket in agg.days.items():
-            wanted[(origin_id, dt.date(1970, 1, 1) + dt.timedelta(days=day_number))] = bucket
+        for day_number, day in agg.days.items():
+            wanted[(origin_id, dt.date(1970, 1, 1) + dt.timedelta(days=day_number))] = day
     OriginDaily.objects.bulk_create(
         [OriginDaily(origin_id=o, day=d) for o, d in sorted(wanted)], ignore_conflicts=True, batch_size=500
     )

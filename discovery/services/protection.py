@@ -112,7 +112,7 @@ class _Receipt:
     answers: list[dict[str, Any]] = field(default_factory=list)
 
 
-class ApplicationProtection(Engine):
+class ApplicationProtection(Engine[ProtectionChange, ProtectionChangeStep, _Receipt]):
     """A change to Access is one step (`_access_apply`); the application's protection follows its end, and the
     audit keeps the actions protection has always written."""
 
@@ -299,7 +299,7 @@ def _operator(actor: User) -> None:
 
 
 def _audit_application(
-    action: str, actor: User, application: Application, details: dict, request_origin: RequestOrigin
+    action: str, actor: User, application: Application, details: dict, request_origin: RequestOrigin | None
 ):
     audit_record(
         action=action,

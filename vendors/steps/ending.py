@@ -1,5 +1,7 @@
 """Steps that take a vendor's access away: wait for other work, cut it off, delete what is left, end sessions."""
 
+from functools import partial
+
 from django.utils import timezone
 
 from integrations import cloudflare as cf
@@ -14,11 +16,11 @@ def _people_calls(ctx: Context) -> list[Call]:
     """Reads of the Access users behind the vendor's contacts and, exactly by address, its email domains."""
     vendor = ctx.vendor
     calls = [
-        Call("access.users.list", email, lambda e=email: cf.access_users(email=e, priority=ctx.priority))
+        Call("access.users.list", email, partial(cf.access_users, email=email, priority=ctx.priority))
         for email in vendor.contacts
     ]
     calls += [
-        Call("access.users.list", f"@{d}", lambda d=d: cf.access_users_in_domain(d, priority=ctx.priority))
+        Call("access.users.list", f"@{d}", partial(cf.access_users_in_domain, d, priority=ctx.priority))
         for d in vendor.domains
     ]
     return calls
@@ -48,7 +50,7 @@ def step_end_grant_sessions(ctx: Context) -> None:
         Call(
             "access.apps.revoke_tokens",
             app_id,
-            lambda a=app_id: cf.access_app_revoke_tokens(a, priority=ctx.priority),
+            partial(cf.access_app_revoke_tokens, app_id, priority=ctx.priority),
             missing_ok=True,
         )
         for app_id in ctx.run.data.get("ended_apps", [])
@@ -64,7 +66,7 @@ def step_quiesce(ctx: Context) -> None:
         .order_by("-lease_until")
         .first()
     )
-    if busy is not None:
+    if busy is not None and busy.lease_until is not None:  # it has one: the filter was on it
         raise StepWait(max(0.5, (busy.lease_until - timezone.now()).total_seconds()))
     ctx.note("gatehouse", "other work on this vendor", "none in progress")
 
@@ -89,7 +91,7 @@ def step_cut_off(ctx: Context) -> None:
         Call(
             "access.service_tokens.delete",
             t.name or t.id,
-            lambda tid=t.id: cf.service_token_delete(tid, priority=ctx.priority),
+            partial(cf.service_token_delete, t.id, priority=ctx.priority),
             missing_ok=True,
         )
         for t in our_tokens(vendor, tokens)
@@ -117,7 +119,7 @@ def step_end_access(ctx: Context) -> None:
         Call(
             "access.policies.delete",
             policy_id,
-            lambda pid=policy_id: cf.access_policy_delete(pid, priority=ctx.priority),
+            partial(cf.access_policy_delete, policy_id, priority=ctx.priority),
             missing_ok=True,
         )
         for policy_id in data.get("policy_ids", [])
@@ -127,7 +129,7 @@ def step_end_access(ctx: Context) -> None:
         Call(
             "access.apps.revoke_tokens",
             app_id,
-            lambda a=app_id: cf.access_app_revoke_tokens(a, priority=ctx.priority),
+            partial(cf.access_app_revoke_tokens, app_id, priority=ctx.priority),
             missing_ok=True,
         )
         for app_id in data.get("app_ids", [])

@@ -1,6 +1,7 @@
 """Steps that give a vendor access: check, create its service tokens and policies, attach them, tell its contacts."""
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.core.mail import send_mail
@@ -106,7 +107,7 @@ def step_tokens(ctx: Context) -> None:
                 Call(
                     "access.service_tokens.delete",
                     t.name,
-                    lambda tid=t.id: cf.service_token_delete(tid, priority=ctx.priority),
+                    partial(cf.service_token_delete, t.id, priority=ctx.priority),
                     missing_ok=True,
                 )
                 for t in existing
@@ -133,7 +134,7 @@ def step_tokens(ctx: Context) -> None:
             Call(
                 "access.service_tokens.get",
                 token.label,
-                lambda tid=token.cf_id: cf.service_token_get(tid, priority=ctx.priority),
+                partial(cf.service_token_get, token.cf_id, priority=ctx.priority),
                 describe=lambda t: f"expires {t.expires_at:%Y-%m-%d %H:%M} UTC" if t.expires_at else "no expiry",
             )
             for token in unknown
@@ -174,20 +175,20 @@ def step_policy(ctx: Context) -> None:
             Call(
                 "access.policies.delete",
                 p.id,
-                lambda pid=p.id: cf.access_policy_delete(pid, priority=ctx.priority),
+                partial(cf.access_policy_delete, p.id, priority=ctx.priority),
                 missing_ok=True,
             )
             for p in named
             if keep is not None and p.id != keep.id and not p.app_count
         ]
-        write = dict(name=spec.name, decision=spec.decision, include=list(spec.include), session_duration=spec.session)
+        write = {"name": spec.name, "decision": spec.decision, "session_duration": spec.session}
         if keep is None:
             created[n] = len(calls)
             calls.append(
                 Call(
                     "access.policies.create",
                     spec.name,
-                    lambda w=write: cf.access_policy_create(**w, priority=ctx.priority),
+                    partial(cf.access_policy_create, **write, include=list(spec.include), priority=ctx.priority),
                 )
             )
             continue
@@ -206,7 +207,9 @@ def step_policy(ctx: Context) -> None:
                 Call(
                     "access.policies.update",
                     spec.name,
-                    lambda pid=keep.id, w=write: cf.access_policy_update(pid, **w, priority=ctx.priority),
+                    partial(
+                        cf.access_policy_update, keep.id, **write, include=list(spec.include), priority=ctx.priority
+                    ),
                 )
             )
         else:
@@ -253,7 +256,7 @@ def step_attach(ctx: Context) -> None:
             Call(
                 "access.policies.delete",
                 p.name,
-                lambda pid=p.id: cf.access_policy_delete(pid, priority=ctx.priority),
+                partial(cf.access_policy_delete, p.id, priority=ctx.priority),
                 missing_ok=True,
             )
             for p in policies

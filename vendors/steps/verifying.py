@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -74,14 +75,14 @@ def _granted_findings(
     wanted = {g.application.cf_id: g for g in grants}
     for app in apps:
         attached = {p.id for p in app.policies if owned(p)}
-        grant = wanted.get(app.id)
-        if grant is None:
+        wanted_grant = wanted.get(app.id)
+        if wanted_grant is None:
             if attached:
                 findings.append(f"{app.name} carries the vendor's policy without a grant.")
             continue
-        if grant.cf_policy_id not in attached:
+        if wanted_grant.cf_policy_id not in attached:
             findings.append(f"{app.name} does not carry the vendor's policy.")
-        if extra := attached - wanted_on(grant, bool(ours)):
+        if extra := attached - wanted_on(wanted_grant, bool(ours)):
             findings.append(f"{app.name} carries {len(extra)} more of the vendor's policies than its grant.")
         findings += [
             f"{app.name} does not admit service token {token.label}."
@@ -169,11 +170,11 @@ def _read_back(ctx: Context) -> ReadBack:
         Call("access.service_tokens.list", "account", lambda: cf.service_tokens_all(priority=ctx.priority)),
     ]
     reads += [
-        Call("access.users.list", e, lambda e=e: cf.access_users(email=e, priority=ctx.priority))
+        Call("access.users.list", e, partial(cf.access_users, email=e, priority=ctx.priority))
         for e in sorted(emails)
     ]
     reads += [
-        Call("access.users.list", f"@{d}", lambda d=d: cf.access_users_in_domain(d, priority=ctx.priority))
+        Call("access.users.list", f"@{d}", partial(cf.access_users_in_domain, d, priority=ctx.priority))
         for d in sorted(vendor.domains)
     ]
     known = dict(ctx.run.data.get("users", {}))

@@ -42,7 +42,7 @@ class Command(BaseCommand):
 def _routed_networks() -> list[tuple[ipaddress.IPv4Network, str]]:
     """Routed IPv4 networks that can be a VPC (AWS allows /16 to /28), one per virtual network first."""
     found: dict[ipaddress.IPv4Network, str] = {}
-    for network, vnet in Route.objects.filter(
+    for network, vnet_id in Route.objects.filter(
         virtual_network__isnull=False, virtual_network__deleted_at__isnull=True
     ).values_list("network", "virtual_network__cf_id"):
         try:
@@ -50,12 +50,14 @@ def _routed_networks() -> list[tuple[ipaddress.IPv4Network, str]]:
         except ValueError:
             continue
         if parsed.version == 4 and 16 <= parsed.prefixlen <= 28:
-            found.setdefault(parsed, str(vnet))
+            found.setdefault(parsed, str(vnet_id))
     ordered = sorted(found.items(), key=lambda item: item[0])
     # One network of each virtual network before a second of any, so the estate spans them all.
-    firsts, rest, vnets = [], [], set()
-    for network, vnet in ordered:
-        (rest if vnet in vnets else firsts).append((network, vnet))
+    firsts: list[tuple[ipaddress.IPv4Network, str]] = []
+    rest: list[tuple[ipaddress.IPv4Network, str]] = []
+    vnets: set[str] = set()
+    for net, vnet in ordered:
+        (rest if vnet in vnets else firsts).append((net, vnet))
         vnets.add(vnet)
     return (firsts + rest)[:NETWORKS]
 

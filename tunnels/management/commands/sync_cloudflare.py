@@ -19,6 +19,7 @@ class Command(BaseCommand):
             if record is None:
                 self.stdout.write("Another sync pass is running; nothing done.")
             else:
+                assert record.finished_at is not None  # the pass is over
                 took = (record.finished_at - record.started_at).total_seconds()
                 self.stdout.write(
                     f"API calls used: {record.api_calls} · tunnels: {record.tunnels_seen} · "

@@ -7,6 +7,7 @@ account's (whose hand-made vendor policies are there to be adopted). A database 
 
 import time
 from datetime import timedelta
+from typing import TypedDict
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -17,7 +18,16 @@ from vendors import services
 from vendors.models import AccessApplication, Vendor, WorkflowRun
 
 SPONSOR = "sam.sponsor@example.com"
-VENDORS = [
+class _DemoVendor(TypedDict):
+    name: str
+    contacts: list[str]
+    domains: list[str]
+    applications: list[str]
+    service_tokens: int
+    review_in_days: int
+
+
+VENDORS: list[_DemoVendor] = [
     {
         "name": "Umbrella Data Labs",
         "contacts": ["dana@umbrella-labs.example", "lee@umbrella-labs.example"],
@@ -87,7 +97,8 @@ class Command(BaseCommand):
         if stopped:
             raise CommandError("Onboarding a demo vendor did not finish:\n" + "\n".join(stopped))
         for run in runs:
-            self.stdout.write(f"{run.vendor.name}: onboarded and verified in {run.duration.total_seconds():.1f} s")
+            took = (run.duration or timedelta()).total_seconds()
+            self.stdout.write(f"{run.vendor.name}: onboarded and verified in {took:.1f} s")
 
     def _finished(self, run_ids: list[int], timeout: float) -> list[WorkflowRun]:
         deadline = time.monotonic() + timeout
