@@ -2,7 +2,6 @@
 runs them: each one's row is checked to end (succeeded, or failed with a reason), not only its code path."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from dashboard.models import AuditEntry, Heartbeat
 from discovery.models import AccessPolicy, IngestRun, InventoryRun
 from tests.discovery.conftest import logpush, moto, moto_endpoint, s3  # noqa: F401 - AWS as moto's server
 from tests.vendors.conftest import access_apps, make_vendor  # noqa: F401 - vendors onboarded on the simulator
-from tests.workers import database_url
+from tests.workers import database_url, stop_processes
 from tunnels.models import SyncPass
 from vendors import services
 from vendors.models import AccessApplication, Grant, Vendor, WorkflowRun
@@ -78,14 +77,7 @@ def stack(cloudflare_sim, moto, transactional_db, tmp_path):  # noqa: F811
     try:
         yield processes, {name: tmp_path / f"{name}.log" for name in logs}
     finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_processes(processes)
         for log in logs.values():
             log.close()
 

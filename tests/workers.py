@@ -1,6 +1,9 @@
 """What tests that start real Celery processes share: where the test database and Redis are, and a queue each."""
 
+import contextlib
 import os
+import signal
+import subprocess
 
 import pytest
 import redis
@@ -32,3 +35,19 @@ def redis_url() -> str:
 CELERY_ON_QUEUE = (
     "import sys; from dashboard.celery import app; app.conf.task_default_queue = sys.argv[1]; app.start(sys.argv[2:])"
 )
+
+
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to each process's group, then SIGKILL to any still there after 20 s, and to whatever each left in its
+    group (a prefork pool): no process outlives its test."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

@@ -1,7 +1,6 @@
 """Background work as it runs in the demo and in production: real Celery worker and beat processes."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.models import Heartbeat
-from tests.workers import CELERY_ON_QUEUE, database_url, redis_url
+from tests.workers import CELERY_ON_QUEUE, database_url, redis_url, stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,10 +60,8 @@ def test_beat_schedules_and_a_worker_runs_the_heartbeat(broker, tmp_path):
             assert time.monotonic() < deadline, "no heartbeat within 60 s"
             time.sleep(0.5)
     finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            process.wait(timeout=20)
+        stop_processes(processes)
+
 
 
 @pytest.mark.django_db(transaction=True)
@@ -112,5 +109,4 @@ def test_a_worker_waits_out_an_embedded_broker_that_is_down_and_goes_on_after(tm
             assert time.monotonic() < deadline, "the worker did not take a task once the broker was back"
             time.sleep(0.3)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=20)
+        stop_processes([worker])

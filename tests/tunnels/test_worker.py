@@ -1,7 +1,6 @@
 """The sync and the alerts it raises, run by real Celery worker and beat processes on Redis."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import pytest
 from alerts.models import Alert, Channel, Delivery
 from cloudflare_sim import control
 from tests.alerts.test_services import Receiver
-from tests.workers import CELERY_ON_QUEUE, database_url, redis_url
+from tests.workers import CELERY_ON_QUEUE, database_url, redis_url, stop_processes
 from tunnels.models import Tunnel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,8 +63,5 @@ def test_beat_syncs_tunnels_and_a_tunnel_going_down_reaches_a_webhook(cloudflare
         assert Alert.objects.get(target_label=name).state == Alert.State.OPEN
         assert any(body["alert"]["target"]["label"] == name for body in receiver.bodies)
     finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            process.wait(timeout=20)
+        stop_processes(processes)
         receiver.close()

@@ -16,7 +16,7 @@ from django.utils import timezone
 from cloudflare_sim import faults
 from dashboard.celery import app as celery_app
 from dashboard.models import AuditEntry
-from tests.workers import database_url, redis_url
+from tests.workers import database_url, redis_url, stop_processes
 from vendors import services
 from vendors.models import Grant, Vendor, WorkflowRun, WorkflowStep
 
@@ -65,14 +65,7 @@ class Workers:
         process.wait(timeout=10)
 
     def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_processes(self.processes)
 
 
 @pytest.fixture
