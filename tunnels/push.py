@@ -30,6 +30,7 @@ from django.db.models import Count, F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard import queue
 from dashboard.models import User
 from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, seal, unseal
@@ -116,7 +117,7 @@ def push_connect(*, actor: User, access_bypass: bool, request_origin: RequestOri
             details={"url": url, "access_bypass": access_bypass},
             request_origin=request_origin,
         )
-        push_connect_run.delay_on_commit()
+        queue.send_on_commit(push_connect_run, unsent_message=NOT_STARTED, if_unsent=_not_started(conn.state))
     return conn
 
 
@@ -136,8 +137,23 @@ def push_disconnect(*, actor: User, request_origin: RequestOrigin | None = None)
             target_label=conn.url,
             request_origin=request_origin,
         )
-        push_disconnect_run.delay_on_commit()
+        queue.send_on_commit(push_disconnect_run, unsent_message=NOT_STARTED, if_unsent=_not_started(conn.state))
     return conn
+
+
+NOT_STARTED = "Not started: the queue is unreachable. Try again once it is back."
+
+
+def _not_started(state: str):
+    """What a connect or disconnect that could not be sent to a worker leaves: a failure to try again from, since
+    nothing else would send it (the waiting state would refuse every later attempt)."""
+
+    def undo() -> None:
+        PushConnection.objects.filter(pk=connection().pk, state=state).update(
+            state=PushConnection.State.FAILED, error=NOT_STARTED, changed_at=timezone.now()
+        )
+
+    return undo
 
 
 def _save(conn: PushConnection, **fields: Any) -> None:
@@ -358,7 +374,8 @@ def event_receive(*, notification: Notification) -> bool:
                 text=notification.text,
             )
             if notification.alert_type != TEST:
-                push_refresh.delay_on_commit(event.pk)
+                # Cloudflare is the caller, not a person: the sync's status list catches up if this is not sent.
+                queue.send_on_commit(push_refresh, event.pk, unsent_message=None)
     except IntegrityError:
         return False
     PushEvent.objects.filter(received_at__lt=now - EVENT_KEEP).delete()

@@ -9,6 +9,7 @@ from django.shortcuts import redirect
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from dashboard import queue
 from dashboard.models import User
 from dashboard.permissions import role_required
 from dashboard.requestinfo import RequestOrigin
@@ -54,7 +55,10 @@ def push_connect(request):
             access_bypass=request.POST.get("access_bypass") == "on",
             request_origin=RequestOrigin.from_request(request),
         )
-        messages.success(request, "Connecting push events; this page shows when Cloudflare's first message arrives.")
+        if not queue.unsent(request):
+            messages.success(
+                request, "Connecting push events; this page shows when Cloudflare's first message arrives."
+            )
     except push.PushError as exc:
         messages.error(request, str(exc))
     return redirect("dashboard:settings")
@@ -65,7 +69,8 @@ def push_connect(request):
 def push_disconnect(request):
     try:
         push.push_disconnect(actor=request.user, request_origin=RequestOrigin.from_request(request))
-        messages.success(request, "Disconnecting push events; Gatehouse removes what it created at Cloudflare.")
+        if not queue.unsent(request):
+            messages.success(request, "Disconnecting push events; Gatehouse removes what it created at Cloudflare.")
     except push.PushError as exc:
         messages.error(request, str(exc))
     return redirect("dashboard:settings")

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from alerts import selectors as alert_selectors
 from alerts.services import alert_raise, alert_resolve
+from dashboard import queue
 from dashboard.models import User
 from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, Unreadable, unseal
@@ -185,7 +186,7 @@ def _request(
     with transaction.atomic():
         change.save()
         changes.tunnel_change_steps_create(change=change)
-        tunnel_change_run.delay_on_commit(change.pk)
+        queue.send_on_commit(tunnel_change_run, change.pk)
     return change
 
 
@@ -379,7 +380,8 @@ def tunnel_config_request(*, tunnel: Tunnel, now: datetime | None = None) -> boo
             .update(config_requested_at=now)
         )
         if claimed:
-            tunnel_config_read.delay_on_commit(tunnel.pk)
+            # Nobody clicked: a read not sent is left quietly to the sync's rotation.
+            queue.send_on_commit(tunnel_config_read, tunnel.pk, unsent_message=None)
     return bool(claimed)
 
 

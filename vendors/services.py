@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard import queue
 from dashboard.models import User
 from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, unseal
@@ -82,7 +83,7 @@ def run_start(
         raise RunConflict("Another workflow is running for this vendor; wait for it to finish.") from None
     workflows.create_steps(run)
     if enqueue:
-        workflow_advance.delay_on_commit(run.pk)
+        queue.send_on_commit(workflow_advance, run.pk)
     return run
 
 
@@ -272,7 +273,7 @@ def vendors_revoke(*, actor: User, vendors: list[Vendor], request_origin: Reques
         # one worker's threads, the groups spread over the worker pool.
         started = [run.pk for run in runs if run.pk not in revoking]
         for i in range(0, len(started), TOGETHER):
-            workflows_advance_together.delay_on_commit(started[i : i + TOGETHER])
+            queue.send_on_commit(workflows_advance_together, started[i : i + TOGETHER])
         audit_record(
             action="vendor.bulk_revoke_requested",
             actor=actor,
@@ -510,7 +511,9 @@ def access_apps_refresh_request() -> None:
     """Ask a worker to bring the list of Access applications up to date, once the request's writes are in."""
     from vendors import tasks
 
-    tasks.access_apps_refresh.delay_on_commit()
+    queue.send_on_commit(
+        tasks.access_apps_refresh, unsent_message=queue.refresh_unsent("vendors-refresh-access-applications")
+    )
 
 
 def access_apps_refresh() -> int:
