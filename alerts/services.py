@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from alerts import outbound
 from alerts.models import Alert, Channel, Delivery
+from dashboard import queue
 from dashboard.models import User
 from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, Unreadable, seal, unseal
@@ -99,6 +100,22 @@ def _silenced(alert: Alert) -> bool:
     return Alert.objects.filter(dedupe_key=alert.dedupe_key, silenced_until__gt=timezone.now()).exists()
 
 
+NOTIFICATIONS_UNSENT = "Saved; its notifications were not sent (the queue is unreachable): retry them from the alert."
+RETRY_UNSENT = "Not sent: the queue is unreachable. Retry once it is back."
+
+
+def _not_sent(delivery_id: int):
+    """A delivery whose task could not be sent is failed, so that it shows as not sent and can be retried: nothing
+    else would send it."""
+
+    def undo() -> None:
+        Delivery.objects.filter(pk=delivery_id, state=Delivery.State.PENDING).update(
+            state=Delivery.State.FAILED, last_error="Not sent: the queue was unreachable."
+        )
+
+    return undo
+
+
 def _fan_out(alert: Alert, event: str) -> None:
     from alerts.tasks import deliver
 
@@ -107,7 +124,9 @@ def _fan_out(alert: Alert, event: str) -> None:
     channels = list(Channel.objects.filter(enabled=True))
     deliveries = Delivery.objects.bulk_create([Delivery(alert=alert, channel=c, event=event) for c in channels])
     for delivery in deliveries:
-        deliver.delay_on_commit(delivery.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
+        queue.send_on_commit(
+            deliver, delivery.pk, unsent_message=NOTIFICATIONS_UNSENT, if_unsent=_not_sent(delivery.pk)
+        )
 
 
 @dataclass(frozen=True)
@@ -171,7 +190,7 @@ def delivery_retry(*, actor: User, delivery: Delivery, request_origin: RequestOr
                 details={"channel": delivery.channel.name},
                 request_origin=request_origin,
             )
-            deliver.delay_on_commit(delivery.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
+            queue.send_on_commit(deliver, delivery.pk, unsent_message=RETRY_UNSENT, if_unsent=_not_sent(delivery.pk))
     delivery.refresh_from_db()
     return delivery
 

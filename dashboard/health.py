@@ -1,12 +1,17 @@
 """Is Gatehouse up, and can it do its work: the reads behind /healthz, /readyz and `manage.py health`.
 
 Each check answers with a word or two and never with what it connected to (a broker URL carries a password).
+The checks run at once, each in a thread of its own with socket and statement timeouts, and `readiness` answers
+within DEADLINE whatever a dependency does: a check still waiting then is reported as failed. /healthz runs none
+of them (dashboard.middleware): it says only that the process serves requests.
 """
 
+import threading
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 from kombu import Connection
 
@@ -28,14 +33,25 @@ def check_database() -> Check:
     return Check(True, "ok")
 
 
+# How long /readyz and `manage.py health` wait for all the checks together.
+DEADLINE = 2.0
+# What one check may spend on a connection or an answer, inside the deadline.
+CHECK_TIMEOUT = 1.5
+
+
 def check_broker() -> Check:
     try:
-        options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+        options = {
+            **getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+            # Redis's: without a read timeout, a broker that accepts and never answers holds the check for good.
+            "socket_timeout": CHECK_TIMEOUT,
+            "socket_connect_timeout": CHECK_TIMEOUT,
+        }
         transport = getattr(settings, "CELERY_BROKER_TRANSPORT", None)
         with Connection(
-            settings.CELERY_BROKER_URL, transport=transport, connect_timeout=2, transport_options=options
+            settings.CELERY_BROKER_URL, transport=transport, connect_timeout=CHECK_TIMEOUT, transport_options=options
         ) as broker:
-            broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
+            broker.ensure_connection(max_retries=0, timeout=CHECK_TIMEOUT)  # type: ignore[arg-type]  # stubs: seconds
     except Exception as exc:  # kombu raises the transport's own errors
         return Check(False, f"unreachable ({type(exc).__name__})")
     return Check(True, "ok")
@@ -81,4 +97,42 @@ CHECKS = {
 
 
 def readiness(names: list[str] | None = None) -> dict[str, Check]:
-    return {name: CHECKS[name]() for name in names or list(CHECKS)}
+    """Every check named (all by default), run at once; one that has not answered within DEADLINE has failed."""
+    names = names or list(CHECKS)
+    answers: dict[str, Check] = {}
+    threads = [threading.Thread(target=_run, args=(name, answers), daemon=True) for name in names]
+    for thread in threads:
+        thread.start()
+    until = time.monotonic() + DEADLINE
+    for thread in threads:
+        thread.join(max(0.0, until - time.monotonic()))
+    late = Check(False, f"no answer within {DEADLINE:g} s")
+    return {name: answers.get(name, late) for name in names}
+
+
+def _run(name: str, answers: dict[str, Check]) -> None:
+    """One check in a thread of its own, on a database connection of its own with timeouts, closed after.
+
+    A thread left waiting past the deadline ends at its own timeouts; it is not waited for.
+    """
+    database = connections.create_connection(DEFAULT_DB_ALIAS)
+    database.settings_dict = {**database.settings_dict, "OPTIONS": _timeouts(database)}
+    connections[DEFAULT_DB_ALIAS] = database
+    try:
+        answers[name] = CHECKS[name]()
+    finally:
+        database.close()
+
+
+def _timeouts(database) -> dict:
+    """The connection's options with a connect timeout and a statement timeout (or a lock wait) that end a wait
+    on a database that does not answer."""
+    options = dict(database.settings_dict.get("OPTIONS", {}))
+    if database.vendor == "postgresql":
+        # libpq counts whole seconds, and takes no fewer than two.
+        options["connect_timeout"] = 2
+        statement_timeout = f"-c statement_timeout={int(CHECK_TIMEOUT * 1000)}"
+        options["options"] = f"{options.get('options', '')} {statement_timeout}".strip()
+    elif database.vendor == "sqlite":
+        options["timeout"] = CHECK_TIMEOUT
+    return options

@@ -6,6 +6,7 @@ from django.contrib.messages import get_messages
 from django.http import HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed, JsonResponse
 from django.template.loader import render_to_string
 
+from dashboard import queue
 from dashboard.requestinfo import client_ip, new_request_id
 
 
@@ -20,6 +21,17 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         response["X-Request-ID"] = request.request_id
         return response
+
+
+class QueueMiddleware:
+    """Lets dashboard.queue note on the request the tasks it could not send, and tell the user (a message)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with queue.request_scope(request):
+            return self.get_response(request)
 
 
 class HtmxMessagesMiddleware:

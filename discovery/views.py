@@ -5,6 +5,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard import queue
 from dashboard.csv_export import csv_response
 from dashboard.forms import error_text
 from dashboard.models import User
@@ -335,7 +336,8 @@ def application_delete(request, public_id):
 @role_required(User.Role.OPERATOR)
 def access_policies_refresh(request):
     services.access_policies_refresh_request()
-    messages.success(request, "Reading the reusable Access policies from Cloudflare.")
+    if not queue.unsent(request):
+        messages.success(request, "Reading the reusable Access policies from Cloudflare.")
     back = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         return redirect(back)

@@ -79,9 +79,14 @@ return {0, tostring(tonumber(oldest[2]) + window - now)}
 """
 
 
+# A Redis that has not connected or answered within this long is not going to: every Cloudflare call (and
+# /readyz) waits on the budget, so a store that hangs must fail them rather than hold them for good.
+REDIS_TIMEOUT = 2.0
+
+
 class RedisBudget:
     def __init__(self, url: str, name: str, limits: Limits, clock=time.time):
-        self.redis = redis.Redis.from_url(url)
+        self.redis = redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT)
         self.key, self.blocked_key = f"gatehouse:budget:{name}", f"gatehouse:budget:{name}:blocked"
         self.limits, self.clock = limits, clock
         self._take = self.redis.register_script(_REDIS_TAKE)

@@ -137,3 +137,42 @@ def cloudflare_sim(tmp_path, settings):
     server.shutdown()
     server.server_close()
     cf._client.cache_clear()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (it was free a moment ago)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def celery_broker():
+    """Celery as production runs it (tasks go to a broker, not run in place), on a broker URL the test sets with
+    `use(url)`; the app's connections are closed on each change, so no pooled connection to another broker lingers."""
+    from dashboard.celery import app
+
+    saved = app.conf.broker_url, app.conf.task_always_eager
+
+    def forget_connections():
+        # As tests/vendors/test_worker.py does: the pools hold connections to the broker they were made for.
+        app.amqp._producer_pool = None
+        app._pool = None
+
+    def use(url: str) -> str:
+        forget_connections()
+        app.conf.broker_url = url
+        app.conf.task_always_eager = False
+        return url
+
+    yield use
+    forget_connections()
+    app.conf.broker_url, app.conf.task_always_eager = saved
+
+
+@pytest.fixture
+def broker_down(celery_broker):
+    """A Redis broker that is down: nothing listens on its port. The URL carries a password, as production's does."""
+    return celery_broker(f"redis://:s3cret-broker-password@127.0.0.1:{free_port()}/0")

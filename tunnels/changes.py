@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from alerts.services import alert_resolve
+from dashboard import queue
 from dashboard.models import User
 from dashboard.operations import Engine, StepFailed, StepWait, WhenBusy
 from dashboard.requestinfo import RequestOrigin
@@ -98,7 +99,7 @@ class TunnelChanges(Engine[TunnelChange, TunnelChangeStep, _Carrying]):
     def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
         from tunnels.tasks import tunnel_change_run
 
-        tunnel_change_run.apply_async((run_id,), countdown=countdown)
+        queue.send(tunnel_change_run, run_id, countdown=countdown)
 
     def receipt(self, run: TunnelChange) -> _Carrying:
         return _Carrying(change=run)

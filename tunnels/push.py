@@ -37,6 +37,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard import queue
 from dashboard.models import User
 from dashboard.operations import Engine, StepFailed, note
 from dashboard.requestinfo import RequestOrigin
@@ -195,6 +196,7 @@ def _origin(actor: User, request_origin: RequestOrigin) -> dict[str, Any]:
     }
 
 
+
 def _save(conn: PushConnection, **fields: Any) -> None:
     for name, value in fields.items():
         setattr(conn, name, value)
@@ -223,7 +225,7 @@ class PushChanges(Engine[PushChange, PushChangeStep, _Receipt]):
     def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
         from tunnels.tasks import push_change_run
 
-        push_change_run.apply_async((run_id,), countdown=countdown)
+        queue.send(push_change_run, run_id, countdown=countdown)
 
     def busy_message(self, active: PushChange) -> str:
         return "Gatehouse is already changing the push connection; wait for it to finish."
@@ -591,7 +593,8 @@ def event_receive(*, notification: Notification) -> bool:
                 text=notification.text,
             )
             if notification.alert_type != TEST:
-                push_refresh.delay_on_commit(event.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
+                # Cloudflare is the caller, not a person: the sync's status list catches up if this is not sent.
+                queue.send_on_commit(push_refresh, event.pk, unsent_message=None)
     except IntegrityError:
         return False
     PushEvent.objects.filter(received_at__lt=now - EVENT_KEEP).delete()

@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard import queue
 from dashboard.forms import error_text
 from dashboard.models import User
 from dashboard.permissions import role_required
@@ -58,7 +59,10 @@ def push_connect(request):
             access_bypass=request.POST.get("access_bypass") == "on",
             request_origin=RequestOrigin.from_request(request),
         )
-        messages.success(request, "Connecting push events; this page shows when Cloudflare's first message arrives.")
+        if not queue.unsent(request):
+            messages.success(
+                request, "Connecting push events; this page shows when Cloudflare's first message arrives."
+            )
     except ValidationError as exc:
         messages.error(request, error_text(exc))
     return redirect("dashboard:settings")
@@ -69,7 +73,8 @@ def push_connect(request):
 def push_disconnect(request):
     try:
         push.push_disconnect(actor=request.user, request_origin=RequestOrigin.from_request(request))
-        messages.success(request, "Disconnecting push events; Gatehouse removes what it created at Cloudflare.")
+        if not queue.unsent(request):
+            messages.success(request, "Disconnecting push events; Gatehouse removes what it created at Cloudflare.")
     except ValidationError as exc:
         messages.error(request, error_text(exc))
     return redirect("dashboard:settings")

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from alerts import selectors as alert_selectors
 from alerts.services import alert_raise, alert_resolve
+from dashboard import queue
 from dashboard.models import User
 from dashboard.requestinfo import RequestOrigin
 from dashboard.sealing import Purpose, Unreadable, unseal
@@ -435,7 +436,8 @@ def tunnel_config_request(*, tunnel: Tunnel, now: datetime | None = None) -> boo
             .update(config_requested_at=now)
         )
         if claimed:
-            tunnel_config_read.delay_on_commit(tunnel.pk)  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
+            # Nobody clicked: a read not sent is left quietly to the sync's rotation.
+            queue.send_on_commit(tunnel_config_read, tunnel.pk, unsent_message=None)
     return bool(claimed)
 
 

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dashboard import queue
 from dashboard.models import User
 from dashboard.operations import SubjectBusy
 from dashboard.requestinfo import RequestOrigin
@@ -260,7 +261,7 @@ def vendors_revoke(*, actor: User, vendors: list[Vendor], request_origin: Reques
         # one worker's threads, the groups spread over the worker pool.
         started = [run.pk for run in runs if run.pk not in revoking]
         for i in range(0, len(started), TOGETHER):
-            workflows_advance_together.delay_on_commit(started[i : i + TOGETHER])  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
+            queue.send_on_commit(workflows_advance_together, started[i : i + TOGETHER])
         audit_record(
             action="vendor.bulk_revoke_requested",
             actor=actor,
@@ -495,7 +496,9 @@ def access_apps_refresh_request() -> None:
     """Ask a worker to bring the list of Access applications up to date, once the request's writes are in."""
     from vendors import tasks
 
-    tasks.access_apps_refresh.delay_on_commit()  # type: ignore[attr-defined]  # stubs: tasks here are DjangoTasks
+    queue.send_on_commit(
+        tasks.access_apps_refresh, unsent_message=queue.refresh_unsent("vendors-refresh-access-applications")
+    )
 
 
 def access_apps_refresh() -> int:

@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from dashboard import queue
 from dashboard.models import User
 from dashboard.operations import Engine, StepFailed, note
 from dashboard.requestinfo import RequestOrigin
@@ -83,7 +84,7 @@ class TokenChanges(Engine[TokenChange, TokenChangeStep, _Receipt]):
     def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
         from vendors.tasks import token_change_run
 
-        token_change_run.apply_async((run_id,), countdown=countdown)
+        queue.send(token_change_run, run_id, countdown=countdown)
 
     def busy_message(self, active: TokenChange) -> str:
         return f"{active.token.label} is being changed ({active.get_kind_display().lower()}); wait for it to finish."

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from dashboard import queue
 from dashboard.forms import error_text, form_add_errors
 from dashboard.models import User
 from dashboard.permissions import role_required
@@ -319,7 +320,8 @@ def token_reveal(request, public_id):
 @role_required(User.Role.OPERATOR)
 def apps_refresh(request):
     services.access_apps_refresh_request()
-    messages.info(request, "Refreshing the list of Access applications from Cloudflare.")
+    if not queue.unsent(request):
+        messages.info(request, "Refreshing the list of Access applications from Cloudflare.")
     return redirect("vendors:application_list")
 
 

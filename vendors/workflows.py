@@ -9,6 +9,7 @@ from typing import Any
 from django.core.mail import send_mail
 from django.db import transaction
 
+from dashboard import queue
 from dashboard.operations import Engine, Outcome
 from dashboard.requestinfo import RequestOrigin
 from dashboard.services import audit_record
@@ -100,7 +101,7 @@ class VendorWorkflows(Engine[WorkflowRun, WorkflowStep, Context]):
     def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
         from vendors.tasks import workflow_advance
 
-        workflow_advance.apply_async((run_id,), countdown=countdown)
+        queue.send(workflow_advance, run_id, countdown=countdown)
 
     def receipt(self, run: WorkflowRun) -> Context:
         return Context(run=run, vendor=run.vendor, priority=PRIORITY[run.kind])

@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from dashboard import queue
 from dashboard.models import User
 from dashboard.operations import Engine, StepFailed, WhenBusy, note
 from dashboard.requestinfo import RequestOrigin
@@ -127,7 +128,7 @@ class ApplicationProtection(Engine[ProtectionChange, ProtectionChangeStep, _Rece
     def enqueue(self, run_id: int, *, countdown: float = 0.0) -> None:
         from discovery import tasks
 
-        tasks.application_protect_task.apply_async((run_id,), countdown=countdown)
+        queue.send(tasks.application_protect_task, run_id, countdown=countdown)
 
     def receipt(self, run: ProtectionChange) -> _Receipt:
         return _Receipt(run=run)
@@ -336,7 +337,9 @@ def application_unprotect(*, actor: User, application: Application, request_orig
 def access_policies_refresh_request() -> None:
     from discovery import tasks
 
-    transaction.on_commit(tasks.access_policies_refresh_task.delay)
+    queue.send_on_commit(
+        tasks.access_policies_refresh_task, unsent_message=queue.refresh_unsent("discovery-access-policies")
+    )
 
 
 def access_policies_refresh() -> int:

@@ -20,8 +20,10 @@ def own_budget(settings, tmp_path):
     settings.GATEHOUSE_CLOUDFLARE_BUDGET_NAME = f"health-{uuid.uuid4().hex}"
 
 
+# The checks run in threads of their own, on connections of their own: what a test writes must be committed for
+# them to see it (transactional_db, not db).
 @pytest.fixture
-def fresh_heartbeat(db):
+def fresh_heartbeat(transactional_db):
     Heartbeat.objects.create(name="worker", seen_at=timezone.now())
 
 
@@ -50,13 +52,13 @@ def test_readyz_is_ready_with_database_broker_fresh_heartbeat_and_open_budget(cl
     assert all(c["ok"] for c in checks.values())
 
 
-def test_readyz_is_not_ready_without_a_heartbeat(client, db):
+def test_readyz_is_not_ready_without_a_heartbeat(client, transactional_db):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["heartbeat"] == {"ok": False, "detail": "no heartbeat yet"}
 
 
-def test_readyz_is_not_ready_with_a_stale_heartbeat(client, db, settings):
+def test_readyz_is_not_ready_with_a_stale_heartbeat(client, transactional_db, settings):
     settings.GATEHOUSE_HEARTBEAT_SECONDS = 30
     Heartbeat.objects.create(name="worker", seen_at=timezone.now() - timedelta(seconds=100))
     response = client.get("/readyz")
@@ -175,7 +177,7 @@ def test_metrics_read_sync_logpush_and_workflow_figures_from_the_database(client
     assert _value(body, 'gatehouse_workflow_run_duration_seconds_sum{kind="onboard",status="succeeded"}') == 40
 
 
-def test_health_command_exits_non_zero_on_a_stale_heartbeat_and_zero_when_fresh(db, capsys):
+def test_health_command_exits_non_zero_on_a_stale_heartbeat_and_zero_when_fresh(transactional_db, capsys):
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
@@ -212,3 +214,112 @@ def test_metrics_go_by_the_address_the_trusted_proxy_reports(client, db, setting
     outside = _metrics(client, REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="127.0.0.1, 203.0.113.9")
     assert outside.status_code == 403
     assert _metrics(client, REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 200
+# --- a dependency that accepts connections and never answers ---------------------------------------------------
+
+# The bound /readyz keeps (two seconds) and a margin for a machine shared with other test runs.
+READY_BOUND = 3.0
+
+
+@pytest.fixture
+def silent_port():
+    """A loopback TCP listener that accepts connections and never answers, in a thread of the test."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    held, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def _timed_get(client, path):
+    import time
+
+    started = time.monotonic()
+    response = client.get(path)
+    return response, time.monotonic() - started
+
+
+def test_readyz_answers_within_the_bound_and_names_a_broker_that_never_answers(
+    client, fresh_heartbeat, settings, silent_port
+):
+    settings.CELERY_BROKER_URL = f"redis://:s3cret@127.0.0.1:{silent_port}/0"
+    settings.CELERY_BROKER_TRANSPORT = None  # settings name a transport only for the embedded default
+    response, took = _timed_get(client, "/readyz")
+    assert took < READY_BOUND
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["broker"]["ok"] is False
+    assert checks["database"]["ok"] is True
+    assert "s3cret" not in response.content.decode()
+
+
+def test_readyz_answers_within_the_bound_and_names_a_budget_store_that_never_answers(
+    client, fresh_heartbeat, settings, silent_port
+):
+    settings.REDIS_URL = f"redis://:s3cret@127.0.0.1:{silent_port}/0"
+    response, took = _timed_get(client, "/readyz")
+    assert took < READY_BOUND
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["cloudflare_budget"]["ok"] is False
+    assert checks["broker"]["ok"] is True
+    assert "s3cret" not in response.content.decode()
+
+
+def test_health_command_answers_within_the_bound_when_the_database_never_answers(silent_port, tmp_path):
+    """`manage.py health` in a process of its own, its database a PostgreSQL address that accepts and is silent."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "GATEHOUSE_ENV": "local",
+        "GATEHOUSE_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"postgres://gatehouse:s3cret@127.0.0.1:{silent_port}/gatehouse",
+        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+    }
+    manage = Path(__file__).resolve().parents[2] / "manage.py"
+    # Starting Python and Django is not the check's time: the command prints when it starts checking.
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(manage), "health", "--check", "database", "--check", "heartbeat"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr[-2000:]
+    checks = json.loads(result.stdout)
+    assert checks["database"]["ok"] is False and checks["heartbeat"]["ok"] is False
+    # libpq's own connect timeout (two seconds, its least) and the deadline end the wait at about the same time.
+    assert checks["database"]["detail"] in ("no answer within 2 s", "unreachable (OperationalError)")
+    assert "s3cret" not in result.stdout + result.stderr
+    assert took < 15  # interpreter and Django start included; without the bound it waits for good
+
+
+def test_healthz_waits_on_no_dependency(client, db, settings, silent_port, django_assert_num_queries):
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{silent_port}/0"
+    settings.REDIS_URL = f"redis://127.0.0.1:{silent_port}/0"
+    with django_assert_num_queries(0):
+        response, took = _timed_get(client, "/healthz")
+    assert response.status_code == 200 and took < 0.5
