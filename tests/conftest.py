@@ -176,3 +176,33 @@ def celery_broker():
 def broker_down(celery_broker):
     """A Redis broker that is down: nothing listens on its port. The URL carries a password, as production's does."""
     return celery_broker(f"redis://:s3cret-broker-password@127.0.0.1:{free_port()}/0")
+
+
+@pytest.fixture
+def silent_port():
+    """A loopback TCP listener that accepts connections and never answers (a dependency that hangs), in a thread of
+    the test; its port."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    held, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()

@@ -220,35 +220,6 @@ def test_metrics_go_by_the_address_the_trusted_proxy_reports(client, db, setting
 READY_BOUND = 3.0
 
 
-@pytest.fixture
-def silent_port():
-    """A loopback TCP listener that accepts connections and never answers, in a thread of the test."""
-    import socket
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.2)
-    held, stop = [], threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    listener.close()
-
-
 def _timed_get(client, path):
     import time
 

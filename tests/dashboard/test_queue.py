@@ -4,9 +4,7 @@ normally and says what happens next, and the task is sent once the broker is bac
 import json
 import logging
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from datetime import timedelta
 
@@ -72,33 +70,6 @@ def private_redis(tmp_path):
     yield server
     if server.process.poll() is None:
         server.stop()
-
-
-@pytest.fixture
-def silent_server():
-    """A loopback TCP listener that accepts connections and never answers: a dependency that hangs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held = []
-    stop = threading.Event()
-
-    def accept():
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    listener.close()
 
 
 def _timed(call):
@@ -195,9 +166,9 @@ def test_a_tunnel_page_opens_while_the_broker_is_down(transactional_db, viewer_c
 
 
 def test_a_broker_that_accepts_and_never_answers_holds_a_click_under_the_bound(
-    transactional_db, operator_client, celery_broker, silent_server, caplog
+    transactional_db, operator_client, celery_broker, silent_port, caplog
 ):
-    celery_broker(f"redis://:s3cret-broker-password@127.0.0.1:{silent_server}/0")
+    celery_broker(f"redis://:s3cret-broker-password@127.0.0.1:{silent_port}/0")
     response, took = _timed(lambda: operator_client.post(reverse("tunnels:tunnel_create"), {"name": "edge-3"}))
     assert response.status_code == 302 and took < CLICK_BOUND
     assert TunnelChange.objects.get().status == TunnelChange.Status.PENDING
