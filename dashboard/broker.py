@@ -55,6 +55,12 @@ def process_key(pid: int) -> str | None:
     return f"{pid}-{fields[19].decode()}"
 
 
+# The messages this process has claimed and not yet settled, by delivery tag, whichever channel claimed them: a claim
+# file in this process's folder that is not here belongs to nobody (its channel closed without putting it back).
+_claims: dict[str, str] = {}
+_claims_lock = threading.Lock()
+
+
 class QoS(virtual.QoS):
     """Acks and rejects also settle the message's claimed file."""
 
@@ -65,8 +71,11 @@ class QoS(virtual.QoS):
         self.channel.settle(delivery_tag)
 
     def reject(self, delivery_tag, requeue=False):
+        # A requeued message is put back by `_restore`, claim and all; settling it again here could remove the claim
+        # of a consumer that has taken it since (it keeps its delivery tag).
         super().reject(delivery_tag, requeue=requeue)
-        self.channel.settle(delivery_tag)
+        if not requeue:
+            self.channel.settle(delivery_tag)
 
 
 class Channel(filesystem.Channel):
@@ -81,21 +90,20 @@ class Channel(filesystem.Channel):
         for folder in (self.data_folder_in, self.data_folder_out, self.claimed_root, self.rejected_folder):
             os.makedirs(folder, exist_ok=True)
         os.makedirs(self.control_folder, exist_ok=True)
-        self._claimed: dict[str, str] = {}
         self._no_ack_queues: set[str] = set()
-        self._claimed_lock = threading.Lock()
-        self._claim_folder: str | None = None
+        # Each queue's messages as last listed, oldest first: a consumer lists the folder again only when it has
+        # tried them all, not once per message (a backlog of n would cost n listings).
+        self._listed: dict[str, list[str]] = {}
+        self._own_key = process_key(os.getpid()) or str(os.getpid())
         self._swept_at = 0.0
         self.restore_orphans()
 
     @property
     def claim_folder(self) -> str:
         # Made on first claim, so that publishers (web processes, beat) leave no empty folders behind.
-        if self._claim_folder is None:
-            folder = os.path.join(self.claimed_root, process_key(os.getpid()) or str(os.getpid()))
-            os.makedirs(folder, exist_ok=True)
-            self._claim_folder = folder
-        return self._claim_folder
+        folder = os.path.join(self.claimed_root, self._own_key)
+        os.makedirs(folder, exist_ok=True)
+        return folder
 
     def _put(self, queue, payload, **kwargs):  # type: ignore[override]  # stubs: its two bases name it apart
         # Zero-padded wall-clock nanoseconds first: names sort in the order they were sent, across processes.
@@ -109,25 +117,28 @@ class Channel(filesystem.Channel):
         if time.monotonic() - self._swept_at > ORPHAN_SWEEP_SECONDS:
             self.restore_orphans()
         suffix = f".{queue}.msg"
-        for name in sorted(os.listdir(self.data_folder_in)):
-            if name.startswith(".") or not name.endswith(suffix):
-                continue
-            source = os.path.join(self.data_folder_in, name)
-            claimed = os.path.join(self.claim_folder, name)
-            try:
-                os.rename(source, claimed)
-            except FileNotFoundError:
-                continue  # another consumer claimed it first
-            try:
-                with open(claimed, "rb") as f:
-                    payload = loads(f.read())
-                tag = payload["properties"]["delivery_tag"]
-            except (ValueError, TypeError, KeyError, UnicodeDecodeError):
-                os.replace(claimed, os.path.join(self.rejected_folder, name))
-                log.error("broker: %s is not a message; moved to %s", name, self.rejected_folder)
-                continue
-            with self._claimed_lock:
-                self._claimed[tag] = claimed
+        listed = self._listed.get(queue)
+        if not listed:
+            names = os.listdir(self.data_folder_in)
+            listed = self._listed[queue] = sorted(n for n in names if n.endswith(suffix) and not n.startswith("."))
+        folder = self.claim_folder
+        while listed:
+            name = listed.pop(0)
+            claimed = os.path.join(folder, name)
+            with _claims_lock:
+                try:
+                    os.rename(os.path.join(self.data_folder_in, name), claimed)
+                except FileNotFoundError:
+                    continue  # another consumer claimed it first
+                try:
+                    with open(claimed, "rb") as f:
+                        payload = loads(f.read())
+                    tag = payload["properties"]["delivery_tag"]
+                except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+                    os.replace(claimed, os.path.join(self.rejected_folder, name))
+                    log.error("broker: %s is not a message; moved to %s", name, self.rejected_folder)
+                    continue
+                _claims[tag] = claimed
             if queue in self._no_ack_queues:
                 # Nobody will ack it (broadcast control messages): it is done once read.
                 self.settle(tag)
@@ -146,19 +157,28 @@ class Channel(filesystem.Channel):
         return message
 
     def settle(self, delivery_tag) -> None:
-        """The message is acked, rejected or sent again: its claimed file goes."""
-        with self._claimed_lock:
-            claimed = self._claimed.pop(delivery_tag, None)
+        """The message is acked or dropped: its claimed file goes."""
+        with _claims_lock:
+            claimed = _claims.pop(delivery_tag, None)
         if claimed is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(claimed)
 
     def _restore(self, message):
-        super()._restore(message)
-        self.settle(message.delivery_tag)
+        """Put a message this process claimed back in the queue by renaming its claim (under its first name, so in
+        its first place, and never twice); one it did not claim is written again, as kombu does."""
+        with _claims_lock:
+            claimed = _claims.pop(message.delivery_tag, None)
+        if claimed is None:
+            super()._restore(message)
+            return
+        # If the folder cannot be written now (the broker is down), the claim is left untracked in this process's
+        # folder, where the next sweep puts it back.
+        os.rename(claimed, os.path.join(self.data_folder_in, os.path.basename(claimed)))
 
     def restore_orphans(self) -> int:
-        """Put back in the queue the messages claimed by processes that are gone; how many."""
+        """Put back in the queue the messages claimed by processes that are gone, and those of this process that no
+        channel holds any more; how many."""
         self._swept_at = time.monotonic()
         restored = 0
         try:
@@ -167,19 +187,26 @@ class Channel(filesystem.Channel):
             return 0
         for owner in owners:
             pid, _, _ = owner.partition("-")
-            if not pid.isdigit() or process_key(int(pid)) == owner:
+            mine = owner == self._own_key
+            if not pid.isdigit() or (not mine and process_key(int(pid)) == owner):
                 continue
             folder = os.path.join(self.claimed_root, owner)
-            for name in os.listdir(folder):
-                try:
-                    os.rename(os.path.join(folder, name), os.path.join(self.data_folder_in, name))
-                    restored += 1
-                except FileNotFoundError:
-                    continue  # another process restored it first
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+            with _claims_lock:
+                held = set(_claims.values()) if mine else set()
+                for name in os.listdir(folder):
+                    path = os.path.join(folder, name)
+                    if path in held:
+                        continue
+                    try:
+                        os.rename(path, os.path.join(self.data_folder_in, name))
+                        restored += 1
+                    except FileNotFoundError:
+                        continue  # another process restored it first
+            if not mine:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
         if restored:
-            log.warning("broker: %d message(s) claimed by a stopped process put back in the queue", restored)
+            log.warning("broker: %d message(s) claimed by a stopped process or a closed channel put back", restored)
         return restored
 
 

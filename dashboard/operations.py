@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast
 
@@ -389,27 +389,33 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
             with Renewal(lambda until: self._renew(run.pk, held, until)):
                 self.execute(step, receipt)
         except StepWait as wait:
-            self._release(run, step, receipt, error=wait.reason)
+            self._release(run, step, receipt, error=wait.reason, lease=held[0])
             return Outcome(done=False, wait=wait.seconds, reason=wait.reason)
         except CloudflareTransient as exc:
-            self._release(run, step, receipt, error=exc.message)
+            self._release(run, step, receipt, error=exc.message, lease=held[0])
             raise
         except VerificationFailed as exc:
             self._stop(
-                run, step, receipt, status=Operation.Status.NEEDS_ATTENTION, reason=str(exc), findings=exc.findings
+                run,
+                step,
+                receipt,
+                status=Operation.Status.NEEDS_ATTENTION,
+                reason=str(exc),
+                findings=exc.findings,
+                lease=held[0],
             )
             return Outcome()
         except (CloudflareError, StepFailed) as exc:
-            self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=str(exc))
+            self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=str(exc), lease=held[0])
             return Outcome()
         except Exception as exc:
             # A fault of Gatehouse's own (or a step that ran out of time): stop visibly, for a retry once it is
             # fixed, rather than leave the operation running for the resume pass to send round again.
             log.exception("%s %s stopped at step %s", self.run_model.__name__, run.pk, step.key)
             reason = f"Gatehouse could not carry out this step ({type(exc).__name__}); the worker's log says why."
-            self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=reason)
+            self._stop(run, step, receipt, status=Operation.Status.FAILED, reason=reason, lease=held[0])
             return Outcome()
-        if self._complete(run, step, receipt):
+        if self._complete(run, step, receipt, lease=held[0]):
             return Outcome(done=False, go_on=True)
         return Outcome()
 
@@ -529,18 +535,35 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
             transaction.on_commit(lambda: self.enqueue(run.pk))
         return run
 
-    def _release(self, run: RunT, step: StepT, receipt: ReceiptT, *, error: str) -> None:
+    def _superseded(self, run_id: int, lease: datetime | None) -> bool:
+        """Whether another worker took the run over while this one worked on its step (its lease lapsed unrenewed):
+        then this worker records nothing of the step, which the other carries out again."""
+        if lease is None or self.run_model.objects.filter(pk=run_id, lease_until=lease).exists():
+            return False
+        log.warning(
+            "%s %s: another worker took the step over; this worker's result is dropped", self.run_model.__name__, run_id
+        )
+        return True
+
+    def _release(self, run: RunT, step: StepT, receipt: ReceiptT, *, error: str, lease: datetime | None = None) -> None:
         with transaction.atomic():
+            if lease is not None:
+                self._lock(run.pk)
+            if self._superseded(run.pk, lease):
+                return
             self.step_model.objects.filter(pk=step.pk).update(
                 answers=step.answers + receipt.answers, error=error[:1000]
             )
             self.run_model.objects.filter(pk=run.pk).update(lease_until=None, data=run.data, updated_at=timezone.now())
 
-    def _complete(self, run: RunT, step: StepT, receipt: ReceiptT) -> bool:
-        """Record the step as done, in its own transaction; whether the operation still has work (not cancelled)."""
+    def _complete(self, run: RunT, step: StepT, receipt: ReceiptT, *, lease: datetime | None = None) -> bool:
+        """Record the step as done, in its own transaction; whether the operation still has work (not cancelled,
+        and still this worker's)."""
         with transaction.atomic():
             current = self._lock(run.pk)
             assert current is not None  # the run this worker holds
+            if self._superseded(run.pk, lease):
+                return False
             step.status = OperationStep.Status.DONE
             step.finished_at = timezone.now()
             step.answers = step.answers + receipt.answers
@@ -572,10 +595,13 @@ class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
         status: Operation.Status,
         reason: str,
         findings: list[str] | None = None,
+        lease: datetime | None = None,
     ) -> None:
         with transaction.atomic():
             current = self._lock(run.pk)
             assert current is not None  # the run this worker holds
+            if self._superseded(run.pk, lease):
+                return
             step.status = OperationStep.Status.FAILED
             step.finished_at = timezone.now()
             step.answers = step.answers + receipt.answers

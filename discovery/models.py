@@ -303,6 +303,11 @@ class IngestRun(models.Model):
     def rejected(self) -> int:
         return self.malformed + self.wrong_type + self.absurd + self.public
 
+    @staticmethod
+    def work_in_flight(now) -> bool:
+        """A worker is reading Logpush objects (its claims are live): the passes are not ended meanwhile."""
+        return LogObject.objects.filter(state=LogObject.State.CLAIMED, lease_until__gt=now).exists()
+
 
 class InventoryRun(models.Model):
     """One AWS inventory pass, with the kinds of resource it could not read and why (AWS's words, bounded)."""

@@ -96,26 +96,29 @@ class Outcome:
     list_calls: int = 0
 
 
-def _lease(now: datetime) -> bool:
-    """Only one pass at a time: a conditional update that must change exactly one row."""
+def _lease(now: datetime) -> datetime | None:
+    """Only one pass at a time: a conditional update that must change exactly one row. The end of the lease this
+    pass holds, or None when another pass holds it."""
     SyncCursor.objects.get_or_create(name="pass")
     until = now + timedelta(seconds=lease_seconds())
-    return bool(
-        SyncCursor.objects.filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now), name="pass").update(
-            leased_until=until
-        )
+    taken = SyncCursor.objects.filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now), name="pass").update(
+        leased_until=until
     )
+    return until if taken else None
 
 
-def _renew(record_id: int, until: datetime) -> bool:
-    """The pass goes on: its lease, and the lease on passes, move to `until`."""
-    SyncCursor.objects.filter(name="pass").update(leased_until=until)
-    SyncPass.objects.filter(pk=record_id).update(lease_until=until)
-    return True
+def _renew(record_id: int, held: list[datetime], until: datetime) -> bool:
+    """The pass goes on: the lease it holds, and the pass's own, move to `until`; False once the lease is another
+    pass's (this one's lapsed and was taken) or the pass was ended."""
+    if not SyncCursor.objects.filter(name="pass", leased_until=held[0]).update(leased_until=until):
+        return False
+    held[0] = until
+    return bool(SyncPass.objects.filter(pk=record_id, finished_at__isnull=True).update(lease_until=until))
 
 
-def _release() -> None:
-    SyncCursor.objects.filter(name="pass").update(leased_until=None)
+def _release(held: datetime) -> None:
+    """Give the lease back, if it is still this pass's."""
+    SyncCursor.objects.filter(name="pass", leased_until=held).update(leased_until=None)
 
 
 def _cursor_due(name: str, every: float, now: datetime) -> bool:
@@ -142,14 +145,16 @@ def sync_pass() -> SyncPass | None:
     at interactive priority), and in rotation once the picture is complete.
     """
     now = timezone.now()
-    if not _lease(now):
+    leased = _lease(now)
+    if leased is None:
         return None
-    record = SyncPass.objects.create(started_at=now, lease_until=now + timedelta(seconds=lease_seconds()))
+    held = [leased]
+    record = SyncPass.objects.create(started_at=now, lease_until=leased)
     plan = Plan.now()
     slow: list[str] = []
     outcome = Outcome()
     try:
-        with Renewal(lambda until: _renew(record.pk, until)):
+        with Renewal(lambda until: _renew(record.pk, held, until)):
             if _status_list_due(now):
                 outcome = _sync_status(record, now)
                 _cursor_mark("status", now)
@@ -219,7 +224,7 @@ def sync_pass() -> SyncPass | None:
         record.finished_at = timezone.now()
         record.lease_until = None
         record.save()
-        _release()
+        _release(held[0])
     tunnel_alerts_evaluate(now=record.finished_at, deleted=outcome.deleted)
     return record
 

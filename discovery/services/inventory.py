@@ -167,6 +167,13 @@ def _matches(rows: list[Origin], found: dict[Key, dict]) -> tuple[dict[Key, list
     return matched, missing
 
 
+def _renewal(run_id: int):
+    def renew(until) -> bool:
+        return bool(InventoryRun.objects.filter(pk=run_id, finished_at__isnull=True).update(lease_until=until))
+
+    return renew
+
+
 def inventory_discover(*, regions: list[str]) -> InventoryRun:
     """One inventory pass over the regions; each kind of resource AWS refuses or fails to list becomes a warning
     on the run, and every other kind is recorded."""
@@ -174,7 +181,7 @@ def inventory_discover(*, regions: list[str]) -> InventoryRun:
         regions=regions[:50], lease_until=timezone.now() + timedelta(seconds=lease_seconds())
     )
     try:
-        with Renewal(lambda until: bool(InventoryRun.objects.filter(pk=run.pk).update(lease_until=until))):
+        with Renewal(_renewal(run.pk)):
             items: list[aws.InventoryItem] = []
             failures: list[aws.InventoryFailure] = []
             vpcs: dict[str, list[str]] = {}
@@ -196,7 +203,7 @@ def inventory_discover(*, regions: list[str]) -> InventoryRun:
         reason = f"Gatehouse could not finish this pass ({type(exc).__name__}); the worker's log says why."
         InventoryRun.objects.filter(pk=run.pk).update(error=reason, finished_at=timezone.now(), lease_until=None)
         raise
-    run.finished_at = timezone.now()
-    run.lease_until = None
-    run.save(update_fields=["origins", "warnings", "finished_at", "lease_until"])
+    # A pass the resume pass ended as stopped (its renewals stalled) that got to its end after all has finished.
+    run.finished_at, run.lease_until, run.error = timezone.now(), None, ""
+    run.save(update_fields=["origins", "warnings", "finished_at", "lease_until", "error"])
     return run

@@ -50,13 +50,17 @@ CLIENT = textwrap.dedent(
             for n in range(int(count)):
                 queue.put({"who": who, "n": n, "pad": "x" * 2000})
         elif action.startswith("drain:"):
+            # Until the queue has been empty for a while after the first message, within a bound.
             deadline = time.monotonic() + float(action.split(":")[1])
-            seen = []
-            while time.monotonic() < deadline:
+            seen, idle_since = [], None
+            while time.monotonic() < deadline and (idle_since is None or time.monotonic() - idle_since < 5):
                 try:
                     message = queue.get(timeout=0.5)
                 except queue.Empty:
+                    if seen and idle_since is None:
+                        idle_since = time.monotonic()
                     continue
+                idle_since = None
                 seen.append(f"{message.payload['who']}:{message.payload['n']}")
                 message.ack()
             print(json.dumps(seen), flush=True)
@@ -119,14 +123,14 @@ def test_a_file_that_is_not_a_message_is_set_aside_and_the_queue_goes_on(tmp_pat
 
 def test_publishers_and_consumers_side_by_side_deliver_every_message_once_and_whole(tmp_path):
     (tmp_path / "queue").mkdir()
-    consumers = [start(tmp_path, "drain:20", stdout=subprocess.PIPE) for _ in range(2)]
+    consumers = [start(tmp_path, "drain:120", stdout=subprocess.PIPE) for _ in range(2)]
     publishers = [start(tmp_path, f"publish:p{i}:1500", stderr=subprocess.PIPE) for i in range(2)]
     try:
         for publisher in publishers:
             assert publisher.wait(timeout=60) == 0, publisher.stderr.read()
         seen = []
         for consumer in consumers:
-            out, _ = consumer.communicate(timeout=60)
+            out, _ = consumer.communicate(timeout=180)
             assert consumer.returncode == 0
             seen += json.loads(out)
     finally:
