@@ -249,6 +249,11 @@ if CELERY_BROKER_URL == "filesystem://":
     # The embedded default: a broker that needs no server, shared by the web server, worker and beat: message files
     # in a folder, written whole and held until acked (dashboard/broker.py says why not kombu's own).
     CELERY_BROKER_TRANSPORT = "dashboard.broker:Transport"
+    # Tasks run in threads of the worker process. On a broker it polls, Celery's prefork pool hands tasks to its
+    # processes through one queue under a lock, and a pool process killed while holding that lock stopped every
+    # other one for good (the soak's SIGKILL found it); a killed thread pool is the whole worker, which the
+    # supervisor starts again and whose claimed messages go back to the queue.
+    CELERY_WORKER_POOL = "threads"
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
