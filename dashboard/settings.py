@@ -268,10 +268,6 @@ if CELERY_BROKER_URL == "filesystem://":
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A worker on the embedded broker polls (Celery's synchronous loop), where pool "putlocks" leak a slot for each task
-# its consumer drops on reconnecting, so after a broker outage the worker waited for good for a free process. The
-# prefetch limit above bounds what a worker takes without them; on Redis (the event loop) they are not used anyway.
-CELERY_WORKER_POOL_PUTLOCKS = False
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
 # A worker holds what it works on (an operation's step, a sync, Logpush or inventory pass) through a lease of this
