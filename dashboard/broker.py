@@ -172,9 +172,12 @@ class Channel(filesystem.Channel):
         if claimed is None:
             super()._restore(message)
             return
-        # If the folder cannot be written now (the broker is down), the claim is left untracked in this process's
-        # folder, where the next sweep puts it back.
-        os.rename(claimed, os.path.join(self.data_folder_in, os.path.basename(claimed)))
+        try:
+            os.rename(claimed, os.path.join(self.data_folder_in, os.path.basename(claimed)))
+        except OSError as exc:
+            # The broker is down (its folder cannot be written): the claim stays in this process's folder, held by
+            # no channel now, where the next sweep puts it back.
+            log.warning("broker: a message stays claimed until the queue is back (%s)", type(exc).__name__)
 
     def restore_orphans(self) -> int:
         """Put back in the queue the messages claimed by processes that are gone, and those of this process that no
