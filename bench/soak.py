@@ -107,6 +107,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# What a worker or beat logs when the broker cannot be reached: expected while the soak has it down.
+BROKER_UNREACHABLE = re.compile(
+    r"Cannot connect to|Couldn't apply scheduled task|Connection to broker lost|UNABLE TO RESTORE|EMERGENCY DUMP"
+    r"|Not a directory|Connection refused|Error while reading from socket|Timeout reading from"
+)
+OUTAGE_GRACE_SECONDS = 15
+
+
 def now() -> float:
     return time.time()
 
@@ -1277,9 +1285,21 @@ class Soak:
                 due = max(due, stop + allowance)
         return due
 
+    def _during_broker_outage(self, line: str) -> bool:
+        """Whether a log line says the broker could not be reached while the soak had it down (and a few seconds
+        after): the outage itself, which the report notes, not a task that failed."""
+        if not BROKER_UNREACHABLE.search(line):
+            return False
+        at = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        return any(
+            kind == "broker outage" and start <= at <= stop + OUTAGE_GRACE_SECONDS
+            for kind, start, stop in self.fault_windows
+        )
+
     def check_worker_logs(self) -> None:
         """Task failures: the ERROR and CRITICAL lines of the workers and beat ("raised unexpected", "Unrecoverable
-        error", a task beat could not send), each kind once with its count and the exception that ended it."""
+        error", a task beat could not send), each kind once with its count and the exception that ended it. Lines
+        saying the broker was unreachable while the soak had it down are counted apart, as the outage."""
         stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
         logs = [*sorted((self.stack.var / "log").glob("worker*.log")), self.stack.var / "log" / "beat.log"]
         for log in logs:
@@ -1288,6 +1308,9 @@ class Soak:
             lines = log.read_text(errors="replace").splitlines()
             for i, line in enumerate(lines):
                 if not stamp.match(line) or not re.search(r" (ERROR|CRITICAL) |raised unexpected|Unrecoverable", line):
+                    continue
+                if self._during_broker_outage(line):
+                    self.record.count("broker unreachable during the outage (log lines)")
                     continue
                 block = list(itertools.takewhile(lambda follow: not stamp.match(follow), lines[i + 1 : i + 200]))
                 raised = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b")
