@@ -214,6 +214,17 @@ def retry_countdown(*, retries: int, retry_after: float | None, first: float = 1
     return max(retry_after or 0.0, min(cap, first * 2.0**retries))
 
 
+def background_read_retry(task: Any, exc: CloudflareTransient, *, what: str, first: float) -> None:
+    """A scheduled read that met a temporary Cloudflare error (a 5xx, a 429, the call budget spent): try again with
+    `retry_countdown`'s backoff; once the task's retries are spent, give way with a warning, since beat's schedule
+    reads again (an error would be counted as a task that failed)."""
+    retries = task.request.retries
+    if retries >= task.max_retries:
+        log.warning("%s: %s; the next scheduled pass reads again", what, exc.message)
+        return
+    raise task.retry(countdown=retry_countdown(retries=retries, retry_after=exc.retry_after, first=first, cap=300.0))
+
+
 class Engine[RunT: Operation, StepT: OperationStep, ReceiptT: Receipt]:
     """Runs the steps of one kind of operation. A subclass names its models and says what its steps do (`receipt`,
     `execute`), which task advances a run (`enqueue`), how it is audited (`audit`), and what follows success

@@ -1,6 +1,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from dashboard.operations import background_read_retry
 from discovery import services
 from integrations import aws
 from integrations.cloudflare import CloudflareTransient
@@ -55,6 +56,9 @@ def application_protect_task(self, change_id: int):
     services.protection_change_drive(self, change_id)
 
 
-@shared_task(ignore_result=True, autoretry_for=(CloudflareTransient,), retry_backoff=10, max_retries=5)
-def access_policies_refresh_task():
-    services.access_policies_refresh()
+@shared_task(bind=True, ignore_result=True, max_retries=5)
+def access_policies_refresh_task(self):
+    try:
+        services.access_policies_refresh()
+    except CloudflareTransient as exc:
+        background_read_retry(self, exc, what="Access policies refresh", first=10.0)

@@ -145,3 +145,22 @@ def test_every_scheduled_task_runs_on_a_real_worker_and_beat_and_its_row_ends(
     assert list(failed) == []
     assert "raised unexpected" not in worker_log, worker_log[-3000:]
     assert "Unrecoverable error" not in worker_log
+
+
+@pytest.mark.parametrize(
+    "task_path", ["vendors.tasks.access_apps_refresh", "discovery.tasks.access_policies_refresh_task"]
+)
+def test_a_scheduled_read_that_finds_the_budget_spent_gives_way_after_its_retries(
+    db, cloudflare_sim, settings, caplog, task_path
+):
+    from django.utils.module_loading import import_string
+
+    from integrations import cloudflare as cf
+
+    settings.CLOUDFLARE_RATE_LIMIT = 4  # a share of one call per window
+    while cf.budget().take(cf.Priority.STATUS).granted:
+        pass
+    result = import_string(task_path).apply()
+    # Beat's schedule reads again: a spent budget is not a task that failed.
+    assert result.successful(), result.traceback
+    assert "the next scheduled pass reads again" in caplog.text

@@ -7,6 +7,7 @@ from celery import shared_task
 from celery.signals import worker_init, worker_process_init
 from django import db
 
+from dashboard.operations import background_read_retry
 from integrations import cloudflare
 from integrations.cloudflare import CloudflareTransient
 from vendors import drift, services, tokens, workflows
@@ -80,16 +81,12 @@ def _open_cloudflare_client(**_kwargs) -> None:
     cloudflare.budget()
 
 
-@shared_task(
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(CloudflareTransient,),
-    retry_backoff=5,
-    retry_backoff_max=300,
-    max_retries=5,
-)
-def access_apps_refresh() -> None:
-    services.access_apps_refresh()
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=5)
+def access_apps_refresh(self) -> None:
+    try:
+        services.access_apps_refresh()
+    except CloudflareTransient as exc:
+        background_read_retry(self, exc, what="Access applications refresh", first=5.0)
 
 
 @shared_task(acks_late=True, ignore_result=True)
